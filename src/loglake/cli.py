@@ -1,0 +1,265 @@
+"""The ``loglake`` command. Thin: parses options, calls the packages, prints results and errors.
+
+Heavy libraries are imported inside the commands that need them, so ``loglake query`` starts fast.
+Errors that are the user's to fix (:class:`LoglakeError`) print one line and exit non-zero, no traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any, TypeVar
+
+import click
+
+from loglake import __version__
+from loglake.errors import ConfigError, LoglakeError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _config(ctx: click.Context) -> Any:
+    from loglake.config import load_config
+
+    obj = ctx.ensure_object(dict)
+    if "config" not in obj:
+        obj["config"] = load_config(home=obj.get("home"), config_file=obj.get("config_file"))
+    return obj["config"]
+
+
+@click.group()
+@click.version_option(__version__, prog_name="loglake")
+@click.option("--home", envvar="LOGLAKE_HOME", help="Data folder (default ./loglake-data).")
+@click.option("--config", "config_file", envvar="LOGLAKE_CONFIG", help="TOML config file.")
+@click.pass_context
+def cli(ctx: click.Context, home: str | None, config_file: str | None) -> None:
+    """loglake: logs in, an Apache Iceberg lake out, SQL over it."""
+    ctx.ensure_object(dict).update(home=home, config_file=config_file)
+
+
+@contextmanager
+def _progress(enabled: bool) -> Iterator[Callable[[int, int], None] | None]:
+    if not enabled:
+        yield None
+        return
+    from rich.progress import Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(
+        TextColumn("[bold]ingest"),
+        TextColumn("{task.fields[lines]:,} lines"),
+        TextColumn("{task.fields[rate]:,.0f} lines/s"),
+        TextColumn("{task.fields[mb]:,.1f} MB"),
+        TimeElapsedColumn(),
+        transient=True,
+        console=_stderr_console(),
+    ) as bar:
+        task = bar.add_task("ingest", total=None, lines=0, rate=0.0, mb=0.0)
+        start = datetime.now(UTC)
+
+        def update(lines: int, nbytes: int) -> None:
+            secs = max((datetime.now(UTC) - start).total_seconds(), 1e-6)
+            bar.update(task, lines=lines, rate=lines / secs, mb=nbytes / 1e6)
+
+        yield update
+
+
+def _stderr_console() -> Any:
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+@cli.command()
+@click.argument("sources", nargs=-1, required=True)
+@click.option("--format", "fmt", default="auto", show_default=True,
+              help="Format name (combined, common, vhost_combined, nginx_main, syslog, json...), "
+              "an Apache LogFormat or nginx log_format string, or auto.")
+@click.option("--table", help="Target table NAMESPACE.NAME (default: the format's table).")
+@click.option("--force", is_flag=True, help="Ingest inputs again even if already ingested.")
+@click.option("--progress/--no-progress", default=None, help="Progress bar (default: on a terminal).")
+@click.pass_context
+def ingest(ctx: click.Context, sources: tuple[str, ...], fmt: str, table: str | None,
+           force: bool, progress: bool | None) -> None:
+    """Ingest log files, folders, globs, s3:// prefixes or - (stdin) into the lake."""
+    from loglake.ingest import ingest as run_ingest
+
+    config = _config(ctx)
+    if table is not None and table.count(".") != 1:
+        raise ConfigError(f"--table {table!r} must be NAMESPACE.NAME, e.g. logs.web")
+    show = sys.stderr.isatty() if progress is None else progress
+    with _progress(show) as update:
+        stats = run_ingest(config, list(sources), format=fmt, table=table, force=force,
+                           progress=update)
+    for name, used in stats.formats.items():
+        if used == "unrecognized":
+            click.echo(f"warning: {name}: format not recognized; its lines are in logs.rejected "
+                       "(pass --format)", err=True)
+    click.echo(stats.summary())
+    for name, rows in sorted(stats.tables.items()):
+        click.echo(f"  {name}: +{rows:,} rows")
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="backslashreplace")
+    return str(value)
+
+
+def _write_rows(out: IO[str], fmt: str, names: list[str], rows: Iterator[tuple[Any, ...]]) -> int:
+    count = 0
+    if fmt == "csv":
+        import csv
+
+        writer = csv.writer(out)
+        writer.writerow(names)
+        for row in rows:
+            writer.writerow(["" if v is None else _json_default(v) if isinstance(v, (datetime, bytes)) else v for v in row])
+            count += 1
+    elif fmt == "json":
+        import json
+
+        for row in rows:
+            out.write(json.dumps(dict(zip(names, row, strict=True)), default=_json_default))
+            out.write("\n")
+            count += 1
+    else:
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(*names, show_lines=False)
+        for row in rows:
+            table.add_row(*["" if v is None else str(v) for v in row])
+            count += 1
+        Console(file=out, width=max(80, min(240, sum(len(n) + 12 for n in names)))).print(table)
+    return count
+
+
+@cli.command()
+@click.argument("sql")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json", "parquet"]),
+              default="table", show_default=True, help="json = one object per line.")
+@click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write to FILE.")
+@click.option("--dialect", default=None, help="Source SQL dialect, e.g. athena or trino.")
+@click.pass_context
+def query(ctx: click.Context, sql: str, fmt: str, output: str | None, dialect: str | None) -> None:
+    """Run one read-only SQL statement over the lake (tables by catalog name, e.g. logs.access)."""
+    from loglake.query.engine import Connection
+
+    config = _config(ctx)
+    con = Connection(config)
+    if fmt == "parquet":
+        if not output:
+            raise ConfigError("--format parquet needs --output FILE")
+        import pyarrow.parquet as pq
+
+        result = con.sql(sql, dialect=dialect)
+        pq.write_table(result.arrow(), output, compression="zstd")
+        click.echo(f"{len(result):,} rows written to {output}", err=True)
+        return
+    names, rows = con.rows(sql, dialect=dialect)
+    if output:
+        with open(output, "w", newline="") as fh:
+            n = _write_rows(fh, fmt, names, rows)
+        click.echo(f"{n:,} rows written to {output}", err=True)
+    else:
+        n = _write_rows(sys.stdout, fmt, names, rows)
+    if n >= config.query.max_rows:
+        click.echo(f"warning: output stopped at query.max_rows = {config.query.max_rows:,} rows",
+                   err=True)
+
+
+def _parse_ts(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        ts = datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise ConfigError(f"--start {value!r} is not an ISO timestamp like 2026-11-25T00:00:00Z") from exc
+    return ts if ts.tzinfo else ts.replace(tzinfo=UTC)
+
+
+@cli.command()
+@click.option("--lines", type=click.IntRange(min=0), required=True, help="Number of lines.")
+@click.option("--rate", type=click.FloatRange(min=0.001), default=10.0, show_default=True,
+              help="Average lines per second of simulated time.")
+@click.option("--start", help="Time of the first line (ISO 8601; default: ends about now).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write to FILE, not stdout.")
+def generate(lines: int, rate: float, start: str | None, seed: int, output: str | None) -> None:
+    """Write realistic combined access logs (many clients, bots, error bursts)."""
+    from loglake.generate import generate_to
+
+    kwargs = {"rate": rate, "start": _parse_ts(start), "seed": seed}
+    if output:
+        with open(output, "wb") as fh:
+            generate_to(fh, lines, **kwargs)
+    else:
+        generate_to(sys.stdout.buffer, lines, **kwargs)
+
+
+@cli.command()
+@click.option("--lines", type=click.IntRange(min=1000), default=300_000, show_default=True)
+@click.pass_context
+def demo(ctx: click.Context, lines: int) -> None:
+    """Generate a day of traffic, ingest it, and print a short report."""
+    from loglake.demo import run_demo
+
+    run_demo(_config(ctx), lines, echo=click.echo)
+
+
+@cli.command()
+@click.pass_context
+def tables(ctx: click.Context) -> None:
+    """List the lake's tables with row counts, sizes and last commit."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from loglake.query.plan import current_locations, get_plan, table_names
+
+    config = _config(ctx)
+    locations = current_locations(config) or {}
+    out = Table("table", "rows", "files", "size", "last commit (UTC)")
+    for name in table_names(config):
+        plan = get_plan(config, name, locations.get(name))
+        last = (datetime.fromtimestamp(plan.last_commit_ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
+                if plan.last_commit_ms else "-")
+        out.add_row(name, f"{plan.rows:,}", f"{len(plan.files):,}", _size(plan.size), last)
+    Console().print(out)
+
+
+def _size(n: int) -> str:
+    value = float(n)
+    for unit in ("B", "KB", "MB", "GB"):
+        if value < 1024 or unit == "GB":
+            return f"{value:,.1f} {unit}" if unit != "B" else f"{n} B"
+        value /= 1024
+    return f"{n} B"
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the console script: runs the CLI, turns LoglakeError into a one-line message."""
+    try:
+        cli.main(args=argv, prog_name="loglake", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except LoglakeError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except BrokenPipeError:
+        sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()
+
+
+__all__ = ["cli", "main", "Path"]

@@ -1,0 +1,210 @@
+"""One typed, frozen configuration, read once at start-up from a TOML file and the environment.
+
+Where it comes from, later wins: built-in defaults, ``$LOGLAKE_HOME/loglake.toml`` (or the file named by
+``--config`` / ``$LOGLAKE_CONFIG``), then ``LOGLAKE_HOME``. Unknown keys are errors that name the key and
+the valid ones. Components receive the objects defined here and never read ``os.environ`` themselves.
+The reference for every key is ``docs/config.md``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from loglake.errors import ConfigError
+
+PARTITIONS = ("hour", "day", "month", "none")
+
+
+@dataclass(frozen=True)
+class CatalogConfig:
+    """Where the Iceberg catalog lives. Embedded default: SQLite file + local warehouse under home.
+
+    ``type`` and ``properties`` are handed to pyiceberg's ``load_catalog`` unchanged, so any catalog
+    pyiceberg supports (``sql`` on PostgreSQL, ``rest``, ``glue``...) works.
+    """
+
+    name: str = "loglake"
+    type: str = "sql"
+    uri: str = ""  # "" = sqlite:///<home>/catalog.db
+    warehouse: str = ""  # "" = file://<home>/warehouse
+    properties: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class S3Config:
+    """Access to S3 or an S3-compatible store, for batch sources (and an S3 warehouse).
+
+    Empty values fall back to the usual AWS chain (``AWS_ACCESS_KEY_ID``, ``~/.aws``...), read by the
+    S3 client itself; ``endpoint_url`` also defaults to ``$AWS_ENDPOINT_URL`` when set.
+    """
+
+    endpoint_url: str = ""
+    region: str = ""
+    access_key_id: str = ""
+    secret_access_key: str = ""
+
+
+@dataclass(frozen=True)
+class TableConfig:
+    """Per-table settings: the partition granularity on event time (``hour``, ``day``, ``month``)."""
+
+    partition: str = "day"
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    """Batch ingest tuning: bytes read per chunk, and rows buffered before Parquet files are written."""
+
+    chunk_bytes: int = 32 << 20
+    flush_rows: int = 2_000_000
+    threads: int = 0  # 0 = number of CPUs
+    json_ts_field: str = "ts"
+    syslog_timezone: str = "UTC"
+
+
+@dataclass(frozen=True)
+class QueryConfig:
+    """Limits applied to every user query."""
+
+    timeout_s: float = 60.0
+    max_rows: int = 1_000_000
+    memory_limit: str = "4GB"
+
+
+DEFAULT_TABLES: Mapping[str, TableConfig] = {
+    "logs.access": TableConfig(partition="hour"),
+    "logs.syslog": TableConfig(partition="day"),
+    "logs.json": TableConfig(partition="day"),
+    "logs.rejected": TableConfig(partition="day"),
+}
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole resolved configuration. Build it with :func:`load_config`."""
+
+    home: Path
+    catalog: CatalogConfig = field(default_factory=CatalogConfig)
+    s3: S3Config = field(default_factory=S3Config)
+    ingest: IngestConfig = field(default_factory=IngestConfig)
+    query: QueryConfig = field(default_factory=QueryConfig)
+    tables: Mapping[str, TableConfig] = field(default_factory=lambda: dict(DEFAULT_TABLES))
+    formats: Mapping[str, str] = field(default_factory=dict)  # name -> LogFormat / log_format string
+
+    @property
+    def catalog_uri(self) -> str:
+        return self.catalog.uri or f"sqlite:///{self.home / 'catalog.db'}"
+
+    @property
+    def warehouse(self) -> str:
+        return self.catalog.warehouse or (self.home / "warehouse").resolve().as_uri()
+
+    @property
+    def state_dir(self) -> Path:
+        """Local bookkeeping (ingest ledger, query plan cache); never the source of truth."""
+        return self.home / "state"
+
+    def table(self, name: str) -> TableConfig:
+        return self.tables.get(name, TableConfig())
+
+
+def _build(cls: type[Any], section: str, raw: Any) -> Any:
+    """Build dataclass ``cls`` from a TOML table, refusing unknown keys and wrong types."""
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"[{section}] must be a table, got {type(raw).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key not in fields:
+            valid = ", ".join(sorted(fields))
+            raise ConfigError(f"unknown key {section}.{key}; valid keys in [{section}]: {valid}")
+        default = getattr(cls(), key) if key != "home" else None
+        if isinstance(default, Mapping):
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"{section}.{key} must be a table")
+            value = {str(k): str(v) for k, v in value.items()}
+        elif default is not None and not isinstance(value, type(default)):
+            if isinstance(default, float) and isinstance(value, int):
+                value = float(value)
+            else:
+                raise ConfigError(
+                    f"{section}.{key} must be {type(default).__name__}, got {value!r}"
+                )
+        kwargs[key] = value
+    return cls(**kwargs)
+
+
+def _validate(cfg: Config) -> None:
+    for name, table in cfg.tables.items():
+        if table.partition not in PARTITIONS:
+            raise ConfigError(
+                f"tables.{name!r}.partition = {table.partition!r}; choose one of {', '.join(PARTITIONS)}"
+            )
+        if name.count(".") != 1:
+            raise ConfigError(f"table name {name!r} must be NAMESPACE.TABLE, e.g. logs.web")
+    if cfg.ingest.chunk_bytes < 1 << 16:
+        raise ConfigError("ingest.chunk_bytes must be at least 65536")
+    if cfg.query.max_rows < 1 or cfg.query.timeout_s <= 0:
+        raise ConfigError("query.max_rows and query.timeout_s must be positive")
+
+
+def load_config(
+    home: str | os.PathLike[str] | None = None,
+    config_file: str | os.PathLike[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Config:
+    """Resolve the configuration once: defaults, then the TOML file, then the environment.
+
+    Raises :class:`ConfigError` for a missing ``--config`` file, invalid TOML, unknown keys or values.
+    """
+    env = os.environ if environ is None else environ
+    home_path = Path(home or env.get("LOGLAKE_HOME") or "loglake-data").expanduser()
+    explicit = config_file or env.get("LOGLAKE_CONFIG")
+    path = Path(explicit) if explicit else home_path / "loglake.toml"
+    raw: dict[str, Any] = {}
+    if path.exists():
+        try:
+            raw = tomllib.loads(path.read_text())
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{path}: invalid TOML: {exc}") from exc
+    elif explicit:
+        raise ConfigError(f"config file {path} does not exist; check --config / LOGLAKE_CONFIG")
+
+    sections: dict[str, type[Any]] = {
+        "catalog": CatalogConfig,
+        "s3": S3Config,
+        "ingest": IngestConfig,
+        "query": QueryConfig,
+    }
+    kwargs: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key in sections:
+            kwargs[key] = _build(sections[key], key, value)
+        elif key == "tables":
+            tables = dict(DEFAULT_TABLES)
+            for name, tvalue in value.items():
+                tables[name] = _build(TableConfig, f"tables.{name}", tvalue)
+            kwargs["tables"] = tables
+        elif key == "formats":
+            if not all(isinstance(v, str) for v in value.values()):
+                raise ConfigError("[formats] maps a name to a LogFormat or log_format string")
+            kwargs["formats"] = dict(value)
+        elif key == "home":
+            if not home and not env.get("LOGLAKE_HOME"):
+                home_path = Path(str(value)).expanduser()
+        else:
+            valid = ", ".join(sorted([*sections, "tables", "formats", "home"]))
+            raise ConfigError(f"unknown section or key {key!r} in {path}; valid: {valid}")
+
+    s3 = kwargs.get("s3", S3Config())
+    if not s3.endpoint_url and env.get("AWS_ENDPOINT_URL"):
+        kwargs["s3"] = dataclasses.replace(s3, endpoint_url=env["AWS_ENDPOINT_URL"])
+    cfg = Config(home=home_path.resolve(), **kwargs)
+    _validate(cfg)
+    return cfg

@@ -1,0 +1,78 @@
+"""Cutting raw bytes into a column of lines, and decoding them to text without losing a byte."""
+
+from __future__ import annotations
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.csv as pacsv
+
+from loglake.formats.base import LineBatch
+
+# The CSV reader is used as a fast, multi-threaded line splitter: one column, no quoting, a
+# delimiter that text logs do not contain. A line that holds the delimiter anyway makes the reader
+# report an invalid row; the chunk is then split again by the plain (slower) path so nothing is lost.
+_DELIM = "\x1f"
+
+
+def _split_plain(chunk: bytes) -> pa.Array:
+    lines = chunk.split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    return pa.array([ln[:-1] if ln.endswith(b"\r") else ln for ln in lines], type=pa.large_binary())
+
+
+def split_lines(chunk: bytes) -> pa.Array:
+    """Split ``chunk`` into lines (``\\n`` or ``\\r\\n`` endings; a missing final newline is fine).
+
+    Returns a ``large_binary`` Arrow array with one element per line, endings removed, empty lines
+    kept (they are rejected later, and counted).
+    """
+    if not chunk:
+        return pa.array([], type=pa.large_binary())
+    invalid: list[object] = []
+
+    def on_invalid(row: object) -> str:
+        invalid.append(row)
+        return "skip"
+
+    table = pacsv.read_csv(
+        pa.BufferReader(chunk),
+        read_options=pacsv.ReadOptions(column_names=["line"], block_size=4 << 20),
+        parse_options=pacsv.ParseOptions(
+            delimiter=_DELIM,
+            quote_char=False,
+            escape_char=False,
+            ignore_empty_lines=False,
+            invalid_row_handler=on_invalid,
+        ),
+        convert_options=pacsv.ConvertOptions(
+            column_types={"line": pa.large_binary()},
+            strings_can_be_null=False,
+            quoted_strings_can_be_null=False,
+        ),
+    )
+    if invalid or chunk.count(b"\r") != chunk.count(b"\r\n"):
+        # A lone \r also ends a row for the CSV reader; a chunk with one takes the plain path.
+        return _split_plain(chunk)
+    return table.column("line").combine_chunks()
+
+
+def decode(raw: pa.Array) -> pl.Series:
+    """Decode a binary column to UTF-8 text; invalid bytes become ``\\xNN`` escapes (rare path)."""
+    try:
+        return pl.Series("line", raw.cast(pa.large_string()))
+    except pa.ArrowInvalid:
+        pass
+    series = pl.Series("line", raw).cast(pl.String, strict=False)
+    bad = series.is_null().arg_true().to_list()
+    values = series.to_list()
+    raw_list = raw.to_pylist()
+    for i in bad:
+        values[i] = raw_list[i].decode("utf-8", errors="backslashreplace")
+    return pl.Series("line", values, dtype=pl.String)
+
+
+def line_batch(chunk: bytes, first_line: int, source: str) -> LineBatch:
+    """Split and decode one chunk of a source into a :class:`LineBatch`."""
+    raw = split_lines(chunk)
+    return LineBatch(text=decode(raw), raw=raw, first_line=first_line, source=source)

@@ -1,0 +1,1 @@
+"""The Iceberg lake: catalog, table writer and the ingest ledger."""

@@ -1,0 +1,227 @@
+"""Query plans: the data files of a table snapshot, with per-file time bounds, cached on disk.
+
+Planning a table with pyiceberg (importing it alone takes about 0.6 s) is too slow for a CLI query
+that should answer in well under a second, and warm repeated queries should not re-plan either. So the
+plan of a snapshot (its files, row counts and ``ts`` bounds, and the column types) is stored as JSON
+under ``state/plans/``, keyed by the table's metadata location. For the embedded SQLite catalog the
+current metadata location is read with the standard library; only when it changed is pyiceberg loaded.
+The cache is never the source of truth: a plan whose metadata location is not current is rebuilt.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote, urlparse
+
+if TYPE_CHECKING:
+    from pyiceberg.table import Table
+
+    from loglake.config import Config
+
+_PLAN_VERSION = 1
+
+
+@dataclass(frozen=True)
+class FilePlan:
+    """One Parquet data file: local path, rows, size, and the min/max of the time column (µs UTC)."""
+
+    path: str
+    rows: int
+    size: int
+    ts_min: int | None
+    ts_max: int | None
+
+
+@dataclass(frozen=True)
+class TablePlan:
+    """The files and columns of one table snapshot."""
+
+    name: str
+    metadata_location: str
+    snapshot_id: int | None
+    columns: list[tuple[str, str]]  # (name, DuckDB type) in table order
+    time_column: str | None
+    evolved: bool  # more than one schema: files may lack newer columns
+    files: list[FilePlan]
+    last_commit_ms: int | None = None
+    version: int = _PLAN_VERSION
+
+    @property
+    def rows(self) -> int:
+        return sum(f.rows for f in self.files)
+
+    @property
+    def size(self) -> int:
+        return sum(f.size for f in self.files)
+
+
+def _duckdb_type(iceberg_type: Any) -> str:
+    from pyiceberg import types as t
+
+    simple = {
+        t.StringType: "VARCHAR",
+        t.IntegerType: "INTEGER",
+        t.LongType: "BIGINT",
+        t.FloatType: "FLOAT",
+        t.DoubleType: "DOUBLE",
+        t.BooleanType: "BOOLEAN",
+        t.TimestamptzType: "TIMESTAMPTZ",
+        t.TimestampType: "TIMESTAMP",
+        t.DateType: "DATE",
+        t.BinaryType: "BLOB",
+        t.UUIDType: "UUID",
+    }
+    for cls, name in simple.items():
+        if isinstance(iceberg_type, cls):
+            return name
+    if isinstance(iceberg_type, t.StructType):
+        inner = ", ".join(f'"{f.name}" {_duckdb_type(f.field_type)}' for f in iceberg_type.fields)
+        return f"STRUCT({inner})"
+    if isinstance(iceberg_type, t.ListType):
+        return f"{_duckdb_type(iceberg_type.element_type)}[]"
+    if isinstance(iceberg_type, t.DecimalType):
+        return f"DECIMAL({iceberg_type.precision}, {iceberg_type.scale})"
+    return "VARCHAR"
+
+
+def _local_path(uri: str) -> str:
+    parsed = urlparse(uri)
+    if parsed.scheme in ("", "file"):
+        return unquote(parsed.path)
+    return uri
+
+
+def build_plan(name: str, table: Table, time_column: str | None = "ts") -> TablePlan:
+    """Plan every data file of the table's current snapshot (needs pyiceberg)."""
+    from pyiceberg.conversions import from_bytes
+
+    schema = table.schema()
+    field = None
+    if time_column and time_column in schema.column_names:
+        field = schema.find_field(time_column)
+    else:
+        for candidate in ("ts", "ingested_at"):
+            if candidate in schema.column_names:
+                field = schema.find_field(candidate)
+                break
+    files: list[FilePlan] = []
+    snapshot = table.current_snapshot()
+    if snapshot is not None:
+        for task in table.scan().plan_files():
+            if task.delete_files:
+                from loglake.errors import LakeError
+
+                raise LakeError(f"{name} has row-level deletes, which loglake cannot read yet")
+            df = task.file
+            lo = hi = None
+            if field is not None:
+                lb = (df.lower_bounds or {}).get(field.field_id)
+                ub = (df.upper_bounds or {}).get(field.field_id)
+                lo = int(from_bytes(field.field_type, lb)) if lb is not None else None
+                hi = int(from_bytes(field.field_type, ub)) if ub is not None else None
+            files.append(
+                FilePlan(_local_path(df.file_path), df.record_count, df.file_size_in_bytes, lo, hi)
+            )
+    return TablePlan(
+        name=name,
+        metadata_location=table.metadata_location,
+        snapshot_id=snapshot.snapshot_id if snapshot else None,
+        columns=[(f.name, _duckdb_type(f.field_type)) for f in schema.fields],
+        time_column=field.name if field is not None else None,
+        evolved=len(table.schemas()) > 1,
+        files=files,
+        last_commit_ms=snapshot.timestamp_ms if snapshot else None,
+    )
+
+
+def _plan_file(config: Config, name: str) -> Path:
+    return config.state_dir / "plans" / f"{name}.json"
+
+
+def _embedded_sqlite(config: Config) -> Path | None:
+    """The SQLite file of the catalog when it is pyiceberg's SQL catalog on SQLite."""
+    if config.catalog.type != "sql":
+        return None
+    uri = config.catalog_uri
+    if not uri.startswith("sqlite:///"):
+        return None
+    return Path(uri[len("sqlite:///") :])
+
+
+def current_locations(config: Config) -> dict[str, str] | None:
+    """``{table: metadata location}`` read straight from an SQLite catalog, else None (unknown)."""
+    db = _embedded_sqlite(config)
+    if db is None:
+        return None
+    if not db.exists():
+        return {}
+    try:
+        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
+        try:
+            rows = con.execute(
+                "SELECT table_namespace, table_name, metadata_location FROM iceberg_tables "
+                "WHERE catalog_name = ?",
+                (config.catalog.name,),
+            ).fetchall()
+        finally:
+            con.close()
+    except sqlite3.OperationalError:
+        return {}  # catalog file exists but no table was ever created
+    return {f"{ns}.{tbl}": loc for ns, tbl, loc in rows if loc}
+
+
+def _read_cached(path: Path) -> TablePlan | None:
+    try:
+        raw = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if raw.get("version") != _PLAN_VERSION:
+        return None
+    raw["files"] = [FilePlan(**f) for f in raw["files"]]
+    raw["columns"] = [tuple(c) for c in raw["columns"]]
+    return TablePlan(**raw)
+
+
+def save_plan(config: Config, plan: TablePlan) -> None:
+    path = _plan_file(config, plan.name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps(asdict(plan)))
+    os.replace(tmp, path)  # atomic: a concurrent reader sees the old plan or the new one
+
+
+def refresh_plans(config: Config, tables: dict[str, Table]) -> None:
+    """Store fresh plans for tables just committed, so the next query starts without pyiceberg."""
+    for name, table in tables.items():
+        time_column = "ingested_at" if name == "logs.rejected" else "ts"
+        save_plan(config, build_plan(name, table, time_column))
+
+
+def get_plan(config: Config, name: str, location: str | None) -> TablePlan:
+    """The plan of table ``name`` at metadata ``location`` (None: ask the catalog through pyiceberg)."""
+    cached = _read_cached(_plan_file(config, name))
+    if cached is not None and location is not None and cached.metadata_location == location:
+        return cached
+    from loglake.lake.catalog import load_table, open_catalog
+
+    table = load_table(open_catalog(config), name)
+    if cached is not None and cached.metadata_location == table.metadata_location:
+        return cached
+    plan = build_plan(name, table, "ingested_at" if name == "logs.rejected" else "ts")
+    save_plan(config, plan)
+    return plan
+
+
+def table_names(config: Config) -> list[str]:
+    """Names of all tables in the catalog (fast path for the embedded SQLite catalog)."""
+    locations = current_locations(config)
+    if locations is not None:
+        return sorted(locations)
+    from loglake.lake.catalog import list_tables, open_catalog
+
+    return list_tables(open_catalog(config))
