@@ -1,8 +1,8 @@
 """Fixtures for sources that talk to S3: a real moto server in a subprocess, never mocks in-process.
 
-pyarrow's S3 client is C++ (the AWS SDK), so in-process patching (``moto.mock_aws``) cannot intercept
-it; a moto server on 127.0.0.1 is an S3-compatible endpoint that both pyarrow and boto3 reach over
-HTTP, exactly like MinIO or AWS would be.
+pyarrow's S3 client is C++ (the AWS SDK), so in-process patching (``moto.mock_aws``) cannot
+intercept it; a moto server on 127.0.0.1 is an S3-compatible endpoint that both pyarrow and boto3
+reach over HTTP, exactly like MinIO or AWS would be.
 
 Fixtures, from the bottom up:
 
@@ -17,8 +17,9 @@ Fixtures, from the bottom up:
 * ``s3_config`` (function): ``load_config(home=tmp_path, environ=s3_env)``, i.e. a Config whose
   ``s3.endpoint_url`` is the server and whose credentials come from the environment.
 
-:func:`moto_server` is the context manager behind ``s3_server``; use it directly for a server with
-other settings (e.g. ``{"INITIAL_NO_AUTH_ACTION_COUNT": "0"}`` to enforce authentication).
+* ``start_moto_server`` (function): ``with start_moto_server({"VAR": "value"}) as endpoint:`` runs
+  a private server with other settings, e.g. ``{"INITIAL_NO_AUTH_ACTION_COUNT": "0"}`` to enforce
+  authentication (about a second to start; stopped when the ``with`` block ends).
 """
 
 from __future__ import annotations
@@ -121,9 +122,22 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield url
 
 
+@pytest.fixture
+def start_moto_server(
+    tmp_path: Path,
+) -> Callable[[Mapping[str, str] | None], contextlib.AbstractContextManager[str]]:
+    """Factory for a private moto server: ``with start_moto_server(env) as endpoint_url: ...``."""
+
+    def start(env: Mapping[str, str] | None = None) -> contextlib.AbstractContextManager[str]:
+        log_path = tmp_path / f"moto-{uuid.uuid4().hex[:8]}.log"
+        return moto_server(log_path, env)
+
+    return start
+
+
 @pytest.fixture(scope="session")
 def s3_client(s3_server: str) -> Any:
-    """A boto3 S3 client on the test server, for arranging test data (loglake itself uses pyarrow)."""
+    """A boto3 S3 client on the test server, to arrange test data (loglake itself uses pyarrow)."""
     import boto3
 
     return boto3.client(
@@ -180,5 +194,5 @@ def s3_env(monkeypatch: pytest.MonkeyPatch, s3_server: str) -> dict[str, str]:
 
 @pytest.fixture
 def s3_config(tmp_path: Path, s3_env: dict[str, str]) -> Config:
-    """A Config for the test server: endpoint from ``AWS_ENDPOINT_URL``, keys from the environment."""
+    """A Config for the test server: endpoint from ``AWS_ENDPOINT_URL``, keys from the env."""
     return load_config(home=tmp_path / "home", environ=s3_env)

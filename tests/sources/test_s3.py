@@ -19,8 +19,6 @@ from loglake.sources import list_inputs as list_any
 from loglake.sources.base import Input, open_decompressed, read_chunks
 from loglake.sources.s3 import _glob_regex, list_inputs
 
-from conftest import moto_server  # noqa: I001  (tests/sources/conftest.py, on sys.path)
-
 DATA_DIR = Path(__file__).resolve().parents[3] / "shared" / "data"
 SAMPLE = DATA_DIR / "apache_combined_10k.log"
 CHUNK = 1 << 20  # smaller than the 2.3 MB sample, so every file is read in several chunks
@@ -108,7 +106,10 @@ def test_globs_on_the_key(loaded_bucket: tuple[str, dict[str, bytes]], s3_config
     bucket, _ = loaded_bucket
 
     def names(pattern: str) -> list[str]:
-        return [i.name[len(f"s3://{bucket}/") :] for i in list_inputs(f"s3://{bucket}/{pattern}", s3_config)]
+        return [
+            i.name[len(f"s3://{bucket}/") :]
+            for i in list_inputs(f"s3://{bucket}/{pattern}", s3_config)
+        ]
 
     assert names("logs/2024/*/access.log.*") == [
         "logs/2024/01/access.log.gz",
@@ -157,7 +158,9 @@ def test_version_changes_when_an_object_is_overwritten(
 
 def test_missing_bucket_names_it(make_bucket: Callable[..., str], s3_config: Config) -> None:
     for spec in ("s3://no-such-bucket-loglake/logs", "s3://no-such-bucket-loglake/*.log"):
-        with pytest.raises(SourceError, match="bucket 'no-such-bucket-loglake' does not exist") as err:
+        with pytest.raises(
+            SourceError, match="bucket 'no-such-bucket-loglake' does not exist"
+        ) as err:
             list(list_inputs(spec, s3_config))
         assert spec in str(err.value)
         assert "endpoint_url" in str(err.value)
@@ -189,7 +192,9 @@ def test_closed_port_is_a_source_error_with_the_fix(tmp_path: Path, s3_env: dict
     with socket.socket() as sock:  # a port nothing listens on
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    config = load_config(home=tmp_path, environ={**s3_env, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}"})
+    config = load_config(
+        home=tmp_path, environ={**s3_env, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}"}
+    )
 
     with pytest.raises(SourceError) as err:
         list(list_inputs("s3://some-bucket/logs", config))
@@ -247,10 +252,10 @@ def test_no_credentials_is_a_source_error_with_the_fix(
 
 
 def test_refused_keys_are_a_source_error_with_the_fix(
-    tmp_path: Path, s3_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, s3_env: dict[str, str], start_moto_server: Callable[..., Any]
 ) -> None:
     # A second server that enforces authentication: moto knows no IAM user with key "testing".
-    with moto_server(tmp_path / "auth.log", {"INITIAL_NO_AUTH_ACTION_COUNT": "0"}) as endpoint:
+    with start_moto_server({"INITIAL_NO_AUTH_ACTION_COUNT": "0"}) as endpoint:
         config = load_config(home=tmp_path, environ={**s3_env, "AWS_ENDPOINT_URL": endpoint})
         with pytest.raises(SourceError, match="denied") as err:
             list(list_inputs("s3://locked-bucket/logs", config))
@@ -258,9 +263,7 @@ def test_refused_keys_are_a_source_error_with_the_fix(
     assert "s3://locked-bucket/logs" in str(err.value)
 
 
-def test_object_deleted_after_listing(
-    s3_client: Any, s3_bucket: str, s3_config: Config
-) -> None:
+def test_object_deleted_after_listing(s3_client: Any, s3_bucket: str, s3_config: Config) -> None:
     s3_client.put_object(Bucket=s3_bucket, Key="gone.log", Body=b"soon gone\n")
     [inp] = list_inputs(f"s3://{s3_bucket}/gone.log", s3_config)
     s3_client.delete_object(Bucket=s3_bucket, Key="gone.log")

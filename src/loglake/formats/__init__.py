@@ -24,6 +24,7 @@ REGISTRY: dict[str, str] = {
     "combined": "loglake.formats.access:access_format",
     "vhost_common": "loglake.formats.access:access_format",
     "vhost_combined": "loglake.formats.access:access_format",
+    "common_complete": "loglake.formats.access:access_format",
     "nginx_main": "loglake.formats.access:access_format",
     "combined_xff": "loglake.formats.access:access_format",
     "syslog": "loglake.formats.syslog:syslog_format",
@@ -36,6 +37,7 @@ REGISTRY: dict[str, str] = {
 #: Candidates for auto-detection, most specific first (ties go to the earlier one).
 DETECT_ORDER = (
     "vhost_combined",
+    "common_complete",
     "nginx_main",
     "combined",
     "vhost_common",

@@ -22,6 +22,8 @@ PRESETS: dict[str, str] = {
     "combined": '%h %l %u %t "%r" %>s %b "%{Referer}i" "%{User-Agent}i"',
     "vhost_common": '%v %h %l %u %t "%r" %>s %b',
     "vhost_combined": '%v:%p %h %l %u %t "%r" %>s %O "%{Referer}i" "%{User-Agent}i"',
+    # Virtual host before a combined line, space-separated (Matomo's log importer calls it so).
+    "common_complete": '%v %h %l %u %t "%r" %>s %b "%{Referer}i" "%{User-Agent}i"',
     # nginx's default `main` format: combined plus the X-Forwarded-For header.
     "nginx_main": (
         '$remote_addr - $remote_user [$time_local] "$request" $status $body_bytes_sent '
@@ -181,8 +183,22 @@ _APACHE_TOKEN = re.compile(r"%(?:[<>!0-9,]*)(?:\{([^}]*)\})?(?:[<>])?([a-zA-Z%])
 _NGINX_TOKEN = re.compile(r"\$(?:\{([a-zA-Z0-9_]+)\}|([a-zA-Z0-9_]+))")
 
 
-def _compile(parts: list[str | _Field]) -> tuple[str, list[_Field]]:
-    """Join literal text and fields into one anchored regex; fields in quotes take the quoted pattern."""
+_FAST_QUOTED = r'[^"\\]*'
+_FAST_QUOTED_LAST = r'[^"\\\r\n]*'
+# The common shape of a request line, split by the regex itself on the fast path.
+_FAST_REQUEST = (
+    r'(?P<method>[A-Z]+) (?P<path>[^ "?\\]*)(?:\?(?P<query>[^ "\\]*))? (?P<protocol>HTTP/[0-9.]+)'
+)
+_QUOTED_PATTERNS = (_QUOTED, _QUOTED_LAST)
+
+
+def _compile(parts: list[str | _Field], fast: bool = False) -> tuple[str, list[_Field]]:
+    """Join literal text and fields into one anchored regex; fields in quotes take the quoted pattern.
+
+    ``fast`` builds the fast-path variant: quoted fields without backslash escapes and a request line
+    of the usual ``METHOD PATH[?QUERY] HTTP/x`` shape, split into its parts by the regex itself. Lines
+    it does not match are tried against the general variant, which accepts anything the server writes.
+    """
     out: list[str] = ["^"]
     fields: list[_Field] = []
     seen: set[str] = set()
@@ -197,12 +213,22 @@ def _compile(parts: list[str | _Field]) -> tuple[str, list[_Field]]:
         is_last = i + 2 >= len(parts) and nxt == '"'
         pattern = part.pattern
         if quoted:
-            pattern = _QUOTED_LAST if is_last else _QUOTED
+            if fast:
+                pattern = _FAST_QUOTED_LAST if is_last else _FAST_QUOTED
+            else:
+                pattern = _QUOTED_LAST if is_last else _QUOTED
         column = part.column
         if column in seen:  # the same field logged twice: keep the first, match the rest
             out.append(f"(?:{pattern})")
             continue
         seen.add(column)
+        if fast and part.kind == "request" and quoted:
+            out.append(_FAST_REQUEST)
+            fields.extend(
+                _Field(c, _FAST_QUOTED, k)
+                for c, k in (("method", "str"), ("path", "str"), ("query", "str"), ("protocol", "str"))
+            )
+            continue
         fields.append(_Field(column, pattern, part.kind, part.scale) if quoted else part)
         if part.kind == "clf_time" and pattern.startswith(r"\["):
             out.append(pattern)  # %t carries its brackets and names its own group
@@ -257,6 +283,7 @@ def _merge_literals(parts: list[str | _Field]) -> list[str | _Field]:
     return [p.replace('\\"', '"') if isinstance(p, str) else p for p in merged]
 
 
+_REQUEST_PARTS = ("method", "path", "query", "protocol")
 _REQUEST_RE = (
     r"^(?P<method>[A-Za-z][A-Za-z0-9_-]*) (?P<target>.*?)"
     r"(?: (?P<protocol>[A-Za-z]+/\d+(?:\.\d+)?))?$"
@@ -271,6 +298,8 @@ class AccessFormat:
     format_string: str
     regex: str = field(init=False)
     fields: list[_Field] = field(init=False)
+    fast_regex: str = field(init=False)
+    fast_fields: list[_Field] = field(init=False)
     default_table: ClassVar[str] = "logs.access"
     enrich: ClassVar[tuple[str, ...]] = ("useragent",)
 
@@ -284,6 +313,7 @@ class AccessFormat:
                 "log_format ($remote_addr [$time_local] ...) string"
             )
         self.regex, self.fields = _compile(parts)
+        self.fast_regex, self.fast_fields = _compile(parts, fast=True)
         columns = {f.column for f in self.fields}
         if not columns & {"ts"}:
             raise FormatError(
@@ -306,14 +336,34 @@ class AccessFormat:
         text = batch.text
         n = len(text)
         line_no = pl.int_range(batch.first_line, batch.first_line + n, dtype=pl.Int64, eager=True)
-        groups = text.str.extract_groups(self.regex).struct.unnest()
-        first = self.fields[0].column
-        matched = groups.get_column(first).is_not_null()
-        frame = groups.with_columns(line=line_no).filter(matched)
-        frame = frame.lazy().with_columns(self._convert_exprs()).collect()
+        fast = text.str.extract_groups(self.fast_regex).struct.unnest()
+        ok = fast.get_column(self.fast_fields[0].column).is_not_null()
+        frames = [
+            fast.with_columns(line=line_no)
+            .filter(ok)
+            .lazy()
+            .with_columns(self._convert_exprs(self.fast_fields))
+            .collect()
+        ]
+        unmatched = pl.Series("line", [], pl.Int64)
+        if not ok.all():
+            # The general path: escaped quotes, odd request lines, a missing closing quote...
+            rest_lines = line_no.filter(~ok)
+            slow = text.filter(~ok).str.extract_groups(self.regex).struct.unnest()
+            ok2 = slow.get_column(self.fields[0].column).is_not_null()
+            unmatched = rest_lines.filter(~ok2)
+            general = slow.with_columns(line=rest_lines).filter(ok2)
+            general = general.lazy().with_columns(self._convert_exprs(self.fields)).collect()
+            frames.append(self._split_request(general))
+        frame = self._finish(pl.concat(frames, how="diagonal_relaxed"))
         bad_ts = frame.get_column("ts").is_null()
         bad_lines = frame.get_column("line").filter(bad_ts)
-        frame = self._finish(frame.filter(~bad_ts))
+        if len(bad_lines):
+            frame = frame.filter(~bad_ts)
+        if len(frames) > 1:
+            frame = frame.sort("line")
+        if len(unmatched) == 0 and len(bad_lines) == 0:
+            return ParseResult(parsed=frame, rejected=_rejects(batch, None, pl.lit("")))
         reasons = (
             pl.when(pl.col("text").str.len_bytes() == 0)
             .then(pl.lit("empty line"))
@@ -321,17 +371,18 @@ class AccessFormat:
             .then(pl.lit("invalid timestamp"))
             .otherwise(pl.lit(f"does not match the {self.name} format"))
         )
-        rejected = _rejects(batch, ~matched | line_no.is_in(bad_lines.implode()), reasons)
-        return ParseResult(parsed=frame, rejected=rejected)
+        mask = line_no.is_in(unmatched.implode()) | line_no.is_in(bad_lines.implode())
+        return ParseResult(parsed=frame, rejected=_rejects(batch, mask, reasons))
 
-    def _convert_exprs(self) -> list[pl.Expr]:
+    def _convert_exprs(self, fields: list[_Field]) -> list[pl.Expr]:
         exprs: list[pl.Expr] = []
-        for f in self.fields:
+        for f in fields:
             col = pl.col(f.column)
-            if f.pattern in (_QUOTED, _QUOTED_LAST):
+            if f.pattern in _QUOTED_PATTERNS:
                 # Undo the server's escaping of quotes and backslashes; \xNN escapes stay as text.
                 col = col.str.replace_all(r'\\(["\\])', "$1")
-            if f.kind == "dash_str" or (f.pattern in (_QUOTED, _QUOTED_LAST) and f.kind == "str"):
+            quoted = f.pattern in (*_QUOTED_PATTERNS, _FAST_QUOTED, _FAST_QUOTED_LAST)
+            if f.kind == "dash_str" or (quoted and f.kind == "str" and f.column not in _REQUEST_PARTS):
                 col = pl.when(col == "-").then(None).otherwise(col)
             elif f.kind == "int":
                 col = col.cast(pl.Int64, strict=False)
@@ -349,19 +400,19 @@ class AccessFormat:
             exprs.append(col.alias(f.column))
         return exprs
 
-    def _finish(self, frame: pl.DataFrame) -> pl.DataFrame:
-        """Split request/target into method, path, query, protocol; order and type the columns."""
+    def _split_request(self, frame: pl.DataFrame) -> pl.DataFrame:
+        """Split ``request`` (general path) into method, path, query and protocol."""
         if "request" in frame.columns:
             req = frame.get_column("request")
             parts = req.str.extract_groups(_REQUEST_RE).struct.unnest()
             unsplit = parts.get_column("method").is_null() & ~req.is_in(["", "-"])
             # A request that is not METHOD TARGET [PROTOCOL] (e.g. TLS bytes sent to an HTTP port)
             # keeps its raw text in `path`, so nothing the server logged is lost.
-            target = pl.when(unsplit).then(req).otherwise(parts.get_column("target"))
+            target = pl.select(pl.when(unsplit).then(req).otherwise(parts.get_column("target")))
             frame = frame.with_columns(
                 method=parts.get_column("method"),
                 protocol=parts.get_column("protocol"),
-                target=pl.select(target).to_series(),
+                target=target.to_series(),
             ).drop("request")
         if "target" in frame.columns:
             t = pl.col("target")
@@ -371,6 +422,10 @@ class AccessFormat:
                 path=pl.when(is_raw).then(t).otherwise(split.struct.field("field_0")),
                 query=pl.when(is_raw).then(None).otherwise(split.struct.field("field_1")),
             ).drop("target")
+        return frame
+
+    def _finish(self, frame: pl.DataFrame) -> pl.DataFrame:
+        """Order and type the columns: core columns first (null when not logged), then extras."""
         exprs = []
         for name, dtype in ACCESS_COLUMNS.items():
             if name in frame.columns:
@@ -381,8 +436,10 @@ class AccessFormat:
         return frame.select(*exprs, *extras, pl.col("line"))
 
 
-def _rejects(batch: LineBatch, mask: pl.Series, reasons: pl.Expr) -> pl.DataFrame:
+def _rejects(batch: LineBatch, mask: pl.Series | None, reasons: pl.Expr) -> pl.DataFrame:
     """Rows of ``batch`` selected by ``mask`` as rejected records (line, raw bytes, reason)."""
+    if mask is None:
+        return pl.DataFrame(schema={"line": pl.Int64, "raw": pl.Binary, "reason": pl.String})
     n = len(batch)
     line_no = pl.int_range(batch.first_line, batch.first_line + n, dtype=pl.Int64, eager=True)
     frame = pl.DataFrame(

@@ -51,7 +51,8 @@ def split_lines(chunk: bytes) -> pa.Array:
             quoted_strings_can_be_null=False,
         ),
     )
-    if invalid or chunk.count(b"\r") != chunk.count(b"\r\n"):
+    has_cr = chunk.find(b"\r") >= 0
+    if invalid or (has_cr and chunk.count(b"\r") != chunk.count(b"\r\n")):
         # A lone \r also ends a row for the CSV reader; a chunk with one takes the plain path.
         return _split_plain(chunk)
     return table.column("line").combine_chunks()
@@ -63,12 +64,9 @@ def decode(raw: pa.Array) -> pl.Series:
         return pl.Series("line", raw.cast(pa.large_string()))
     except pa.ArrowInvalid:
         pass
-    series = pl.Series("line", raw).cast(pl.String, strict=False)
-    bad = series.is_null().arg_true().to_list()
-    values = series.to_list()
-    raw_list = raw.to_pylist()
-    for i in bad:
-        values[i] = raw_list[i].decode("utf-8", errors="backslashreplace")
+    # Rare path (a chunk with bytes that are not UTF-8): decode line by line so that only the bad
+    # bytes become escapes and every other character stays as written.
+    values = [b.decode("utf-8", errors="backslashreplace") for b in raw.to_pylist()]
     return pl.Series("line", values, dtype=pl.String)
 
 

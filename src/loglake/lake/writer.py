@@ -112,7 +112,11 @@ class TableWriter:
         self._buffer.clear()
         self._buffered_rows = 0
         self._ensure_columns(frame)
-        if self.sort_by and self.sort_by in frame.columns:
+        if (
+            self.sort_by
+            and self.sort_by in frame.columns
+            and not frame.get_column(self.sort_by).is_sorted()
+        ):
             # Sorted files give tight per-row-group time ranges, so time filters skip more data.
             frame = frame.sort(self.sort_by)
         target = schema_to_pyarrow(self.table.schema(), include_field_ids=False)

@@ -185,6 +185,10 @@ def _input(fs: Any, info: Any, config: Config) -> Input:
             # compression=None: pyarrow would otherwise decompress by extension, hiding the raw
             # bytes from open_decompressed (which detects by magic bytes and counts raw progress).
             stream = fs.open_input_stream(path, compression=None, buffer_size=_READ_BUFFER_BYTES)
+        except FileNotFoundError as exc:
+            raise SourceError(
+                f"{uri} no longer exists (deleted or renamed after it was listed); list again"
+            ) from exc
         except OSError as exc:
             raise _translate_error(uri, exc, config) from exc
         return cast(BinaryIO, stream)
