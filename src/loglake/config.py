@@ -62,7 +62,7 @@ class IngestConfig:
     """Batch ingest tuning: bytes read per chunk, and rows buffered before Parquet files are written."""
 
     chunk_bytes: int = 32 << 20
-    flush_rows: int = 2_000_000
+    flush_rows: int = 500_000
     threads: int = 0  # 0 = number of CPUs
     json_ts_field: str = "ts"
     syslog_timezone: str = "UTC"

@@ -1,27 +1,28 @@
 """Synthetic Apache *combined* access logs: realistic, deterministic and fast.
 
-Used by ``loglake generate`` (write N lines to a file or stdout) and ``loglake demo`` (fill a lake with
-something worth querying). Each line is::
+Used by ``loglake generate`` (write N lines to a file or stdout) and ``loglake demo`` (fill a lake
+with something worth querying). Each line is::
 
     %h %l %u %t "%r" %>s %b "%{Referer}i" "%{User-Agent}i"
 
 What makes the traffic look real:
 
-* clients: a few thousand per seed, mostly IPv4, some IPv6, a few reverse-DNS host names; popularity is
-  Zipf-like, each client keeps one user agent, a few send an authenticated user name;
-* bots (Googlebot, bingbot, AhrefsBot, YandexBot, a generic crawler) make ~14% of requests, from their
-  own address ranges and host names, favouring ``/robots.txt``, ``/sitemap.xml`` and pages;
+* clients: a few thousand per seed, mostly IPv4, some IPv6, a few reverse-DNS host names;
+  popularity is Zipf-like, each client keeps one user agent, a few send an authenticated user name;
+* bots (Googlebot, bingbot, AhrefsBot, YandexBot, a generic crawler) make ~14% of requests, from
+  their own address ranges and host names, favouring ``/robots.txt``, ``/sitemap.xml`` and pages;
 * ~35 paths (pages, ``/static`` assets with fixed sizes, ``/api`` calls with query strings, scanner
   probes such as ``/wp-login.php``), each with its own method, status, size and referrer mix;
 * time: exponential inter-arrival times at ``rate`` lines per second on average, modulated by a
-  day/night sine (peak 14:00 UTC, trough 02:00 UTC), non-decreasing, spanning ``lines / rate`` seconds;
-* error bursts: a few 2-5 minute windows where 500/502/503 jump to ~30% of the requests, so that an
+  day/night sine (peak 14:00 UTC, trough 02:00 UTC), non-decreasing, spanning about
+  ``lines / rate`` seconds;
+* error bursts: a few 2-5 minute windows where 500/502/503 jump to ~30% of the requests, so that a
   "find the outage" query has something to find.
 
-Speed: every column is drawn with numpy (inverse-CDF sampling over pools by index arrays) and lines
-are assembled per chunk with one Polars ``concat_str``; the chunk's bytes are taken straight from the
-resulting Arrow buffer. There is no Python loop per line (only per client or per pool entry, once per
-seed), which is what makes > 1 M lines/s possible.
+Speed: every column is drawn with numpy (alias-method sampling over pools, giving index arrays) and
+lines are assembled per chunk with one Polars ``concat_str`` over pooled strings; the chunk's bytes
+are read straight from the resulting Arrow buffer. There is no Python loop per line (only per client
+or pool entry, once per seed or process), which is what makes > 1 M lines/s on one core possible.
 
 Determinism: the output is a pure function of ``(lines, rate, start, seed, chunk_lines)``. With
 ``start=None`` the start depends on the clock, so pass ``start`` when you need identical bytes.
@@ -31,6 +32,7 @@ from __future__ import annotations
 
 import functools
 import math
+import operator
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -44,9 +46,9 @@ from loglake.errors import ConfigError
 
 __all__ = ["generate_chunks", "generate_to"]
 
-# ---------------------------------------------------------------------------------------------------
-# Static tables (identical for every seed). Weights are relative; they are normalised into CDFs.
-# ---------------------------------------------------------------------------------------------------
+# -------------------------------------------------------------------------------------------------
+# Static tables (identical for every seed). Weights are relative; samplers normalise them.
+# -------------------------------------------------------------------------------------------------
 
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
@@ -122,7 +124,7 @@ _STATUS_WEIGHTS: dict[int, dict[int, float]] = {
     _MISC: {200: 85, 304: 12, 404: 3},
     _PROBE: {301: 2, 403: 6, 404: 92},
 }  # fmt: skip
-# Body sizes of Apache's default error and redirect pages (roughly), used instead of the path's size.
+# Body sizes of Apache's default error and redirect pages (roughly), replacing the path's size.
 _ERROR_SIZES = {301: 233, 302: 219, 400: 226, 401: 381, 403: 199, 404: 196, 500: 531, 502: 401,
                 503: 299}  # fmt: skip
 _NO_BODY = (204, 304)  # Apache logs %b as "-" when no body was sent
@@ -187,8 +189,8 @@ _HUMAN_UAS: tuple[tuple[str, float], ...] = (
 
 _GOOGLEBOT = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"
 _GOOGLEBOT_MOBILE = (
-    "Mozilla/5.0 (Linux; Android 6.0.1; Nexus 5X Build/MMB29P) AppleWebKit/537.36 (KHTML, like Gecko) "
-    "Chrome/124.0.6367.118 Mobile Safari/537.36 (compatible; Googlebot/2.1; "
+    "Mozilla/5.0 (Linux; Android 6.0.1; Nexus 5X Build/MMB29P) AppleWebKit/537.36 "
+    "(KHTML, like Gecko) Chrome/124.0.6367.118 Mobile Safari/537.36 (compatible; Googlebot/2.1; "
     "+http://www.google.com/bot.html)"
 )
 # (family share of bot traffic, user agents, client address templates; {n} is a random 1..254).
@@ -218,6 +220,7 @@ _USERS = ("alice", "bob", "carol", "dave", "erin", "frank", "admin", "deploy", "
 
 # Day/night pattern of the request rate: rate * (1 + A * sin(...)), peaking at 14:00 UTC.
 _DAY = 86_400.0
+_LAST_EPOCH_SECOND = 253_402_300_799  # 9999-12-31T23:59:59Z
 _DAY_AMPLITUDE = 0.6
 _PEAK_SECOND_OF_DAY = 14 * 3600
 
@@ -238,17 +241,17 @@ class GenerateOptions(TypedDict, total=False):
     chunk_lines: int
 
 
-# ---------------------------------------------------------------------------------------------------
+# -------------------------------------------------------------------------------------------------
 # Pools: everything sampled by index. Built once per seed (clients) or once per process (the rest).
-# ---------------------------------------------------------------------------------------------------
+# -------------------------------------------------------------------------------------------------
 
 
 class _Alias:
     """Walker/Vose alias tables: O(1) weighted sampling by index, one uniform per draw.
 
-    Several weight rows (same length, zero-padded) can share one table so that each element draws from
-    its own row (``group``) in the same vectorized pass, without masks. ``searchsorted`` over a CDF
-    costs a cache-unfriendly binary search per draw, which was the top cost for the client pool.
+    Several weight rows (same length, zero-padded) can share one table so that each element draws
+    from its own row (``group``) in the same vectorized pass, without masks. ``searchsorted`` over a
+    CDF costs a cache-unfriendly binary search per draw, which was the top cost for the client pool.
     """
 
     def __init__(self, *rows: np.ndarray | list[float] | tuple[float, ...]) -> None:
@@ -271,7 +274,7 @@ class _Alias:
             # Leftovers are 1.0 up to rounding: they keep prob 1 and alias to themselves.
 
     def sample(self, u: np.ndarray, group: np.ndarray | int = 0) -> np.ndarray:
-        """Indices drawn from row ``group`` (scalar or per element) using uniforms ``u`` in [0, 1)."""
+        """Indices drawn from row ``group`` (scalar or per element), one uniform ``u`` each."""
         x = u * self.k
         i = np.minimum(x.astype(np.intp), self.k - 1)  # u * k can round up to k for u just below 1
         frac = x - i  # the fractional part is itself uniform: no second random draw needed
@@ -370,7 +373,12 @@ def _requests() -> _Requests:
     )
     hms = pl.Series(
         "hms",
-        [f"{h:02d}:{m:02d}:{s:02d} +0000] " for h in range(24) for m in range(60) for s in range(60)],
+        [
+            f"{h:02d}:{m:02d}:{s:02d} +0000] "
+            for h in range(24)
+            for m in range(60)
+            for s in range(60)
+        ],
         dtype=pl.String,
     )
     return _Requests(
@@ -420,7 +428,7 @@ def _human_address(rng: np.random.Generator) -> str:
         if rng.random() < 0.5:
             return f"cpe-{a}-{b}-{c}-{d}.socal.res.rr.com"
         return f"host-{a}-{b}-{c}-{d}.dyn.example.net"
-    # Keep the first octet out of private, loopback and multicast ranges so the addresses look public.
+    # Keep the first octet out of private, loopback and multicast ranges (addresses look public).
     while a in (10, 127, 172, 192) or a >= 224:
         a = int(rng.integers(1, 224))
     return f"{a}.{b}.{c}.{d}"
@@ -428,7 +436,7 @@ def _human_address(rng: np.random.Generator) -> str:
 
 @functools.lru_cache(maxsize=8)
 def _clients(seed: int) -> _Clients:
-    """Build the client pool of a seed (a Python loop per *client*, ~4k iterations, once per seed)."""
+    """Build the client pool of a seed (a Python loop per *client*, ~4k iterations, once a seed)."""
     rng = np.random.default_rng([seed, 0])
     req = _requests()
     addresses: dict[str, None] = {}
@@ -467,19 +475,19 @@ def _clients(seed: int) -> _Clients:
     )
 
 
-# ---------------------------------------------------------------------------------------------------
+# -------------------------------------------------------------------------------------------------
 # Time: homogeneous arrivals warped through the day/night intensity.
-# ---------------------------------------------------------------------------------------------------
+# -------------------------------------------------------------------------------------------------
 
 
 class _Clock:
     """Maps "homogeneous" arrival times to wall-clock offsets following the day/night pattern.
 
-    Arrivals are first drawn as a Poisson process of constant ``rate`` (cumulative exponential gaps,
-    ``s``). They are then mapped through the inverse of ``W(t) = c * integral(1 + A sin(...))``, scaled
-    so that ``W(span) = span``: the density follows the sine, the whole run still spans ``lines / rate``
-    seconds (so short runs do not drift with the time of day), and a monotone map keeps timestamps
-    non-decreasing across chunk boundaries.
+    Arrivals are first drawn as a Poisson process of constant ``rate`` (cumulative exponential
+    gaps, ``s``). They are then mapped through the inverse of
+    ``W(t) = c * integral(1 + A sin(...))``, scaled so that ``W(span) = span``: the density follows
+    the sine, the whole run still spans ``lines / rate`` seconds (short runs do not drift with the
+    time of day), and a monotone map keeps timestamps non-decreasing across chunk boundaries.
     """
 
     def __init__(self, span: float, start_second_of_day: float) -> None:
@@ -514,7 +522,7 @@ def _burst_windows(span: float, rng: np.random.Generator) -> np.ndarray:
 
 
 def _day_prefixes(first_day: int, last_day: int) -> pl.Series:
-    """ "DD/Mon/YYYY:" for each epoch day in the range, with English month names whatever the locale."""
+    """``DD/Mon/YYYY:`` for each epoch day in the range; English month names whatever the locale."""
     epoch = datetime(1970, 1, 1, tzinfo=UTC)
     out = []
     for day in range(first_day, last_day + 1):
@@ -523,9 +531,9 @@ def _day_prefixes(first_day: int, last_day: int) -> pl.Series:
     return pl.Series("day", out, dtype=pl.String)
 
 
-# ---------------------------------------------------------------------------------------------------
+# -------------------------------------------------------------------------------------------------
 # Chunk assembly
-# ---------------------------------------------------------------------------------------------------
+# -------------------------------------------------------------------------------------------------
 
 
 def _series_bytes(lines: pl.Series) -> bytes:
@@ -539,7 +547,8 @@ def _series_bytes(lines: pl.Series) -> bytes:
     if arr.type != pa.large_string():
         arr = arr.cast(pa.large_string())
     _, offsets_buf, data_buf = arr.buffers()
-    assert offsets_buf is not None and data_buf is not None  # non-empty, null-free string array
+    if offsets_buf is None or data_buf is None:  # only for an empty array; chunks never are
+        return b""
     offsets = np.frombuffer(offsets_buf, dtype=np.int64)
     first, last = int(offsets[arr.offset]), int(offsets[arr.offset + len(arr)])
     return data_buf[first:last].to_pybytes()
@@ -566,42 +575,40 @@ def _chunk(
     day_idx = days - first_day
     second_of_day = secs - days * 86_400
 
-    # --- who ---
-    is_bot = rng.random(n) < _BOT_SHARE
-    u = rng.random(n)
-    client = np.where(
-        is_bot,
-        clients.n_human + _pick(clients.bot_cdf, u),
-        _pick(clients.human_cdf, u),
-    )
+    # All uniforms of the chunk in one call; each row feeds one decision below.
+    u = rng.random((8, n))
+
+    # --- who --- (bots are part of the client pool's weights, so one draw decides both)
+    client = clients.sampler.sample(u[0])
+    is_bot = client >= clients.n_human
     agent = clients.agent[client]
 
     # --- what ---
-    u = rng.random(n)
-    variant = np.where(is_bot, _pick(req.bot_path_cdf, u), _pick(req.human_path_cdf, u))
+    variant = req.path.sample(u[1], is_bot.astype(np.intp))
     kind = req.kind[variant]
-    u = rng.random(n)
     method = np.where(
-        ~is_bot & (u < req.post_prob[variant]), _POST, np.where(u > 1.0 - _HEAD_SHARE, _HEAD, _GET)
+        ~is_bot & (u[2] < req.post_prob[variant]),
+        _POST,
+        np.where(u[2] > 1.0 - _HEAD_SHARE, _HEAD, _GET),
     )
-    protocol = _pick(_cdf(np.array(_PROTOCOL_WEIGHTS)), rng.random(n))
+    protocol = req.protocol.sample(u[3])
 
     # --- outcome ---
-    status = _pick_grouped(req.status_cdfs, kind, rng.random(n))
-    # POST answers: 201 Created from the API, 302 redirect after a form; never 304 or 206.
-    posted_ok = (method == _POST) & np.isin(status, (_S[200], _S[206], _S[304]))
-    status = np.where(
-        posted_ok, np.where(kind == _API, _S[201], np.where(kind == _PROBE, _S[200], _S[302])), status
-    )
+    status = req.status.sample(u[4], kind)
+    # Successful POSTs answer 201 Created (API) or a 302 redirect (forms), never 304 or 206; probes
+    # have no success row in the status table, so their POSTs keep their 404/403.
+    ok = (status == _S[200]) | (status == _S[206]) | (status == _S[304])
+    post_status = np.where(kind == _API, _S[201], _S[302])
+    status = np.where((method == _POST) & ok, post_status, status)
     status = np.where(protocol == _NO_PROTOCOL, _S[400], status)
-    in_burst = np.zeros(n, dtype=bool)
+    burst_error = np.zeros(n, dtype=bool)
     for b_start, b_end in bursts:  # a handful of windows, not lines
-        in_burst |= (t >= b_start) & (t < b_end)
-    burst_error = in_burst & (rng.random(n) < _BURST_5XX_SHARE)
-    burst_status = np.array([_S[c] for c in _BURST_STATUSES])[
-        _pick(_cdf(np.array(_BURST_WEIGHTS)), rng.random(n))
-    ]
-    status = np.where(burst_error, burst_status, status)
+        burst_error |= (t >= b_start) & (t < b_end)
+    burst_error &= u[5] < _BURST_5XX_SHARE
+    if burst_error.any():
+        # u[5] < share on these rows, so u[5] / share is again uniform in [0, 1).
+        picked = req.burst_status.sample(u[5][burst_error] / _BURST_5XX_SHARE)
+        status[burst_error] = req.burst_status_index[picked]
 
     # Log-normal body sizes around each path's median; error/redirect pages have their own size;
     # partial content is a slice of the file; no body at all is logged as "-" (-1 here).
@@ -609,12 +616,11 @@ def _chunk(
     size = req.size_median[variant] * np.exp(req.size_sigma[variant] * z)
     err = req.error_size[status]
     size = np.where(err > 0, err * np.exp(0.03 * z), size)
-    size = np.where(status == _S[206], size * rng.uniform(0.05, 0.5, n), size)
-    size_int = np.maximum(np.rint(size), 0).astype(np.int64)
-    size_int = np.where(req.no_body[status] | (method == _HEAD), -1, size_int)
+    size = np.where(status == _S[206], size * (0.05 + 0.45 * u[6]), size)
+    size_int = np.rint(size).astype(np.int64)
+    size_int[req.no_body[status] | (method == _HEAD)] = -1
 
-    ref_row = np.where(is_bot, _BOT_ROW, kind)
-    referrer = _pick_grouped(req.referrer_cdfs, ref_row, rng.random(n))
+    referrer = req.referrer.sample(u[7], np.where(is_bot, _BOT_ROW, kind))
 
     # --- assemble: 6 pooled/derived columns, one concat_str, bytes from the Arrow buffer ---
     n_proto, n_status = len(_PROTOCOLS), len(_STATUSES)
@@ -633,18 +639,14 @@ def _chunk(
     size_text = (
         pl.when(pl.col("size") < 0).then(pl.lit("-")).otherwise(pl.col("size").cast(pl.String))
     )
-    lines = frame.select(
-        pl.concat_str(
-            [pl.col("prefix"), pl.col("day"), pl.col("hms"), pl.col("request"), size_text,
-             pl.col("tail")]
-        )  # fmt: skip
-    ).to_series()
+    parts = [pl.col("prefix"), pl.col("day"), pl.col("hms"), pl.col("request"), size_text]
+    lines = frame.select(pl.concat_str([*parts, pl.col("tail")])).to_series()
     return _series_bytes(lines), float(s[-1])
 
 
-# ---------------------------------------------------------------------------------------------------
+# -------------------------------------------------------------------------------------------------
 # Public API
-# ---------------------------------------------------------------------------------------------------
+# -------------------------------------------------------------------------------------------------
 
 
 def _default_start(lines: int, rate: float) -> datetime:
@@ -669,23 +671,42 @@ def generate_chunks(
     ``lines / rate`` seconds. The output is a pure function of all arguments (``chunk_lines``
     included); with ``start=None`` it also depends on the clock.
 
-    Raises :class:`~loglake.errors.ConfigError` (before yielding anything) when ``lines`` is negative,
-    ``rate`` is not a positive finite number, ``chunk_lines`` is < 1 or ``seed`` is negative.
+    Raises :class:`~loglake.errors.ConfigError` at call time (before anything is generated) when
+    ``lines`` or ``seed`` is not a non-negative integer, ``chunk_lines`` is < 1, ``rate`` is not a
+    positive finite number, or the run would end after the year 9999.
     """
     # Validate eagerly: a generator body would only fail on the first next(), far from the call.
-    if isinstance(lines, bool) or not isinstance(lines, int) or lines < 0:
-        raise ConfigError(f"lines must be a non-negative integer, got {lines!r}")
-    if not (isinstance(rate, int | float) and math.isfinite(rate) and rate > 0):
+    lines = _non_negative_int("lines", lines)
+    chunk_lines = _non_negative_int("chunk_lines", chunk_lines)
+    seed = _non_negative_int("seed", seed)
+    if chunk_lines < 1:
+        raise ConfigError(f"chunk_lines must be at least 1, got {chunk_lines}")
+    if isinstance(rate, bool) or not isinstance(rate, int | float) or not 0 < rate < math.inf:
         raise ConfigError(f"rate must be a positive number of lines per second, got {rate!r}")
-    if isinstance(chunk_lines, bool) or not isinstance(chunk_lines, int) or chunk_lines < 1:
-        raise ConfigError(f"chunk_lines must be a positive integer, got {chunk_lines!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ConfigError(f"seed must be a non-negative integer, got {seed!r}")
     if start is None:
         start = _default_start(lines, rate)
     elif start.tzinfo is None:
         start = start.replace(tzinfo=UTC)
+    # Timestamps must stay printable as dd/Mon/yyyy; the 2x margin covers the random overshoot.
+    if start.timestamp() + 2 * lines / rate + _DAY > _LAST_EPOCH_SECOND:
+        raise ConfigError(
+            f"{lines} lines at {rate} lines/s from {start.isoformat()} run past the year 9999; "
+            "raise the rate or lower the line count"
+        )
     return _generate(lines, float(rate), start, seed, chunk_lines)
+
+
+def _non_negative_int(name: str, value: object) -> int:
+    """``value`` as an int (numpy integers accepted), or ConfigError naming the option."""
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        number = operator.index(value)  # type: ignore[arg-type]
+    except TypeError:
+        raise ConfigError(f"{name} must be an integer, got {value!r}") from None
+    if number < 0:
+        raise ConfigError(f"{name} must not be negative, got {number}")
+    return number
 
 
 def _generate(
@@ -713,9 +734,9 @@ def _generate(
 def generate_to(stream: BinaryIO, lines: int, **kwargs: Unpack[GenerateOptions]) -> int:
     """Write ``lines`` generated lines to the binary ``stream``; return the number of lines written.
 
-    Takes the same keyword options as :func:`generate_chunks` and writes exactly the bytes it yields.
-    Raises :class:`~loglake.errors.ConfigError` for invalid options (nothing is written then) and lets
-    the stream's own ``OSError`` (e.g. a closed pipe) propagate.
+    Takes the same keyword options as :func:`generate_chunks` and writes exactly the bytes it
+    yields. Raises :class:`~loglake.errors.ConfigError` for invalid options (nothing is written
+    then) and lets the stream's own ``OSError`` (e.g. a closed pipe) propagate.
     """
     for chunk in generate_chunks(lines, **kwargs):
         stream.write(chunk)

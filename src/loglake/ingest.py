@@ -70,14 +70,20 @@ ProgressFn = Callable[[int, int], None]  # (lines so far, bytes so far)
 def _rejected_frame(
     rejected: pl.DataFrame, source: str, fmt: str, table: str, at: datetime
 ) -> pl.DataFrame:
-    return rejected.select(
+    # Rejected lines are few: decoding them one by one for the readable `text` column is cheap.
+    text = pl.Series(
+        "text",
+        [b.decode("utf-8", errors="backslashreplace") for b in rejected.get_column("raw").to_list()],
+        dtype=pl.String,
+    )
+    return rejected.with_columns(text).select(
         pl.lit(at).alias("ingested_at"),
         pl.lit(source).alias("source"),
         pl.col("line"),
         pl.col("reason"),
         pl.lit(fmt).alias("format"),
         pl.lit(table).alias("target_table"),
-        pl.col("raw").cast(pl.Binary).bin.decode("utf-8", strict=False).alias("text"),  # type: ignore[attr-defined]
+        pl.col("text"),
         pl.col("raw"),
     )
 

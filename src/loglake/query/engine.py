@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -151,14 +152,14 @@ class Connection:
             source = f"SELECT {typed} WHERE false"
         self._con.execute(f'CREATE OR REPLACE VIEW "{namespace}"."{table}" AS {source}')
 
-    def _run(self, sql: str) -> duckdb.DuckDBPyConnection:
-        self._check(sql)
-        self._bind(sql)
+    @contextmanager
+    def _guard(self) -> Iterator[None]:
+        """Apply the time limit and turn DuckDB's errors into loglake's, for one query."""
         timer = threading.Timer(self.config.query.timeout_s, self._con.interrupt)
         timer.daemon = True
         timer.start()
         try:
-            return self._con.execute(sql)
+            yield
         except duckdb.InterruptException as exc:
             raise QueryError(
                 f"query stopped after {self.config.query.timeout_s:g} s (query.timeout_s); "
@@ -179,13 +180,14 @@ class Connection:
         ``dialect`` (e.g. ``athena``, ``trino``) transpiles the SQL to DuckDB's first. Raises
         QueryRefusedError for anything but a read, QueryError for errors in the SQL.
         """
-        sql = transpile(sql, dialect)
-        cursor = self._run(sql)
-        limit = self.config.query.max_rows
-        try:
-            reader = cursor.fetch_record_batch(rows_per_batch=min(limit + 1, 1_000_000))
-            import pyarrow as pa
+        import pyarrow as pa
 
+        sql = transpile(sql, dialect)
+        self._check(sql)
+        self._bind(sql)
+        limit = self.config.query.max_rows
+        with self._guard():
+            reader = self._con.sql(sql).to_arrow_reader(min(limit + 1, 1_000_000))
             batches = []
             rows = 0
             for batch in reader:
@@ -194,22 +196,24 @@ class Connection:
                 if rows > limit:
                     break
             table = pa.Table.from_batches(batches, schema=reader.schema)
-        except duckdb.Error as exc:
-            raise QueryError(_clean(exc)) from exc
         truncated = table.num_rows > limit
         return Result(table.slice(0, limit) if truncated else table, truncated)
 
     def rows(self, sql: str, dialect: str | None = None) -> tuple[list[str], Iterator[tuple[Any, ...]]]:
         """Column names and an iterator of row tuples (no pyarrow needed: the CLI's fast path)."""
         sql = transpile(sql, dialect)
-        cursor = self._run(sql)
+        self._check(sql)
+        self._bind(sql)
+        with self._guard():
+            cursor = self._con.execute(sql)
         names = [d[0] for d in cursor.description or []]
         limit = self.config.query.max_rows
 
         def it() -> Iterator[tuple[Any, ...]]:
             sent = 0
             while sent < limit:
-                chunk = cursor.fetchmany(min(10_000, limit - sent))
+                with self._guard():
+                    chunk = cursor.fetchmany(min(10_000, limit - sent))
                 if not chunk:
                     return
                 sent += len(chunk)

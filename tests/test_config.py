@@ -1,0 +1,52 @@
+"""Configuration: defaults, TOML file, environment; unknown keys are errors that name the fix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from loglake.config import load_config
+from loglake.errors import ConfigError
+
+
+def test_defaults_under_home(tmp_path: Path) -> None:
+    cfg = load_config(home=tmp_path, environ={})
+    assert cfg.home == tmp_path.resolve()
+    assert cfg.catalog_uri == f"sqlite:///{tmp_path.resolve() / 'catalog.db'}"
+    assert cfg.warehouse == (tmp_path / "warehouse").resolve().as_uri()
+    assert cfg.table("logs.access").partition == "hour"
+    assert cfg.table("logs.syslog").partition == "day"
+
+
+def test_env_home_and_toml(tmp_path: Path) -> None:
+    (tmp_path / "loglake.toml").write_text(
+        '[tables."logs.web"]\npartition = "hour"\n[query]\nmax_rows = 10\n'
+        '[formats]\nmine = "%h %t \\"%r\\" %>s"\n'
+    )
+    cfg = load_config(environ={"LOGLAKE_HOME": str(tmp_path), "AWS_ENDPOINT_URL": "http://x:9"})
+    assert cfg.table("logs.web").partition == "hour"
+    assert cfg.query.max_rows == 10
+    assert cfg.formats["mine"] == '%h %t "%r" %>s'
+    assert cfg.s3.endpoint_url == "http://x:9"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[query]\nmax_rowz = 1\n", "unknown key query.max_rowz; valid keys in [query]"),
+        ("[querry]\n", "unknown section or key 'querry'"),
+        ('[tables."logs.web"]\npartition = "week"\n', "choose one of hour, day, month, none"),
+        ("[query]\nmax_rows = 'ten'\n", "query.max_rows must be int"),
+        ("[query\n", "invalid TOML"),
+    ],
+)
+def test_invalid_config_names_the_problem(tmp_path: Path, text: str, message: str) -> None:
+    (tmp_path / "loglake.toml").write_text(text)
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("(", r"\(")):
+        load_config(home=tmp_path, environ={})
+
+
+def test_missing_explicit_config_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(home=tmp_path, config_file=tmp_path / "nope.toml", environ={})

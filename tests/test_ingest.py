@@ -1,0 +1,126 @@
+"""End-to-end batch ingest through the real CLI: files, folders, globs, stdin, compression, ledger."""
+
+from __future__ import annotations
+
+import bz2
+import gzip
+import json
+import re
+import shutil
+from datetime import datetime
+from pathlib import Path
+
+import zstandard
+
+from conftest import RunCli
+
+
+def query_json(run_cli: RunCli, sql: str) -> list[dict[str, object]]:
+    out = run_cli("query", "--format", "json", sql).stdout
+    return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+
+def counts(stdout: str) -> tuple[int, int, int]:
+    m = re.search(r"read ([\d,]+) lines = parsed ([\d,]+) \+ rejected ([\d,]+)", stdout)
+    assert m, stdout
+    return tuple(int(g.replace(",", "")) for g in m.groups())  # type: ignore[return-value]
+
+
+def test_sample_ingest_matches_file(run_cli: RunCli, shared_data: Path) -> None:
+    src = shared_data / "apache_combined_10k.log"
+    out = run_cli("ingest", str(src)).stdout
+    assert counts(out) == (10_000, 10_000, 0)
+    rows = query_json(run_cli, "SELECT count(*) AS n, sum(bytes) AS b, count(bytes) AS nb, "
+                      "min(ts) AS first, max(ts) AS last, count(DISTINCT line) AS lines "
+                      "FROM logs.access")
+    text = src.read_text()
+    total = sum(int(p) for p in re.findall(r'" \d{3} (\d+) "', text))
+    stamps = [datetime.strptime(t, "%d/%b/%Y:%H:%M:%S %z") for t in re.findall(r"\[([^]]+)\]", text)]
+    assert rows == [{"n": 10_000, "b": total, "nb": 10_000 - 669,
+                     "first": min(stamps).isoformat(), "last": max(stamps).isoformat(),
+                     "lines": 10_000}]
+    status = query_json(run_cli, "SELECT status, count(*) AS n FROM logs.access GROUP BY 1 "
+                        "ORDER BY 1")
+    expected: dict[int, int] = {}
+    for s in re.findall(r'" (\d{3}) (?:\d+|-) "', src.read_text()):
+        expected[int(s)] = expected.get(int(s), 0) + 1
+    assert {r["status"]: r["n"] for r in status} == expected
+    enriched = query_json(run_cli, "SELECT count(*) FILTER (WHERE is_bot) AS bots, "
+                          "count(DISTINCT ua_browser) AS browsers, any_value(source) AS source "
+                          "FROM logs.access")[0]
+    assert 0 < enriched["bots"] < 10_000 and enriched["browsers"] > 5  # type: ignore[operator]
+    assert enriched["source"] == str(src)
+
+
+def test_same_file_twice_is_a_noop_unless_forced(run_cli: RunCli, shared_data: Path,
+                                                 tmp_path: Path) -> None:
+    src = tmp_path / "a.log"
+    shutil.copy(shared_data / "apache_combined_10k.log", src)
+    run_cli("ingest", str(src))
+    again = run_cli("ingest", str(src)).stdout
+    assert counts(again) == (0, 0, 0) and "1 already ingested" in again
+    run_cli("ingest", "--force", str(src))
+    assert query_json(run_cli, "SELECT count(*) AS n FROM logs.access") == [{"n": 20_000}]
+    with src.open("a") as fh:  # changed content (size, mtime): ingested again
+        fh.write('1.2.3.4 - - [01/Jan/2024:00:00:00 +0000] "GET / HTTP/1.1" 200 1 "-" "x"\n')
+    assert counts(run_cli("ingest", str(src)).stdout) == (10_001, 10_001, 0)
+
+
+def test_compressed_folder_glob_and_stdin(run_cli: RunCli, shared_data: Path,
+                                          tmp_path: Path) -> None:
+    raw = (shared_data / "apache_combined_10k.log").read_bytes()
+    folder = tmp_path / "in" / "nested"
+    folder.mkdir(parents=True)
+    (folder / "a.log.gz").write_bytes(gzip.compress(raw))
+    (folder / "b.log.bz2").write_bytes(bz2.compress(raw))
+    (folder / "c.log.zst").write_bytes(zstandard.ZstdCompressor().compress(raw))
+    out = run_cli("ingest", str(tmp_path / "in")).stdout
+    assert counts(out) == (30_000, 30_000, 0)
+    by_source = query_json(run_cli, "SELECT source, count(*) AS n FROM logs.access GROUP BY 1 "
+                           "ORDER BY 1")
+    assert [r["n"] for r in by_source] == [10_000] * 3
+    assert counts(run_cli("ingest", str(tmp_path / "in" / "**" / "*.gz")).stdout) == (0, 0, 0)
+    out = run_cli("ingest", "--format", "combined", "-", input=raw[:5000]).stdout
+    n = raw[:5000].count(b"\n") + (0 if raw[:5000].endswith(b"\n") else 1)
+    assert counts(out)[0] == n
+
+
+def test_rejected_lines_are_kept_raw(run_cli: RunCli, shared_data: Path, tmp_path: Path) -> None:
+    src = tmp_path / "mixed.log"
+    good = (shared_data / "access_bad_lines.log").read_bytes()
+    src.write_bytes(good + b"\xff\xfe garbage \x00 line\n\n")
+    out = run_cli("ingest", "--format", "combined", str(src)).stdout
+    assert counts(out) == (5, 2, 3)
+    rows = query_json(run_cli, "SELECT line, reason, raw, format, target_table, source "
+                      "FROM logs.rejected ORDER BY line")
+    assert [r["line"] for r in rows] == [2, 4, 5]
+    assert [r["reason"] for r in rows] == ["does not match the combined format"] * 2 + ["empty line"]
+    assert rows[0]["target_table"] == "logs.access" and rows[0]["source"] == str(src)
+    raw = run_cli("query", "--format", "csv",
+                  "SELECT hex(raw) AS h FROM logs.rejected WHERE line = 4").stdout.splitlines()
+    assert bytes.fromhex(raw[1]) == b"\xff\xfe garbage \x00 line"
+
+
+def test_unrecognized_format_goes_to_rejected(run_cli: RunCli, tmp_path: Path) -> None:
+    src = tmp_path / "notes.txt"
+    src.write_text("hello\nworld\n")
+    proc = run_cli("ingest", str(src))
+    assert counts(proc.stdout) == (2, 0, 2) and "format not recognized" in proc.stderr
+    rows = query_json(run_cli, "SELECT reason FROM logs.rejected")
+    assert {r["reason"] for r in rows} == {"format not recognized; pass --format"}
+
+
+def test_table_option_and_tables_listing(run_cli: RunCli, shared_data: Path) -> None:
+    run_cli("ingest", "--table", "web.site", str(shared_data / "apache_combined_10k.log"))
+    listing = run_cli("tables").stdout
+    assert "web.site" in listing and "10,000" in listing
+    assert query_json(run_cli, "SELECT count(*) AS n FROM web.site") == [{"n": 10_000}]
+
+
+def test_user_errors_exit_nonzero_with_a_hint(run_cli: RunCli, tmp_path: Path) -> None:
+    proc = run_cli("ingest", str(tmp_path / "missing.log"), check=False)
+    assert proc.returncode != 0 and "no such file" in proc.stderr and "Traceback" not in proc.stderr
+    proc = run_cli("ingest", "--format", "bogus", str(tmp_path), check=False)
+    assert proc.returncode == 2 and "unknown format 'bogus'" in proc.stderr
+    proc = run_cli("ingest", "--table", "nodots", "x", check=False)
+    assert proc.returncode == 2 and "NAMESPACE.NAME" in proc.stderr
