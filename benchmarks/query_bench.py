@@ -1,5 +1,5 @@
-"""Warm query latency of ``loglake.connect(home).sql()`` vs plain DuckDB over the same Parquet files,
-and the cold start of the ``loglake query`` CLI.
+"""Warm query latency of ``loglake.connect(home).sql()`` vs plain DuckDB over the same Parquet
+files, and the cold start of the ``loglake query`` CLI.
 
     python benchmarks/query_bench.py                   # 10M rows (builds the lake once: minutes)
     python benchmarks/query_bench.py --rows 1000000    # smaller lake, cached separately
@@ -83,7 +83,7 @@ def build_lake(home: Path, rows: int) -> dict[str, Any]:
 
 
 def queries(day: date, hour: int) -> dict[str, str]:
-    """The three benchmark queries. Tie-breakers in ORDER BY make both engines' output comparable."""
+    """The three benchmark queries; ORDER BY tie-breakers make both engines' output comparable."""
     h0, h1 = f"{day} {hour:02}:00:00+00", f"{day} {hour + 1:02}:00:00+00"
     if hour == 23:
         h1 = f"{day + timedelta(days=1)} 00:00:00+00"
@@ -173,10 +173,9 @@ def busiest_hour(con: duckdb.DuckDBPyConnection, day: date, wanted: int = 12) ->
 
 
 def cli_cold_start(home: Path, day: date, hour: int, runs: int) -> dict[str, Any]:
-    sql = (
-        "SELECT count(*) FROM logs.access WHERE "
-        f"ts >= TIMESTAMPTZ '{day} {hour:02}:00:00+00' AND ts < TIMESTAMPTZ '{day} {hour:02}:01:00+00'"
-    )
+    t0, t1 = f"{day} {hour:02}:00:00+00", f"{day} {hour:02}:01:00+00"
+    where = f"ts >= TIMESTAMPTZ '{t0}' AND ts < TIMESTAMPTZ '{t1}'"
+    sql = f"SELECT count(*) FROM logs.access WHERE {where}"
     cmd = [*loglake_cmd(), "query", sql, "--format", "csv"]
     env = env_with(LOGLAKE_HOME=str(home))
     results = [run_measured(cmd, env=env, stdin=subprocess.DEVNULL) for _ in range(runs)]

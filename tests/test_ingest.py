@@ -12,7 +12,9 @@ from pathlib import Path
 
 import zstandard
 
-from conftest import RunCli
+from typing import Any
+
+RunCli = Any  # the run_cli fixture from conftest.py
 
 
 def query_json(run_cli: RunCli, sql: str) -> list[dict[str, object]]:
