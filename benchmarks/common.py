@@ -23,8 +23,9 @@ BENCH_DIR = Path(__file__).resolve().parent
 DATA_DIR = BENCH_DIR / ".data"  # git-ignored
 SAMPLE_LOG = Path("/work/shared/data/apache_combined_10k.log")
 TIME_BIN = "/usr/bin/time"
-MB = 1024 * 1024
-GIB = 1024 * MB
+MB = 1_000_000  # file sizes in decimal MB
+MIB = 1024 * 1024  # memory in MiB
+GIB = 1024 * MIB
 
 
 # --- commands ------------------------------------------------------------------------------------
@@ -53,13 +54,14 @@ def env_with(**extra: str) -> dict[str, str]:
 
 @dataclass
 class Measured:
-    """One finished subprocess: wall seconds (perf_counter), peak RSS (MB), CPU seconds, output."""
+    """One finished subprocess: wall seconds (perf_counter), peak RSS (MiB), CPU seconds, output."""
 
     wall_s: float
-    peak_rss_mb: float
+    peak_rss_mib: float
     cpu_s: float
     stdout: str
     stderr: str
+    returncode: int = 0
 
 
 def run_measured(
@@ -68,13 +70,14 @@ def run_measured(
     env: dict[str, str] | None = None,
     stdin: IO[bytes] | int | None = None,
     stdout: IO[bytes] | int | None = subprocess.PIPE,
+    check: bool = True,
 ) -> Measured:
     """Run ``cmd`` under ``/usr/bin/time -f "%e %M %U %S"`` and return its figures.
 
     Wall time is taken around the whole call with ``time.perf_counter`` (finer than ``%e``); peak
     RSS is GNU time's ``%M`` (KB) of that one process, so figures of earlier children never leak
     in, as they would with ``getrusage(RUSAGE_CHILDREN)``. Raises ``RuntimeError`` when ``cmd``
-    fails.
+    fails, unless ``check`` is false (then see ``returncode``).
     """
     with tempfile.NamedTemporaryFile("r", suffix=".time") as tf:
         full = [TIME_BIN, "-f", "%e %M %U %S", "-o", tf.name, *cmd]
@@ -83,10 +86,10 @@ def run_measured(
         wall = time.perf_counter() - start
         out = proc.stdout.decode(errors="replace") if isinstance(proc.stdout, bytes) else ""
         err = proc.stderr.decode(errors="replace")
-        if proc.returncode != 0:
+        if check and proc.returncode != 0:
             raise RuntimeError(f"{' '.join(cmd)} exited {proc.returncode}:\n{err[-2000:]}")
         _elapsed, rss_kb, user, system = parse_time_output(Path(tf.name).read_text())
-    return Measured(wall, rss_kb / 1024, user + system, out, err)
+    return Measured(wall, rss_kb * 1024 / MIB, user + system, out, err, proc.returncode)
 
 
 def parse_time_output(text: str) -> tuple[float, int, float, float]:

@@ -22,6 +22,7 @@ from common import (
     DATA_DIR,
     GIB,
     MB,
+    MIB,
     SAMPLE_LOG,
     Measured,
     build_once,
@@ -111,10 +112,10 @@ def side_by_side(log: Path, lines: int, repeat: int, scratch: Path) -> dict[str,
                 if parsed != lines:
                     note(f"warning: loglake parsed {parsed:,} of {lines:,} lines")
             runs[tool].append(m)
-            rows.append([i + 1, tool, m.wall_s, lines / m.wall_s, m.cpu_s, m.peak_rss_mb])
-            note(f"  round {i + 1}: {tool:8} {m.wall_s:7.2f} s  {m.peak_rss_mb:7.0f} MB")
+            rows.append([i + 1, tool, m.wall_s, lines / m.wall_s, m.cpu_s, m.peak_rss_mib])
+            note(f"  round {i + 1}: {tool:8} {m.wall_s:7.2f} s  {m.peak_rss_mib:7.0f} MiB")
     print_table(
-        ["round", "tool", "wall s", "lines/s", "cpu s", "peak RSS MB"],
+        ["round", "tool", "wall s", "lines/s", "cpu s", "peak RSS MiB"],
         rows,
         title=f"Runs ({lines:,} lines, {log.stat().st_size / MB:,.0f} MB)",
     )
@@ -132,8 +133,8 @@ def side_by_side(log: Path, lines: int, repeat: int, scratch: Path) -> dict[str,
         "goaccess_lines_per_s": lines / g,
         "loglake_lines_per_s": lines / ll,
         "speedup_vs_goaccess": g / ll,
-        "goaccess_peak_rss_mb": max(m.peak_rss_mb for m in runs["goaccess"]),
-        "loglake_peak_rss_mb": max(m.peak_rss_mb for m in runs["loglake"]),
+        "goaccess_peak_rss_mib": max(m.peak_rss_mib for m in runs["goaccess"]),
+        "loglake_peak_rss_mib": max(m.peak_rss_mib for m in runs["loglake"]),
         "lake_bytes": lake_bytes,
         "lake_ratio": raw / lake_bytes if lake_bytes else None,
     }
@@ -165,7 +166,7 @@ def realistic_lake(lines: int, workdir: Path, scratch: Path) -> dict[str, Any] |
         "lake_ratio": raw / lake_bytes if lake_bytes else None,
         "wall_s": m.wall_s,
         "lines_per_s": parsed / m.wall_s,
-        "peak_rss_mb": m.peak_rss_mb,
+        "peak_rss_mib": m.peak_rss_mib,
     }
 
 
@@ -200,10 +201,10 @@ def big_stream(gb: float, workdir: Path, scratch: Path) -> dict[str, Any]:
         "approx_bytes": lines * per_line,
         "wall_s": m.wall_s,
         "lines_per_s": parsed / m.wall_s,
-        "peak_rss_mb": m.peak_rss_mb,
+        "peak_rss_mib": m.peak_rss_mib,
         "cpu_s": m.cpu_s,
         "lake_bytes": lake_bytes,
-        "rss_pass": m.peak_rss_mb * MB < TARGET_BIG_RSS,
+        "rss_pass": m.peak_rss_mib * MIB < TARGET_BIG_RSS,
     }
 
 
@@ -264,8 +265,8 @@ def main() -> None:
             f">= {TARGET_SPEEDUP:g}x",
             verdict(s["speedup_vs_goaccess"] >= TARGET_SPEEDUP),
         ],
-        ["loglake peak RSS MB", s["loglake_peak_rss_mb"], ""],
-        ["goaccess peak RSS MB", s["goaccess_peak_rss_mb"], ""],
+        ["loglake peak RSS MiB", s["loglake_peak_rss_mib"], ""],
+        ["goaccess peak RSS MiB", s["goaccess_peak_rss_mib"], ""],
         ["raw MB (repeated input)", s["raw_bytes"] / MB, ""],
         ["lake MB (repeated input)", s["lake_bytes"] / MB, ""],
         [
@@ -286,12 +287,18 @@ def main() -> None:
                 verdict(real["lake_ratio"] >= TARGET_LAKE_RATIO if real["lake_ratio"] else None),
             ],
             ["loglake lines/s (generated)", real["lines_per_s"], ""],
+            ["loglake peak RSS MiB (generated)", real["peak_rss_mib"], ""],
         ]
     if big:
         rows += [
             [f"stdin stream: {big['lines']:,} lines, wall s", big["wall_s"], ""],
             ["stdin stream lines/s", big["lines_per_s"], ""],
-            ["stdin stream peak RSS MB", big["peak_rss_mb"], "< 1024", verdict(big["rss_pass"])],
+            [
+                "stdin stream peak RSS MiB",
+                big["peak_rss_mib"],
+                "< 1024 MiB",
+                verdict(big["rss_pass"]),
+            ],
         ]
     print_table(
         ["figure", "value", "target", ""],

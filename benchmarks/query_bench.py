@@ -35,6 +35,7 @@ from common import (
     print_table,
     require_time,
     run_measured,
+    timed,
     verdict,
 )
 from loglake.config import load_config
@@ -74,8 +75,10 @@ def build_lake(home: Path, rows: int) -> dict[str, Any]:
     start = time.perf_counter()
     gen = subprocess.Popen(gen_cmd, stdout=subprocess.PIPE)
     assert gen.stdout is not None
-    ingest = subprocess.run(ingest_cmd, stdin=gen.stdout, env=env_with(LOGLAKE_HOME=str(home)))
+    env = env_with(LOGLAKE_HOME=str(home))
+    ingest = subprocess.run(ingest_cmd, stdin=gen.stdout, env=env, capture_output=True, text=True)
     gen.stdout.close()
+    note(ingest.stdout.strip() + ingest.stderr.strip())
     if gen.wait() != 0 or ingest.returncode != 0:
         shutil.rmtree(home, ignore_errors=True)
         raise SystemExit("building the lake failed (see the messages above)")
@@ -104,11 +107,11 @@ def queries(day: date, hour: int) -> dict[str, str]:
     }
 
 
-def fetch_arrow(cursor: duckdb.DuckDBPyConnection) -> pa.Table:
-    """The whole pending result as Arrow, whatever this DuckDB version calls that."""
+def fetch_arrow(relation: duckdb.DuckDBPyRelation) -> pa.Table:
+    """The whole result as Arrow, whatever this DuckDB version calls that."""
     for name in ("to_arrow_table", "fetch_arrow_table", "arrow"):
-        if hasattr(cursor, name):
-            return getattr(cursor, name)()
+        if hasattr(relation, name):
+            return getattr(relation, name)()
     raise RuntimeError("this duckdb has no Arrow fetch method")
 
 
@@ -118,21 +121,6 @@ def plain_duckdb(plan: TablePlan) -> duckdb.DuckDBPyConnection:
     paths = ", ".join("'" + f.path.replace("'", "''") + "'" for f in plan.files)
     con.execute(f"CREATE VIEW access AS SELECT * FROM read_parquet([{paths}])")
     return con
-
-
-def loglake_runner(home: Path, probe: str) -> tuple[Callable[[str], pa.Table], str]:
-    """``connect(home).sql(q).arrow()``; if that API is broken, a loud note and the nearest
-    equivalent (the same planning, pruning and binding, then DuckDB's own Arrow fetch)."""
-    con = loglake.connect(str(home))
-    try:
-        con.sql(probe).arrow()
-        return (lambda q: con.sql(q).arrow()), "Connection.sql().arrow()"
-    except AttributeError as exc:
-        print(
-            f"\n!!! WARNING: loglake Connection.sql() is broken here ({exc}); timing "
-            "Connection._run(q) + Arrow fetch instead (same planning/binding, other fetch) !!!\n"
-        )
-        return (lambda q: fetch_arrow(con._run(q))), f"fallback: Connection._run ({exc})"
 
 
 def same(a: pa.Table, b: pa.Table) -> str:
@@ -154,9 +142,7 @@ def time_pair(
     for i in range(warmup + runs):
         order = [(a, ta), (b, tb)] if i % 2 == 0 else [(b, tb), (a, ta)]
         for fn, sink in order:
-            start = time.perf_counter()
-            fn()
-            elapsed = time.perf_counter() - start
+            elapsed, _ = timed(fn)
             if i >= warmup:
                 sink.append(elapsed)
     return ta, tb
@@ -178,14 +164,25 @@ def cli_cold_start(home: Path, day: date, hour: int, runs: int) -> dict[str, Any
     sql = f"SELECT count(*) FROM logs.access WHERE {where}"
     cmd = [*loglake_cmd(), "query", sql, "--format", "csv"]
     env = env_with(LOGLAKE_HOME=str(home))
-    results = [run_measured(cmd, env=env, stdin=subprocess.DEVNULL) for _ in range(runs)]
-    walls = [m.wall_s for m in results]
+    results = [
+        run_measured(cmd, env=env, stdin=subprocess.DEVNULL, check=False) for _ in range(runs)
+    ]
+    failed = [m for m in results if m.returncode != 0]
+    if failed:
+        last = failed[-1]
+        print(
+            f"\n!!! CLI: {len(failed)} of {runs} runs exited non-zero (last: {last.returncode}, "
+            f"stderr {last.stderr.strip()[-300:]!r}); median over the successful runs !!!"
+        )
+    ok = [m for m in results if m.returncode == 0] or results
+    walls = [m.wall_s for m in ok]
     return {
         "sql": sql,
-        "output": results[-1].stdout.strip().replace("\n", " | "),
+        "output": ok[-1].stdout.strip().replace("\r", "").replace("\n", " | "),
         "median_s": median(walls),
-        "all_s": walls,
-        "peak_rss_mb": max(m.peak_rss_mb for m in results),
+        "all_s": [m.wall_s for m in results],
+        "returncodes": [m.returncode for m in results],
+        "peak_rss_mib": max(m.peak_rss_mib for m in results),
     }
 
 
@@ -212,19 +209,18 @@ def main() -> None:
     duck = plain_duckdb(plan)
     hour = busiest_hour(duck, DAY)
     qs = queries(DAY, hour)
-    run_ll, api = loglake_runner(home, qs["Q1 count by status"])
-    figures["loglake_api"] = api
+    lake = loglake.connect(str(home))
 
     rows: list[list[Any]] = []
     figures["queries"] = {}
     for name, q in qs.items():
         plain_q = q.replace("logs.access", "access")
-        match = same(run_ll(q), fetch_arrow(duck.execute(plain_q)))
+        match = same(lake.sql(q).arrow(), fetch_arrow(duck.sql(plain_q)))
         if match == "MISMATCH":
             print(f"\n!!! MISMATCH: {name}: loglake and DuckDB return different results !!!\n")
         t_ll, t_dk = time_pair(
-            lambda q=q: run_ll(q),
-            lambda q=plain_q: fetch_arrow(duck.execute(q)),
+            lambda q=q: lake.sql(q).arrow(),
+            lambda q=plain_q: fetch_arrow(duck.sql(q)),
             args.warmup,
             args.runs,
         )
@@ -252,7 +248,7 @@ def main() -> None:
     print(
         f"\nlogs.access: {plan.rows:,} rows in {len(plan.files):,} Parquet files, "
         f"{plan.size / MB:,.1f} MB ({plan.size / max(plan.rows, 1):.1f} bytes/row); "
-        f"day {DAY}, hour {hour:02}:00 UTC; loglake timed via {api}"
+        f"day {DAY}, hour {hour:02}:00 UTC"
     )
     headers = ["query", "loglake ms", "p90", "duckdb ms", "p90", "ratio", "<= 1.5x", "results"]
     print_table(headers, rows, title=f"Warm queries (median of {args.runs}, {args.warmup} warm-up)")
@@ -265,7 +261,7 @@ def main() -> None:
                 f"<= {TARGET_CLI_S:g} s",
                 verdict(cli["median_s"] <= TARGET_CLI_S),
             ],
-            ["CLI peak RSS MB", cli["peak_rss_mb"], "", ""],
+            ["CLI peak RSS MiB", cli["peak_rss_mib"], "", ""],
         ],
         title=f"CLI: loglake query ... --format csv -> {cli['output']}",
     )

@@ -151,7 +151,11 @@ def query(ctx: click.Context, sql: str, fmt: str, output: str | None, dialect: s
     from loglake.query.engine import Connection
 
     config = _config(ctx)
-    con = Connection(config)
+    with Connection(config) as con:
+        _query(con, config, sql, fmt, output, dialect)
+
+
+def _query(con: Any, config: Any, sql: str, fmt: str, output: str | None, dialect: str | None) -> None:
     if fmt == "parquet":
         if not output:
             raise ConfigError("--format parquet needs --output FILE")

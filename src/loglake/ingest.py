@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import queue
 import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -91,9 +92,9 @@ def _rejected_frame(
 class _Run:
     """State of one ingest run: catalog, writers per table, enrichers, counters."""
 
-    def __init__(self, config: Config, catalog: Catalog, run_id: str):
+    def __init__(self, config: Config, catalog: Future[Catalog], run_id: str):
         self.config = config
-        self.catalog = catalog
+        self._catalog = catalog
         self.run_id = run_id
         self.at = datetime.now(UTC)
         self.writers: dict[str, TableWriter] = {}
@@ -102,6 +103,7 @@ class _Run:
     def writer(self, table: str, frame: pl.DataFrame, time_column: str = "ts") -> TableWriter:
         w = self.writers.get(table)
         if w is None:
+            self.catalog = self._catalog.result()
             schema = frame.to_arrow(compat_level=pl.CompatLevel.oldest()).schema
             t = ensure_table(
                 self.catalog, table, schema, self.config.table(table).partition, time_column
@@ -174,10 +176,13 @@ def ingest(
     """
     started = time.perf_counter()
     stats = IngestStats()
-    catalog = open_catalog(config)
     ledger = Ledger(config.state_dir / "ledger.db")
-    ledger.settle(lambda t, rid: _run_committed(catalog, t, rid))
-    run = _Run(config, catalog, uuid.uuid4().hex)
+    # Opening the catalog imports pyiceberg (about a second); do it while the first chunks parse.
+    opening = ThreadPoolExecutor(max_workers=1).submit(open_catalog, config)
+    if ledger.has_pending():  # a run died between its commit and its ledger update: settle first
+        catalog = opening.result()
+        ledger.settle(lambda t, rid: _run_committed(catalog, t, rid))
+    run = _Run(config, opening, uuid.uuid4().hex)
     fixed: Format | None = None
     if format and format != "auto":
         fixed = get_format(format, config.formats, **_format_options(config))
@@ -213,6 +218,8 @@ def ingest(
         stats.bytes_read = bytes_before
         _commit(run, ledger, done_inputs, stats)
     finally:
+        for w in run.writers.values():
+            w.close()
         ledger.close()
     stats.seconds = time.perf_counter() - started
     return stats

@@ -336,14 +336,19 @@ class AccessFormat:
         text = batch.text
         n = len(text)
         line_no = pl.int_range(batch.first_line, batch.first_line + n, dtype=pl.Int64, eager=True)
-        fast = text.str.extract_groups(self.fast_regex).struct.unnest()
+        # The streaming engine runs the regex over morsels of the batch on all cores.
+        fast = (
+            pl.LazyFrame({"line": line_no, "text": text})
+            .select("line", pl.col("text").str.extract_groups(self.fast_regex).alias("g"))
+            .unnest("g")
+            .collect(engine="streaming")
+        )
         ok = fast.get_column(self.fast_fields[0].column).is_not_null()
         frames = [
-            fast.with_columns(line=line_no)
-            .filter(ok)
+            fast.filter(ok)
             .lazy()
             .with_columns(self._convert_exprs(self.fast_fields))
-            .collect()
+            .collect(engine="streaming")
         ]
         unmatched = pl.Series("line", [], pl.Int64)
         if not ok.all():

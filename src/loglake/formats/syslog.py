@@ -1,36 +1,38 @@
 """Syslog lines: RFC 3164 (BSD, as files written by rsyslog/syslog-ng) and RFC 5424, vectorized.
 
-Each protocol is one anchored regular expression with a named group per header field; a batch is parsed
-with ``str.extract_groups`` and a few Polars column expressions (``strptime``, casts, ``when/then``), with
-no Python per line. The ``syslog`` format accepts both protocols, detected per line: the RFC 5424 regex
-runs first and the RFC 3164 regex runs on the lines it did not match; ``rfc3164`` and ``rfc5424`` accept
-only their own protocol.
+Each protocol is one anchored regular expression with a named group per header field; a batch is
+parsed with ``str.extract_groups`` and a few Polars column expressions (``strptime``, casts,
+``when/then``), with no Python per line. The ``syslog`` format accepts both protocols, detected per
+line: the RFC 5424 regex runs first and the RFC 3164 regex runs on the lines it did not match;
+``rfc3164`` and ``rfc5424`` accept only their own protocol.
 
 Columns (``SYSLOG_COLUMNS``, then ``line``): ``ts`` is the event time in UTC; ``facility`` and
 ``severity`` are names decoded from ``<PRI>`` (null when the line has none, which is how most files
-look: rsyslog does not write the PRI to files by default); ``msgid`` and ``structured_data`` exist only
-in RFC 5424 (the structured data is kept as written, e.g. ``[exampleSDID@32473 iut="3"]``).
+look: rsyslog does not write the PRI to files by default); ``msgid`` and ``structured_data`` exist
+only in RFC 5424 (the structured data is kept as written, e.g. ``[exampleSDID@32473 iut="3"]``).
 
 Choices, and why:
 
-* RFC 3164 timestamps carry no year and no zone. The zone is the ``timezone`` option (default UTC). The
-  year is the ``year`` option, or else inferred the way rsyslog and Vector do: the year of ``now``
-  (default: the time of the parse), or the year before when that would put the line more than one day
-  in the future of ``now`` (a ``Dec 31`` line read on Jan 1 is from last year). A date that does not
-  exist in the inferred year (``Feb 29``) is tried in the year before as well.
+* RFC 3164 timestamps carry no year and no zone. The zone is the ``timezone`` option (default UTC).
+  The year is the ``year`` option, or else inferred the way rsyslog and Vector do: the year of
+  ``now`` (default: the time of the parse), or the year before when that would put the line more
+  than one day in the future of ``now`` (a ``Dec 31`` line read on Jan 1 is from last year). A date
+  that does not exist in the inferred year (``Feb 29``) is tried in the year before as well.
 * rsyslog's high-precision file format writes an RFC 3339 timestamp in place of ``Mmm dd hh:mm:ss``;
   it is accepted, with its offset (or, without one, in ``timezone``).
-* The RFC 3164 TAG is ``app[pid]:`` or ``app:`` followed by a space or the end of the line; ``app`` may
-  hold anything but spaces, brackets and colons (``sshd(pam_unix)``, ``rpc.statd``, ``/usr/sbin/cron``).
-  A line without such a tag is kept: ``app`` and ``pid`` are null and ``message`` is the whole text after
-  the host. So ``syslogd 1.4.1: restart.`` (a space inside the tag) gives ``app`` null and the message
-  ``syslogd 1.4.1: restart.``: guessing where such a tag ends would misread ordinary messages.
+* The RFC 3164 TAG is ``app[pid]:`` or ``app:`` followed by a space or the end of the line; ``app``
+  may hold anything but spaces, brackets and colons (``sshd(pam_unix)``, ``rpc.statd``,
+  ``/usr/sbin/cron``). A line without such a tag is kept: ``app`` and ``pid`` are null and
+  ``message`` is the whole text after the host. So ``syslogd 1.4.1: restart.`` (a space inside the
+  tag) gives ``app`` null and the message ``syslogd 1.4.1: restart.``: guessing where such a tag
+  ends would misread ordinary messages.
 * RFC 5424 nil values (``-``) become null; a non-numeric PROCID gives ``pid`` null; a nil TIMESTAMP
   (the sender had no clock) gets ``now``, as rsyslog uses the reception time. The UTF-8 BOM that may
   start MSG is removed. A line without MSG has ``message`` null.
 * Lines that match neither protocol are rejected ("does not match ..."), empty lines are rejected
-  ("empty line"), and lines whose timestamp is not a real time (``Feb 30``, ``25:00:00``, a local time
-  skipped by a DST change) are rejected ("invalid timestamp"); rejected lines keep their raw bytes.
+  ("empty line"), and lines whose timestamp is not a real time (``Feb 30``, ``25:00:00``, a local
+  time skipped by a DST change) are rejected ("invalid timestamp"); rejected lines keep their raw
+  bytes.
 """
 
 from __future__ import annotations
@@ -43,7 +45,6 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import polars as pl
 
 from loglake.errors import FormatError
-from loglake.formats.access import _rejects
 from loglake.formats.base import LineBatch, ParseResult
 
 #: Facility names by code (RFC 5424 table 1, with the names rsyslog and Vector use).
@@ -67,7 +68,16 @@ FACILITIES: tuple[str, ...] = (
     *(f"local{i}" for i in range(8)),
 )
 #: Severity names by code (RFC 5424 table 2).
-SEVERITIES: tuple[str, ...] = ("emerg", "alert", "crit", "err", "warning", "notice", "info", "debug")
+SEVERITIES: tuple[str, ...] = (
+    "emerg",
+    "alert",
+    "crit",
+    "err",
+    "warning",
+    "notice",
+    "info",
+    "debug",
+)
 
 #: Parsed columns, in table order, with their Polars types (``line`` follows them).
 SYSLOG_COLUMNS: dict[str, pl.DataType] = {
@@ -112,6 +122,9 @@ _MODES: dict[str, tuple[str, ...]] = {
     "rfc5424": ("rfc5424",),
 }
 _REGEXES = {"rfc5424": RFC5424_RE, "rfc3164": RFC3164_RE}
+# Every RFC 5424 line starts with `<`: the full regex runs only on those (most files hold RFC 3164
+# lines without PRI, and a cheap prefix test is much faster than a failing regex match).
+_PREFIXES = {"rfc5424": "<", "rfc3164": ""}
 _DESCRIPTIONS = {
     "syslog": "syslog (RFC 3164 or RFC 5424)",
     "rfc3164": "RFC 3164 syslog",
@@ -154,13 +167,13 @@ class SyslogFormat:
     # -- detection -----------------------------------------------------------------------------
 
     def match_rate(self, sample: pl.Series) -> float:
-        """Fraction of ``sample`` lines whose shape matches this mode (timestamps are not checked)."""
+        """Fraction of ``sample`` lines shaped like this mode's lines (timestamps not checked)."""
         if len(sample) == 0:
             return 0.0
         hit = pl.repeat(False, len(sample), eager=True)
         for protocol in self.protocols:
             hit = hit | sample.str.contains(_REGEXES[protocol]).fill_null(False)
-        return float(hit.mean() or 0.0)
+        return int(hit.sum()) / len(sample)
 
     # -- parsing -------------------------------------------------------------------------------
 
@@ -175,7 +188,7 @@ class SyslogFormat:
         remaining = pl.DataFrame({"text": batch.text.cast(pl.String), "line": line_no})
         parts: list[pl.DataFrame] = []
         for protocol in self.protocols:
-            matched, remaining = _split(remaining, _REGEXES[protocol])
+            matched, remaining = _split(remaining, _REGEXES[protocol], _PREFIXES[protocol])
             if protocol == "rfc5424":
                 parts.append(matched.select(_rfc5424_exprs(now)))
             else:
@@ -193,7 +206,12 @@ class SyslogFormat:
             .otherwise(pl.lit(f"does not match {_DESCRIPTIONS[self.name]}"))
         )
         mask = line_no.is_in(unmatched.implode()) | line_no.is_in(bad_lines.implode())
-        return ParseResult(parsed=parsed, rejected=_rejects(batch, mask, reasons))
+        rejected = (
+            pl.DataFrame({"line": line_no, "raw": pl.Series("raw", batch.raw), "text": batch.text})
+            .filter(mask)
+            .select("line", pl.col("raw").cast(pl.Binary), reasons.alias("reason"))
+        )
+        return ParseResult(parsed=parsed, rejected=rejected)
 
     def _rfc3164_exprs(self, now: datetime) -> list[pl.Expr]:
         """Column expressions turning RFC 3164 regex groups into ``SYSLOG_COLUMNS`` + ``line``."""
@@ -229,7 +247,9 @@ class SyslogFormat:
         iso_with_offset = iso.str.strptime(
             pl.Datetime("us", "UTC"), "%Y-%m-%dT%H:%M:%S%.f%:z", strict=False
         )
-        iso_local = localize(iso.str.strptime(pl.Datetime("us"), "%Y-%m-%dT%H:%M:%S%.f", strict=False))
+        iso_local = localize(
+            iso.str.strptime(pl.Datetime("us"), "%Y-%m-%dT%H:%M:%S%.f", strict=False)
+        )
         iso_ts = (
             pl.when(text.str.contains(r"(?:[Zz]|[+-]\d{2}:?\d{2})$"))
             .then(iso_with_offset)
@@ -273,14 +293,19 @@ def _rfc5424_exprs(now: datetime) -> list[pl.Expr]:
     ]
 
 
-def _split(frame: pl.DataFrame, regex: str) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Lines of ``frame`` matching ``regex`` (as regex groups + ``line``) and the other lines."""
-    groups = frame.get_column("text").str.extract_groups(regex).struct.unnest()
+def _split(frame: pl.DataFrame, regex: str, prefix: str) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Lines of ``frame`` matching ``regex`` (as regex groups + ``line``) and the other lines.
+
+    Only lines starting with ``prefix`` are tried.
+    """
+    tried = frame.filter(pl.col("text").str.starts_with(prefix)) if prefix else frame
+    groups = tried.get_column("text").str.extract_groups(regex).struct.unnest()
     pri = groups.get_column("pri").cast(pl.Int64)
     # `host` is captured by every match; a PRI above 191 names no facility: not syslog.
     ok = groups.get_column("host").is_not_null() & (pri.is_null() | (pri <= _MAX_PRI))
-    matched = pl.concat([groups, frame.select("line")], how="horizontal").filter(ok)
-    return matched, frame.filter(~ok)
+    matched = pl.concat([groups, tried.select("line")], how="horizontal").filter(ok)
+    done = matched.get_column("line")
+    return matched, frame.filter(~pl.col("line").is_in(done.implode()))
 
 
 def _nil(column: str) -> pl.Expr:
@@ -291,7 +316,9 @@ def _nil(column: str) -> pl.Expr:
 
 def _facility(pri: pl.Expr) -> pl.Expr:
     mapping = dict(enumerate(FACILITIES))
-    return (pri // 8).replace_strict(mapping, default=None, return_dtype=pl.String).alias("facility")
+    return (
+        (pri // 8).replace_strict(mapping, default=None, return_dtype=pl.String).alias("facility")
+    )
 
 
 def _severity(pri: pl.Expr) -> pl.Expr:

@@ -38,6 +38,9 @@ class Ledger:
     def close(self) -> None:
         self._db.close()
 
+    def has_pending(self) -> bool:
+        return self._db.execute("SELECT 1 FROM inputs WHERE state = 'pending' LIMIT 1").fetchone() is not None
+
     def is_done(self, fingerprint: str) -> bool:
         row = self._db.execute(
             "SELECT state FROM inputs WHERE fingerprint = ?", (fingerprint,)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import json
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 import polars as pl
@@ -76,6 +77,10 @@ class TableWriter:
         self._counter = itertools.count(0)
         self.rows_written = 0
         self.files_written = 0
+        # Parquet files are written in a background thread while the caller parses the next batch;
+        # at most one write is in flight, so memory holds at most two buffers.
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="loglake-write")
+        self._pending: Future[None] | None = None
 
     @property
     def name(self) -> str:
@@ -88,7 +93,15 @@ class TableWriter:
         self._buffer.append(frame)
         self._buffered_rows += frame.height
         if self._buffered_rows >= self.flush_rows:
-            self.flush()
+            self._wait()
+            frames, self._buffer, self._buffered_rows = self._buffer, [], 0
+            self._pending = self._pool.submit(self._write, frames)
+
+    def _wait(self) -> None:
+        """Wait for the write in flight; re-raises its error here, in the caller's thread."""
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            pending.result()
 
     def _ensure_columns(self, frame: pl.DataFrame) -> None:
         """Evolve the table schema when ``frame`` brings columns the table does not have yet."""
@@ -103,39 +116,122 @@ class TableWriter:
         self.table = ensure_table(self.catalog, self.name, new.schema, partition="none")
 
     def flush(self) -> None:
-        """Write the buffered rows as Parquet data files (not yet visible to readers)."""
-        if not self._buffer:
-            return
+        """Write all buffered rows as Parquet data files (not yet visible to readers) and wait."""
+        self._wait()
+        if self._buffer:
+            frames, self._buffer, self._buffered_rows = self._buffer, [], 0
+            self._write(frames)
+
+    def close(self) -> None:
+        """Stop the background writer thread (after waiting for a write in flight)."""
+        try:
+            self._wait()
+        finally:
+            self._pool.shutdown(wait=True)
+
+    def _write(self, frames: list[pl.DataFrame]) -> None:
         from pyiceberg.io.pyarrow import _dataframe_to_data_files, schema_to_pyarrow
 
-        frame = pl.concat(self._buffer, how="diagonal_relaxed")
-        self._buffer.clear()
-        self._buffered_rows = 0
+        frame = pl.concat(frames, how="diagonal_relaxed") if len(frames) > 1 else frames[0]
         self._ensure_columns(frame)
         if (
             self.sort_by
             and self.sort_by in frame.columns
             and not frame.get_column(self.sort_by).is_sorted()
         ):
-            # Sorted files give tight per-row-group time ranges, so time filters skip more data.
+            # Sorted files give tight per-row-group time ranges, so time filters skip more data,
+            # and the time partitions become contiguous slices.
             frame = frame.sort(self.sort_by)
         target = schema_to_pyarrow(self.table.schema(), include_field_ids=False)
-        arrow = align(frame, target).to_arrow(compat_level=pl.CompatLevel.oldest())
-        arrow = arrow.cast(target)
-        try:
-            files = list(
-                _dataframe_to_data_files(
-                    table_metadata=self.table.metadata,
-                    df=arrow,
-                    io=self.table.io,
-                    counter=self._counter,
+        aligned = align(frame, target)
+        split = self._time_partitioning(aligned)
+        if split is None:
+            arrow = aligned.to_arrow(compat_level=pl.CompatLevel.oldest()).cast(target)
+            try:
+                files = list(
+                    _dataframe_to_data_files(
+                        table_metadata=self.table.metadata,
+                        df=arrow,
+                        io=self.table.io,
+                        counter=self._counter,
+                    )
                 )
+            except Exception as exc:
+                raise LakeError(f"cannot write data files for {self.name}: {exc}") from exc
+        else:
+            files = self._write_time_partitions(aligned, target, *split)
+        self._files.extend(files)
+        self.rows_written += aligned.height
+        self.files_written += len(files)
+
+    def _time_partitioning(self, frame: pl.DataFrame) -> tuple[Any, str, str] | None:
+        """(partition field, source column, truncation) for a table partitioned by one time transform."""
+        from pyiceberg.transforms import DayTransform, HourTransform, MonthTransform
+
+        spec = self.table.spec()
+        if len(spec.fields) != 1:
+            return None
+        field = spec.fields[0]
+        every = {HourTransform: "1h", DayTransform: "1d", MonthTransform: "1mo"}.get(
+            type(field.transform)
+        )
+        column = self.table.schema().find_column_name(field.source_id)
+        if every is None or column is None or column not in frame.columns:
+            return None
+        if frame.get_column(column).null_count():
+            return None  # rare; let pyiceberg handle null partition values
+        return field, column, every
+
+    def _write_time_partitions(
+        self, frame: pl.DataFrame, target: pa.Schema, field: Any, column: str, every: str
+    ) -> list[DataFile]:
+        """Write one Parquet file per time partition, all partitions in parallel.
+
+        pyiceberg's own path splits a batch by filtering it once per partition (partitions x rows,
+        0.75 s for 566k rows over 84 hours); sorted by time, the partitions are contiguous slices.
+        """
+        import uuid
+
+        import pyarrow as pa
+        from pyiceberg.io.pyarrow import pyarrow_to_schema, write_file
+        from pyiceberg.partitioning import PartitionFieldValue, PartitionKey
+        from pyiceberg.table import WriteTask
+
+        col = frame.get_column(column)
+        if not col.is_sorted():
+            frame = frame.sort(column)
+            col = frame.get_column(column)
+        key = col.dt.truncate(every)
+        starts = (key != key.shift(1)).fill_null(True).arg_true().to_list()
+        bounds = [*starts, frame.height]
+        arrow = frame.to_arrow(compat_level=pl.CompatLevel.oldest()).cast(target)
+        meta = self.table.metadata
+        schema = meta.schema()
+        source_type = schema.find_field(field.source_id).field_type
+        firsts = arrow.column(column).take(pa.array(starts, pa.int64()))
+        values = field.transform.pyarrow_transform(source_type)(firsts).to_pylist()
+        task_schema = pyarrow_to_schema(
+            arrow.schema, name_mapping=schema.name_mapping, format_version=meta.format_version
+        )
+        write_uuid = uuid.uuid4()
+        tasks = [
+            WriteTask(
+                write_uuid=write_uuid,
+                task_id=next(self._counter),
+                schema=task_schema,
+                record_batches=arrow.slice(lo, hi - lo).to_batches(),
+                partition_key=PartitionKey(
+                    field_values=[PartitionFieldValue(field=field, value=value)],
+                    partition_spec=meta.spec(),
+                    schema=schema,
+                ),
             )
+            for lo, hi, value in zip(bounds[:-1], bounds[1:], values, strict=True)
+        ]
+        try:
+            return list(write_file(io=self.table.io, table_metadata=meta, tasks=iter(tasks)))
         except Exception as exc:
             raise LakeError(f"cannot write data files for {self.name}: {exc}") from exc
-        self._files.extend(files)
-        self.rows_written += arrow.num_rows
-        self.files_written += len(files)
 
     def commit(self, properties: dict[str, Any] | None = None) -> bool:
         """Flush, then add every file written since the last commit in one snapshot.

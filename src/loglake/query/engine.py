@@ -12,6 +12,7 @@ statements are accepted; each query has a time limit and a row limit.
 from __future__ import annotations
 
 import threading
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -74,6 +75,9 @@ class Connection:
     def __init__(self, config: Config):
         self.config = config
         self._con = duckdb.connect(":memory:")
+        # Close DuckDB before the interpreter tears down: an open connection at exit can abort the
+        # process ("exception not rethrown") after the output was already written.
+        weakref.finalize(self, self._con.close)
         warehouse = config.warehouse
         root = warehouse[len("file://") :] if warehouse.startswith("file://") else str(config.home)
         self._setup(root)
