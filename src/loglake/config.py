@@ -61,8 +61,8 @@ class TableConfig:
 class IngestConfig:
     """Batch ingest tuning: bytes read per chunk, and rows buffered before Parquet files are written."""
 
-    chunk_bytes: int = 32 << 20
-    flush_rows: int = 500_000
+    chunk_bytes: int = 8 << 20
+    flush_rows: int = 250_000
     threads: int = 0  # 0 = number of CPUs
     json_ts_field: str = "ts"
     syslog_timezone: str = "UTC"
