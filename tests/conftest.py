@@ -39,8 +39,12 @@ def run_cli(home: Path) -> RunCli:
     ``check=True`` (default) fails the test with the command's stderr when it exits non-zero.
     """
 
-    def run(*args: str, check: bool = True, input: str | bytes | None = None,
-            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    def run(
+        *args: str,
+        check: bool = True,
+        input: str | bytes | None = None,
+        env: dict[str, str] | None = None,
+    ) -> subprocess.CompletedProcess[str]:
         full_env = {**os.environ, "LOGLAKE_HOME": str(home), **(env or {})}
         full_env.pop("LOGLAKE_CONFIG", None)
         raw = subprocess.run(
@@ -57,7 +61,9 @@ def run_cli(home: Path) -> RunCli:
             raw.stderr.decode("utf-8", errors="replace"),
         )
         if check and proc.returncode != 0:
-            raise AssertionError(f"loglake {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr}")
+            raise AssertionError(
+                f"loglake {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr}"
+            )
         return proc
 
     return run

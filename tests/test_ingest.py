@@ -9,10 +9,9 @@ import re
 import shutil
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import zstandard
-
-from typing import Any
 
 RunCli = Any  # the run_cli fixture from conftest.py
 
@@ -32,30 +31,47 @@ def test_sample_ingest_matches_file(run_cli: RunCli, shared_data: Path) -> None:
     src = shared_data / "apache_combined_10k.log"
     out = run_cli("ingest", str(src)).stdout
     assert counts(out) == (10_000, 10_000, 0)
-    rows = query_json(run_cli, "SELECT count(*) AS n, sum(bytes) AS b, count(bytes) AS nb, "
-                      "min(ts) AS first, max(ts) AS last, count(DISTINCT line) AS lines "
-                      "FROM logs.access")
+    rows = query_json(
+        run_cli,
+        "SELECT count(*) AS n, sum(bytes) AS b, count(bytes) AS nb, "
+        "min(ts) AS first, max(ts) AS last, count(DISTINCT line) AS lines "
+        "FROM logs.access",
+    )
     text = src.read_text()
     total = sum(int(p) for p in re.findall(r'" \d{3} (\d+) "', text))
-    stamps = [datetime.strptime(t, "%d/%b/%Y:%H:%M:%S %z") for t in re.findall(r"\[([^]]+)\]", text)]
-    assert rows == [{"n": 10_000, "b": total, "nb": 10_000 - 669,
-                     "first": min(stamps).isoformat(), "last": max(stamps).isoformat(),
-                     "lines": 10_000}]
-    status = query_json(run_cli, "SELECT status, count(*) AS n FROM logs.access GROUP BY 1 "
-                        "ORDER BY 1")
+    stamps = [
+        datetime.strptime(t, "%d/%b/%Y:%H:%M:%S %z") for t in re.findall(r"\[([^]]+)\]", text)
+    ]
+    assert rows == [
+        {
+            "n": 10_000,
+            "b": total,
+            "nb": 10_000 - 669,
+            "first": min(stamps).isoformat(),
+            "last": max(stamps).isoformat(),
+            "lines": 10_000,
+        }
+    ]
+    status = query_json(
+        run_cli, "SELECT status, count(*) AS n FROM logs.access GROUP BY 1 ORDER BY 1"
+    )
     expected: dict[int, int] = {}
     for s in re.findall(r'" (\d{3}) (?:\d+|-) "', src.read_text()):
         expected[int(s)] = expected.get(int(s), 0) + 1
     assert {r["status"]: r["n"] for r in status} == expected
-    enriched = query_json(run_cli, "SELECT count(*) FILTER (WHERE is_bot) AS bots, "
-                          "count(DISTINCT ua_browser) AS browsers, any_value(source) AS source "
-                          "FROM logs.access")[0]
+    enriched = query_json(
+        run_cli,
+        "SELECT count(*) FILTER (WHERE is_bot) AS bots, "
+        "count(DISTINCT ua_browser) AS browsers, any_value(source) AS source "
+        "FROM logs.access",
+    )[0]
     assert 0 < enriched["bots"] < 10_000 and enriched["browsers"] > 5  # type: ignore[operator]
     assert enriched["source"] == str(src)
 
 
-def test_same_file_twice_is_a_noop_unless_forced(run_cli: RunCli, shared_data: Path,
-                                                 tmp_path: Path) -> None:
+def test_same_file_twice_is_a_noop_unless_forced(
+    run_cli: RunCli, shared_data: Path, tmp_path: Path
+) -> None:
     src = tmp_path / "a.log"
     shutil.copy(shared_data / "apache_combined_10k.log", src)
     run_cli("ingest", str(src))
@@ -68,8 +84,9 @@ def test_same_file_twice_is_a_noop_unless_forced(run_cli: RunCli, shared_data: P
     assert counts(run_cli("ingest", str(src)).stdout) == (10_001, 10_001, 0)
 
 
-def test_compressed_folder_glob_and_stdin(run_cli: RunCli, shared_data: Path,
-                                          tmp_path: Path) -> None:
+def test_compressed_folder_glob_and_stdin(
+    run_cli: RunCli, shared_data: Path, tmp_path: Path
+) -> None:
     raw = (shared_data / "apache_combined_10k.log").read_bytes()
     folder = tmp_path / "in" / "nested"
     folder.mkdir(parents=True)
@@ -78,8 +95,9 @@ def test_compressed_folder_glob_and_stdin(run_cli: RunCli, shared_data: Path,
     (folder / "c.log.zst").write_bytes(zstandard.ZstdCompressor().compress(raw))
     out = run_cli("ingest", str(tmp_path / "in")).stdout
     assert counts(out) == (30_000, 30_000, 0)
-    by_source = query_json(run_cli, "SELECT source, count(*) AS n FROM logs.access GROUP BY 1 "
-                           "ORDER BY 1")
+    by_source = query_json(
+        run_cli, "SELECT source, count(*) AS n FROM logs.access GROUP BY 1 ORDER BY 1"
+    )
     assert [r["n"] for r in by_source] == [10_000] * 3
     assert counts(run_cli("ingest", str(tmp_path / "in" / "**" / "*.gz")).stdout) == (0, 0, 0)
     out = run_cli("ingest", "--format", "combined", "-", input=raw[:5000]).stdout
@@ -93,13 +111,18 @@ def test_rejected_lines_are_kept_raw(run_cli: RunCli, shared_data: Path, tmp_pat
     src.write_bytes(good + b"\xff\xfe garbage \x00 line\n\n")
     out = run_cli("ingest", "--format", "combined", str(src)).stdout
     assert counts(out) == (5, 2, 3)
-    rows = query_json(run_cli, "SELECT line, reason, raw, format, target_table, source "
-                      "FROM logs.rejected ORDER BY line")
+    rows = query_json(
+        run_cli,
+        "SELECT line, reason, raw, format, target_table, source FROM logs.rejected ORDER BY line",
+    )
     assert [r["line"] for r in rows] == [2, 4, 5]
-    assert [r["reason"] for r in rows] == ["does not match the combined format"] * 2 + ["empty line"]
+    assert [r["reason"] for r in rows] == ["does not match the combined format"] * 2 + [
+        "empty line"
+    ]
     assert rows[0]["target_table"] == "logs.access" and rows[0]["source"] == str(src)
-    raw = run_cli("query", "--format", "csv",
-                  "SELECT hex(raw) AS h FROM logs.rejected WHERE line = 4").stdout.splitlines()
+    raw = run_cli(
+        "query", "--format", "csv", "SELECT hex(raw) AS h FROM logs.rejected WHERE line = 4"
+    ).stdout.splitlines()
     assert bytes.fromhex(raw[1]) == b"\xff\xfe garbage \x00 line"
 
 

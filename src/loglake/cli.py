@@ -74,15 +74,28 @@ def _stderr_console() -> Any:
 
 @cli.command()
 @click.argument("sources", nargs=-1, required=True)
-@click.option("--format", "fmt", default="auto", show_default=True,
-              help="Format name (combined, common, vhost_combined, nginx_main, syslog, json...), "
-              "an Apache LogFormat or nginx log_format string, or auto.")
+@click.option(
+    "--format",
+    "fmt",
+    default="auto",
+    show_default=True,
+    help="Format name (combined, common, vhost_combined, nginx_main, syslog, json...), "
+    "an Apache LogFormat or nginx log_format string, or auto.",
+)
 @click.option("--table", help="Target table NAMESPACE.NAME (default: the format's table).")
 @click.option("--force", is_flag=True, help="Ingest inputs again even if already ingested.")
-@click.option("--progress/--no-progress", default=None, help="Progress bar (default: on a terminal).")
+@click.option(
+    "--progress/--no-progress", default=None, help="Progress bar (default: on a terminal)."
+)
 @click.pass_context
-def ingest(ctx: click.Context, sources: tuple[str, ...], fmt: str, table: str | None,
-           force: bool, progress: bool | None) -> None:
+def ingest(
+    ctx: click.Context,
+    sources: tuple[str, ...],
+    fmt: str,
+    table: str | None,
+    force: bool,
+    progress: bool | None,
+) -> None:
     """Ingest log files, folders, globs, s3:// prefixes or - (stdin) into the lake."""
     from loglake.ingest import ingest as run_ingest
 
@@ -91,12 +104,16 @@ def ingest(ctx: click.Context, sources: tuple[str, ...], fmt: str, table: str | 
         raise ConfigError(f"--table {table!r} must be NAMESPACE.NAME, e.g. logs.web")
     show = sys.stderr.isatty() if progress is None else progress
     with _progress(show) as update:
-        stats = run_ingest(config, list(sources), format=fmt, table=table, force=force,
-                           progress=update)
+        stats = run_ingest(
+            config, list(sources), format=fmt, table=table, force=force, progress=update
+        )
     for name, used in stats.formats.items():
         if used == "unrecognized":
-            click.echo(f"warning: {name}: format not recognized; its lines are in logs.rejected "
-                       "(pass --format)", err=True)
+            click.echo(
+                f"warning: {name}: format not recognized; its lines are in logs.rejected "
+                "(pass --format)",
+                err=True,
+            )
     click.echo(stats.summary())
     for name, rows in sorted(stats.tables.items()):
         click.echo(f"  {name}: +{rows:,} rows")
@@ -118,7 +135,12 @@ def _write_rows(out: IO[str], fmt: str, names: list[str], rows: Iterator[tuple[A
         writer = csv.writer(out)
         writer.writerow(names)
         for row in rows:
-            writer.writerow(["" if v is None else _json_default(v) if isinstance(v, (datetime, bytes)) else v for v in row])
+            writer.writerow(
+                [
+                    "" if v is None else _json_default(v) if isinstance(v, (datetime, bytes)) else v
+                    for v in row
+                ]
+            )
             count += 1
     elif fmt == "json":
         import json
@@ -141,8 +163,14 @@ def _write_rows(out: IO[str], fmt: str, names: list[str], rows: Iterator[tuple[A
 
 @cli.command()
 @click.argument("sql")
-@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json", "parquet"]),
-              default="table", show_default=True, help="json = one object per line.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "csv", "json", "parquet"]),
+    default="table",
+    show_default=True,
+    help="json = one object per line.",
+)
 @click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write to FILE.")
 @click.option("--dialect", default=None, help="Source SQL dialect, e.g. athena or trino.")
 @click.pass_context
@@ -155,7 +183,9 @@ def query(ctx: click.Context, sql: str, fmt: str, output: str | None, dialect: s
         _query(con, config, sql, fmt, output, dialect)
 
 
-def _query(con: Any, config: Any, sql: str, fmt: str, output: str | None, dialect: str | None) -> None:
+def _query(
+    con: Any, config: Any, sql: str, fmt: str, output: str | None, dialect: str | None
+) -> None:
     if fmt == "parquet":
         if not output:
             raise ConfigError("--format parquet needs --output FILE")
@@ -173,8 +203,9 @@ def _query(con: Any, config: Any, sql: str, fmt: str, output: str | None, dialec
     else:
         n = _write_rows(sys.stdout, fmt, names, rows)
     if n >= config.query.max_rows:
-        click.echo(f"warning: output stopped at query.max_rows = {config.query.max_rows:,} rows",
-                   err=True)
+        click.echo(
+            f"warning: output stopped at query.max_rows = {config.query.max_rows:,} rows", err=True
+        )
 
 
 def _parse_ts(value: str | None) -> datetime | None:
@@ -183,14 +214,21 @@ def _parse_ts(value: str | None) -> datetime | None:
     try:
         ts = datetime.fromisoformat(value)
     except ValueError as exc:
-        raise ConfigError(f"--start {value!r} is not an ISO timestamp like 2026-11-25T00:00:00Z") from exc
+        raise ConfigError(
+            f"--start {value!r} is not an ISO timestamp like 2026-11-25T00:00:00Z"
+        ) from exc
     return ts if ts.tzinfo else ts.replace(tzinfo=UTC)
 
 
 @cli.command()
 @click.option("--lines", type=click.IntRange(min=0), required=True, help="Number of lines.")
-@click.option("--rate", type=click.FloatRange(min=0.001), default=10.0, show_default=True,
-              help="Average lines per second of simulated time.")
+@click.option(
+    "--rate",
+    type=click.FloatRange(min=0.001),
+    default=10.0,
+    show_default=True,
+    help="Average lines per second of simulated time.",
+)
 @click.option("--start", help="Time of the first line (ISO 8601; default: ends about now).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write to FILE, not stdout.")
@@ -198,12 +236,12 @@ def generate(lines: int, rate: float, start: str | None, seed: int, output: str 
     """Write realistic combined access logs (many clients, bots, error bursts)."""
     from loglake.generate import generate_to
 
-    kwargs = {"rate": rate, "start": _parse_ts(start), "seed": seed}
+    begin = _parse_ts(start)
     if output:
         with open(output, "wb") as fh:
-            generate_to(fh, lines, **kwargs)
+            generate_to(fh, lines, rate=rate, start=begin, seed=seed)
     else:
-        generate_to(sys.stdout.buffer, lines, **kwargs)
+        generate_to(sys.stdout.buffer, lines, rate=rate, start=begin, seed=seed)
 
 
 @cli.command()
@@ -230,8 +268,11 @@ def tables(ctx: click.Context) -> None:
     out = Table("table", "rows", "files", "size", "last commit (UTC)")
     for name in table_names(config):
         plan = get_plan(config, name, locations.get(name))
-        last = (datetime.fromtimestamp(plan.last_commit_ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
-                if plan.last_commit_ms else "-")
+        last = (
+            datetime.fromtimestamp(plan.last_commit_ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
+            if plan.last_commit_ms
+            else "-"
+        )
         out.add_row(name, f"{plan.rows:,}", f"{len(plan.files):,}", _size(plan.size), last)
     Console().print(out)
 
@@ -266,4 +307,4 @@ if __name__ == "__main__":
     main()
 
 
-__all__ = ["cli", "main", "Path"]
+__all__ = ["Path", "cli", "main"]

@@ -95,7 +95,9 @@ class Config:
     ingest: IngestConfig = field(default_factory=IngestConfig)
     query: QueryConfig = field(default_factory=QueryConfig)
     tables: Mapping[str, TableConfig] = field(default_factory=lambda: dict(DEFAULT_TABLES))
-    formats: Mapping[str, str] = field(default_factory=dict)  # name -> LogFormat / log_format string
+    formats: Mapping[str, str] = field(
+        default_factory=dict
+    )  # name -> LogFormat / log_format string
 
     @property
     def catalog_uri(self) -> str:

@@ -55,4 +55,4 @@ def run_demo(config: Config, lines: int, echo: Callable[[str], None] = print) ->
             for row in rows:
                 table.add_row(*[str(v) for v in row])
             console.print(table)
-    echo(f"lake: {config.home}  —  try: loglake query \"SELECT count(*) FROM logs.access\"")
+    echo(f'lake: {config.home}  —  try: loglake query "SELECT count(*) FROM logs.access"')

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import queue
 import threading
-from concurrent.futures import Future, ThreadPoolExecutor
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
@@ -74,7 +74,10 @@ def _rejected_frame(
     # Rejected lines are few: decoding them one by one for the readable `text` column is cheap.
     text = pl.Series(
         "text",
-        [b.decode("utf-8", errors="backslashreplace") for b in rejected.get_column("raw").to_list()],
+        [
+            b.decode("utf-8", errors="backslashreplace")
+            for b in rejected.get_column("raw").to_list()
+        ],
         dtype=pl.String,
     )
     return rejected.with_columns(text).select(
@@ -108,9 +111,7 @@ class _Run:
             t = ensure_table(
                 self.catalog, table, schema, self.config.table(table).partition, time_column
             )
-            w = TableWriter(
-                self.catalog, t, self.config.ingest.flush_rows, sort_by=time_column
-            )
+            w = TableWriter(self.catalog, t, self.config.ingest.flush_rows, sort_by=time_column)
             self.writers[table] = w
         return w
 
@@ -122,7 +123,9 @@ class _Run:
         return frame
 
 
-def _batches(inp: Input, chunk_bytes: int, counter_out: list[object]) -> Iterator[tuple[bytes, int]]:
+def _batches(
+    inp: Input, chunk_bytes: int, counter_out: list[object]
+) -> Iterator[tuple[bytes, int]]:
     raw = inp.open()
     stream, counting = open_decompressed(raw)
     counter_out.append(counting)
@@ -269,7 +272,9 @@ def _ingest_batch(
         )
 
 
-def _commit(run: _Run, ledger: Ledger, done_inputs: list[tuple[str, str, int]], stats: IngestStats) -> None:
+def _commit(
+    run: _Run, ledger: Ledger, done_inputs: list[tuple[str, str, int]], stats: IngestStats
+) -> None:
     for w in run.writers.values():
         w.flush()
     tables = [name for name, w in run.writers.items() if w.rows_written]

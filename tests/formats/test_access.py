@@ -42,7 +42,11 @@ def test_combined_line_fields() -> None:
     assert row["client"] == "83.149.9.216"
     assert row["ident"] is None and row["user"] == "frank"
     assert (row["method"], row["path"], row["query"], row["protocol"]) == (
-        "GET", "/a/b.png", "x=1&y=2", "HTTP/1.1")
+        "GET",
+        "/a/b.png",
+        "x=1&y=2",
+        "HTTP/1.1",
+    )
     assert row["status"] == 200 and row["bytes"] == 203023
     assert row["referrer"] == "http://ref.example/" and row["user_agent"] == UA
     assert row["line"] == 1
@@ -70,20 +74,24 @@ def test_garbage_request_is_kept_in_path() -> None:
 
 
 def test_escaped_quotes_in_user_agent() -> None:
-    line = (r'1.2.3.4 - - [01/Jan/2024:00:00:00 +0000] "GET / HTTP/1.1" 200 5 "-" '
-            r'"Mozilla \"quoted\" agent\\x"')
+    line = (
+        r'1.2.3.4 - - [01/Jan/2024:00:00:00 +0000] "GET / HTTP/1.1" 200 5 "-" '
+        r'"Mozilla \"quoted\" agent\\x"'
+    )
     row = one("combined", line)
     assert row["user_agent"] == 'Mozilla "quoted" agent\\x'
 
 
 def test_ipv6_and_hostname_clients() -> None:
     data = (
-        '2001:db8::1a - - [01/Jan/2024:00:00:00 +0000] "GET / HTTP/1.1" 200 5 "-" "a"\n'
-        'crawl-66-249-66-1.googlebot.com - - [01/Jan/2024:00:00:01 +0000] "GET / HTTP/1.1" 200 5 "-" "b"\n'
-    ).encode()
+        b'2001:db8::1a - - [01/Jan/2024:00:00:00 +0000] "GET / HTTP/1.1" 200 5 "-" "a"\n'
+        b'crawl-66-249-66-1.googlebot.com - - [01/Jan/2024:00:00:01 +0000] "GET / HTTP/1.1" 200 5 "-" "b"\n'
+    )
     result = parse("combined", data)
     assert result.parsed.get_column("client").to_list() == [
-        "2001:db8::1a", "crawl-66-249-66-1.googlebot.com"]
+        "2001:db8::1a",
+        "crawl-66-249-66-1.googlebot.com",
+    ]
 
 
 def test_offset_applied_to_utc() -> None:
@@ -95,8 +103,10 @@ def test_offset_applied_to_utc() -> None:
 
 
 def test_missing_final_newline_and_crlf() -> None:
-    data = (b'1.2.3.4 - - [01/Jan/2024:00:00:00 +0000] "GET /a HTTP/1.1" 200 1\r\n'
-            b'1.2.3.4 - - [01/Jan/2024:00:00:01 +0000] "GET /b HTTP/1.1" 200 2')
+    data = (
+        b'1.2.3.4 - - [01/Jan/2024:00:00:00 +0000] "GET /a HTTP/1.1" 200 1\r\n'
+        b'1.2.3.4 - - [01/Jan/2024:00:00:01 +0000] "GET /b HTTP/1.1" 200 2'
+    )
     result = parse("common", data)
     assert result.parsed.get_column("path").to_list() == ["/a", "/b"]
     assert result.parsed.get_column("bytes").to_list() == [1, 2]
@@ -130,11 +140,18 @@ def test_bad_lines_sample(shared_data: Path) -> None:
 
 
 def test_invalid_timestamp_and_empty_lines_rejected() -> None:
-    data = (b'1.2.3.4 - - [31/Feb/2024:00:00:00 +0000] "GET / HTTP/1.1" 200 1\n\n'
-            b'1.2.3.4 - - [01/Mar/2024:00:00:00 +0000] "GET / HTTP/1.1" 200 1\n')
+    data = (
+        b'1.2.3.4 - - [31/Feb/2024:00:00:00 +0000] "GET / HTTP/1.1" 200 1\n\n'
+        b'1.2.3.4 - - [01/Mar/2024:00:00:00 +0000] "GET / HTTP/1.1" 200 1\n'
+    )
     result = parse("common", data)
-    reasons = dict(zip(result.rejected.get_column("line").to_list(),
-                       result.rejected.get_column("reason").to_list(), strict=True))
+    reasons = dict(
+        zip(
+            result.rejected.get_column("line").to_list(),
+            result.rejected.get_column("reason").to_list(),
+            strict=True,
+        )
+    )
     assert reasons == {1: "invalid timestamp", 2: "empty line"}
     assert result.parsed.get_column("line").to_list() == [3]
 
@@ -163,14 +180,22 @@ def test_sample_10k_matches_file(shared_data: Path) -> None:
 
 
 def test_vhost_combined_and_nginx_main() -> None:
-    row = one("vhost_combined",
-              f'www.example.org:443 10.0.0.1 - - [01/Jan/2024:00:00:00 +0000] "GET / HTTP/2.0" '
-              f'200 512 "-" "{UA}"')
+    row = one(
+        "vhost_combined",
+        f'www.example.org:443 10.0.0.1 - - [01/Jan/2024:00:00:00 +0000] "GET / HTTP/2.0" '
+        f'200 512 "-" "{UA}"',
+    )
     assert (row["vhost"], row["port"], row["bytes"], row["protocol"]) == (
-        "www.example.org", 443, 512, "HTTP/2.0")
-    row = one("nginx_main",
-              f'10.0.0.1 - - [01/Jan/2024:00:00:00 +0000] "GET / HTTP/1.1" 200 5 "-" "{UA}" '
-              f'"203.0.113.7, 10.0.0.2"')
+        "www.example.org",
+        443,
+        512,
+        "HTTP/2.0",
+    )
+    row = one(
+        "nginx_main",
+        f'10.0.0.1 - - [01/Jan/2024:00:00:00 +0000] "GET / HTTP/1.1" 200 5 "-" "{UA}" '
+        f'"203.0.113.7, 10.0.0.2"',
+    )
     assert row["forwarded_for"] == "203.0.113.7, 10.0.0.2" and row["ident"] is None
 
 
@@ -180,15 +205,23 @@ def test_custom_apache_logformat() -> None:
     row = one(fmt, line)
     assert row["client"] == "10.1.1.1" and row["req_x_request_id"] == "abc-123"
     assert (row["method"], row["path"], row["query"], row["protocol"]) == (
-        "POST", "/api/v1", "x=2", "HTTP/1.1")
+        "POST",
+        "/api/v1",
+        "x=2",
+        "HTTP/1.1",
+    )
     assert row["duration_ms"] == pytest.approx(2.5) and row["bytes"] == 17
 
 
 def test_custom_nginx_log_format() -> None:
-    fmt = ('$remote_addr - $remote_user [$time_local] "$request" $status $body_bytes_sent '
-           '"$http_referer" "$http_user_agent" $request_time $upstream_response_time $host')
-    line = ('192.0.2.9 - alice [01/Jan/2024:10:00:00 +0100] "GET /x HTTP/1.1" 502 0 "-" "curl/8" '
-            '0.250 0.249 shop.example')
+    fmt = (
+        '$remote_addr - $remote_user [$time_local] "$request" $status $body_bytes_sent '
+        '"$http_referer" "$http_user_agent" $request_time $upstream_response_time $host'
+    )
+    line = (
+        '192.0.2.9 - alice [01/Jan/2024:10:00:00 +0100] "GET /x HTTP/1.1" 502 0 "-" "curl/8" '
+        "0.250 0.249 shop.example"
+    )
     row = one(fmt, line)
     assert row["ts"] == datetime(2024, 1, 1, 9, 0, 0, tzinfo=UTC)
     assert row["user"] == "alice" and row["status"] == 502
@@ -197,8 +230,10 @@ def test_custom_nginx_log_format() -> None:
 
 
 def test_nginx_iso_time() -> None:
-    row = one('$remote_addr [$time_iso8601] "$request" $status',
-              '192.0.2.9 [2024-01-01T10:00:00+02:00] "GET / HTTP/1.1" 200')
+    row = one(
+        '$remote_addr [$time_iso8601] "$request" $status',
+        '192.0.2.9 [2024-01-01T10:00:00+02:00] "GET / HTTP/1.1" 200',
+    )
     assert row["ts"] == datetime(2024, 1, 1, 8, 0, 0, tzinfo=UTC)
 
 
@@ -214,12 +249,18 @@ def test_format_errors_say_how_to_fix() -> None:
     [
         ('1.2.3.4 - - [01/Jan/2024:00:00:00 +0000] "GET / HTTP/1.1" 200 1', "common"),
         (f'1.2.3.4 - - [01/Jan/2024:00:00:00 +0000] "GET / HTTP/1.1" 200 1 "-" "{UA}"', "combined"),
-        (f'h.example:80 1.2.3.4 - - [01/Jan/2024:00:00:00 +0000] "GET / HTTP/1.1" 200 1 "-" "{UA}"',
-         "vhost_combined"),
-        (f'1.2.3.4 - - [01/Jan/2024:00:00:00 +0000] "GET / HTTP/1.1" 200 1 "-" "{UA}" "-"',
-         "nginx_main"),
-        ("<34>1 2003-10-11T22:14:15.003Z mymachine.example.com su - ID47 - 'su root' failed",
-         "rfc5424"),
+        (
+            f'h.example:80 1.2.3.4 - - [01/Jan/2024:00:00:00 +0000] "GET / HTTP/1.1" 200 1 "-" "{UA}"',
+            "vhost_combined",
+        ),
+        (
+            f'1.2.3.4 - - [01/Jan/2024:00:00:00 +0000] "GET / HTTP/1.1" 200 1 "-" "{UA}" "-"',
+            "nginx_main",
+        ),
+        (
+            "<34>1 2003-10-11T22:14:15.003Z mymachine.example.com su - ID47 - 'su root' failed",
+            "rfc5424",
+        ),
         ("Jun 14 15:16:01 combo sshd(pam_unix)[19939]: check pass; user unknown", "rfc3164"),
         ('{"ts": "2024-01-01T00:00:00Z", "msg": "hi"}', "json"),
     ],

@@ -20,19 +20,25 @@ LINUX = DATA / "syslog_linux_2k.log"
 BOM = "\ufeff"
 
 # The four examples of RFC 5424 section 6.5 (BOM written as U+FEFF, as it is on the wire).
+SD1 = '[exampleSDID@32473 iut="3" eventSource="Application" eventID="1011"]'
+SD2 = '[examplePriority@32473 class="high"]'
 RFC5424_EXAMPLES = [
     f"<34>1 2003-10-11T22:14:15.003Z mymachine.example.com su - ID47 - {BOM}'su root' failed for "
     "lonvick on /dev/pts/8",
     "<165>1 2003-08-24T05:14:15.000003-07:00 192.0.2.1 myproc 8710 - - %% It's time to make the "
     "do-nuts.",
-    '<165>1 2003-10-11T22:14:15.003Z mymachine.example.com evntslog - ID47 [exampleSDID@32473 iut="3"'
-    f' eventSource="Application" eventID="1011"] {BOM}An application event log entry...',
-    '<165>1 2003-10-11T22:14:15.003Z mymachine.example.com evntslog - ID47 [exampleSDID@32473 iut="3"'
-    ' eventSource="Application" eventID="1011"][examplePriority@32473 class="high"]',
+    f"<165>1 2003-10-11T22:14:15.003Z mymachine.example.com evntslog - ID47 {SD1} {BOM}An "
+    "application event log entry...",
+    f"<165>1 2003-10-11T22:14:15.003Z mymachine.example.com evntslog - ID47 {SD1}{SD2}",
 ]
 
 
-def parse(data: bytes | str, name: str = "syslog", first_line: int = 1, **options: object) -> ParseResult:
+def parse(data: bytes | str, name: str = "syslog", **options: object) -> ParseResult:
+    return parse_at(data, 1, name, **options)
+
+
+def parse_at(data: bytes | str, first_line: int, name: str, **options: object) -> ParseResult:
+    """Parse ``data`` as one batch whose first line is ``first_line``; counts must add up."""
     raw = data.encode() if isinstance(data, str) else data
     batch = line_batch(raw, first_line, "test")
     result = syslog_format(name, **options).parse(batch)
@@ -46,8 +52,10 @@ def rows(lines: list[str], name: str = "syslog", **options: object) -> list[dict
     return result.parsed.to_dicts()
 
 
-def utc(*args: int) -> datetime:
-    return datetime(*args, tzinfo=UTC)  # type: ignore[misc]
+def utc(
+    year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0
+) -> datetime:
+    return datetime(year, month, day, hour, minute, second, tzinfo=UTC)
 
 
 # -- the real Linux sample ---------------------------------------------------------------------
@@ -90,7 +98,8 @@ def test_linux_first_line(linux: ParseResult, linux_lines: list[str]) -> None:
 
 def test_linux_every_row_matches_the_file(linux: ParseResult, linux_lines: list[str]) -> None:
     """Compare every row with an independent per-line reading of the file text."""
-    months = {m: i for i, m in enumerate("Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec".split(), 1)}
+    names = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
+    months = {m: i for i, m in enumerate(names, 1)}
     rx = re.compile(r"^(\w{3}) +(\d+) (\d\d):(\d\d):(\d\d) (\S+) +(.*)$")
     tag = re.compile(r"^([^\s\[\]:]+)(?:\[(\d+)\])?: (.*)$")
     for line, row in zip(linux_lines, linux.parsed.iter_rows(named=True), strict=True):
@@ -171,15 +180,11 @@ def test_rfc5424_examples_from_the_rfc() -> None:
     assert (got[1]["facility"], got[1]["severity"]) == ("local4", "notice")
     assert (got[1]["msgid"], got[1]["structured_data"]) == (None, None)
     assert got[1]["message"] == "%% It's time to make the do-nuts."
-    assert got[2]["structured_data"] == (
-        '[exampleSDID@32473 iut="3" eventSource="Application" eventID="1011"]'
-    )
+    assert got[2]["structured_data"] == SD1
+    assert SD1 == '[exampleSDID@32473 iut="3" eventSource="Application" eventID="1011"]'
     assert got[2]["message"] == "An application event log entry..."
     assert got[2]["msgid"] == "ID47"
-    assert got[3]["structured_data"] == (
-        '[exampleSDID@32473 iut="3" eventSource="Application" eventID="1011"]'
-        '[examplePriority@32473 class="high"]'
-    )
+    assert got[3]["structured_data"] == SD1 + SD2  # several SD elements, kept as written
     assert got[3]["message"] is None  # no MSG part at all
 
 
@@ -363,7 +368,7 @@ def test_garbage_empty_and_bad_timestamps_are_rejected_with_raw_bytes() -> None:
             b"Jun 14 15:16:02 combo su: \xc3\xa9t\xc3\xa9 ok",
         ]
     )
-    result = parse(data, first_line=101, year=2005, timezone="Europe/Berlin")
+    result = parse_at(data, 101, "syslog", year=2005, timezone="Europe/Berlin")
     assert result.parsed.get_column("line").to_list() == [101, 108]
     assert result.parsed.get_column("message").to_list() == ["ok", "été ok"]
     assert result.rejected.rows() == [
@@ -393,7 +398,9 @@ def test_empty_batch() -> None:
 
 
 def test_mixed_protocols_keep_line_order() -> None:
-    result = parse("\n".join([RFC5424_EXAMPLES[1], "Oct 11 22:14:15 h a: bsd", RFC5424_EXAMPLES[0]]))
+    result = parse(
+        "\n".join([RFC5424_EXAMPLES[1], "Oct 11 22:14:15 h a: bsd", RFC5424_EXAMPLES[0]])
+    )
     assert result.parsed.get_column("line").to_list() == [1, 2, 3]
     assert result.parsed.get_column("app").to_list() == ["myproc", "a", "su"]
 

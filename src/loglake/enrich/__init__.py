@@ -27,4 +27,4 @@ def get_enricher(name: str) -> Enricher:
     if name not in REGISTRY:
         raise ConfigError(f"unknown enricher {name!r}; known: {', '.join(REGISTRY)}")
     module, _, cls = REGISTRY[name].partition(":")
-    return getattr(importlib.import_module(module), cls)()  # type: ignore[no-any-return]
+    return getattr(importlib.import_module(module), cls)()

@@ -36,7 +36,9 @@ def _version(*parts: str | None) -> str | None:
     return ".".join(kept) if kept else None
 
 
-def parse_user_agent(ua: str) -> tuple[str | None, str | None, str | None, str | None, str | None, bool]:
+def parse_user_agent(
+    ua: str,
+) -> tuple[str | None, str | None, str | None, str | None, str | None, bool]:
     """Parse one user agent string into the UA_COLUMNS values (browser, version, os, ..., is_bot)."""
     from ua_parser import parse
 
@@ -59,7 +61,9 @@ class UserAgentEnricher:
     """Adds UA_COLUMNS from the ``user_agent`` column, parsing each distinct value once per run."""
 
     def __init__(self) -> None:
-        self._cache: dict[str, tuple[str | None, str | None, str | None, str | None, str | None, bool]] = {}
+        self._cache: dict[
+            str, tuple[str | None, str | None, str | None, str | None, str | None, bool]
+        ] = {}
 
     def enrich(self, frame: pl.DataFrame) -> pl.DataFrame:
         if "user_agent" not in frame.columns:

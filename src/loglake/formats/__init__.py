@@ -56,7 +56,7 @@ def get_format(spec: str, custom: Mapping[str, str] | None = None, **options: ob
         return AccessFormat(spec, custom[spec])
     if spec in REGISTRY:
         module, _, factory = REGISTRY[spec].partition(":")
-        return getattr(importlib.import_module(module), factory)(spec, **options)  # type: ignore[no-any-return]
+        return getattr(importlib.import_module(module), factory)(spec, **options)  # type: ignore[no-any-return,unused-ignore]
     if "%" in spec or "$" in spec:
         from loglake.formats.access import AccessFormat
 
@@ -74,7 +74,7 @@ def detect_format(sample: pl.Series, **options: object) -> Format | None:
         return None
     best: tuple[float, Format] | None = None
     for name in DETECT_ORDER:
-        fmt = get_format(name, **options)
+        fmt = get_format(name, None, **options)
         rate = fmt.match_rate(sample)
         if best is None or rate > best[0]:
             best = (rate, fmt)

@@ -50,7 +50,9 @@ ACCESS_COLUMNS: dict[str, pl.DataType] = {
 
 # Field value patterns. Quoted fields allow backslash escapes (Apache writes \" and \\ inside quotes).
 _QUOTED = r'(?:[^"\\]|\\.)*'
-_QUOTED_LAST = r'(?:[^"\\\r\n]|\\.)*'  # the last field may lack its closing quote (seen in real logs)
+_QUOTED_LAST = (
+    r'(?:[^"\\\r\n]|\\.)*'  # the last field may lack its closing quote (seen in real logs)
+)
 _TOKEN = r"\S+"
 _INT = r"-?\d+"
 _INT_OR_DASH = r"\d+|-"
@@ -226,7 +228,12 @@ def _compile(parts: list[str | _Field], fast: bool = False) -> tuple[str, list[_
             out.append(_FAST_REQUEST)
             fields.extend(
                 _Field(c, _FAST_QUOTED, k)
-                for c, k in (("method", "str"), ("path", "str"), ("query", "str"), ("protocol", "str"))
+                for c, k in (
+                    ("method", "str"),
+                    ("path", "str"),
+                    ("query", "str"),
+                    ("protocol", "str"),
+                )
             )
             continue
         fields.append(_Field(column, pattern, part.kind, part.scale) if quoted else part)
@@ -330,7 +337,7 @@ class AccessFormat:
     def match_rate(self, sample: pl.Series) -> float:
         if len(sample) == 0:
             return 0.0
-        return float(sample.str.contains(self.regex).mean() or 0.0)
+        return float(sample.str.contains(self.regex).cast(pl.Float64).mean() or 0.0)  # type: ignore[arg-type]
 
     def parse(self, batch: LineBatch) -> ParseResult:
         text = batch.text
@@ -387,14 +394,18 @@ class AccessFormat:
                 # Undo the server's escaping of quotes and backslashes; \xNN escapes stay as text.
                 col = col.str.replace_all(r'\\(["\\])', "$1")
             quoted = f.pattern in (*_QUOTED_PATTERNS, _FAST_QUOTED, _FAST_QUOTED_LAST)
-            if f.kind == "dash_str" or (quoted and f.kind == "str" and f.column not in _REQUEST_PARTS):
+            if f.kind == "dash_str" or (
+                quoted and f.kind == "str" and f.column not in _REQUEST_PARTS
+            ):
                 col = pl.when(col == "-").then(None).otherwise(col)
             elif f.kind == "int":
                 col = col.cast(pl.Int64, strict=False)
             elif f.kind == "duration":
                 col = (col.cast(pl.Float64, strict=False) * f.scale).alias(f.column)
             elif f.kind == "clf_time":
-                col = col.str.strptime(pl.Datetime("us", "UTC"), "%d/%b/%Y:%H:%M:%S %z", strict=False)
+                col = col.str.strptime(
+                    pl.Datetime("us", "UTC"), "%d/%b/%Y:%H:%M:%S %z", strict=False
+                )
             elif f.kind == "iso_time":
                 col = col.str.to_datetime(time_zone="UTC", time_unit="us", strict=False)
             elif f.kind == "epoch":

@@ -11,7 +11,9 @@ A line with no usable time gets the ingest time (``now``) and ``ts_missing = Tru
 A key named ``ts`` is the parsed time when it is the time field; otherwise, like keys named
 ``ts_missing`` or ``line``, it is kept as ``<key>_raw``. So are ``source`` and ``ingested_at``,
 which ingest adds to every row (a log's own ``source`` field would otherwise be overwritten). A key
-seen with null values only becomes a String column of nulls (a Null column has no table type).
+seen with null values only becomes a String column of nulls, also inside objects and arrays (an
+Iceberg v2 table has no null type), and integers beyond 64 bits (which Polars reads as Int128, a
+type tables do not have) become their decimal text.
 
 How a batch is decoded, and why:
 
@@ -47,6 +49,7 @@ from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 import polars as pl
+from polars.datatypes import DataTypeClass
 
 from loglake.errors import FormatError
 from loglake.formats.base import LineBatch, ParseResult
@@ -65,6 +68,9 @@ _NOT_JSON = "invalid JSON: Expecting value: line 1 column 1 (char 0)"
 #: logs nest a few levels (GitHub events: 6).
 MAX_DEPTH = 64
 _TOO_DEEP = f"JSON nested deeper than {MAX_DEPTH} levels"
+# What a failing decode raises: Polars errors, and (on inputs its authors did not foresee) a Rust
+# panic, which Python sees as a BaseException; either must send the batch to the fallback.
+_DECODE_ERRORS = (pl.exceptions.PolarsError, pl.exceptions.PanicException)
 
 
 @dataclass
@@ -96,7 +102,7 @@ class JsonFormat:
         try:
             cand.str.json_decode(pl.Struct({}))  # validates syntax; an empty schema cannot conflict
             valid = len(cand)
-        except pl.exceptions.PolarsError:
+        except _DECODE_ERRORS:
             # Detection samples are small: checking them one by one is cheap here.
             valid = sum(isinstance(_load(s), dict) for s in cand.to_list())
         return valid / len(sample)
@@ -170,8 +176,9 @@ class JsonFormat:
             if key == "ts" and "ts" in self.ts_fields:
                 continue  # replaced by the parsed time
             column = decoded.get_column(key)
-            if column.dtype == pl.Null:
-                column = column.cast(pl.String)
+            storable = _storable(column.dtype)
+            if storable != column.dtype:
+                column = column.cast(storable)
             if key in _RESERVED:
                 new = f"{key}_raw"
                 while new in taken:
@@ -181,6 +188,21 @@ class JsonFormat:
             columns.append(column)
         columns.append(lines.alias("line"))
         return pl.DataFrame(columns)
+
+
+def _storable(dtype: pl.DataType | DataTypeClass) -> pl.DataType:
+    """``dtype`` with every type a table cannot hold (Null, Int128) replaced by String."""
+    if dtype == pl.Null or dtype == pl.Int128:
+        return pl.String()
+    if not isinstance(dtype, pl.DataType):  # a bare class such as pl.Int64: no inner types
+        return dtype()
+    if isinstance(dtype, pl.Struct):
+        return pl.Struct({f.name: _storable(f.dtype) for f in dtype.fields})
+    if isinstance(dtype, pl.List):
+        return pl.List(_storable(dtype.inner))
+    if isinstance(dtype, pl.Array):
+        return pl.Array(_storable(dtype.inner), dtype.shape)
+    return dtype
 
 
 # -- decoding ----------------------------------------------------------------------------------
@@ -225,7 +247,7 @@ def _decode_objects(cand: pl.Series) -> tuple[pl.DataFrame, dict[int, str]]:
         return pl.DataFrame(), {}
     try:
         decoded = cand.str.json_decode(infer_schema_length=None).struct.unnest()
-    except pl.exceptions.PolarsError:
+    except _DECODE_ERRORS:
         return _decode_fallback(cand)
     return _text_for_bool_numbers(cand, decoded), {}
 
@@ -348,7 +370,7 @@ def _decode_fallback(cand: pl.Series) -> tuple[pl.DataFrame, dict[int, str]]:
             return lines.str.json_decode(infer_schema_length=None).struct.unnest(), bad
         except pl.exceptions.DuplicateError:
             rewrite_all = True  # the loaded objects hold each key once
-        except pl.exceptions.PolarsError:
+        except _DECODE_ERRORS:
             # A key whose objects/arrays conflict inside; find which by decoding keys alone.
             nested = [
                 k
@@ -379,7 +401,7 @@ def _decodes(objs: list[dict[str, Any]], key: str) -> bool:
     values = pl.Series([json.dumps(obj.get(key), ensure_ascii=False) for obj in objs])
     try:
         values.str.json_decode(infer_schema_length=None)
-    except pl.exceptions.PolarsError:
+    except _DECODE_ERRORS:
         return False
     return True
 
@@ -396,7 +418,7 @@ def _polars_invalid(lines: pl.Series) -> list[int]:
             # An empty schema cannot conflict: this checks syntax and object-ness only.
             lines.slice(start, length).str.json_decode(pl.Struct({}))
             continue
-        except pl.exceptions.PolarsError:
+        except _DECODE_ERRORS:
             pass
         if length == 1:
             found.append(start)

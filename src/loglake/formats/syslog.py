@@ -156,8 +156,10 @@ class SyslogFormat:
                 f"unknown syslog format {self.name!r}; use one of: {', '.join(_MODES)}"
             )
         try:
-            ZoneInfo(self.timezone)
-        except (ZoneInfoNotFoundError, ValueError) as exc:
+            ZoneInfo(self.timezone)  # used for the year of `now`
+            # ... and Polars (chrono-tz) converts the timestamps: both must know the zone.
+            pl.Series([datetime(2000, 1, 1)]).dt.replace_time_zone(self.timezone)
+        except (ZoneInfoNotFoundError, ValueError, pl.exceptions.PolarsError) as exc:
             raise FormatError(
                 f"unknown time zone {self.timezone!r} for syslog timestamps; use an IANA name "
                 "such as 'UTC' or 'Europe/Berlin'"

@@ -7,6 +7,7 @@ Embedded default: pyiceberg's SQL catalog on a SQLite file with a local warehous
 
 from __future__ import annotations
 
+import contextlib
 from typing import TYPE_CHECKING
 
 from loglake.errors import LakeError, NoSuchTableError
@@ -86,7 +87,7 @@ def list_tables(catalog: Catalog) -> list[str]:
     return sorted(names)
 
 
-def _partition_transform(partition: str):  # type: ignore[no-untyped-def]
+def _partition_transform(partition: str):
     from pyiceberg.transforms import DayTransform, HourTransform, MonthTransform
 
     return {"hour": HourTransform(), "day": DayTransform(), "month": MonthTransform()}[partition]
@@ -101,16 +102,16 @@ def ensure_table(
     from pyiceberg.exceptions import NamespaceAlreadyExistsError, TableAlreadyExistsError
 
     namespace = name.split(".")[0]
-    try:
+    with contextlib.suppress(NamespaceAlreadyExistsError):
         catalog.create_namespace(namespace)
-    except NamespaceAlreadyExistsError:
-        pass
     if not catalog.table_exists(name):
         try:
             tx = catalog.create_table_transaction(name, schema=schema, properties=TABLE_PROPERTIES)
             if partition != "none" and time_column in schema.names:
                 with tx.update_spec() as spec:
-                    spec.add_field(time_column, _partition_transform(partition), f"{time_column}_{partition}")
+                    spec.add_field(
+                        time_column, _partition_transform(partition), f"{time_column}_{partition}"
+                    )
             tx.commit_transaction()
         except TableAlreadyExistsError:
             pass  # created concurrently by another writer: fall through and evolve

@@ -39,7 +39,10 @@ class Ledger:
         self._db.close()
 
     def has_pending(self) -> bool:
-        return self._db.execute("SELECT 1 FROM inputs WHERE state = 'pending' LIMIT 1").fetchone() is not None
+        return (
+            self._db.execute("SELECT 1 FROM inputs WHERE state = 'pending' LIMIT 1").fetchone()
+            is not None
+        )
 
     def is_done(self, fingerprint: str) -> bool:
         row = self._db.execute(
@@ -72,4 +75,6 @@ class Ledger:
             if names and all(committed(t, run_id) for t in names):
                 self.mark_done(run_id)
             else:
-                self._db.execute("DELETE FROM inputs WHERE run_id = ? AND state = 'pending'", (run_id,))
+                self._db.execute(
+                    "DELETE FROM inputs WHERE run_id = ? AND state = 'pending'", (run_id,)
+                )

@@ -133,7 +133,9 @@ class Connection:
             plan = get_plan(self.config, name, locations.get(name) if locations else None)
             self._create_view(plan, ranges)
 
-    def _create_view(self, plan: TablePlan, ranges: list[tuple[int | None, int | None]] | None) -> None:
+    def _create_view(
+        self, plan: TablePlan, ranges: list[tuple[int | None, int | None]] | None
+    ) -> None:
         namespace, table = plan.name.split(".", 1)
         if namespace not in self._created_schemas:
             self._con.execute(f'CREATE SCHEMA IF NOT EXISTS "{namespace}"')
@@ -203,7 +205,9 @@ class Connection:
         truncated = table.num_rows > limit
         return Result(table.slice(0, limit) if truncated else table, truncated)
 
-    def rows(self, sql: str, dialect: str | None = None) -> tuple[list[str], Iterator[tuple[Any, ...]]]:
+    def rows(
+        self, sql: str, dialect: str | None = None
+    ) -> tuple[list[str], Iterator[tuple[Any, ...]]]:
         """Column names and an iterator of row tuples (no pyarrow needed: the CLI's fast path)."""
         sql = transpile(sql, dialect)
         self._check(sql)
@@ -247,10 +251,7 @@ def transpile(sql: str, dialect: str | None) -> str:
 def _overlaps(lo: int | None, hi: int | None, ranges: list[tuple[int | None, int | None]]) -> bool:
     if lo is None or hi is None:
         return True  # no statistics: the file may hold anything
-    for rlo, rhi in ranges:
-        if (rhi is None or lo <= rhi) and (rlo is None or hi >= rlo):
-            return True
-    return False
+    return any((rhi is None or lo <= rhi) and (rlo is None or hi >= rlo) for rlo, rhi in ranges)
 
 
 def _clean(exc: BaseException) -> str:

@@ -99,6 +99,7 @@ def _local_path(uri: str) -> str:
 def build_plan(name: str, table: Table, time_column: str | None = "ts") -> TablePlan:
     """Plan every data file of the table's current snapshot (needs pyiceberg)."""
     from pyiceberg.conversions import from_bytes
+    from pyiceberg.types import PrimitiveType
 
     schema = table.schema()
     field = None
@@ -122,8 +123,10 @@ def build_plan(name: str, table: Table, time_column: str | None = "ts") -> Table
             if field is not None:
                 lb = (df.lower_bounds or {}).get(field.field_id)
                 ub = (df.upper_bounds or {}).get(field.field_id)
-                lo = int(from_bytes(field.field_type, lb)) if lb is not None else None
-                hi = int(from_bytes(field.field_type, ub)) if ub is not None else None
+                ftype = field.field_type
+                assert isinstance(ftype, PrimitiveType)
+                lo = int(from_bytes(ftype, lb)) if lb is not None else None
+                hi = int(from_bytes(ftype, ub)) if ub is not None else None
             files.append(
                 FilePlan(_local_path(df.file_path), df.record_count, df.file_size_in_bytes, lo, hi)
             )

@@ -50,7 +50,9 @@ def _is_time_column(node: exp.Expression, column: str, aliases: set[str], single
     return (not qualifier and single) or qualifier in aliases
 
 
-def _conjunct_range(node: exp.Expression, column: str, aliases: set[str], single: bool) -> Range | None:
+def _conjunct_range(
+    node: exp.Expression, column: str, aliases: set[str], single: bool
+) -> Range | None:
     if isinstance(node, exp.Paren):
         return _conjunct_range(node.this, column, aliases, single)
     if isinstance(node, exp.Between) and _is_time_column(node.this, column, aliases, single):
@@ -62,10 +64,17 @@ def _conjunct_range(node: exp.Expression, column: str, aliases: set[str], single
     if not isinstance(node, ops):
         return None
     left, right = node.this, node.expression
+    op: type[exp.Binary]
     if _is_time_column(left, column, aliases, single):
         value, op = _micros(right), type(node)
     elif _is_time_column(right, column, aliases, single):
-        flipped = {exp.GT: exp.LT, exp.GTE: exp.LTE, exp.LT: exp.GT, exp.LTE: exp.GTE, exp.EQ: exp.EQ}
+        flipped = {
+            exp.GT: exp.LT,
+            exp.GTE: exp.LTE,
+            exp.LT: exp.GT,
+            exp.LTE: exp.GTE,
+            exp.EQ: exp.EQ,
+        }
         value, op = _micros(left), flipped[type(node)]
     else:
         return None
@@ -85,7 +94,10 @@ def _scope_range(table: exp.Table, name: str) -> Range | None:
     where = select.args.get("where")
     if where is None:
         return None
-    sources = [select.args.get("from_") or select.args.get("from"), *(select.args.get("joins") or [])]
+    sources = [
+        select.args.get("from_") or select.args.get("from"),
+        *(select.args.get("joins") or []),
+    ]
     single = len([s for s in sources if s is not None]) == 1
     aliases = {table.alias_or_name, name, table.name}
     column = _time_column(name)
@@ -93,7 +105,7 @@ def _scope_range(table: exp.Table, name: str) -> Range | None:
     hi: int | None = None
     found = False
     for conjunct in where.this.flatten() if isinstance(where.this, exp.And) else [where.this]:
-        r = _conjunct_range(conjunct, column, aliases, single)
+        r = _conjunct_range(conjunct, column, aliases, single)  # type: ignore[arg-type,unused-ignore]
         if r is None:
             continue
         found = True
@@ -115,6 +127,13 @@ def referenced_tables(sql: str, known: set[str]) -> dict[str, list[Range] | None
         lowered = sql.lower()
         return {n: None for n in known if re.search(rf"\b{re.escape(n.lower())}\b", lowered)}
     out: dict[str, list[Range] | None] = {}
+    lowered = sql.lower()
+    for name in known:
+        # Names sqlglot reads as something else (``logs.json``: JSON is a keyword there) are still
+        # bound, without pruning; DuckDB would otherwise take them for file names.
+        if re.search(rf"\b{re.escape(name.lower())}\b", lowered):
+            out[name] = None
+    seen: set[str] = set()
     for table in tree.find_all(exp.Table):
         name = f"{table.db}.{table.name}" if table.db else table.name
         if name not in known:
@@ -122,8 +141,10 @@ def referenced_tables(sql: str, known: set[str]) -> dict[str, list[Range] | None
         r = _scope_range(table, name)
         if r is None:
             out[name] = None
-        elif name not in out:
+            seen.add(name)
+        elif name not in seen:
             out[name] = [r]
+            seen.add(name)
         elif out[name] is not None:
             out[name].append(r)  # type: ignore[union-attr]
     return out

@@ -79,9 +79,9 @@ def open_decompressed(raw: BinaryIO) -> tuple[BinaryIO, _Counting]:
     elif head.startswith(_ZSTD):
         import zstandard
 
-        stream = zstandard.ZstdDecompressor().stream_reader(buffered, read_across_frames=True)  # type: ignore[assignment]
+        stream = zstandard.ZstdDecompressor().stream_reader(buffered, read_across_frames=True)
     else:
-        stream = buffered  # type: ignore[assignment]
+        stream = buffered
     return stream, counting
 
 
@@ -95,7 +95,9 @@ def read_chunks(stream: BinaryIO, chunk_bytes: int) -> Iterator[bytes]:
         try:
             block = stream.read(chunk_bytes)
         except (OSError, EOFError) as exc:
-            raise SourceError(f"cannot read input: {exc} (truncated or corrupt compressed file?)") from exc
+            raise SourceError(
+                f"cannot read input: {exc} (truncated or corrupt compressed file?)"
+            ) from exc
         if not block:
             if carry:
                 yield carry

@@ -20,7 +20,9 @@ def _file_input(path: Path) -> Input:
     def opener() -> BinaryIO:
         return open(resolved, "rb")
 
-    return Input(name=str(path), key=resolved, size=st.st_size, version=str(st.st_mtime_ns), open=opener)
+    return Input(
+        name=str(path), key=resolved, size=st.st_size, version=str(st.st_mtime_ns), open=opener
+    )
 
 
 def list_inputs(spec: str) -> Iterator[Input]:
