@@ -99,7 +99,8 @@ class _Run:
         self.config = config
         self._catalog = catalog
         self.run_id = run_id
-        self.at = datetime.now(UTC)
+        # The lake stores times as UTC without a zone (Iceberg `timestamp`): see docs/decisions/0005.
+        self.at = datetime.now(UTC).replace(tzinfo=None)
         self.writers: dict[str, TableWriter] = {}
         self.enrichers: dict[str, Enricher] = {}
 
@@ -254,8 +255,11 @@ def _ingest_batch(
         fmt_name, target = fmt.name, table or fmt.default_table
     if parsed is not None and parsed.height:
         parsed = run.enrich(fmt, parsed)  # type: ignore[arg-type]
-        parsed = parsed.with_columns(
-            pl.lit(batch.source).alias("source"), pl.lit(run.at).alias("ingested_at")
+        parsed = _naive_utc(parsed).select(
+            pl.exclude("line"),
+            pl.col("line"),
+            pl.lit(batch.source).alias("source"),
+            pl.lit(run.at).alias("ingested_at"),
         )
         run.writer(target, parsed).add(parsed)
         stats.parsed += parsed.height
@@ -270,6 +274,20 @@ def _ingest_batch(
             f"internal error: {fmt_name} accounted for {stats.parsed + stats.rejected} of "
             f"{stats.read} lines; please report this with the input"
         )
+
+
+def _naive_utc(frame: pl.DataFrame) -> pl.DataFrame:
+    """Zone-aware time columns as UTC wall time without a zone, the lake's representation.
+
+    DuckDB truncates and casts zone-less timestamps 4-10x faster than zone-aware ones (which go
+    through ICU): `date_trunc('hour', ts)` over 10M rows 50 ms vs 571 ms.
+    """
+    exprs = [
+        pl.col(name).dt.convert_time_zone("UTC").dt.replace_time_zone(None)
+        for name, dtype in frame.schema.items()
+        if isinstance(dtype, pl.Datetime) and dtype.time_zone is not None
+    ]
+    return frame.with_columns(exprs) if exprs else frame
 
 
 def _commit(

@@ -58,32 +58,36 @@ def parse_user_agent(
 
 
 class UserAgentEnricher:
-    """Adds UA_COLUMNS from the ``user_agent`` column, parsing each distinct value once per run."""
+    """Adds UA_COLUMNS from the ``user_agent`` column, parsing each distinct value once per run.
+
+    The results live in a lookup frame that grows with each new agent; a batch is enriched by one
+    join against it, and only the agents the lookup does not have yet are parsed (in Python, once).
+    """
 
     def __init__(self) -> None:
-        self._cache: dict[
-            str, tuple[str | None, str | None, str | None, str | None, str | None, bool]
-        ] = {}
+        self._lookup = pl.DataFrame(schema={"user_agent": pl.String, **UA_COLUMNS})
 
     def enrich(self, frame: pl.DataFrame) -> pl.DataFrame:
         if "user_agent" not in frame.columns:
             return frame.with_columns(
                 [pl.lit(None, dtype=t).alias(c) for c, t in UA_COLUMNS.items()]
             )
-        distinct = frame.get_column("user_agent").drop_nulls().unique().to_list()
-        if len(self._cache) > _MAX_CACHE:
-            self._cache.clear()  # bound memory on pathological inputs (random agents)
-        cache = self._cache
-        for ua in distinct:
-            if ua not in cache:
-                cache[ua] = parse_user_agent(ua)
-        values = [cache[ua] for ua in distinct]
-        lookup = pl.DataFrame(
-            {
-                "user_agent": distinct,
-                **{c: [v[i] for v in values] for i, c in enumerate(UA_COLUMNS)},
-            },
-            schema={"user_agent": pl.String, **UA_COLUMNS},
-        )
-        out = frame.join(lookup, on="user_agent", how="left", maintain_order="left")
+        distinct = frame.get_column("user_agent").drop_nulls().unique()
+        new = distinct.filter(~distinct.is_in(self._lookup.get_column("user_agent").implode()))
+        if len(new):
+            if self._lookup.height + len(new) > _MAX_CACHE:
+                # Bound memory on pathological inputs (random agents): start the lookup afresh.
+                self._lookup = self._lookup.clear()
+                new = distinct
+            agents = new.to_list()
+            values = [parse_user_agent(ua) for ua in agents]
+            added = pl.DataFrame(
+                {
+                    "user_agent": agents,
+                    **{c: [v[i] for v in values] for i, c in enumerate(UA_COLUMNS)},
+                },
+                schema={"user_agent": pl.String, **UA_COLUMNS},
+            )
+            self._lookup = pl.concat([self._lookup, added]).rechunk()
+        out = frame.join(self._lookup, on="user_agent", how="left", maintain_order="left")
         return out.with_columns(pl.col("is_bot").fill_null(False))

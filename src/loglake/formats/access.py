@@ -343,20 +343,20 @@ class AccessFormat:
         text = batch.text
         n = len(text)
         line_no = pl.int_range(batch.first_line, batch.first_line + n, dtype=pl.Int64, eager=True)
-        # The streaming engine runs the regex over morsels of the batch on all cores.
+        # One streaming query (the engine runs it over morsels of the batch on all cores): extract
+        # the fields and convert them in the same pass; unmatched rows are all-null and dropped.
+        first = self.fast_fields[0].column
         fast = (
             pl.LazyFrame({"line": line_no, "text": text})
             .select("line", pl.col("text").str.extract_groups(self.fast_regex).alias("g"))
             .unnest("g")
+            .with_columns(
+                pl.col(first).is_not_null().alias("__ok"), *self._convert_exprs(self.fast_fields)
+            )
             .collect(engine="streaming")
         )
-        ok = fast.get_column(self.fast_fields[0].column).is_not_null()
-        frames = [
-            fast.filter(ok)
-            .lazy()
-            .with_columns(self._convert_exprs(self.fast_fields))
-            .collect(engine="streaming")
-        ]
+        ok = fast.get_column("__ok")
+        frames = [fast.filter(ok).drop("__ok")]
         unmatched = pl.Series("line", [], pl.Int64)
         if not ok.all():
             # The general path: escaped quotes, odd request lines, a missing closing quote...
