@@ -87,22 +87,23 @@ def build_lake(home: Path, rows: int) -> dict[str, Any]:
 
 def queries(day: date, hour: int) -> dict[str, str]:
     """The three benchmark queries; ORDER BY tie-breakers make both engines' output comparable."""
-    h0, h1 = f"{day} {hour:02}:00:00+00", f"{day} {hour + 1:02}:00:00+00"
+    # The lake stores UTC times without a zone (docs/decisions/0005), so UTC TIMESTAMP literals.
+    h0, h1 = f"{day} {hour:02}:00:00", f"{day} {hour + 1:02}:00:00"
     if hour == 23:
-        h1 = f"{day + timedelta(days=1)} 00:00:00+00"
+        h1 = f"{day + timedelta(days=1)} 00:00:00"
     return {
         "Q1 count by status": (
             "SELECT status, count(*) FROM logs.access GROUP BY status ORDER BY 2 DESC, 1"
         ),
         "Q2 top 10 paths in 1 h": (
             "SELECT path, count(*) AS n FROM logs.access "
-            f"WHERE ts >= TIMESTAMPTZ '{h0}' AND ts < TIMESTAMPTZ '{h1}' "
+            f"WHERE ts >= TIMESTAMP '{h0}' AND ts < TIMESTAMP '{h1}' "
             "GROUP BY path ORDER BY n DESC, path LIMIT 10"
         ),
         "Q3 p95 bytes per hour": (
             "SELECT date_trunc('hour', ts) AS hour, quantile_cont(bytes, 0.95) AS p95 "
-            f"FROM logs.access WHERE ts >= TIMESTAMPTZ '{day}' "
-            f"AND ts < TIMESTAMPTZ '{day + timedelta(days=1)}' GROUP BY 1 ORDER BY 1"
+            f"FROM logs.access WHERE ts >= TIMESTAMP '{day}' "
+            f"AND ts < TIMESTAMP '{day + timedelta(days=1)}' GROUP BY 1 ORDER BY 1"
         ),
     }
 
@@ -159,8 +160,8 @@ def busiest_hour(con: duckdb.DuckDBPyConnection, day: date, wanted: int = 12) ->
 
 
 def cli_cold_start(home: Path, day: date, hour: int, runs: int) -> dict[str, Any]:
-    t0, t1 = f"{day} {hour:02}:00:00+00", f"{day} {hour:02}:01:00+00"
-    where = f"ts >= TIMESTAMPTZ '{t0}' AND ts < TIMESTAMPTZ '{t1}'"
+    t0, t1 = f"{day} {hour:02}:00:00", f"{day} {hour:02}:01:00"
+    where = f"ts >= TIMESTAMP '{t0}' AND ts < TIMESTAMP '{t1}'"
     sql = f"SELECT count(*) FROM logs.access WHERE {where}"
     cmd = [*loglake_cmd(), "query", sql, "--format", "csv"]
     env = env_with(LOGLAKE_HOME=str(home))

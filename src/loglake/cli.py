@@ -41,7 +41,7 @@ def cli(ctx: click.Context, home: str | None, config_file: str | None) -> None:
 
 
 @contextmanager
-def _progress(enabled: bool) -> Iterator[Callable[[int, int], None] | None]:
+def _progress(enabled: bool, forced: bool) -> Iterator[Callable[[int, int], None] | None]:
     if not enabled:
         yield None
         return
@@ -53,8 +53,8 @@ def _progress(enabled: bool) -> Iterator[Callable[[int, int], None] | None]:
         TextColumn("{task.fields[rate]:,.0f} lines/s"),
         TextColumn("{task.fields[mb]:,.1f} MB"),
         TimeElapsedColumn(),
-        transient=True,
-        console=_stderr_console(),
+        transient=not forced,
+        console=_stderr_console(force_terminal=forced),
     ) as bar:
         task = bar.add_task("ingest", total=None, lines=0, rate=0.0, mb=0.0)
         start = datetime.now(UTC)
@@ -66,10 +66,10 @@ def _progress(enabled: bool) -> Iterator[Callable[[int, int], None] | None]:
         yield update
 
 
-def _stderr_console() -> Any:
+def _stderr_console(force_terminal: bool = False) -> Any:
     from rich.console import Console
 
-    return Console(stderr=True)
+    return Console(stderr=True, force_terminal=force_terminal or None)
 
 
 @cli.command()
@@ -103,7 +103,7 @@ def ingest(
     if table is not None and table.count(".") != 1:
         raise ConfigError(f"--table {table!r} must be NAMESPACE.NAME, e.g. logs.web")
     show = sys.stderr.isatty() if progress is None else progress
-    with _progress(show) as update:
+    with _progress(show, forced=bool(progress)) as update:
         stats = run_ingest(
             config, list(sources), format=fmt, table=table, force=force, progress=update
         )
