@@ -32,6 +32,7 @@ from loglake.sources.base import Input, open_decompressed, read_chunks
 
 if TYPE_CHECKING:
     from pyiceberg.catalog import Catalog
+    from pyiceberg.table import Table
 
     from loglake.config import Config
     from loglake.enrich import Enricher
@@ -107,12 +108,14 @@ class _Run:
     def writer(self, table: str, frame: pl.DataFrame, time_column: str = "ts") -> TableWriter:
         w = self.writers.get(table)
         if w is None:
-            self.catalog = self._catalog.result()
             schema = frame.to_arrow(compat_level=pl.CompatLevel.oldest()).schema
-            t = ensure_table(
-                self.catalog, table, schema, self.config.table(table).partition, time_column
-            )
-            w = TableWriter(self.catalog, t, self.config.ingest.flush_rows, sort_by=time_column)
+            partition = self.config.table(table).partition
+
+            def open_table() -> tuple[Catalog, Table]:
+                catalog = self._catalog.result()
+                return catalog, ensure_table(catalog, table, schema, partition, time_column)
+
+            w = TableWriter(open_table, table, self.config.ingest.flush_rows, sort_by=time_column)
             self.writers[table] = w
         return w
 

@@ -8,6 +8,7 @@ results are joined back onto the batch as columns.
 from __future__ import annotations
 
 import re
+import threading
 
 import polars as pl
 
@@ -66,6 +67,8 @@ class UserAgentEnricher:
 
     def __init__(self) -> None:
         self._lookup = pl.DataFrame(schema={"user_agent": pl.String, **UA_COLUMNS})
+        # ua-parser compiles its rules on first use (~0.3 s): do it while the first chunk parses.
+        threading.Thread(target=parse_user_agent, args=("Mozilla/5.0",), daemon=True).start()
 
     def enrich(self, frame: pl.DataFrame) -> pl.DataFrame:
         if "user_agent" not in frame.columns:

@@ -21,14 +21,8 @@ def _split_plain(chunk: bytes) -> pa.Array:
     return pa.array([ln[:-1] if ln.endswith(b"\r") else ln for ln in lines], type=pa.large_binary())
 
 
-def split_lines(chunk: bytes) -> pa.Array:
-    """Split ``chunk`` into lines (``\\n`` or ``\\r\\n`` endings; a missing final newline is fine).
-
-    Returns a ``large_binary`` Arrow array with one element per line, endings removed, empty lines
-    kept (they are rejected later, and counted).
-    """
-    if not chunk:
-        return pa.array([], type=pa.large_binary())
+def _read_lines(chunk: bytes, column_type: pa.DataType) -> pa.Array | None:
+    """Lines of ``chunk`` via the CSV reader, or None when it cannot cut them exactly."""
     invalid: list[object] = []
 
     def on_invalid(row: object) -> str:
@@ -46,7 +40,7 @@ def split_lines(chunk: bytes) -> pa.Array:
             invalid_row_handler=on_invalid,
         ),
         convert_options=pacsv.ConvertOptions(
-            column_types={"line": pa.large_binary()},
+            column_types={"line": column_type},
             strings_can_be_null=False,
             quoted_strings_can_be_null=False,
         ),
@@ -54,8 +48,20 @@ def split_lines(chunk: bytes) -> pa.Array:
     has_cr = chunk.find(b"\r") >= 0
     if invalid or (has_cr and chunk.count(b"\r") != chunk.count(b"\r\n")):
         # A lone \r also ends a row for the CSV reader; a chunk with one takes the plain path.
-        return _split_plain(chunk)
+        return None
     return table.column("line").combine_chunks()
+
+
+def split_lines(chunk: bytes) -> pa.Array:
+    """Split ``chunk`` into lines (``\\n`` or ``\\r\\n`` endings; a missing final newline is fine).
+
+    Returns a ``large_binary`` Arrow array with one element per line, endings removed, empty lines
+    kept (they are rejected later, and counted).
+    """
+    if not chunk:
+        return pa.array([], type=pa.large_binary())
+    lines = _read_lines(chunk, pa.large_binary())
+    return _split_plain(chunk) if lines is None else lines
 
 
 def decode(raw: pa.Array) -> pl.Series:
@@ -72,5 +78,17 @@ def decode(raw: pa.Array) -> pl.Series:
 
 def line_batch(chunk: bytes, first_line: int, source: str) -> LineBatch:
     """Split and decode one chunk of a source into a :class:`LineBatch`."""
+    if chunk:
+        try:
+            # Usual case: the CSV reader checks UTF-8 on all cores while it cuts the lines; the raw
+            # bytes are the same buffers seen as binary (no copy).
+            text = _read_lines(chunk, pa.large_string())
+        except pa.ArrowInvalid:
+            text = None  # bytes that are not UTF-8 somewhere in the chunk
+        if text is not None:
+            raw = text.view(pa.large_binary())
+            return LineBatch(
+                text=pl.Series("line", text), raw=raw, first_line=first_line, source=source
+            )
     raw = split_lines(chunk)
     return LineBatch(text=decode(raw), raw=raw, first_line=first_line, source=source)
