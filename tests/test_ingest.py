@@ -154,3 +154,25 @@ def test_user_errors_exit_nonzero_with_a_hint(run_cli: RunCli, tmp_path: Path) -
     assert proc.returncode == 2 and "unknown format 'bogus'" in proc.stderr
     proc = run_cli("ingest", "--table", "nodots", "x", check=False)
     assert proc.returncode == 2 and "NAMESPACE.NAME" in proc.stderr
+
+
+def test_same_input_twice_in_one_run_counts_once(run_cli: RunCli, shared_data: Path) -> None:
+    src = str(shared_data / "access_bad_lines.log")
+    out = run_cli("ingest", "--format", "combined", src, src).stdout
+    assert counts(out) == (3, 2, 1) and "1 already ingested" in out
+
+
+def test_new_columns_extend_the_table(run_cli: RunCli, tmp_path: Path) -> None:
+    a = tmp_path / "a.log"
+    a.write_text('1.2.3.4 - - [01/Jan/2024:10:00:00 +0000] "GET /a HTTP/1.1" 200 1 "-" "x"\n')
+    b = tmp_path / "b.log"
+    b.write_text(
+        'shop.example:443 1.2.3.4 - - [01/Jan/2024:11:00:00 +0000] "GET /b HTTP/1.1" 200 2 "-" "y"\n'
+    )
+    run_cli("ingest", "--format", "combined", str(a))
+    run_cli("ingest", "--format", "vhost_combined", str(b))
+    rows = query_json(run_cli, "SELECT path, vhost, port FROM logs.access ORDER BY path")
+    assert rows == [
+        {"path": "/a", "vhost": None, "port": None},
+        {"path": "/b", "vhost": "shop.example", "port": 443},
+    ]

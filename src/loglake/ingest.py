@@ -194,15 +194,18 @@ def ingest(
     if format and format != "auto":
         fixed = get_format(format, config.formats, **_format_options(config))
     done_inputs: list[tuple[str, str, int]] = []
+    seen: set[str] = set()
     lines_total = 0
     bytes_before = 0
     try:
         inputs = [inp for spec in sources for inp in list_inputs(spec, config)]
         for inp in inputs:
             fp = inp.fingerprint
-            if fp and not force and ledger.is_done(fp):
-                stats.skipped += 1
+            if fp and ((not force and ledger.is_done(fp)) or fp in seen):
+                stats.skipped += 1  # already in the lake, or named twice in this run
                 continue
+            if fp:
+                seen.add(fp)
             stats.inputs += 1
             counters: list[object] = []
             fmt = fixed
