@@ -6,6 +6,7 @@ Errors that are the user's to fix (:class:`LoglakeError`) print one line and exi
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -19,6 +20,11 @@ from loglake import __version__
 from loglake.errors import ConfigError, LoglakeError
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+# Polars' allocator (jemalloc) keeps freed pages for seconds by default; returning them at once
+# lowers the ingest's peak RSS by ~15% (903 -> 779 MiB on 1M lines) at no measurable speed cost.
+# Set before polars loads (it is imported lazily, by the commands); a user's own setting wins.
+os.environ.setdefault("_RJEM_MALLOC_CONF", "dirty_decay_ms:0,muzzy_decay_ms:0")
 
 
 def _config(ctx: click.Context) -> Any:

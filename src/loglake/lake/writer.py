@@ -244,14 +244,21 @@ class TableWriter:
         task_schema = pyarrow_to_schema(
             arrow.schema, name_mapping=schema.name_mapping, format_version=meta.format_version
         )
-        batch = arrow.combine_chunks().to_batches()
-        projected = _to_requested_schema(
-            requested_schema=schema,
-            file_schema=task_schema,
-            batch=batch[0] if len(batch) == 1 else pa.concat_batches(batch),
-            include_field_ids=True,
-            format_model=FileFormatFactory.get(FileFormat.PARQUET),
+        # Projected batch by batch: no copy of the data, only the schema gains Iceberg field ids.
+        fmt = FileFormatFactory.get(FileFormat.PARQUET)
+        projected = pa.Table.from_batches(
+            [
+                _to_requested_schema(
+                    requested_schema=schema,
+                    file_schema=task_schema,
+                    batch=batch,
+                    include_field_ids=True,
+                    format_model=fmt,
+                )
+                for batch in arrow.to_batches()
+            ]
         )
+        del arrow
         spec = meta.spec()
         keys = [
             PartitionKey(
@@ -289,7 +296,7 @@ class TableWriter:
         io = self.table.io
 
         def write_one(item: tuple[int, Any, Any]) -> DataFile:
-            task_id, batch, partition_key = item
+            task_id, batch, partition_key = item  # batch: a zero-copy slice of the projected table
             path = locations.new_data_location(
                 data_file_name=f"00000-{task_id}-{write_uuid}.{model.file_extension()}",
                 partition_key=partition_key,
@@ -297,7 +304,7 @@ class TableWriter:
             out = io.new_output(path)
             writer = model.create_writer(out, schema, meta.properties)
             with writer:
-                writer.write(pa.Table.from_batches([batch]))
+                writer.write(batch)
             stats = writer.result()
             return DataFile.from_args(
                 content=DataFileContent.DATA,
