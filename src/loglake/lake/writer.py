@@ -280,7 +280,6 @@ class TableWriter:
 
     def _write_files(self, write_uuid: Any, slices: list[tuple[int, Any, Any]]) -> list[DataFile]:
         """Write each (task id, record batch, partition key) as one Parquet data file, in parallel."""
-        import pyarrow as pa
         from pyiceberg.io.fileformat import FileFormatFactory
         from pyiceberg.manifest import DataFile, DataFileContent, FileFormat
         from pyiceberg.table.locations import load_location_provider
