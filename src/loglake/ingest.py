@@ -244,14 +244,8 @@ def _ingest_batch(
 ) -> None:
     stats.read += len(batch)
     if fmt is None:
-        reason = "format not recognized; pass --format"
-        rejected = pl.DataFrame(
-            {
-                "line": pl.int_range(batch.first_line, batch.first_line + len(batch), eager=True),
-                "raw": pl.Series("raw", batch.raw).cast(pl.Binary),
-                "reason": pl.Series("reason", [reason] * len(batch), dtype=pl.String),
-            }
-        )
+        reasons = pl.Series(["format not recognized; pass --format"] * len(batch), dtype=pl.String)
+        rejected = batch.rejected(pl.Series([True] * len(batch)), reasons)
         fmt_name, target = "unrecognized", table or "?"
         parsed = None
     else:

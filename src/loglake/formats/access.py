@@ -341,8 +341,8 @@ class AccessFormat:
 
     def parse(self, batch: LineBatch) -> ParseResult:
         text = batch.text
-        n = len(text)
-        line_no = pl.int_range(batch.first_line, batch.first_line + n, dtype=pl.Int64, eager=True)
+        len(text)
+        line_no = batch.line_numbers()
         # One streaming query (the engine runs it over morsels of the batch on all cores): extract
         # the fields and convert them in the same pass; unmatched rows are all-null and dropped.
         first = self.fast_fields[0].column
@@ -375,7 +375,7 @@ class AccessFormat:
         if len(frames) > 1:
             frame = frame.sort("line")
         if len(unmatched) == 0 and len(bad_lines) == 0:
-            return ParseResult(parsed=frame, rejected=_rejects(batch, None, pl.lit("")))
+            return ParseResult(parsed=frame, rejected=batch.rejected(None, pl.lit("")))
         reasons = (
             pl.when(pl.col("text").str.len_bytes() == 0)
             .then(pl.lit("empty line"))
@@ -384,7 +384,7 @@ class AccessFormat:
             .otherwise(pl.lit(f"does not match the {self.name} format"))
         )
         mask = line_no.is_in(unmatched.implode()) | line_no.is_in(bad_lines.implode())
-        return ParseResult(parsed=frame, rejected=_rejects(batch, mask, reasons))
+        return ParseResult(parsed=frame, rejected=batch.rejected(mask, reasons))
 
     def _convert_exprs(self, fields: list[_Field]) -> list[pl.Expr]:
         exprs: list[pl.Expr] = []
@@ -450,18 +450,6 @@ class AccessFormat:
                 exprs.append(pl.lit(None, dtype=dtype).alias(name))
         extras = [c for c in frame.columns if c not in ACCESS_COLUMNS and c != "line"]
         return frame.select(*exprs, *extras, pl.col("line"))
-
-
-def _rejects(batch: LineBatch, mask: pl.Series | None, reasons: pl.Expr) -> pl.DataFrame:
-    """Rows of ``batch`` selected by ``mask`` as rejected records (line, raw bytes, reason)."""
-    if mask is None:
-        return pl.DataFrame(schema={"line": pl.Int64, "raw": pl.Binary, "reason": pl.String})
-    n = len(batch)
-    line_no = pl.int_range(batch.first_line, batch.first_line + n, dtype=pl.Int64, eager=True)
-    frame = pl.DataFrame(
-        {"line": line_no, "raw": pl.Series("raw", batch.raw), "text": batch.text}
-    ).filter(mask)
-    return frame.select("line", pl.col("raw").cast(pl.Binary), reasons.alias("reason"))
 
 
 def access_format(spec: str, **_options: object) -> AccessFormat:

@@ -32,6 +32,34 @@ class LineBatch:
     def __len__(self) -> int:
         return len(self.text)
 
+    def line_numbers(self) -> pl.Series:
+        """The source line number of every line of the batch (Int64)."""
+        import polars as pl
+
+        return pl.int_range(
+            self.first_line, self.first_line + len(self), dtype=pl.Int64, eager=True
+        ).alias("line")
+
+    def rejected(self, mask: pl.Series | None, reasons: pl.Expr | pl.Series) -> pl.DataFrame:
+        """Lines selected by ``mask`` as rejected records: ``line``, ``raw`` (bytes), ``reason``.
+
+        ``reasons`` is an expression over the columns ``line`` and ``text``, or a Series with one
+        reason per line of the batch. ``mask`` None means nothing is rejected.
+        """
+        import polars as pl
+
+        if mask is None:
+            return pl.DataFrame(schema={"line": pl.Int64, "raw": pl.Binary, "reason": pl.String})
+        frame = pl.DataFrame(
+            {"line": self.line_numbers(), "raw": pl.Series("raw", self.raw), "text": self.text}
+        )
+        if isinstance(reasons, pl.Series):
+            frame = frame.with_columns(reasons.alias("reason"))
+            reason = pl.col("reason")
+        else:
+            reason = reasons.alias("reason")
+        return frame.filter(mask).select("line", pl.col("raw").cast(pl.Binary), reason)
+
 
 @dataclass(frozen=True)
 class ParseResult:

@@ -113,8 +113,8 @@ class JsonFormat:
         Never raises for bad input: ``parsed.height + rejected.height == len(batch)``.
         """
         now = _utc(self.now) if self.now is not None else datetime.now(UTC)
-        n = len(batch)
-        line_no = pl.int_range(batch.first_line, batch.first_line + n, dtype=pl.Int64, eager=True)
+        len(batch)
+        line_no = batch.line_numbers()
         body = _body(batch.text.cast(pl.String))
         is_empty = body.str.len_bytes() == 0
         too_deep = _too_deep(body)
@@ -145,12 +145,7 @@ class JsonFormat:
 
         good = reasons.is_null()
         parsed = self._assemble(decoded, line_no.filter(good), now)
-        rejected = (
-            pl.DataFrame({"line": line_no, "raw": pl.Series("raw", batch.raw), "reason": reasons})
-            .filter(~good)
-            .select("line", pl.col("raw").cast(pl.Binary), "reason")
-        )
-        return ParseResult(parsed=parsed, rejected=rejected)
+        return ParseResult(parsed=parsed, rejected=batch.rejected(~good, reasons))
 
     def _assemble(self, decoded: pl.DataFrame, lines: pl.Series, now: datetime) -> pl.DataFrame:
         """``ts``, ``ts_missing``, the key columns (renamed where reserved) and ``line``."""

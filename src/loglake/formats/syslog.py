@@ -185,8 +185,8 @@ class SyslogFormat:
         Never raises for bad input: ``parsed.height + rejected.height == len(batch)``.
         """
         now = _utc(self.now) if self.now is not None else datetime.now(UTC)
-        n = len(batch)
-        line_no = pl.int_range(batch.first_line, batch.first_line + n, dtype=pl.Int64, eager=True)
+        len(batch)
+        line_no = batch.line_numbers()
         remaining = pl.DataFrame({"text": batch.text.cast(pl.String), "line": line_no})
         parts: list[pl.DataFrame] = []
         for protocol in self.protocols:
@@ -208,12 +208,7 @@ class SyslogFormat:
             .otherwise(pl.lit(f"does not match {_DESCRIPTIONS[self.name]}"))
         )
         mask = line_no.is_in(unmatched.implode()) | line_no.is_in(bad_lines.implode())
-        rejected = (
-            pl.DataFrame({"line": line_no, "raw": pl.Series("raw", batch.raw), "text": batch.text})
-            .filter(mask)
-            .select("line", pl.col("raw").cast(pl.Binary), reasons.alias("reason"))
-        )
-        return ParseResult(parsed=parsed, rejected=rejected)
+        return ParseResult(parsed=parsed, rejected=batch.rejected(mask, reasons))
 
     def _rfc3164_exprs(self, now: datetime) -> list[pl.Expr]:
         """Column expressions turning RFC 3164 regex groups into ``SYSLOG_COLUMNS`` + ``line``."""
