@@ -50,3 +50,29 @@ def test_invalid_config_names_the_problem(tmp_path: Path, text: str, message: st
 def test_missing_explicit_config_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(home=tmp_path, config_file=tmp_path / "nope.toml", environ={})
+
+
+def test_every_setting_is_documented() -> None:
+    import dataclasses
+
+    from loglake.config import CatalogConfig, IngestConfig, QueryConfig, S3Config, TableConfig
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "config.md").read_text()
+    sections = {
+        "catalog": CatalogConfig,
+        "s3": S3Config,
+        "ingest": IngestConfig,
+        "query": QueryConfig,
+    }
+    missing = [
+        f"{name}.{f.name}"
+        for name, cls in sections.items()
+        for f in dataclasses.fields(cls)
+        if f"`{name}.{f.name}`" not in doc
+        and f"`{name}.{f.name}`," not in doc
+        and f"{name}.{f.name}" not in doc
+    ]
+    missing += [
+        f"tables.*.{f.name}" for f in dataclasses.fields(TableConfig) if f".{f.name}`" not in doc
+    ]
+    assert missing == []

@@ -63,7 +63,6 @@ class IngestConfig:
 
     chunk_bytes: int = 8 << 20
     flush_rows: int = 250_000
-    threads: int = 0  # 0 = number of CPUs
     json_ts_field: str = "ts"
     syslog_timezone: str = "UTC"
 
