@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pytest
 import zstandard
 
 RunCli = Any  # the run_cli fixture from conftest.py
@@ -176,3 +177,49 @@ def test_new_columns_extend_the_table(run_cli: RunCli, tmp_path: Path) -> None:
         {"path": "/a", "vhost": None, "port": None},
         {"path": "/b", "vhost": "shop.example", "port": 443},
     ]
+
+
+def test_empty_input_and_an_endless_line(run_cli: RunCli, tmp_path: Path) -> None:
+    empty = tmp_path / "empty.log"
+    empty.write_bytes(b"")
+    assert counts(run_cli("ingest", "--format", "combined", str(empty)).stdout) == (0, 0, 0)
+    long = tmp_path / "long.log"
+    ok = b'1.2.3.4 - - [01/Jan/2024:00:00:00 +0000] "GET / HTTP/1.1" 200 1 "-" "x"\n'
+    long.write_bytes(ok + b"x" * (5 << 20) + b"\n" + ok)
+    cfg = tmp_path / "small-chunks.toml"
+    cfg.write_text("[ingest]\nchunk_bytes = 1048576\n")  # lines over 4 MiB get cut
+    read, parsed, rejected = counts(
+        run_cli("--config", str(cfg), "ingest", "--format", "combined", str(long)).stdout
+    )
+    assert parsed == 2 and rejected >= 2 and read == parsed + rejected
+    sizes = query_json(run_cli, "SELECT sum(octet_length(raw)) AS n FROM logs.rejected")
+    assert sizes == [{"n": 5 << 20}]  # every byte of the endless line is kept
+
+
+@pytest.mark.slow
+def test_killed_ingest_loses_and_duplicates_nothing(
+    run_cli: RunCli, home: Path, tmp_path: Path
+) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    src = tmp_path / "big.log"
+    run_cli("generate", "--lines", "1000000", "--rate", "20", "--output", str(src))
+    env = {**os.environ, "LOGLAKE_HOME": str(home)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "loglake.cli", "ingest", "--format", "combined", str(src)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    time.sleep(2.5)  # mid-run: parsing and writing files, not yet committed
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    out = run_cli("ingest", "--format", "combined", str(src)).stdout
+    # The first run never committed (1M lines take longer than 2.5 s): all of it is read again.
+    assert counts(out) == (1_000_000, 1_000_000, 0)
+    rows = query_json(run_cli, "SELECT count(*) AS n, count(DISTINCT line) AS d FROM logs.access")
+    assert rows == [{"n": 1_000_000, "d": 1_000_000}]

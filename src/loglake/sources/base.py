@@ -85,12 +85,19 @@ def open_decompressed(raw: BinaryIO) -> tuple[BinaryIO, _Counting]:
     return stream, counting
 
 
+#: A line longer than this many chunks is cut (each piece then counts as a line, and is rejected
+#: by any format), so one endless line cannot exhaust memory.
+MAX_LINE_CHUNKS = 4
+
+
 def read_chunks(stream: BinaryIO, chunk_bytes: int) -> Iterator[bytes]:
     """Yield pieces of about ``chunk_bytes`` that end just after a newline (the last may not).
 
-    A single line longer than ``chunk_bytes`` is yielded whole; memory use is about one chunk.
+    A line longer than ``chunk_bytes`` is yielded whole up to ``MAX_LINE_CHUNKS`` chunks, beyond
+    which it is cut; memory use stays within a few chunks whatever the input.
     """
     carry = b""
+    limit = chunk_bytes * MAX_LINE_CHUNKS
     while True:
         try:
             block = stream.read(chunk_bytes)
@@ -105,7 +112,11 @@ def read_chunks(stream: BinaryIO, chunk_bytes: int) -> Iterator[bytes]:
         data = carry + block if carry else block
         cut = data.rfind(b"\n")
         if cut < 0:
-            carry = data
+            if len(data) >= limit:
+                yield data + b"\n"  # cut an endless line: the piece ends here
+                carry = b""
+            else:
+                carry = data
             continue
         carry = data[cut + 1 :]
         yield data[: cut + 1]
