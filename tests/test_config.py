@@ -55,7 +55,15 @@ def test_missing_explicit_config_file(tmp_path: Path) -> None:
 def test_every_setting_is_documented() -> None:
     import dataclasses
 
-    from loglake.config import CatalogConfig, IngestConfig, QueryConfig, S3Config, TableConfig
+    from loglake.config import (
+        CatalogConfig,
+        IngestConfig,
+        QueryConfig,
+        S3Config,
+        ServerConfig,
+        StreamConfig,
+        TableConfig,
+    )
 
     doc = (Path(__file__).resolve().parents[1] / "docs" / "config.md").read_text()
     sections = {
@@ -63,6 +71,8 @@ def test_every_setting_is_documented() -> None:
         "s3": S3Config,
         "ingest": IngestConfig,
         "query": QueryConfig,
+        "server": ServerConfig,
+        "streams.NAME": StreamConfig,
     }
     missing = [
         f"{name}.{f.name}"

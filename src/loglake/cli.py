@@ -261,6 +261,37 @@ def demo(ctx: click.Context, lines: int) -> None:
     run_demo(_config(ctx), lines, echo=click.echo)
 
 
+_LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+@cli.command()
+@click.option("--host", default=None, help="Address to listen on (default 127.0.0.1).")
+@click.option("--port", type=click.IntRange(0, 65535), default=None, help="Port (default 8080).")
+@click.pass_context
+def serve(ctx: click.Context, host: str | None, port: int | None) -> None:
+    """Run the streaming server: HTTP ingest into durable streams, delivered to the lake."""
+    config = _config(ctx)
+    host = host or config.server.host
+    port = config.server.port if port is None else port
+    if host not in _LOOPBACK and not host.startswith("127."):
+        raise ConfigError(
+            f"refusing to listen on {host}: no API keys are configured, so the server binds to "
+            "loopback only (127.0.0.1 or ::1)"
+        )
+    import uvicorn
+
+    from loglake.server.app import create_app
+
+    click.echo(f"loglake serve: http://{host}:{port}  (data in {config.home})", err=True)
+    uvicorn.run(
+        create_app(config),
+        host=host,
+        port=port,
+        log_level="warning",
+        timeout_graceful_shutdown=30,
+    )
+
+
 @cli.command()
 @click.pass_context
 def tables(ctx: click.Context) -> None:

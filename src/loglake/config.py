@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from typing import Any
 from loglake.errors import ConfigError
 
 PARTITIONS = ("hour", "day", "month", "none")
+STREAM_NAME = re.compile(r"[a-zA-Z0-9_.-]{1,128}")
 
 
 @dataclass(frozen=True)
@@ -76,6 +78,29 @@ class QueryConfig:
     memory_limit: str = "4GB"
 
 
+@dataclass(frozen=True)
+class ServerConfig:
+    """``loglake serve``: where it listens. Without API keys it only binds to loopback."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    max_body_bytes: int = 8 << 20
+
+
+@dataclass(frozen=True)
+class StreamConfig:
+    """One named stream: its format, target table and Firehose-like buffering hints.
+
+    Records are delivered to the lake when ``buffer_seconds`` have passed since the last commit or
+    ``buffer_records`` are waiting, whichever comes first.
+    """
+
+    format: str = "auto"
+    table: str = ""  # "" = the format's default table (auto: logs.<stream name>)
+    buffer_seconds: float = 1.0
+    buffer_records: int = 250_000
+
+
 DEFAULT_TABLES: Mapping[str, TableConfig] = {
     "logs.access": TableConfig(partition="hour"),
     "logs.syslog": TableConfig(partition="day"),
@@ -94,9 +119,10 @@ class Config:
     ingest: IngestConfig = field(default_factory=IngestConfig)
     query: QueryConfig = field(default_factory=QueryConfig)
     tables: Mapping[str, TableConfig] = field(default_factory=lambda: dict(DEFAULT_TABLES))
-    formats: Mapping[str, str] = field(
-        default_factory=dict
-    )  # name -> LogFormat / log_format string
+    # name -> Apache LogFormat / nginx log_format string
+    formats: Mapping[str, str] = field(default_factory=dict)
+    server: ServerConfig = field(default_factory=ServerConfig)
+    streams: Mapping[str, StreamConfig] = field(default_factory=dict)
 
     @property
     def catalog_uri(self) -> str:
@@ -153,6 +179,15 @@ def _validate(cfg: Config) -> None:
         raise ConfigError("ingest.chunk_bytes must be at least 65536")
     if cfg.query.max_rows < 1 or cfg.query.timeout_s <= 0:
         raise ConfigError("query.max_rows and query.timeout_s must be positive")
+    for name, stream in cfg.streams.items():
+        if not STREAM_NAME.fullmatch(name):
+            raise ConfigError(
+                f"stream name {name!r}: use 1-128 letters, digits, '_', '-' or '.' (as Kinesis does)"
+            )
+        if stream.table and stream.table.count(".") != 1:
+            raise ConfigError(f"streams.{name}.table {stream.table!r} must be NAMESPACE.NAME")
+        if stream.buffer_seconds <= 0 or stream.buffer_records < 1:
+            raise ConfigError(f"streams.{name}: buffer_seconds and buffer_records must be positive")
 
 
 def load_config(
@@ -182,6 +217,7 @@ def load_config(
         "s3": S3Config,
         "ingest": IngestConfig,
         "query": QueryConfig,
+        "server": ServerConfig,
     }
     kwargs: dict[str, Any] = {}
     for key, value in raw.items():
@@ -192,6 +228,13 @@ def load_config(
             for name, tvalue in value.items():
                 tables[name] = _build(TableConfig, f"tables.{name}", tvalue)
             kwargs["tables"] = tables
+        elif key == "streams":
+            if not isinstance(value, Mapping):
+                raise ConfigError("[streams] maps a stream name to a table, e.g. [streams.web]")
+            kwargs["streams"] = {
+                name: _build(StreamConfig, f"streams.{name}", svalue)
+                for name, svalue in value.items()
+            }
         elif key == "formats":
             if not all(isinstance(v, str) for v in value.values()):
                 raise ConfigError("[formats] maps a name to a LogFormat or log_format string")
@@ -200,7 +243,7 @@ def load_config(
             if not home and not env.get("LOGLAKE_HOME"):
                 home_path = Path(str(value)).expanduser()
         else:
-            valid = ", ".join(sorted([*sections, "tables", "formats", "home"]))
+            valid = ", ".join(sorted([*sections, "tables", "formats", "streams", "home"]))
             raise ConfigError(f"unknown section or key {key!r} in {path}; valid: {valid}")
 
     s3 = kwargs.get("s3", S3Config())

@@ -1,0 +1,231 @@
+"""The HTTP API of ``loglake serve`` (Starlette on uvicorn).
+
+Routes: ``GET /healthz`` (the process answers), ``GET /readyz`` (every stream has resumed from its
+committed offset), ``PUT /v1/streams/{stream}`` (create), ``GET /v1/streams`` (list) and
+``POST /v1/streams/{stream}/records`` (append lines; answered only once they are on disk).
+
+Every error has one JSON shape: ``{"error": {"code": "...", "message": "..."}}`` with a 4xx/5xx status;
+when the stream's disk budget is used up the answer is 503 with ``Retry-After``.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import zlib
+from collections.abc import Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from loglake.config import StreamConfig
+from loglake.errors import ConfigError, FormatError, LoglakeError
+from loglake.server.runtime import NoSuchStreamError, Runtime
+from loglake.stream.local import RecordTooLargeError, StreamFullError
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+    from loglake.config import Config
+
+
+def error(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    """The one error shape of the API."""
+    return JSONResponse({"error": {"code": code, "message": message}}, status, headers=headers)
+
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def _errors(handler: Handler) -> Handler:
+    """Map loglake's errors to HTTP answers; anything else is a 500 that names itself."""
+
+    async def wrapped(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except NoSuchStreamError as exc:
+            return error(404, "no_such_stream", str(exc))
+        except StreamFullError as exc:
+            retry = max(1, round(exc.retry_after))
+            return error(503, "stream_full", str(exc), {"Retry-After": str(retry)})
+        except RecordTooLargeError as exc:
+            return error(413, "record_too_large", str(exc))
+        except (ConfigError, FormatError) as exc:
+            return error(400, "invalid_request", str(exc))
+        except LoglakeError as exc:
+            return error(500, "internal", str(exc))
+
+    return wrapped
+
+
+async def _body(request: Request, limit: int) -> bytes:
+    """The request body, decompressed, at most ``limit`` bytes (413 beyond, without reading it all)."""
+    chunks = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            # Read (and drop) the rest, up to a bound, so the client gets the 413 instead of a reset
+            # connection; a body beyond the bound is cut off.
+            async for rest in request.stream():
+                size += len(rest)
+                if size > _DRAIN_LIMIT:
+                    break
+            raise _TooLarge(f"body is over the limit of {limit} bytes (server.max_body_bytes)")
+        chunks.append(chunk)
+    body = b"".join(chunks)
+    if request.headers.get("content-encoding", "").lower() == "gzip":
+        try:
+            decompressor = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            body = decompressor.decompress(body, limit * 4)
+            if decompressor.unconsumed_tail:
+                raise _TooLarge(f"gzip body inflates past {limit * 4} bytes")
+        except (zlib.error, gzip.BadGzipFile) as exc:
+            raise _BadRequest(f"Content-Encoding: gzip but the body is not gzip: {exc}") from exc
+    return body
+
+
+_DRAIN_LIMIT = 64 << 20
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class _BadRequest(Exception):
+    pass
+
+
+def create_app(config: Config) -> Starlette:
+    """The ASGI app; the :class:`Runtime` starts with the app's lifespan and stops gracefully."""
+    runtime = Runtime(config)
+    limit = config.server.max_body_bytes
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await run_in_threadpool(runtime.start)
+        try:
+            yield
+        finally:
+            await run_in_threadpool(runtime.stop)
+
+    async def healthz(request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def readyz(request: Request) -> Response:
+        if runtime.ready:
+            return JSONResponse({"status": "ready", "streams": sorted(runtime.streams)})
+        problems = [e for s in runtime.streams.values() for e in s.delivery.stats.errors]
+        return error(
+            503, "not_ready", "; ".join(problems) or "streams are resuming", {"Retry-After": "1"}
+        )
+
+    @_errors
+    async def list_streams(request: Request) -> Response:
+        return JSONResponse({"streams": [_describe(s) for s in runtime.streams.values()]})
+
+    @_errors
+    async def create_stream(request: Request) -> Response:
+        name = request.path_params["stream"]
+        try:
+            raw = await _body(request, 64 << 10)
+            options: dict[str, Any] = json.loads(raw) if raw.strip() else {}
+        except (ValueError, _TooLarge, _BadRequest) as exc:
+            return error(
+                400, "invalid_request", f"body must be a JSON object of stream settings: {exc}"
+            )
+        if not isinstance(options, dict):
+            return error(400, "invalid_request", "body must be a JSON object of stream settings")
+        allowed = {"format", "table", "buffer_seconds", "buffer_records"}
+        unknown = set(options) - allowed
+        if unknown:
+            return error(
+                400,
+                "invalid_request",
+                f"unknown settings {sorted(unknown)}; valid: {sorted(allowed)}",
+            )
+        try:
+            settings = StreamConfig(**options)
+        except TypeError as exc:
+            return error(400, "invalid_request", str(exc))
+        stream, created = await run_in_threadpool(runtime.create, name, settings)
+        return JSONResponse(_describe(stream), 201 if created else 200)
+
+    @_errors
+    async def put_records(request: Request) -> Response:
+        stream = runtime.get(request.path_params["stream"])
+        try:
+            body = await _body(request, limit)
+        except _TooLarge as exc:
+            return error(413, "body_too_large", str(exc))
+        except _BadRequest as exc:
+            return error(400, "invalid_request", str(exc))
+        kind = request.headers.get("content-type", "text/plain").split(";")[0].strip().lower()
+        lines = body.split(b"\n")
+        records: list[bytes] = []
+        rejected: list[dict[str, Any]] = []
+        is_json = kind in ("application/x-ndjson", "application/json", "application/jsonl")
+        for index, line in enumerate(lines):
+            if line.endswith(b"\r"):
+                line = line[:-1]
+            if not line.strip():
+                continue  # blank lines (and the final newline) are not records
+            if is_json:
+                reason = _json_problem(line)
+                if reason:
+                    rejected.append({"index": index, "reason": reason})
+                    continue
+            records.append(line)
+        first, nxt = await run_in_threadpool(stream.log.append, records)
+        return JSONResponse(
+            {
+                "accepted": len(records),
+                "rejected": rejected,
+                "first_offset": first,
+                "next_offset": nxt,
+            }
+        )
+
+    app = Starlette(
+        routes=[
+            Route("/healthz", healthz),
+            Route("/readyz", readyz),
+            Route("/v1/streams", list_streams),
+            Route("/v1/streams/{stream}", create_stream, methods=["PUT"]),
+            Route("/v1/streams/{stream}/records", put_records, methods=["POST"]),
+        ],
+        lifespan=lifespan,
+    )
+    app.state.runtime = runtime
+    return app
+
+
+def _json_problem(line: bytes) -> str | None:
+    try:
+        value = json.loads(line)
+    except ValueError as exc:
+        return f"invalid JSON: {exc}"
+    if not isinstance(value, dict):
+        return "not a JSON object"
+    return None
+
+
+def _describe(stream: Any) -> dict[str, Any]:
+    s = stream.delivery.stats
+    return {
+        "name": stream.name,
+        "format": stream.config.format,
+        "table": stream.delivery.table,
+        "next_offset": stream.log.next_offset,
+        "delivered_offset": s.position,
+        "delivered": s.delivered,
+        "rejected": s.rejected,
+        "commits": s.commits,
+    }

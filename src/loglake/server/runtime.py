@@ -1,0 +1,128 @@
+"""What ``loglake serve`` runs: the streams, each a durable log plus its delivery into the lake.
+
+Streams come from ``[streams.NAME]`` in the config and from the API (kept in
+``state/streams.json`` so they survive restarts). Each has a :class:`LocalLog` under
+``$LOGLAKE_HOME/streams/NAME`` and a :class:`Delivery` thread. The catalog is opened in the
+background at start; ``/readyz`` answers 200 once every delivery has resumed from its offset.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from loglake.config import STREAM_NAME, StreamConfig
+from loglake.errors import ConfigError, LoglakeError
+from loglake.formats import get_format
+from loglake.lake.catalog import open_catalog
+from loglake.lake.delivery import Delivery
+from loglake.stream.local import LocalLog
+
+if TYPE_CHECKING:
+    from pyiceberg.catalog import Catalog
+
+    from loglake.config import Config
+
+
+class NoSuchStreamError(LoglakeError):
+    """A request names a stream that does not exist (HTTP 404)."""
+
+
+@dataclass
+class Stream:
+    """A running stream: its settings, durable log and delivery."""
+
+    name: str
+    config: StreamConfig
+    log: LocalLog
+    delivery: Delivery
+
+
+class Runtime:
+    """All streams of one server process. Thread-safe for stream lookup and creation."""
+
+    def __init__(self, config: Config):
+        self.config = config
+        self._lock = threading.Lock()
+        self.streams: dict[str, Stream] = {}
+        self.catalog: Future[Catalog] = ThreadPoolExecutor(max_workers=1).submit(
+            open_catalog, config
+        )
+        self._saved = config.state_dir / "streams.json"
+
+    def start(self) -> None:
+        """Open every configured and previously created stream and start its delivery."""
+        declared = dict(self._load_saved())
+        declared.update(self.config.streams)
+        for name, stream in declared.items():
+            self._open(name, stream)
+
+    def stop(self) -> None:
+        """Graceful shutdown: deliver and commit every acknowledged record, then close the logs."""
+        for stream in list(self.streams.values()):
+            stream.delivery.stop()
+            stream.log.close()
+
+    @property
+    def ready(self) -> bool:
+        return all(s.delivery.ready.is_set() for s in self.streams.values()) and self.catalog.done()
+
+    def get(self, name: str) -> Stream:
+        stream = self.streams.get(name)
+        if stream is None:
+            known = ", ".join(sorted(self.streams)) or "none"
+            raise NoSuchStreamError(
+                f"stream {name!r} does not exist (streams: {known}); declare it under [streams.{name}] "
+                "or create it with PUT /v1/streams/{name}"
+            )
+        return stream
+
+    def create(self, name: str, stream: StreamConfig) -> tuple[Stream, bool]:
+        """Create a stream (or return the existing one). Returns (stream, created)."""
+        if not STREAM_NAME.fullmatch(name):
+            raise ConfigError(f"stream name {name!r}: use 1-128 letters, digits, '_', '-' or '.'")
+        if stream.format != "auto":
+            get_format(stream.format, self.config.formats)  # refuse unknown formats now
+        if stream.table and stream.table.count(".") != 1:
+            raise ConfigError(f"table {stream.table!r} must be NAMESPACE.NAME")
+        with self._lock:
+            if name in self.streams:
+                return self.streams[name], False
+            opened = self._open(name, stream)
+            self._save()
+            return opened, True
+
+    # -- internals -------------------------------------------------------------------------------
+
+    def _open(self, name: str, stream: StreamConfig) -> Stream:
+        log = LocalLog(self.config.home / "streams" / name)
+        delivery = Delivery(self.config, name, stream, log, self.catalog)
+        opened = Stream(name, stream, log, delivery)
+        self.streams[name] = opened
+        delivery.start()
+        return opened
+
+    def _load_saved(self) -> dict[str, StreamConfig]:
+        try:
+            raw = json.loads(self._saved.read_text())
+        except FileNotFoundError:
+            return {}
+        except ValueError as exc:
+            raise ConfigError(f"{self._saved} is not valid JSON ({exc}); fix or remove it") from exc
+        return {name: StreamConfig(**values) for name, values in raw.items()}
+
+    def _save(self) -> None:
+        created = {
+            name: dataclasses.asdict(s.config)
+            for name, s in self.streams.items()
+            if name not in self.config.streams
+        }
+        self._saved.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self._saved.with_suffix(".tmp")
+        tmp.write_text(json.dumps(created, indent=2))
+        os.replace(tmp, self._saved)

@@ -1,0 +1,233 @@
+"""``loglake serve`` as a real subprocess: native HTTP ingest, durability, exactly-once delivery."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+CONFIG = """
+[streams.web]
+format = "combined"
+buffer_seconds = 0.5
+
+[streams.events]
+format = "json"
+buffer_seconds = 0.5
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Server:
+    home: Path
+    port: int
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "LOGLAKE_HOME": str(self.home)}
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "loglake.cli", "serve", "--port", str(self.port)],
+            env=self.env(),
+            stdout=subprocess.DEVNULL,
+            stderr=open(self.home / "server.log", "ab"),  # noqa: SIM115
+        )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, (self.home / "server.log").read_text()
+            try:
+                status, _ = request("GET", f"{self.url}/readyz")
+                if status == 200:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.1)
+        raise AssertionError("server did not become ready")
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+        code = self.proc.wait(60)
+        self.proc = None
+        return code
+
+    def query(self, sql: str) -> list[dict[str, Any]]:
+        out = subprocess.run(
+            [sys.executable, "-m", "loglake.cli", "query", "--format", "json", sql],
+            env=self.env(),
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        ).stdout
+        return [json.loads(x) for x in out.splitlines()]
+
+    def wait_rows(self, sql: str, want: int, timeout: float = 30) -> float:
+        """Poll ``sql`` (a count named n) until it reaches ``want``; returns the seconds it took."""
+        start = time.monotonic()
+        while True:
+            try:
+                n = self.query(sql)[0]["n"]
+            except subprocess.CalledProcessError:
+                n = -1  # the table does not exist yet
+            if n == want:
+                return time.monotonic() - start
+            assert n <= want, f"{n} rows > {want}: duplicates"
+            assert time.monotonic() - start < timeout, f"{n} rows after {timeout} s, want {want}"
+            time.sleep(0.2)
+
+
+def request(
+    method: str, url: str, body: bytes | None = None, headers: dict[str, str] | None = None
+) -> tuple[int, Any]:
+    req = urllib.request.Request(url, data=body, method=method, headers=headers or {})
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(req, timeout=30) as resp:
+            return resp.status, json.loads(resp.read() or b"null")
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"null")
+
+
+@pytest.fixture()
+def server(tmp_path: Path) -> Iterator[Server]:
+    home = tmp_path / "lake"
+    home.mkdir()
+    (home / "loglake.toml").write_text(CONFIG)
+    srv = Server(home, _free_port())
+    srv.start()
+    yield srv
+    if srv.proc is not None:
+        srv.stop(signal.SIGKILL)
+
+
+def post_lines(srv: Server, stream: str, lines: list[bytes], kind: str = "text/plain") -> Any:
+    status, body = request(
+        "POST",
+        f"{srv.url}/v1/streams/{stream}/records",
+        b"\n".join(lines) + b"\n",
+        {"Content-Type": kind},
+    )
+    assert status == 200, body
+    return body
+
+
+def test_http_ingest_reaches_the_lake(server: Server, shared_data: Path) -> None:
+    lines = (shared_data / "apache_combined_10k.log").read_bytes().splitlines()
+    acked = 0
+    for i in range(0, len(lines), 500):
+        reply = post_lines(server, "web", lines[i : i + 500])
+        assert reply["rejected"] == [] and reply["first_offset"] == acked
+        acked += reply["accepted"]
+    assert acked == 10_000
+    server.wait_rows("SELECT count(*) AS n FROM logs.access", 10_000)
+    got = server.query(
+        "SELECT sum(bytes) AS b, count(DISTINCT line) AS d, any_value(source) AS s FROM logs.access"
+    )[0]
+    text = (shared_data / "apache_combined_10k.log").read_text()
+    import re
+
+    assert got == {
+        "b": sum(int(x) for x in re.findall(r'" \d{3} (\d+) "', text)),
+        "d": 10_000,
+        "s": "stream:web",
+    }
+    status, listing = request("GET", f"{server.url}/v1/streams")
+    web = next(s for s in listing["streams"] if s["name"] == "web")
+    assert status == 200 and web["next_offset"] == 10_000 and web["table"] == "logs.access"
+
+
+def test_ndjson_rejects_gzip_and_errors(server: Server) -> None:
+    body = b'{"ts": "2024-01-01T00:00:00Z", "msg": "a"}\nnot json\n[1, 2]\n{"msg": "b"}\n'
+    status, reply = request(
+        "POST",
+        f"{server.url}/v1/streams/events/records",
+        gzip.compress(body),
+        {"Content-Type": "application/x-ndjson", "Content-Encoding": "gzip"},
+    )
+    assert status == 200 and reply["accepted"] == 2
+    assert [r["index"] for r in reply["rejected"]] == [1, 2]
+    assert reply["rejected"][1]["reason"] == "not a JSON object"
+    server.wait_rows('SELECT count(*) AS n FROM "logs"."json"', 2)
+    status, reply = request("POST", f"{server.url}/v1/streams/nope/records", b"x\n")
+    assert status == 404 and reply["error"]["code"] == "no_such_stream"
+    status, reply = request("POST", f"{server.url}/v1/streams/web/records", b"x" * (9 << 20))
+    assert status == 413 and "max_body_bytes" in reply["error"]["message"]
+    status, reply = request(
+        "POST", f"{server.url}/v1/streams/web/records", b"not gzip", {"Content-Encoding": "gzip"}
+    )
+    assert status == 400 and reply["error"]["code"] == "invalid_request"
+
+
+def test_create_stream_through_the_api(server: Server) -> None:
+    status, reply = request("PUT", f"{server.url}/v1/streams/app.logs-1", b"{}")
+    assert status == 201 and reply["table"] == "logs.app_logs_1"
+    post_lines(
+        server, "app.logs-1", [b'{"ts": 1700000000, "level": "info"}'], "application/x-ndjson"
+    )
+    server.wait_rows("SELECT count(*) AS n FROM logs.app_logs_1", 1)
+    status, reply = request("PUT", f"{server.url}/v1/streams/bad", b'{"format": "nope"}')
+    assert status == 400 and "unknown format" in reply["error"]["message"]
+
+
+@pytest.mark.slow
+def test_sigkill_and_restart_deliver_every_acknowledged_record_once(
+    server: Server, shared_data: Path
+) -> None:
+    lines = (shared_data / "apache_combined_10k.log").read_bytes().splitlines()
+    acked = 0
+    for round_ in range(3):
+        for i in range(0, 3000, 500):
+            acked += post_lines(server, "web", lines[round_ * 3000 + i : round_ * 3000 + i + 500])[
+                "accepted"
+            ]
+        time.sleep(0.3 * round_)  # kill at different points: before, around, after a commit
+        server.stop(signal.SIGKILL)
+        server.start()
+    assert acked == 9000
+    server.wait_rows("SELECT count(*) AS n FROM logs.access", 9000)
+    got = server.query("SELECT count(*) AS n, count(DISTINCT line) AS d FROM logs.access")
+    assert got == [{"n": 9000, "d": 9000}]
+
+
+def test_sigterm_flushes_what_was_acknowledged(server: Server, shared_data: Path) -> None:
+    lines = (shared_data / "apache_combined_10k.log").read_bytes().splitlines()[:2000]
+    post_lines(server, "web", lines)
+    # uvicorn re-raises the signal after its graceful shutdown, so the exit status names SIGTERM.
+    assert server.stop(signal.SIGTERM) in (0, -signal.SIGTERM)
+    assert server.query("SELECT count(*) AS n FROM logs.access") == [{"n": 2000}]
+
+
+def test_refuses_non_loopback_without_keys(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "loglake.cli", "serve", "--host", "0.0.0.0"],
+        env={**os.environ, "LOGLAKE_HOME": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2 and "loopback only" in proc.stderr

@@ -1,0 +1,419 @@
+"""The embedded durable log: round trips, limits, recovery of torn tails, real SIGKILL crashes."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+import zlib
+from collections.abc import Callable
+from itertools import pairwise
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from loglake.errors import LoglakeError
+from loglake.stream.local import (
+    HEADER_SIZE,
+    EmptyRecordError,
+    LocalLog,
+    RecordTooLargeError,
+    StreamError,
+    StreamFullError,
+    StreamLimits,
+)
+
+# The crash test's child process and the test must agree on what record n holds.
+PAYLOAD_SRC = """
+def payload(n):
+    return b"rec-%d:" % n + bytes([65 + n % 26]) * (n * 7919 % 300)
+"""
+_ns: dict[str, Any] = {}
+exec(PAYLOAD_SRC, _ns)
+payload: Callable[[int], bytes] = _ns["payload"]
+
+TINY = StreamLimits(segment_bytes=4096, index_bytes=512)
+
+
+def records(first: int, count: int) -> list[bytes]:
+    return [payload(n) for n in range(first, first + count)]
+
+
+def read_all(log: LocalLog, offset: int = 0) -> list[tuple[int, bytes]]:
+    """Everything from ``offset`` to the end, in small reads so segment boundaries are crossed."""
+    out: list[tuple[int, bytes]] = []
+    while batch := log.read(offset, max_records=97):
+        out.extend(batch)
+        offset = batch[-1][0] + 1
+    return out
+
+
+def segment_files(path: Path) -> list[Path]:
+    return sorted(path.glob("*.log"))
+
+
+def fill(log: LocalLog, count: int, batch: int = 10) -> None:
+    """Append ``count`` numbered records in calls of ``batch``, checking the offsets returned."""
+    end = log.next_offset + count
+    while (first := log.next_offset) < end:
+        n = min(batch, end - first)
+        assert log.append(records(first, n)) == (first, first + n)
+
+
+def test_round_trip_across_segments(tmp_path: Path) -> None:
+    with LocalLog(tmp_path / "log", TINY, fsync=False) as log:
+        assert (log.start_offset, log.next_offset, log.read(0)) == (0, 0, [])
+        assert log.append([]) == (0, 0)
+        fill(log, 1000, batch=7)
+        assert log.next_offset == 1000
+        end = log.next_offset
+        files = segment_files(tmp_path / "log")
+        assert len(files) > 10
+        assert files[0].name == "00000000000000000000.log"
+        assert all(f.stat().st_size <= 4096 for f in files)
+        assert log.size_bytes == sum(f.stat().st_size for f in files)
+
+        everything = read_all(log)
+        assert [o for o, _ in everything] == list(range(end))
+        assert all(data == payload(o) for o, data in everything)
+
+        bases = [int(f.name[:20]) for f in files]
+        for offset in [0, 1, 5, bases[3], bases[3] - 1, bases[3] + 1, bases[-1], end - 1, 501]:
+            got = log.read(offset, max_records=3)
+            assert got == [(o, payload(o)) for o in range(offset, min(offset + 3, end))]
+        assert log.read(end) == []
+        assert log.read(end + 100) == []
+
+
+def test_index_keeps_reads_correct_inside_big_segments(tmp_path: Path) -> None:
+    limits = StreamLimits(segment_bytes=1 << 20, index_bytes=2048)
+    with LocalLog(tmp_path / "log", limits, fsync=False) as log:
+        fill(log, 6000, batch=250)
+        # Sealed segments are indexed lazily on their first read; the active one as it is written.
+        for offset in random.Random(7).sample(range(6000), 200):
+            assert log.read(offset, max_records=1) == [(offset, payload(offset))]
+    with LocalLog(tmp_path / "log", limits, fsync=False) as log:
+        for offset in [0, 2999, 3000, 4500, 5999]:
+            assert log.read(offset, max_records=2)[0] == (offset, payload(offset))
+
+
+def test_read_limits(tmp_path: Path) -> None:
+    with LocalLog(tmp_path / "log", TINY, fsync=False) as log:
+        log.append([b"a" * 100] * 50)
+        assert len(log.read(0, max_records=7)) == 7
+        got = log.read(10, max_bytes=350)
+        assert [o for o, _ in got] == [10, 11, 12]  # a 4th payload would pass 350 bytes
+        assert log.read(10, max_bytes=1) == [(10, b"a" * 100)]  # one record even if too big
+        with pytest.raises(StreamError, match="offset must be"):
+            log.read(-1)
+
+
+def test_reopen_keeps_data_and_offsets(tmp_path: Path) -> None:
+    path = tmp_path / "log"
+    with LocalLog(path, TINY) as log:
+        fill(log, 300)
+    with LocalLog(path, TINY) as log:
+        assert (log.start_offset, log.next_offset) == (0, 300)
+        assert log.append([b"after"]) == (300, 301)
+        assert log.read(299) == [(299, payload(299)), (300, b"after")]
+    with LocalLog(path, TINY) as log:
+        assert log.next_offset == 301
+        assert [o for o, _ in read_all(log)] == list(range(301))
+
+
+def test_second_opener_is_refused(tmp_path: Path) -> None:
+    with LocalLog(tmp_path / "log") as log, pytest.raises(StreamError, match="already open"):
+        LocalLog(tmp_path / "log")
+    assert log.next_offset == 0  # the first one still works after the refusal
+
+
+def _last_frame_start(path: Path) -> int:
+    data = path.read_bytes()
+    pos = last = 0
+    while pos < len(data):
+        last = pos
+        pos += HEADER_SIZE + int.from_bytes(data[pos : pos + 4], "little")
+    return last
+
+
+@pytest.mark.parametrize("damage", ["cut-payload", "cut-header", "garbage", "crc", "zeros"])
+def test_torn_tail_is_truncated_on_open(tmp_path: Path, damage: str) -> None:
+    path = tmp_path / "log"
+    with LocalLog(path, TINY) as log:
+        fill(log, 105, batch=5)
+    last_file = segment_files(path)[-1]
+    start = _last_frame_start(last_file)
+    size = last_file.stat().st_size
+    with last_file.open("r+b") as fh:
+        if damage == "cut-payload":  # crash in the middle of the last record
+            fh.truncate(start + HEADER_SIZE + 3)
+        elif damage == "cut-header":
+            fh.truncate(start + 5)
+        elif damage == "crc":  # a flipped byte in the last record's payload
+            fh.seek(size - 1)
+            byte = fh.read(1)[0]
+            fh.seek(size - 1)
+            fh.write(bytes([byte ^ 0xFF]))
+        elif damage == "garbage":  # half a frame of a next append
+            fh.seek(size)
+            fh.write(b"\x10\x00\x00\x00garb")
+        else:  # a grown file whose data never reached the disk reads back as zeros
+            fh.seek(size)
+            fh.write(b"\x00" * 64)
+    survivors = 105 if damage in ("garbage", "zeros") else 104
+    with LocalLog(path, TINY) as log:
+        assert log.next_offset == survivors
+        assert log.recovered_bytes_dropped > 0
+        assert read_all(log) == [(o, payload(o)) for o in range(survivors)]
+        assert log.append([b"next"]) == (survivors, survivors + 1)
+    with LocalLog(path, TINY) as log:
+        assert log.recovered_bytes_dropped == 0
+        assert log.read(survivors) == [(survivors, b"next")]
+
+
+def test_corrupt_sealed_segment_is_reported_not_skipped(tmp_path: Path) -> None:
+    path = tmp_path / "log"
+    with LocalLog(path, TINY) as log:
+        fill(log, 200)
+    first = segment_files(path)[0]
+    data = bytearray(first.read_bytes())
+    data[HEADER_SIZE + 2] ^= 0xFF  # inside the payload of record 0
+    first.write_bytes(bytes(data))
+    with LocalLog(path, TINY) as log, pytest.raises(StreamError, match="CRC"):
+        log.read(0)
+
+
+CHILD = (
+    PAYLOAD_SRC
+    + """
+import random, sys
+from pathlib import Path
+from loglake.stream.local import LocalLog, StreamLimits
+
+log = LocalLog(Path(sys.argv[1]), StreamLimits(segment_bytes=32 << 10), fsync=True)
+rng = random.Random(int(sys.argv[2]))
+while True:
+    n = log.next_offset
+    count = rng.randint(1, 40)
+    first, end = log.append([payload(i) for i in range(n, n + count)])
+    assert (first, end) == (n, n + count), (first, end, n, count)
+    sys.stdout.write(f"{first} {end}\\n")
+    sys.stdout.flush()
+"""
+)
+
+
+def test_sigkill_loses_and_duplicates_nothing_acknowledged(tmp_path: Path) -> None:
+    path = tmp_path / "log"
+    rng = random.Random()
+    acked_end = 0
+    for round_ in range(4):
+        acks = tmp_path / f"acks-{round_}.txt"
+        with acks.open("wb") as out:
+            child = subprocess.Popen(
+                [sys.executable, "-c", CHILD, str(path), str(round_)], stdout=out
+            )
+        try:
+            deadline = time.monotonic() + 20
+            while acks.stat().st_size < 100 and child.poll() is None:
+                assert time.monotonic() < deadline, "the child never acknowledged an append"
+                time.sleep(0.005)
+            assert child.poll() is None, f"child exited with {child.returncode}"
+            time.sleep(rng.uniform(0.0, 0.3))
+        finally:
+            os.kill(child.pid, signal.SIGKILL)
+            child.wait()
+        lines = [line.split() for line in acks.read_text().splitlines(keepends=True)]
+        ranges = [(int(a), int(b)) for a, b in (line for line in lines if len(line) == 2)]
+        assert ranges, "no acknowledged append"
+        assert ranges[0][0] == acked_end  # the child continued right after the recovered log
+        assert all(r[1] == s[0] for r, s in pairwise(ranges))
+        acked_end = ranges[-1][1]
+        with LocalLog(path, StreamLimits(segment_bytes=32 << 10)) as log:
+            assert log.next_offset >= acked_end, "an acknowledged record was lost"
+            got = read_all(log)
+            assert [o for o, _ in got] == list(range(log.next_offset))
+            bad = [o for o, data in got if data != payload(o)]
+            assert bad == [], f"records with wrong content: {bad[:5]}"
+            acked_end = log.next_offset
+            dropped = log.recovered_bytes_dropped
+        print(f"round {round_}: {len(ranges)} acks, log ends at {acked_end}, torn {dropped} B")
+    assert len(segment_files(path)) > 1  # the crashes also hit rolled segments
+
+
+def test_group_commit_from_eight_threads(tmp_path: Path) -> None:
+    threads, appends, batch = 8, 60, 5
+    results: list[tuple[int, int, int]] = []  # (thread, first, end)
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+    with LocalLog(tmp_path / "log", StreamLimits(segment_bytes=64 << 10), fsync=True) as log:
+        barrier = threading.Barrier(threads)
+
+        def worker(t: int) -> None:
+            try:
+                barrier.wait()
+                for i in range(appends):
+                    data = [b"t%d-a%d-r%d" % (t, i, r) for r in range(batch)]
+                    first, end = log.append(data)
+                    with lock:
+                        results.append((t, first, end))
+            except BaseException as exc:
+                errors.append(exc)
+
+        pool = [threading.Thread(target=worker, args=(t,)) for t in range(threads)]
+        for th in pool:
+            th.start()
+        for th in pool:
+            th.join()
+        assert errors == []
+        total = threads * appends * batch
+        assert log.next_offset == total
+        covered = sorted(o for _, first, end in results for o in range(first, end))
+        assert covered == list(range(total))  # no offset lost or given twice
+        got = dict(read_all(log))
+        assert len(got) == total
+        per_thread: dict[int, list[int]] = {}
+        for t, first, end in sorted(results, key=lambda r: r[1]):
+            assert [got[o] for o in range(first, end)] == [
+                b"t%d-a%d-r%d" % (t, len(per_thread.get(t, [])), r) for r in range(batch)
+            ]
+            per_thread.setdefault(t, []).append(first)
+        assert log.appends == threads * appends
+        print(
+            f"\ngroup commit: {log.appends} appends, {log.fsyncs} fsyncs, "
+            f"{log.fsyncs / log.appends:.2f} fsyncs per append"
+        )
+
+
+def test_tailing_readers_see_every_record_once_in_order(tmp_path: Path) -> None:
+    producers, calls, batch = 4, 40, 20
+    total = producers * calls * batch
+    seen: dict[int, list[bytes]] = {0: [], 1: [], 2: []}
+    with LocalLog(tmp_path / "log", TINY, fsync=True) as log:
+
+        def tail(reader: int) -> None:
+            offset = 0
+            while offset < total and log.wait(offset, timeout=10):
+                for o, data in log.read(offset, max_records=50):
+                    assert o == offset  # dense, in order, nothing twice
+                    assert o < log.durable_offset  # never a record that is not yet fsynced
+                    seen[reader].append(data)
+                    offset = o + 1
+
+        def produce(p: int) -> None:
+            for i in range(calls):
+                log.append([b"p%d-%06d" % (p, i * batch + r) for r in range(batch)])
+
+        pool = [threading.Thread(target=tail, args=(r,)) for r in seen]
+        pool += [threading.Thread(target=produce, args=(p,)) for p in range(producers)]
+        for th in pool:
+            th.start()
+        for th in pool:
+            th.join(timeout=30)
+        assert all(len(seen[r]) == total for r in seen)
+        assert seen[1] == seen[0] and seen[2] == seen[0]
+        for p in range(producers):  # each producer's records appear in its own order
+            mine = [data for data in seen[0] if data.startswith(b"p%d-" % p)]
+            assert mine == [b"p%d-%06d" % (p, n) for n in range(calls * batch)]
+
+
+def test_record_too_large_and_empty(tmp_path: Path) -> None:
+    limits = StreamLimits(segment_bytes=4096, max_record_bytes=1000)
+    with LocalLog(tmp_path / "log", limits, fsync=False) as log:
+        log.append([b"x" * 1000])
+        with pytest.raises(RecordTooLargeError, match="max_record_bytes") as info:
+            log.append([b"ok", b"x" * 1001])
+        assert isinstance(info.value, LoglakeError)
+        with pytest.raises(EmptyRecordError):
+            log.append([b"ok", b""])
+        assert log.next_offset == 1  # nothing of the refused calls was written
+        assert log.read(1) == []
+
+
+def test_full_log_refuses_then_trim_frees_space(tmp_path: Path) -> None:
+    limits = StreamLimits(segment_bytes=1000, max_bytes=5000)
+    record = b"r" * 92  # 100 bytes framed: 10 records per segment
+    with LocalLog(tmp_path / "log", limits, fsync=True) as log:
+        for _ in range(50):
+            log.append([record])
+        assert log.size_bytes == 5000
+        with pytest.raises(StreamFullError, match="max_bytes") as info:
+            log.append([record])
+        assert info.value.retry_after > 0
+        assert (log.next_offset, log.size_bytes) == (50, 5000)
+        assert sum(f.stat().st_size for f in segment_files(tmp_path / "log")) == 5000
+
+        assert log.trim(25) == 2000  # segments [0,10) and [10,20); [20,30) still holds 25..29
+        assert log.start_offset == 20
+        assert log.append([record] * 5) == (50, 55)
+        assert log.read(50, max_records=1) == [(50, record)]
+
+
+def test_trim_keeps_active_segment_and_reports_trimmed_reads(tmp_path: Path) -> None:
+    path = tmp_path / "log"
+    with LocalLog(path, TINY) as log:
+        fill(log, 400)
+        files = segment_files(path)
+        bases = [int(f.name[:20]) for f in files]
+        first_size = files[0].stat().st_size
+        assert log.trim(bases[2] - 1) == first_size  # segment 1 still holds bases[2]-1
+        assert log.start_offset == bases[1]
+        assert log.trim(bases[1]) == 0
+        with pytest.raises(StreamError, match=rf"trimmed.*first available offset is {bases[1]}"):
+            log.read(0)
+        assert log.read(bases[1], max_records=1) == [(bases[1], payload(bases[1]))]
+
+        freed = log.trim(10**9)  # everything committed: only the active segment stays
+        assert freed > 0
+        assert segment_files(path) == [files[-1]]
+        assert log.start_offset == bases[-1]
+        assert read_all(log, bases[-1])[-1][0] == 399
+    with LocalLog(path, TINY) as log:  # a trimmed log reopens at its first remaining segment
+        assert (log.start_offset, log.next_offset) == (bases[-1], 400)
+        with pytest.raises(StreamError, match=f"first available offset is {bases[-1]}"):
+            log.read(0)
+
+
+def test_wait(tmp_path: Path) -> None:
+    with LocalLog(tmp_path / "log", fsync=True) as log:
+        assert log.wait(0, timeout=0.05) is False  # idle log: times out
+        log.append([b"a"])
+        t0 = time.monotonic()
+        assert log.wait(0, timeout=5) is True  # data already there: no waiting
+        assert time.monotonic() - t0 < 0.5
+
+        timer = threading.Timer(0.2, lambda: log.append([b"b"]))
+        timer.start()
+        t0 = time.monotonic()
+        assert log.wait(1, timeout=10) is True
+        assert 0.1 < time.monotonic() - t0 < 5  # woken by the append, long before the timeout
+        timer.join()
+        assert log.read(1) == [(1, b"b")]
+
+
+def test_closed_log_refuses_calls(tmp_path: Path) -> None:
+    log = LocalLog(tmp_path / "log")
+    log.append([b"a"])
+    log.close()
+    log.close()
+    with pytest.raises(StreamError, match="closed"):
+        log.append([b"b"])
+    with pytest.raises(StreamError, match="closed"):
+        log.read(0)
+    assert log.wait(5, timeout=5) is False
+
+
+def test_frames_match_the_documented_format(tmp_path: Path) -> None:
+    with LocalLog(tmp_path / "log") as log:
+        log.append([b"hello", b"world!"])
+    data = (tmp_path / "log" / "00000000000000000000.log").read_bytes()
+    expected = b"".join(
+        len(p).to_bytes(4, "little") + zlib.crc32(p).to_bytes(4, "little") + p
+        for p in (b"hello", b"world!")
+    )
+    assert data == expected
