@@ -101,6 +101,42 @@ class StreamConfig:
     buffer_records: int = 250_000
 
 
+@dataclass(frozen=True)
+class AuthConfig:
+    """API keys. Empty: no authentication, and the server binds to loopback only.
+
+    ``api_keys``: bearer tokens accepted by the native API. ``aws_credentials``: access key id ->
+    secret access key pairs against which SigV4 signatures of the AWS-compatible API are verified.
+    """
+
+    api_keys: tuple[str, ...] = ()
+    aws_credentials: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.api_keys or self.aws_credentials)
+
+
+@dataclass(frozen=True)
+class SyslogConfig:
+    """Syslog receivers of ``loglake serve`` (RFC 3164 and 5424); "" turns a listener off."""
+
+    udp: str = "127.0.0.1:5514"
+    tcp: str = "127.0.0.1:5514"
+    stream: str = "syslog"
+    max_message_bytes: int = 64 << 10
+
+
+@dataclass(frozen=True)
+class TailConfig:
+    """One file-tail source of ``loglake serve``: files or globs followed like a log shipper."""
+
+    paths: tuple[str, ...] = ()
+    stream: str = ""
+    start_at: str = "beginning"  # beginning | end (for files seen for the first time)
+    poll_seconds: float = 0.25
+
+
 DEFAULT_TABLES: Mapping[str, TableConfig] = {
     "logs.access": TableConfig(partition="hour"),
     "logs.syslog": TableConfig(partition="day"),
@@ -123,6 +159,9 @@ class Config:
     formats: Mapping[str, str] = field(default_factory=dict)
     server: ServerConfig = field(default_factory=ServerConfig)
     streams: Mapping[str, StreamConfig] = field(default_factory=dict)
+    syslog: SyslogConfig = field(default_factory=SyslogConfig)
+    tail: Mapping[str, TailConfig] = field(default_factory=dict)
+    auth: AuthConfig = field(default_factory=AuthConfig)
 
     @property
     def catalog_uri(self) -> str:
@@ -188,6 +227,13 @@ def _validate(cfg: Config) -> None:
             raise ConfigError(f"streams.{name}.table {stream.table!r} must be NAMESPACE.NAME")
         if stream.buffer_seconds <= 0 or stream.buffer_records < 1:
             raise ConfigError(f"streams.{name}: buffer_seconds and buffer_records must be positive")
+    for name, tail in cfg.tail.items():
+        if not tail.paths:
+            raise ConfigError(f"tail.{name}.paths is empty: list files or globs to follow")
+        if tail.start_at not in ("beginning", "end"):
+            raise ConfigError(f"tail.{name}.start_at = {tail.start_at!r}; choose beginning or end")
+        if not tail.stream:
+            raise ConfigError(f"tail.{name}.stream is missing: name the stream its lines go to")
 
 
 def load_config(
@@ -218,6 +264,7 @@ def load_config(
         "ingest": IngestConfig,
         "query": QueryConfig,
         "server": ServerConfig,
+        "syslog": SyslogConfig,
     }
     kwargs: dict[str, Any] = {}
     for key, value in raw.items():
@@ -235,6 +282,23 @@ def load_config(
                 name: _build(StreamConfig, f"streams.{name}", svalue)
                 for name, svalue in value.items()
             }
+        elif key == "auth":
+            fixed = dict(value) if isinstance(value, Mapping) else value
+            if isinstance(fixed, dict) and isinstance(fixed.get("api_keys"), list):
+                fixed["api_keys"] = tuple(str(k) for k in fixed["api_keys"])
+            kwargs["auth"] = _build(AuthConfig, "auth", fixed)
+        elif key == "tail":
+            if not isinstance(value, Mapping):
+                raise ConfigError("[tail] maps a name to files to follow, e.g. [tail.nginx]")
+            tails = {}
+            for name, tvalue in value.items():
+                if not isinstance(tvalue, Mapping):
+                    raise ConfigError(f"[tail.{name}] must be a table")
+                fixed = dict(tvalue)
+                if isinstance(fixed.get("paths"), list):
+                    fixed["paths"] = tuple(str(p) for p in fixed["paths"])
+                tails[name] = _build(TailConfig, f"tail.{name}", fixed)
+            kwargs["tail"] = tails
         elif key == "formats":
             if not all(isinstance(v, str) for v in value.values()):
                 raise ConfigError("[formats] maps a name to a LogFormat or log_format string")
@@ -243,7 +307,9 @@ def load_config(
             if not home and not env.get("LOGLAKE_HOME"):
                 home_path = Path(str(value)).expanduser()
         else:
-            valid = ", ".join(sorted([*sections, "tables", "formats", "streams", "home"]))
+            valid = ", ".join(
+                sorted([*sections, "tables", "formats", "streams", "tail", "auth", "home"])
+            )
             raise ConfigError(f"unknown section or key {key!r} in {path}; valid: {valid}")
 
     s3 = kwargs.get("s3", S3Config())
