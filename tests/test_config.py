@@ -56,13 +56,16 @@ def test_every_setting_is_documented() -> None:
     import dataclasses
 
     from loglake.config import (
+        AuthConfig,
         CatalogConfig,
         IngestConfig,
         QueryConfig,
         S3Config,
         ServerConfig,
         StreamConfig,
+        SyslogConfig,
         TableConfig,
+        TailConfig,
     )
 
     doc = (Path(__file__).resolve().parents[1] / "docs" / "config.md").read_text()
@@ -73,6 +76,9 @@ def test_every_setting_is_documented() -> None:
         "query": QueryConfig,
         "server": ServerConfig,
         "streams.NAME": StreamConfig,
+        "syslog": SyslogConfig,
+        "tail.NAME": TailConfig,
+        "auth": AuthConfig,
     }
     missing = [
         f"{name}.{f.name}"

@@ -273,10 +273,11 @@ def serve(ctx: click.Context, host: str | None, port: int | None) -> None:
     config = _config(ctx)
     host = host or config.server.host
     port = config.server.port if port is None else port
-    if host not in _LOOPBACK and not host.startswith("127."):
+    if host not in _LOOPBACK and not host.startswith("127.") and not config.auth.enabled:
         raise ConfigError(
             f"refusing to listen on {host}: no API keys are configured, so the server binds to "
-            "loopback only (127.0.0.1 or ::1)"
+            "loopback only (127.0.0.1 or ::1); set [auth] api_keys / aws_credentials to listen "
+            "elsewhere"
         )
     import uvicorn
 

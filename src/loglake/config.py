@@ -99,6 +99,7 @@ class StreamConfig:
     table: str = ""  # "" = the format's default table (auto: logs.<stream name>)
     buffer_seconds: float = 1.0
     buffer_records: int = 250_000
+    max_log_bytes: int = 4 << 30  # disk budget of the stream's durable log (503 beyond)
 
 
 @dataclass(frozen=True)

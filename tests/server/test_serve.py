@@ -231,3 +231,89 @@ def test_refuses_non_loopback_without_keys(tmp_path: Path) -> None:
         timeout=60,
     )
     assert proc.returncode == 2 and "loopback only" in proc.stderr
+
+
+def _metric(text: str, name: str, stream: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(f'{name}{{stream="{stream}"}} '):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"{name} for {stream} missing from /metrics")
+
+
+def test_metrics_count_received_accepted_delivered(server: Server, shared_data: Path) -> None:
+    lines = (shared_data / "apache_combined_10k.log").read_bytes().splitlines()[:700]
+    post_lines(server, "web", lines)
+    server.wait_rows("SELECT count(*) AS n FROM logs.access", 700)
+    deadline = time.monotonic() + 10
+    while True:
+        req = urllib.request.Request(f"{server.url}/metrics")
+        with urllib.request.build_opener(urllib.request.ProxyHandler({})).open(req) as resp:
+            text = resp.read().decode()
+        if _metric(text, "loglake_stream_consumer_lag_records", "web") == 0:
+            break
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    assert _metric(text, "loglake_stream_records_received_total", "web") == 700
+    assert _metric(text, "loglake_stream_records_accepted_total", "web") == 700
+    assert _metric(text, "loglake_stream_records_delivered_total", "web") == 700
+    assert _metric(text, "loglake_stream_commits_total", "web") >= 1
+    assert "# TYPE loglake_stream_buffered_bytes gauge" in text
+
+
+def test_api_keys_required_when_configured(tmp_path: Path) -> None:
+    home = tmp_path / "lake"
+    home.mkdir()
+    (home / "loglake.toml").write_text(CONFIG + '\n[auth]\napi_keys = ["s3cret"]\n')
+    srv = Server(home, _free_port())
+    srv.start()  # /readyz needs no key
+    try:
+        url = f"{srv.url}/v1/streams/web/records"
+        status, reply = request("POST", url, b"x\n")
+        assert status == 401 and reply["error"]["code"] == "unauthorized"
+        status, _ = request("POST", url, b"x\n", {"Authorization": "Bearer wrong"})
+        assert status == 401
+        status, reply = request("POST", url, b"x\n", {"Authorization": "Bearer s3cret"})
+        assert status == 200 and reply["accepted"] == 1
+        status, _ = request("GET", f"{srv.url}/metrics")
+        assert status == 401
+    finally:
+        srv.stop(signal.SIGKILL)
+
+
+def test_full_stream_pushes_back_with_503_and_recovers(tmp_path: Path, shared_data: Path) -> None:
+    home = tmp_path / "lake"
+    home.mkdir()
+    # A 256 KiB log: a few requests fill it; delivery then commits and trims, freeing space.
+    (home / "loglake.toml").write_text(
+        '[streams.web]\nformat = "combined"\nbuffer_seconds = 2.0\nmax_log_bytes = 262144\n'
+    )
+    srv = Server(home, _free_port())
+    srv.start()
+    try:
+        lines = (shared_data / "apache_combined_10k.log").read_bytes().splitlines()
+        accepted = 0
+        pushed_back = None
+        for i in range(0, 10_000, 250):
+            status, reply = request(
+                "POST", f"{srv.url}/v1/streams/web/records", b"\n".join(lines[i : i + 250])
+            )
+            if status == 503:
+                pushed_back = reply
+                break
+            assert status == 200
+            accepted += reply["accepted"]
+        assert pushed_back is not None and pushed_back["error"]["code"] == "stream_full"
+        # Once delivery has committed and trimmed, the same request goes through.
+        deadline = time.monotonic() + 30
+        while True:
+            status, reply = request(
+                "POST", f"{srv.url}/v1/streams/web/records", b"\n".join(lines[9000:9250])
+            )
+            if status == 200:
+                accepted += reply["accepted"]
+                break
+            assert status == 503 and time.monotonic() < deadline
+            time.sleep(0.5)
+        srv.wait_rows("SELECT count(*) AS n FROM logs.access", accepted)
+    finally:
+        srv.stop(signal.SIGKILL)

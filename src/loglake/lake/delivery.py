@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from loglake.stream.local import LocalLog
 
 _READ_RECORDS = 50_000
+_EXPIRE_EVERY = 50  # commits between snapshot expiries (see lake/maintenance.py)
 
 
 def offset_property(stream: str) -> str:
@@ -235,6 +236,14 @@ class Delivery:
         self.stats.commits += 1
         self.stats.position = position
         self.stats.last_commit_seconds = time.perf_counter() - started
+        # Every table has committed past `position`: the log no longer needs what lies before it.
+        self.log.trim(position)
+        if self.stats.commits % _EXPIRE_EVERY == 0:
+            from loglake.lake.maintenance import expire_snapshots
+
+            for writer in self._writers.values():
+                expire_snapshots(writer.table)
+                writer.table = writer.table.refresh()
         tables = {n: w.table for n, w in self._writers.items()}
         from loglake.query.plan import refresh_plans
 

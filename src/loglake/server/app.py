@@ -11,6 +11,7 @@ when the stream's disk budget is used up the answer is 503 with ``Retry-After``.
 from __future__ import annotations
 
 import gzip
+import hmac
 import json
 import zlib
 from collections.abc import Awaitable, Callable
@@ -19,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -116,6 +118,9 @@ def create_app(config: Config) -> Starlette:
         finally:
             await run_in_threadpool(runtime.stop)
 
+    async def metrics(request: Request) -> Response:
+        return Response(render_metrics(runtime), media_type="text/plain; version=0.0.4")
+
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
@@ -143,7 +148,7 @@ def create_app(config: Config) -> Starlette:
             )
         if not isinstance(options, dict):
             return error(400, "invalid_request", "body must be a JSON object of stream settings")
-        allowed = {"format", "table", "buffer_seconds", "buffer_records"}
+        allowed = {"format", "table", "buffer_seconds", "buffer_records", "max_log_bytes"}
         unknown = set(options) - allowed
         if unknown:
             return error(
@@ -183,7 +188,15 @@ def create_app(config: Config) -> Starlette:
                     rejected.append({"index": index, "reason": reason})
                     continue
             records.append(line)
-        first, nxt = await run_in_threadpool(stream.log.append, records)
+        counters = stream.counters
+        counters.received += len(records) + len(rejected)
+        counters.rejected += len(rejected)
+        try:
+            first, nxt = await run_in_threadpool(stream.log.append, records)
+        except StreamFullError:
+            counters.refused_full += len(records)
+            raise
+        counters.accepted += len(records)
         return JSONResponse(
             {
                 "accepted": len(records),
@@ -193,10 +206,13 @@ def create_app(config: Config) -> Starlette:
             }
         )
 
+    middleware = [Middleware(BearerAuth, keys=config.auth.api_keys)] if config.auth.api_keys else []
     app = Starlette(
+        middleware=middleware,
         routes=[
             Route("/healthz", healthz),
             Route("/readyz", readyz),
+            Route("/metrics", metrics),
             Route("/v1/streams", list_streams),
             Route("/v1/streams/{stream}", create_stream, methods=["PUT"]),
             Route("/v1/streams/{stream}/records", put_records, methods=["POST"]),
@@ -205,6 +221,109 @@ def create_app(config: Config) -> Starlette:
     )
     app.state.runtime = runtime
     return app
+
+
+class BearerAuth:
+    """Requires ``Authorization: Bearer <key>`` on every route but the health probes.
+
+    The AWS-compatible endpoint (``POST /`` with ``X-Amz-Target``) authenticates with SigV4 instead.
+    """
+
+    def __init__(self, app: Any, keys: tuple[str, ...]) -> None:
+        self.app = app
+        self.keys = [k.encode() for k in keys]
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["path"] in ("/healthz", "/readyz"):
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        if scope["path"] == "/" and b"x-amz-target" in headers:
+            await self.app(scope, receive, send)
+            return
+        given = headers.get(b"authorization", b"")
+        token = given[7:].strip() if given[:7].lower() == b"bearer " else b""
+        if token and any(hmac.compare_digest(token, k) for k in self.keys):
+            await self.app(scope, receive, send)
+            return
+        reply = error(
+            401,
+            "unauthorized",
+            "missing or wrong API key: send Authorization: Bearer <key> with a key from [auth] api_keys",
+            {"WWW-Authenticate": "Bearer"},
+        )
+        await reply(scope, receive, send)
+
+
+def render_metrics(runtime: Runtime) -> str:
+    """Prometheus text exposition of every stream's counters and gauges."""
+    metrics: list[tuple[str, str, str, list[tuple[str, float]]]] = []
+
+    def add(name: str, kind: str, text: str, values: list[tuple[str, float]]) -> None:
+        metrics.append((name, kind, text, values))
+
+    streams = list(runtime.streams.values())
+    add(
+        "loglake_stream_records_received_total",
+        "counter",
+        "Records that arrived at an ingest API.",
+        [(s.name, s.counters.received) for s in streams],
+    )
+    add(
+        "loglake_stream_records_accepted_total",
+        "counter",
+        "Records acknowledged (durable).",
+        [(s.name, s.counters.accepted) for s in streams],
+    )
+    add(
+        "loglake_stream_records_rejected_total",
+        "counter",
+        "Records refused at the API or rejected by the parser at delivery.",
+        [(s.name, s.counters.rejected + s.delivery.stats.rejected) for s in streams],
+    )
+    add(
+        "loglake_stream_records_refused_full_total",
+        "counter",
+        "Records refused because the stream's disk budget was used up (503).",
+        [(s.name, s.counters.refused_full) for s in streams],
+    )
+    add(
+        "loglake_stream_records_delivered_total",
+        "counter",
+        "Rows committed to the lake.",
+        [(s.name, s.delivery.stats.delivered) for s in streams],
+    )
+    add(
+        "loglake_stream_consumer_lag_records",
+        "gauge",
+        "Acknowledged records not yet committed to the lake.",
+        [(s.name, max(0, s.log.next_offset - s.delivery.stats.position)) for s in streams],
+    )
+    add(
+        "loglake_stream_buffered_bytes",
+        "gauge",
+        "Bytes of the stream's durable log on disk.",
+        [(s.name, s.log.size_bytes) for s in streams],
+    )
+    add(
+        "loglake_stream_commits_total",
+        "counter",
+        "Iceberg commits made by delivery.",
+        [(s.name, s.delivery.stats.commits) for s in streams],
+    )
+    add(
+        "loglake_stream_commit_seconds",
+        "gauge",
+        "Duration of the latest lake commit.",
+        [(s.name, s.delivery.stats.last_commit_seconds) for s in streams],
+    )
+    lines: list[str] = []
+    for name, kind, text, values in metrics:
+        lines.append(f"# HELP {name} {text}")
+        lines.append(f"# TYPE {name} {kind}")
+        for stream, value in values:
+            lines.append(f'{name}{{stream="{stream}"}} {value:g}')
+    return "\n".join(lines) + "\n"
 
 
 def _json_problem(line: bytes) -> str | None:

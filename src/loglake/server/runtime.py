@@ -13,7 +13,7 @@ import json
 import os
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from loglake.config import STREAM_NAME, StreamConfig
@@ -21,7 +21,7 @@ from loglake.errors import ConfigError, LoglakeError
 from loglake.formats import get_format
 from loglake.lake.catalog import open_catalog
 from loglake.lake.delivery import Delivery
-from loglake.stream.local import LocalLog
+from loglake.stream.local import LocalLog, StreamLimits
 
 if TYPE_CHECKING:
     from pyiceberg.catalog import Catalog
@@ -34,6 +34,16 @@ class NoSuchStreamError(LoglakeError):
 
 
 @dataclass
+class IngestCounters:
+    """What the ingest APIs did for one stream (the delivery keeps its own counters)."""
+
+    received: int = 0  # records (lines) that arrived
+    accepted: int = 0  # appended to the durable log and acknowledged
+    rejected: int = 0  # refused at the API (e.g. not a JSON object on an NDJSON stream)
+    refused_full: int = 0  # refused because the stream's disk budget was used up
+
+
+@dataclass
 class Stream:
     """A running stream: its settings, durable log and delivery."""
 
@@ -41,6 +51,7 @@ class Stream:
     config: StreamConfig
     log: LocalLog
     delivery: Delivery
+    counters: IngestCounters = field(default_factory=IngestCounters)
 
 
 class Runtime:
@@ -100,7 +111,12 @@ class Runtime:
     # -- internals -------------------------------------------------------------------------------
 
     def _open(self, name: str, stream: StreamConfig) -> Stream:
-        log = LocalLog(self.config.home / "streams" / name)
+        # Segments no larger than a quarter of the budget, so trimming can free space in steps.
+        limits = StreamLimits(
+            max_bytes=stream.max_log_bytes,
+            segment_bytes=max(1 << 16, min(64 << 20, stream.max_log_bytes // 4)),
+        )
+        log = LocalLog(self.config.home / "streams" / name, limits)
         delivery = Delivery(self.config, name, stream, log, self.catalog)
         opened = Stream(name, stream, log, delivery)
         self.streams[name] = opened
