@@ -21,7 +21,7 @@ from typing import IO, Any
 
 BENCH_DIR = Path(__file__).resolve().parent
 DATA_DIR = BENCH_DIR / ".data"  # git-ignored
-SAMPLE_LOG = Path("/work/shared/data/apache_combined_10k.log")
+SAMPLE_LOG = BENCH_DIR.parent.parent / "shared" / "data" / "apache_combined_10k.log"
 TIME_BIN = "/usr/bin/time"
 MB = 1_000_000  # file sizes in decimal MB
 MIB = 1024 * 1024  # memory in MiB

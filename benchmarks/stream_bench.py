@@ -1,0 +1,215 @@
+"""Streaming ingest through ``loglake serve``: throughput, acknowledgement latency, freshness.
+
+    python benchmarks/stream_bench.py                 # 20 s at full speed, 20 s at half rate
+    python benchmarks/stream_bench.py --seconds 10 --clients 4
+
+1. Full speed: ``--clients`` processes (default 4) POST batches of 500 combined lines (the sample
+   log) to ``/v1/streams/web/records`` over keep-alive connections for ``--seconds``; records/s and
+   acknowledgement latency (p50/p99).
+2. Half rate: the same clients paced to half the measured rate; p99 acknowledgement latency
+   (target <= 50 ms) and freshness: a probe line with a unique path is posted every 0.5 s and the
+   time from its acknowledgement until ``loglake.connect().sql`` sees it is recorded (target p99 <= 2 s).
+
+Prints a table, then one JSON line. Never asserts. Targets: >= 250,000 records/s (full speed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import multiprocessing as mp
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from common import SAMPLE_LOG, emit_json, median, note, percentile, print_table
+
+BATCH = 500
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _client(port: int, seconds: float, rate: float | None, out: Any) -> None:
+    """POST batches until ``seconds`` pass; ``rate`` = records/s for this client (None: flat out)."""
+    lines = SAMPLE_LOG.read_bytes().splitlines()
+    bodies = [b"\n".join(lines[i : i + BATCH]) + b"\n" for i in range(0, len(lines) - BATCH, BATCH)]
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    latencies: list[float] = []
+    sent = refused = 0
+    start = time.perf_counter()
+    i = 0
+    while (now := time.perf_counter()) - start < seconds:
+        if rate is not None:
+            due = start + sent / rate
+            if due > now:
+                time.sleep(due - now)
+        body = bodies[i % len(bodies)]
+        i += 1
+        t0 = time.perf_counter()
+        conn.request("POST", "/v1/streams/web/records", body, {"Content-Type": "text/plain"})
+        resp = conn.getresponse()
+        payload = resp.read()
+        latencies.append(time.perf_counter() - t0)
+        if resp.status == 200:
+            sent += json.loads(payload)["accepted"]
+        else:
+            refused += 1
+            time.sleep(float(resp.getheader("Retry-After") or 1))
+    out.put(
+        {
+            "sent": sent,
+            "refused": refused,
+            "latencies": latencies,
+            "seconds": time.perf_counter() - start,
+        }
+    )
+
+
+def _run_clients(port: int, clients: int, seconds: float, rate: float | None) -> dict[str, Any]:
+    queue: Any = mp.Queue()
+    procs = [
+        mp.Process(
+            target=_client, args=(port, seconds, None if rate is None else rate / clients, queue)
+        )
+        for _ in range(clients)
+    ]
+    for p in procs:
+        p.start()
+    results = [queue.get(timeout=seconds + 120) for _ in procs]
+    for p in procs:
+        p.join()
+    lat = sorted(x for r in results for x in r["latencies"])
+    sent = sum(r["sent"] for r in results)
+    wall = max(r["seconds"] for r in results)
+    return {
+        "records": sent,
+        "records_per_s": sent / wall,
+        "requests": len(lat),
+        "refused_503": sum(r["refused"] for r in results),
+        "ack_p50_ms": percentile(lat, 50) * 1000,
+        "ack_p99_ms": percentile(lat, 99) * 1000,
+    }
+
+
+def _freshness(home: Path, port: int, seconds: float) -> list[float]:
+    import loglake
+
+    con = loglake.connect(str(home))
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    delays: list[float] = []
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        marker = f"/fresh/{uuid.uuid4().hex}"
+        line = f'127.0.0.1 - - [{time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime())}] "GET {marker} HTTP/1.1" 200 1 "-" "probe"'
+        conn.request(
+            "POST", "/v1/streams/web/records", line.encode(), {"Content-Type": "text/plain"}
+        )
+        resp = conn.getresponse()
+        resp.read()
+        acked = time.perf_counter()
+        while True:
+            found = con.sql(f"SELECT count(*) FROM logs.access WHERE path = '{marker}'").fetchall()[
+                0
+            ][0]
+            if found:
+                delays.append(time.perf_counter() - acked)
+                break
+            if time.perf_counter() - acked > 30:
+                delays.append(float("inf"))
+                break
+            time.sleep(0.05)
+        time.sleep(0.5)
+    return delays
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--clients", type=int, default=4)
+    args = parser.parse_args()
+
+    home = Path(tempfile.mkdtemp(prefix="loglake-stream-bench-"))
+    (home / "loglake.toml").write_text('[streams.web]\nformat = "combined"\nbuffer_seconds = 1.0\n')
+    port = _free_port()
+    env = {**os.environ, "LOGLAKE_HOME": str(home)}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "loglake.cli", "serve", "--port", str(port)],
+        env=env,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.time() + 60
+        while True:
+            try:
+                c = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+                c.request("GET", "/readyz")
+                if c.getresponse().status == 200:
+                    break
+            except OSError:
+                pass
+            if time.time() > deadline:
+                raise SystemExit("server did not become ready")
+            time.sleep(0.2)
+        note(f"full speed: {args.clients} clients x {args.seconds:g} s")
+        full = _run_clients(port, args.clients, args.seconds, None)
+        half_rate = full["records_per_s"] / 2
+        note(f"half rate: {half_rate:,.0f} records/s, with a freshness probe")
+        ctx = mp.get_context("fork")
+        fresh_q: Any = ctx.Queue()
+        probe = ctx.Process(target=lambda: fresh_q.put(_freshness(home, port, args.seconds - 2)))
+        probe.start()
+        half = _run_clients(port, args.clients, args.seconds, half_rate)
+        delays = sorted(fresh_q.get(timeout=args.seconds + 120))
+        probe.join()
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(60)
+    fresh = {
+        "probes": len(delays),
+        "p50_s": percentile(delays, 50),
+        "p99_s": percentile(delays, 99),
+        "median_s": median(delays),
+    }
+    print_table(
+        ["figure", "value", "target"],
+        [
+            ["full speed records/s", f"{full['records_per_s']:,.0f}", ">= 250,000"],
+            [
+                "full speed ack p50 / p99 ms",
+                f"{full['ack_p50_ms']:.1f} / {full['ack_p99_ms']:.1f}",
+                "",
+            ],
+            ["full speed 503 answers", str(full["refused_503"]), ""],
+            ["half rate records/s", f"{half['records_per_s']:,.0f}", ""],
+            ["half rate ack p99 ms", f"{half['ack_p99_ms']:.1f}", "<= 50 ms"],
+            ["freshness p50 / p99 s", f"{fresh['p50_s']:.2f} / {fresh['p99_s']:.2f}", "p99 <= 2 s"],
+        ],
+    )
+    emit_json(
+        {
+            "bench": "stream",
+            "clients": args.clients,
+            "seconds": args.seconds,
+            "full": full,
+            "half": half,
+            "freshness": fresh,
+        }
+    )
+
+
+if __name__ == "__main__":
+    main()
