@@ -112,7 +112,8 @@ def _freshness(home: Path, port: int, seconds: float) -> list[float]:
     end = time.perf_counter() + seconds
     while time.perf_counter() < end:
         marker = f"/fresh/{uuid.uuid4().hex}"
-        line = f'127.0.0.1 - - [{time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime())}] "GET {marker} HTTP/1.1" 200 1 "-" "probe"'
+        stamp = time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime())
+        line = f'127.0.0.1 - - [{stamp}] "GET {marker} HTTP/1.1" 200 1 "-" "probe"'
         conn.request(
             "POST", "/v1/streams/web/records", line.encode(), {"Content-Type": "text/plain"}
         )
