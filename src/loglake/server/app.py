@@ -1,8 +1,9 @@
 """The HTTP API of ``loglake serve`` (Starlette on uvicorn).
 
 Routes: ``GET /healthz`` (the process answers), ``GET /readyz`` (every stream has resumed from its
-committed offset), ``PUT /v1/streams/{stream}`` (create), ``GET /v1/streams`` (list) and
-``POST /v1/streams/{stream}/records`` (append lines; answered only once they are on disk).
+committed offset), ``GET /metrics`` (Prometheus), ``PUT /v1/streams/{stream}`` (create),
+``GET /v1/streams`` (list), ``POST /v1/streams/{stream}/records`` (append lines; answered only once
+they are on disk) and ``POST /`` (the Kinesis/Firehose-compatible API, see aws.py).
 
 Every error has one JSON shape: ``{"error": {"code": "...", "message": "..."}}`` with a 4xx/5xx status;
 when the stream's disk budget is used up the answer is 503 with ``Retry-After``.
@@ -207,9 +208,13 @@ def create_app(config: Config) -> Starlette:
         )
 
     middleware = [Middleware(BearerAuth, keys=config.auth.api_keys)] if config.auth.api_keys else []
+    from loglake.server.aws import make_aws_endpoint
+
     app = Starlette(
         middleware=middleware,
         routes=[
+            # Kinesis / Firehose JSON 1.1 API (X-Amz-Target), authenticated by SigV4.
+            Route("/", make_aws_endpoint(runtime, config), methods=["POST"]),
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             Route("/metrics", metrics),
