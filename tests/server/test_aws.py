@@ -556,7 +556,7 @@ def test_full_stream_fails_records_not_calls(tmp_path: Path) -> None:
         assert failed is not None and failed["FailedRecordCount"] == 5
         codes = {r["ErrorCode"] for r in failed["Records"]}
         assert codes == {"ProvisionedThroughputExceededException"}
-        with pytest.raises(kinesis.exceptions.ProvisionedThroughputExceededException):  # noqa: PT012
+        with pytest.raises(kinesis.exceptions.ProvisionedThroughputExceededException):
             for _ in range(1000):  # the last few bytes of the budget take single lines
                 kinesis.put_record(StreamName="full", Data=line, PartitionKey="k")
         batch = firehose.put_record_batch(DeliveryStreamName="full", Records=[{"Data": line}] * 2)
