@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from loglake.config import STREAM_NAME, StreamConfig
+from loglake.config import STREAM_NAME, StreamConfig, SyslogConfig
 from loglake.errors import ConfigError, LoglakeError
 from loglake.formats import get_format
 from loglake.lake.catalog import open_catalog
@@ -27,6 +28,9 @@ if TYPE_CHECKING:
     from pyiceberg.catalog import Catalog
 
     from loglake.config import Config
+
+
+log = logging.getLogger("loglake.serve")
 
 
 class NoSuchStreamError(LoglakeError):
@@ -65,19 +69,67 @@ class Runtime:
             open_catalog, config
         )
         self._saved = config.state_dir / "streams.json"
+        self.feeders: list[Any] = []  # syslog receiver and file tails: started after the streams
+        self.syslog: Any = None
 
     def start(self) -> None:
-        """Open every configured and previously created stream and start its delivery."""
+        """Open every configured and previously created stream and start its delivery, then the
+        syslog receivers and file tails that feed streams.
+        """
         declared = dict(self._load_saved())
         declared.update(self.config.streams)
         for name, stream in declared.items():
             self._open(name, stream)
+        self._start_syslog()
+        for name, tail in self.config.tail.items():
+            from loglake.sources.tail import Tailer
+
+            target = self._ensure(tail.stream, StreamConfig())
+            tailer = Tailer(
+                name,
+                tail,
+                target.log.append,
+                self.config.state_dir / "tail" / f"{name}.json",
+            )
+            tailer.start()
+            self.feeders.append(tailer)
+
+    def _start_syslog(self) -> None:
+        cfg = self.config.syslog
+        if not (cfg.udp or cfg.tcp):
+            return
+        from loglake.sources.syslog import SyslogReceiver
+
+        target = self._ensure(cfg.stream, StreamConfig(format="syslog", table="logs.syslog"))
+        receiver = SyslogReceiver(cfg, target.log.append)
+        try:
+            receiver.start()
+        except ConfigError as exc:
+            if cfg == SyslogConfig():
+                # Zero-config default ports taken (another syslog daemon, another loglake): run
+                # without syslog rather than refuse to start; configured addresses must bind.
+                log.warning("syslog receiver not started: %s (set [syslog] to choose ports)", exc)
+                return
+            raise
+        self.syslog = receiver
+        self.feeders.append(receiver)
 
     def stop(self) -> None:
-        """Graceful shutdown: deliver and commit every acknowledged record, then close the logs."""
+        """Graceful shutdown: stop the feeders (they append what they hold), deliver and commit
+        every acknowledged record, then close the logs.
+        """
+        for feeder in reversed(self.feeders):
+            feeder.stop()
         for stream in list(self.streams.values()):
             stream.delivery.stop()
             stream.log.close()
+
+    def _ensure(self, name: str, default: StreamConfig) -> Stream:
+        """The stream ``name``, created with ``default`` settings when it was not declared."""
+        with self._lock:
+            if name in self.streams:
+                return self.streams[name]
+            return self._open(name, default)
 
     @property
     def ready(self) -> bool:
