@@ -317,3 +317,61 @@ def test_full_stream_pushes_back_with_503_and_recovers(tmp_path: Path, shared_da
         srv.wait_rows("SELECT count(*) AS n FROM logs.access", accepted)
     finally:
         srv.stop(signal.SIGKILL)
+
+
+def _key(line: str) -> tuple[str, ...]:
+    import re
+    from datetime import UTC, datetime
+
+    m = re.match(r'^(\S+) \S+ \S+ \[([^\]]+)\] "\S+ (\S+)', line)
+    assert m
+    ts = datetime.strptime(m.group(2), "%d/%b/%Y:%H:%M:%S %z").astimezone(UTC)
+    return (m.group(3).split("?")[0], ts.isoformat(), m.group(1))
+
+
+@pytest.mark.slow
+def test_tail_with_rotation_and_restart_every_line_once(tmp_path: Path, shared_data: Path) -> None:
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    home = tmp_path / "lake"
+    home.mkdir()
+    (home / "loglake.toml").write_text(
+        CONFIG + f'\n[tail.app]\npaths = ["{logs}/access.log"]\nstream = "web"\n'
+        'poll_seconds = 0.1\n\n[syslog]\nudp = ""\ntcp = ""\n'
+    )
+    lines = (shared_data / "apache_combined_10k.log").read_bytes().splitlines(keepends=True)
+    srv = Server(home, _free_port())
+    srv.start()
+    try:
+        live = logs / "access.log"
+        with live.open("ab") as fh:
+            fh.writelines(lines[:1000])
+        srv.wait_rows("SELECT count(*) AS n FROM logs.access", 1000)
+        # Rotation by rename while running: the old file gets more lines before the rename.
+        with live.open("ab") as fh:
+            fh.writelines(lines[1000:1500])
+        live.rename(logs / "access.log.1")
+        with live.open("ab") as fh:
+            fh.writelines(lines[1500:2000])
+        srv.wait_rows("SELECT count(*) AS n FROM logs.access", 2000)
+        srv.stop(signal.SIGTERM)
+        # While stopped: more lines, then a copytruncate rotation after they were read on restart.
+        with live.open("ab") as fh:
+            fh.writelines(lines[2000:2500])
+        srv.start()
+        srv.wait_rows("SELECT count(*) AS n FROM logs.access", 2500)
+        (logs / "access.log.2").write_bytes(live.read_bytes())
+        with live.open("r+b") as fh:
+            fh.truncate(0)
+        time.sleep(0.5)
+        with live.open("ab") as fh:
+            fh.writelines(lines[2500:3000])
+        srv.wait_rows("SELECT count(*) AS n FROM logs.access", 3000)
+        text_lines = [ln.rstrip(b"\n").decode() for ln in lines[:3000]]
+        got = srv.query(
+            "SELECT count(DISTINCT path || ts::VARCHAR || client) AS d FROM logs.access"
+        )
+        assert got[0]["d"] == len({_key(t) for t in text_lines})
+    finally:
+        if srv.proc is not None:
+            srv.stop(signal.SIGKILL)
