@@ -375,3 +375,73 @@ def test_tail_with_rotation_and_restart_every_line_once(tmp_path: Path, shared_d
     finally:
         if srv.proc is not None:
             srv.stop(signal.SIGKILL)
+
+
+def test_logger_over_udp_and_tcp_reaches_logs_syslog(tmp_path: Path) -> None:
+    home = tmp_path / "lake"
+    home.mkdir()
+    udp, tcp = _free_port(), _free_port()
+    (home / "loglake.toml").write_text(
+        f'[syslog]\nudp = "127.0.0.1:{udp}"\ntcp = "127.0.0.1:{tcp}"\n\n'
+        '[streams.syslog]\nformat = "syslog"\ntable = "logs.syslog"\nbuffer_seconds = 0.5\n'
+    )
+    srv = Server(home, _free_port())
+    srv.start()
+    try:
+        send = [
+            ["--udp", "--port", str(udp), "--rfc3164", "-t", "udpapp", "hello over udp"],
+            [
+                "--tcp",
+                "--port",
+                str(tcp),
+                "--rfc5424",
+                "-t",
+                "tcpapp",
+                "--msgid",
+                "ID7",
+                "hello over tcp",
+            ],
+            [
+                "--tcp",
+                "--port",
+                str(tcp),
+                "--octet-count",
+                "--rfc5424",
+                "-t",
+                "octapp",
+                "-p",
+                "auth.crit",
+                "octet counted",
+            ],
+        ]
+        for args in send:
+            subprocess.run(["logger", "--server", "127.0.0.1", *args], check=True, timeout=30)
+        srv.wait_rows("SELECT count(*) AS n FROM logs.syslog", 3)
+        rows = srv.query(
+            "SELECT app, message, msgid, facility, severity FROM logs.syslog ORDER BY app"
+        )
+        assert rows == [
+            {
+                "app": "octapp",
+                "message": "octet counted",
+                "msgid": None,
+                "facility": "auth",
+                "severity": "crit",
+            },
+            {
+                "app": "tcpapp",
+                "message": "hello over tcp",
+                "msgid": "ID7",
+                "facility": "user",
+                "severity": "notice",
+            },
+            {
+                "app": "udpapp",
+                "message": "hello over udp",
+                "msgid": None,
+                "facility": "user",
+                "severity": "notice",
+            },
+        ]
+    finally:
+        srv.stop(signal.SIGKILL)
