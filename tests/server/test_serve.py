@@ -445,3 +445,61 @@ def test_logger_over_udp_and_tcp_reaches_logs_syslog(tmp_path: Path) -> None:
         ]
     finally:
         srv.stop(signal.SIGKILL)
+
+
+@pytest.mark.slow
+def test_kill_while_clients_stream_every_acknowledged_record_exactly_once(tmp_path: Path) -> None:
+    import random
+    import threading
+
+    home = tmp_path / "lake"
+    home.mkdir()
+    (home / "loglake.toml").write_text(
+        '[streams.web]\nformat = "combined"\nbuffer_seconds = 0.3\n\n[syslog]\nudp = ""\ntcp = ""\n'
+    )
+    srv = Server(home, _free_port())
+    srv.start()
+    acked: set[int] = set()
+    counter = iter(range(10**9))
+    stop = threading.Event()
+
+    def client() -> None:
+        while not stop.is_set():
+            ids = [next(counter) for _ in range(100)]
+            body = "\n".join(
+                f'10.0.0.1 - - [01/Jan/2024:00:00:00 +0000] "GET /r/{i} HTTP/1.1" 200 1 "-" "c"'
+                for i in ids
+            ).encode()
+            try:
+                status, reply = request("POST", f"{srv.url}/v1/streams/web/records", body)
+            except OSError:
+                time.sleep(0.05)  # server down: not acknowledged, try new ids later
+                continue
+            if status == 200 and reply["accepted"] == len(ids):
+                acked.update(ids)
+
+    rng = random.Random(7)
+    threads = [threading.Thread(target=client) for _ in range(3)]
+    for t in threads:
+        t.start()
+    try:
+        for _ in range(4):
+            time.sleep(rng.uniform(0.3, 1.5))
+            srv.stop(signal.SIGKILL)
+            srv.start()
+        time.sleep(0.5)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(60)
+    assert len(acked) > 1000
+    deadline = time.monotonic() + 60
+    while True:  # every acknowledged record arrives; unacknowledged ones may arrive too
+        rows = srv.query("SELECT count(*) AS n, count(DISTINCT path) AS d FROM logs.access")[0]
+        assert rows["n"] == rows["d"], f"duplicates: {rows}"
+        present = {int(r["path"][3:]) for r in srv.query("SELECT path FROM logs.access")}
+        if acked <= present:
+            break
+        assert time.monotonic() < deadline, f"{len(acked - present)} acknowledged records missing"
+        time.sleep(0.5)
+    srv.stop(signal.SIGKILL)
