@@ -77,11 +77,52 @@ def _client(port: int, seconds: float, rate: float | None, out: Any) -> None:
     )
 
 
-def _run_clients(port: int, clients: int, seconds: float, rate: float | None) -> dict[str, Any]:
+def _boto3_client(port: int, seconds: float, rate: float | None, out: Any) -> None:
+    """Like ``_client`` but through boto3 Kinesis ``put_records`` (500 records per call)."""
+    import boto3
+
+    kinesis = boto3.client(
+        "kinesis",
+        endpoint_url=f"http://127.0.0.1:{port}",
+        region_name="us-east-1",
+        aws_access_key_id="bench",
+        aws_secret_access_key="bench",
+    )
+    lines = SAMPLE_LOG.read_bytes().splitlines()
+    batches = [
+        [{"Data": ln, "PartitionKey": "k"} for ln in lines[i : i + BATCH]]
+        for i in range(0, len(lines) - BATCH, BATCH)
+    ]
+    latencies: list[float] = []
+    sent = refused = 0
+    start = time.perf_counter()
+    i = 0
+    while time.perf_counter() - start < seconds:
+        t0 = time.perf_counter()
+        reply = kinesis.put_records(StreamName="web", Records=batches[i % len(batches)])
+        latencies.append(time.perf_counter() - t0)
+        i += 1
+        failed = reply["FailedRecordCount"]
+        sent += BATCH - failed
+        refused += 1 if failed else 0
+    out.put(
+        {
+            "sent": sent,
+            "refused": refused,
+            "latencies": latencies,
+            "seconds": time.perf_counter() - start,
+        }
+    )
+
+
+def _run_clients(
+    port: int, clients: int, seconds: float, rate: float | None, target: Any = None
+) -> dict[str, Any]:
     queue: Any = mp.Queue()
     procs = [
         mp.Process(
-            target=_client, args=(port, seconds, None if rate is None else rate / clients, queue)
+            target=target or _client,
+            args=(port, seconds, None if rate is None else rate / clients, queue),
         )
         for _ in range(clients)
     ]
@@ -176,6 +217,8 @@ def main() -> None:
         half = _run_clients(port, args.clients, args.seconds, half_rate)
         delays = sorted(fresh_q.get(timeout=args.seconds + 120))
         probe.join()
+        note(f"boto3 put_records: {args.clients} clients x {args.seconds:g} s")
+        boto = _run_clients(port, args.clients, args.seconds, None, _boto3_client)
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(60)
@@ -198,6 +241,8 @@ def main() -> None:
             ["half rate records/s", f"{half['records_per_s']:,.0f}", ""],
             ["half rate ack p99 ms", f"{half['ack_p99_ms']:.1f}", "<= 50 ms"],
             ["freshness p50 / p99 s", f"{fresh['p50_s']:.2f} / {fresh['p99_s']:.2f}", "p99 <= 2 s"],
+            ["boto3 put_records records/s", f"{boto['records_per_s']:,.0f}", ""],
+            ["boto3 ack p50 / p99 ms", f"{boto['ack_p50_ms']:.1f} / {boto['ack_p99_ms']:.1f}", ""],
         ],
     )
     emit_json(
