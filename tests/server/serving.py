@@ -1,0 +1,115 @@
+"""A real ``loglake serve`` subprocess for the server tests, and a tiny HTTP client.
+
+Shared by tests/server/test_*.py (imported as a plain module, not a conftest).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def request(
+    method: str, url: str, body: bytes | None = None, headers: dict[str, str] | None = None
+) -> tuple[int, Any, dict[str, str]]:
+    req = urllib.request.Request(url, data=body, method=method, headers=headers or {})
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(req, timeout=30) as resp:
+            return resp.status, json.loads(resp.read() or b"null"), _lower(resp.headers)
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"null"), _lower(exc.headers)
+
+
+def _lower(headers: Any) -> dict[str, str]:
+    return {k.lower(): v for k, v in headers.items()}
+
+
+@dataclass
+class Server:
+    """``loglake serve`` as a subprocess with LOGLAKE_HOME = ``home``; ``start`` waits for /readyz."""
+
+    home: Path
+    port: int
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def env(self) -> dict[str, str]:
+        env = {**os.environ, "LOGLAKE_HOME": str(self.home)}
+        env.pop("LOGLAKE_CONFIG", None)
+        return env
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "loglake.cli", "serve", "--port", str(self.port)],
+            env=self.env(),
+            stdout=subprocess.DEVNULL,
+            stderr=open(self.home / "server.log", "ab"),  # noqa: SIM115
+        )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, (self.home / "server.log").read_text()
+            try:
+                if request("GET", f"{self.url}/readyz")[0] == 200:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.1)
+        raise AssertionError("server did not become ready")
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+        code = self.proc.wait(60)
+        self.proc = None
+        return code
+
+    def query(self, sql: str) -> list[dict[str, Any]]:
+        out = subprocess.run(
+            [sys.executable, "-m", "loglake.cli", "query", "--format", "json", sql],
+            env=self.env(),
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        ).stdout
+        return [json.loads(x) for x in out.splitlines()]
+
+    def wait_rows(self, sql: str, want: int, timeout: float = 30) -> None:
+        """Poll ``sql`` (a count named n) until it reaches ``want``; more than that is a failure."""
+        start = time.monotonic()
+        while True:
+            try:
+                n = self.query(sql)[0]["n"]
+            except subprocess.CalledProcessError:
+                n = -1  # the table does not exist yet
+            if n == want:
+                return
+            assert n <= want, f"{n} rows > {want}: duplicates"
+            assert time.monotonic() - start < timeout, f"{n} rows after {timeout} s, want {want}"
+            time.sleep(0.2)
+
+    def next_offset(self, stream: str) -> int:
+        """How many records the stream's log holds (native API)."""
+        status, listing, _ = request("GET", f"{self.url}/v1/streams")
+        assert status == 200, listing
+        return int(next(s for s in listing["streams"] if s["name"] == stream)["next_offset"])
