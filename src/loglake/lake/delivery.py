@@ -229,10 +229,15 @@ class Delivery:
 
         # Rejected lines first: a crash between the two commits re-reads from the data table's
         # offset, and the rejected table's own offset keeps its lines from being added twice.
+        from loglake.query.plan import extend_plan
+
         for table in sorted(self._writers, key=lambda t: t != REJECTED_TABLE):
             writer = self._writers[table]
+            before = writer.table.metadata_location
             if writer.commit(props):
                 self._committed[table] = position
+                # Keep the query plan cache current at a cost that does not grow with the table.
+                extend_plan(self.config, table, writer.table, before, writer.last_committed)
         self.stats.commits += 1
         self.stats.position = position
         self.stats.last_commit_seconds = time.perf_counter() - started
@@ -240,14 +245,12 @@ class Delivery:
         self.log.trim(position)
         if self.stats.commits % _EXPIRE_EVERY == 0:
             from loglake.lake.maintenance import expire_snapshots
+            from loglake.query.plan import refresh_plans
 
             for writer in self._writers.values():
                 expire_snapshots(writer.table)
                 writer.table = writer.table.refresh()
-        tables = {n: w.table for n, w in self._writers.items()}
-        from loglake.query.plan import refresh_plans
-
-        refresh_plans(self.config, tables)
+            refresh_plans(self.config, {n: w.table for n, w in self._writers.items()})
 
 
 def _now_naive() -> datetime:

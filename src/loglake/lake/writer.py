@@ -85,6 +85,7 @@ class TableWriter:
         self._buffer: list[pl.DataFrame] = []
         self._buffered_rows = 0
         self._files: list[DataFile] = []
+        self.last_committed: list[DataFile] = []  # files of the latest commit (for plan updates)
         self._counter = itertools.count(0)
         self.rows_written = 0
         self.files_written = 0
@@ -340,5 +341,6 @@ class TableWriter:
             self.table = tx.commit_transaction()
         except Exception as exc:
             raise LakeError(f"commit to {self.name} failed: {exc}") from exc
+        self.last_committed = self._files
         self._files = []
         return True

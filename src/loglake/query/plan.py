@@ -96,40 +96,41 @@ def _local_path(uri: str) -> str:
     return uri
 
 
-def build_plan(name: str, table: Table, time_column: str | None = "ts") -> TablePlan:
-    """Plan every data file of the table's current snapshot (needs pyiceberg)."""
+def _time_field(table: Table, time_column: str | None) -> Any:
+    schema = table.schema()
+    if time_column and time_column in schema.column_names:
+        return schema.find_field(time_column)
+    for candidate in ("ts", "ingested_at"):
+        if candidate in schema.column_names:
+            return schema.find_field(candidate)
+    return None
+
+
+def _file_plan(data_file: Any, field: Any) -> FilePlan:
+    """The plan entry of one Iceberg DataFile (path, rows, size, time bounds)."""
     from pyiceberg.conversions import from_bytes
     from pyiceberg.types import PrimitiveType
 
-    schema = table.schema()
-    field = None
-    if time_column and time_column in schema.column_names:
-        field = schema.find_field(time_column)
-    else:
-        for candidate in ("ts", "ingested_at"):
-            if candidate in schema.column_names:
-                field = schema.find_field(candidate)
-                break
-    files: list[FilePlan] = []
-    snapshot = table.current_snapshot()
-    if snapshot is not None:
-        for task in table.scan().plan_files():
-            if task.delete_files:
-                from loglake.errors import LakeError
+    lo = hi = None
+    if field is not None:
+        lb = (data_file.lower_bounds or {}).get(field.field_id)
+        ub = (data_file.upper_bounds or {}).get(field.field_id)
+        ftype = field.field_type
+        assert isinstance(ftype, PrimitiveType)
+        lo = int(from_bytes(ftype, lb)) if lb is not None else None
+        hi = int(from_bytes(ftype, ub)) if ub is not None else None
+    return FilePlan(
+        _local_path(data_file.file_path),
+        data_file.record_count,
+        data_file.file_size_in_bytes,
+        lo,
+        hi,
+    )
 
-                raise LakeError(f"{name} has row-level deletes, which loglake cannot read yet")
-            df = task.file
-            lo = hi = None
-            if field is not None:
-                lb = (df.lower_bounds or {}).get(field.field_id)
-                ub = (df.upper_bounds or {}).get(field.field_id)
-                ftype = field.field_type
-                assert isinstance(ftype, PrimitiveType)
-                lo = int(from_bytes(ftype, lb)) if lb is not None else None
-                hi = int(from_bytes(ftype, ub)) if ub is not None else None
-            files.append(
-                FilePlan(_local_path(df.file_path), df.record_count, df.file_size_in_bytes, lo, hi)
-            )
+
+def _table_plan(name: str, table: Table, field: Any, files: list[FilePlan]) -> TablePlan:
+    schema = table.schema()
+    snapshot = table.current_snapshot()
     return TablePlan(
         name=name,
         metadata_location=table.metadata_location,
@@ -140,6 +141,41 @@ def build_plan(name: str, table: Table, time_column: str | None = "ts") -> Table
         files=files,
         last_commit_ms=snapshot.timestamp_ms if snapshot else None,
     )
+
+
+def build_plan(name: str, table: Table, time_column: str | None = "ts") -> TablePlan:
+    """Plan every data file of the table's current snapshot (needs pyiceberg)."""
+    field = _time_field(table, time_column)
+    files: list[FilePlan] = []
+    if table.current_snapshot() is not None:
+        for task in table.scan().plan_files():
+            if task.delete_files:
+                from loglake.errors import LakeError
+
+                raise LakeError(f"{name} has row-level deletes, which loglake cannot read yet")
+            files.append(_file_plan(task.file, field))
+    return _table_plan(name, table, field, files)
+
+
+def extend_plan(
+    config: Config, name: str, table: Table, previous_location: str, added: list[Any]
+) -> None:
+    """After an append that added ``added`` DataFiles on top of ``previous_location``, store the new
+    plan as the cached one plus those files, without re-planning the whole table; falls back to a
+    full plan when the cache is not that previous state (or the schema changed).
+
+    Planning a table from its manifests costs more with every commit of a stream; extending the plan
+    costs the same each time.
+    """
+    time_column = "ingested_at" if name == "logs.rejected" else "ts"
+    cached = _read_cached(_plan_file(config, name))
+    field = _time_field(table, time_column)
+    columns = [(f.name, _duckdb_type(f.field_type)) for f in table.schema().fields]
+    if cached is None or cached.metadata_location != previous_location or cached.columns != columns:
+        save_plan(config, build_plan(name, table, time_column))
+        return
+    files = [*cached.files, *(_file_plan(f, field) for f in added)]
+    save_plan(config, _table_plan(name, table, field, files))
 
 
 def _plan_file(config: Config, name: str) -> Path:
