@@ -427,3 +427,17 @@ def test_kill_while_clients_stream_every_acknowledged_record_exactly_once(tmp_pa
         assert time.monotonic() < deadline, f"{len(acked - present)} acknowledged records missing"
         time.sleep(0.5)
     srv.stop(signal.SIGKILL)
+
+
+def test_empty_body_and_invalid_utf8_lose_nothing(server: Server) -> None:
+    reply = post_lines(server, "web", [])
+    assert reply["accepted"] == 0 and reply["rejected"] == []
+    good = b'1.2.3.4 - - [01/Jan/2024:00:00:00 +0000] "GET /\xc3\xa9t\xe9 HTTP/1.1" 200 1 "-" "x"'
+    bad = b"\xff\xfe not a log line"
+    reply = post_lines(server, "web", [good, bad])
+    assert reply["accepted"] == 2
+    server.wait_rows("SELECT count(*) AS n FROM logs.access", 1)
+    server.wait_rows("SELECT count(*) AS n FROM logs.rejected", 1)
+    assert server.query("SELECT path FROM logs.access") == [{"path": "/ét\\xe9"}]
+    rows = server.query("SELECT hex(raw) AS h, reason FROM logs.rejected")
+    assert bytes.fromhex(rows[0]["h"]) == bad and "does not match" in rows[0]["reason"]
