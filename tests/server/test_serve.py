@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -441,3 +442,42 @@ def test_empty_body_and_invalid_utf8_lose_nothing(server: Server) -> None:
     assert server.query("SELECT path FROM logs.access") == [{"path": "/ét\\xe9"}]
     rows = server.query("SELECT hex(raw) AS h, reason FROM logs.rejected")
     assert bytes.fromhex(rows[0]["h"]) == bad and "does not match" in rows[0]["reason"]
+
+
+@pytest.mark.slow
+def test_frequent_commits_are_compacted_and_rows_stay_exact(tmp_path: Path) -> None:
+    home = tmp_path / "lake"
+    home.mkdir()
+    (home / "loglake.toml").write_text(
+        '[streams.web]\nformat = "combined"\nbuffer_seconds = 0.2\n\n[syslog]\nudp = ""\ntcp = ""\n'
+    )
+    srv = Server(home, _free_port())
+    srv.start()
+    try:
+        sent = 0
+        for i in range(26):  # one commit per batch: 26 small files in one hour partition
+            stamp = f"01/Jan/2024:10:00:{i:02d} +0000"
+            lines = [
+                f'10.0.0.1 - - [{stamp}] "GET /c/{i}/{k} HTTP/1.1" 200 1 "-" "x"'.encode()
+                for k in range(20)
+            ]
+            sent += post_lines(srv, "web", lines)["accepted"]
+            srv.wait_rows("SELECT count(*) AS n FROM logs.access", sent)
+        with urllib.request.build_opener(urllib.request.ProxyHandler({})).open(
+            f"{srv.url}/metrics"
+        ) as resp:
+            text = resp.read().decode()
+        assert _metric(text, "loglake_stream_compacted_files_total", "web") >= 20
+        got = srv.query("SELECT count(*) AS n, count(DISTINCT path) AS d FROM logs.access")
+        assert got == [{"n": sent, "d": sent}]
+        listing = subprocess.run(
+            [sys.executable, "-m", "loglake.cli", "tables"],
+            env=srv.env(),
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        files = int(re.search(r"logs\.access\s*│\s*[\d,]+\s*│\s*(\d+)", listing).group(1))  # type: ignore[union-attr]
+        assert files < 10
+    finally:
+        srv.stop(signal.SIGKILL)

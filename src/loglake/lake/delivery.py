@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 
 _READ_RECORDS = 50_000
 _EXPIRE_EVERY = 50  # commits between snapshot expiries (see lake/maintenance.py)
+_COMPACT_EVERY = 20  # commits between compactions of partitions with many small files
 
 
 def offset_property(stream: str) -> str:
@@ -69,6 +70,7 @@ class DeliveryStats:
     rejected: int = 0
     commits: int = 0
     last_commit_seconds: float = 0.0
+    compacted_files: int = 0
     position: int = 0
     errors: list[str] = field(default_factory=list)
 
@@ -222,6 +224,13 @@ class Delivery:
             rows += rejected.height
         return rows
 
+    def _compact(self) -> None:
+        try:
+            _compact_tables(self)
+        except Exception as exc:  # compaction is an optimisation: report, never stop delivery
+            self.stats.errors.append(f"compaction failed: {exc}")
+            del self.stats.errors[:-10]
+
     def _commit(self, position: int) -> None:
         started = time.perf_counter()
         props = {offset_property(self.name): str(position)}
@@ -243,6 +252,8 @@ class Delivery:
         self.stats.last_commit_seconds = time.perf_counter() - started
         # Every table has committed past `position`: the log no longer needs what lies before it.
         self.log.trim(position)
+        if self.stats.commits % _COMPACT_EVERY == 0:
+            self._compact()
         if self.stats.commits % _EXPIRE_EVERY == 0:
             from loglake.lake.maintenance import expire_snapshots
             from loglake.query.plan import refresh_plans
@@ -251,6 +262,24 @@ class Delivery:
                 expire_snapshots(writer.table)
                 writer.table = writer.table.refresh()
             refresh_plans(self.config, {n: w.table for n, w in self._writers.items()})
+
+
+def _compact_tables(delivery: Delivery) -> None:
+    """Compact the tables this delivery writes, between its own commits (never concurrently)."""
+    from loglake.lake.maintenance import compact
+    from loglake.query.plan import refresh_plans
+
+    catalog = delivery._catalog.result()
+    changed = {}
+    for name, writer in delivery._writers.items():
+        time_column = "ingested_at" if name.endswith(".rejected") else "ts"
+        removed, _ = compact(catalog, writer.table, name, time_column)
+        if removed:
+            writer.table = catalog.load_table(name)
+            changed[name] = writer.table
+            delivery.stats.compacted_files += removed
+    if changed:
+        refresh_plans(delivery.config, changed)
 
 
 def _now_naive() -> datetime:

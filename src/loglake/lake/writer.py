@@ -321,6 +321,30 @@ class TableWriter:
 
         return list(ExecutorFactory.get_or_create().map(write_one, slices))
 
+    def replace(self, old_files: list[DataFile], frame: pl.DataFrame) -> int:
+        """Rewrite ``old_files`` as the rows of ``frame`` in one snapshot (compaction).
+
+        The new files are written first; one OVERWRITE snapshot then removes the old files and adds
+        the new ones, so a reader sees either all old files or all new ones, never both or neither.
+        Returns the number of files written. Raises LakeError if the commit is refused.
+        """
+        self._wait()
+        self._write([frame])
+        new_files, self._files = self._files, []
+        try:
+            tx = self.table.transaction()
+            with tx.update_snapshot(
+                snapshot_properties={"loglake.compacted-files": str(len(old_files))}
+            ).overwrite() as overwrite:
+                for data_file in old_files:
+                    overwrite.delete_data_file(data_file)
+                for data_file in new_files:
+                    overwrite.append_data_file(data_file)
+            self.table = tx.commit_transaction()
+        except Exception as exc:
+            raise LakeError(f"compaction commit to {self.name} failed: {exc}") from exc
+        return len(new_files)
+
     def commit(self, properties: dict[str, Any] | None = None) -> bool:
         """Flush, then add every file written since the last commit in one snapshot.
 

@@ -317,6 +317,12 @@ def render_metrics(runtime: Runtime) -> str:
         [(s.name, s.delivery.stats.commits) for s in streams],
     )
     add(
+        "loglake_stream_compacted_files_total",
+        "counter",
+        "Small data files merged away by compaction.",
+        [(s.name, s.delivery.stats.compacted_files) for s in streams],
+    )
+    add(
         "loglake_stream_commit_seconds",
         "gauge",
         "Duration of the latest lake commit.",
