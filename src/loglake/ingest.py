@@ -69,7 +69,7 @@ class IngestStats:
 ProgressFn = Callable[[int, int], None]  # (lines so far, bytes so far)
 
 
-def _rejected_frame(
+def rejected_frame(
     rejected: pl.DataFrame, source: str, fmt: str, table: str, at: datetime
 ) -> pl.DataFrame:
     # Rejected lines are few: decoding them one by one for the readable `text` column is cheap.
@@ -255,7 +255,7 @@ def _ingest_batch(
         fmt_name, target = fmt.name, table or fmt.default_table
     if parsed is not None and parsed.height:
         parsed = run.enrich(fmt, parsed)  # type: ignore[arg-type]
-        parsed = _naive_utc(parsed).select(
+        parsed = naive_utc(parsed).select(
             pl.exclude("line"),
             pl.col("line"),
             pl.lit(batch.source).alias("source"),
@@ -265,7 +265,7 @@ def _ingest_batch(
         stats.parsed += parsed.height
         stats.tables[target] = stats.tables.get(target, 0) + parsed.height
     if rejected.height:
-        frame = _rejected_frame(rejected, batch.source, fmt_name, target, run.at)
+        frame = rejected_frame(rejected, batch.source, fmt_name, target, run.at)
         run.writer(REJECTED_TABLE, frame, time_column="ingested_at").add(frame)
         stats.rejected += rejected.height
         stats.tables[REJECTED_TABLE] = stats.tables.get(REJECTED_TABLE, 0) + rejected.height
@@ -276,7 +276,7 @@ def _ingest_batch(
         )
 
 
-def _naive_utc(frame: pl.DataFrame) -> pl.DataFrame:
+def naive_utc(frame: pl.DataFrame) -> pl.DataFrame:
     """Zone-aware time columns as UTC wall time without a zone, the lake's representation.
 
     DuckDB truncates and casts zone-less timestamps 4-10x faster than zone-aware ones (which go

@@ -183,7 +183,7 @@ class Delivery:
             w.close()
 
     def _deliver(self, records: list[tuple[int, bytes]]) -> int:
-        from loglake.ingest import REJECTED_TABLE, _naive_utc, _rejected_frame
+        from loglake.ingest import REJECTED_TABLE, naive_utc, rejected_frame
 
         raw = pa.array([r for _, r in records], type=pa.large_binary())
         batch = LineBatch(
@@ -208,7 +208,7 @@ class Delivery:
 
                     self._enrichers[name] = get_enricher(name)
                 parsed = self._enrichers[name].enrich(parsed)  # type: ignore[attr-defined]
-            parsed = _naive_utc(parsed).select(
+            parsed = naive_utc(parsed).select(
                 pl.exclude("line"), pl.col("line"), pl.lit(batch.source).alias("source"), at
             )
             self._writer(self.table, parsed, "ts").add(parsed)
@@ -218,18 +218,32 @@ class Delivery:
             rejected = rejected.filter(pl.col("line") >= self._committed.get(REJECTED_TABLE, 0))
         if rejected.height:
             name = fmt.name if fmt else "unrecognized"
-            frame = _rejected_frame(rejected, batch.source, name, self.table, _now_naive())
+            frame = rejected_frame(rejected, batch.source, name, self.table, _now_naive())
             self._writer(REJECTED_TABLE, frame, "ingested_at").add(frame)
             self.stats.rejected += rejected.height
             rows += rejected.height
         return rows
 
     def _compact(self) -> None:
+        """Compact the tables this delivery writes, between its own commits (never concurrently)."""
+        from loglake.lake.maintenance import compact
+        from loglake.query.plan import refresh_plans
+
+        catalog = self._catalog.result()
+        changed = {}
         try:
-            _compact_tables(self)
+            for name, writer in self._writers.items():
+                time_column = "ingested_at" if name.endswith(".rejected") else "ts"
+                removed, _ = compact(catalog, writer.table, name, time_column)
+                if removed:
+                    writer.table = catalog.load_table(name)
+                    changed[name] = writer.table
+                    self.stats.compacted_files += removed
         except Exception as exc:  # compaction is an optimisation: report, never stop delivery
             self.stats.errors.append(f"compaction failed: {exc}")
             del self.stats.errors[:-10]
+        if changed:
+            refresh_plans(self.config, changed)
 
     def _commit(self, position: int) -> None:
         started = time.perf_counter()
@@ -262,24 +276,6 @@ class Delivery:
                 expire_snapshots(writer.table)
                 writer.table = writer.table.refresh()
             refresh_plans(self.config, {n: w.table for n, w in self._writers.items()})
-
-
-def _compact_tables(delivery: Delivery) -> None:
-    """Compact the tables this delivery writes, between its own commits (never concurrently)."""
-    from loglake.lake.maintenance import compact
-    from loglake.query.plan import refresh_plans
-
-    catalog = delivery._catalog.result()
-    changed = {}
-    for name, writer in delivery._writers.items():
-        time_column = "ingested_at" if name.endswith(".rejected") else "ts"
-        removed, _ = compact(catalog, writer.table, name, time_column)
-        if removed:
-            writer.table = catalog.load_table(name)
-            changed[name] = writer.table
-            delivery.stats.compacted_files += removed
-    if changed:
-        refresh_plans(delivery.config, changed)
 
 
 def _now_naive() -> datetime:
