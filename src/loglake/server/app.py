@@ -28,6 +28,7 @@ from starlette.routing import Route
 
 from loglake.config import StreamConfig
 from loglake.errors import ConfigError, FormatError, LoglakeError
+from loglake.server.body import BodyTooLarge, read_body
 from loglake.server.runtime import NoSuchStreamError, Runtime
 from loglake.stream.local import RecordTooLargeError, StreamFullError
 
@@ -70,20 +71,10 @@ def _errors(handler: Handler) -> Handler:
 
 async def _body(request: Request, limit: int) -> bytes:
     """The request body, decompressed, at most ``limit`` bytes (413 beyond, without reading it all)."""
-    chunks = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            # Read (and drop) the rest, up to a bound, so the client gets the 413 instead of a reset
-            # connection; a body beyond the bound is cut off.
-            async for rest in request.stream():
-                size += len(rest)
-                if size > _DRAIN_LIMIT:
-                    break
-            raise _TooLarge(f"body is over the limit of {limit} bytes (server.max_body_bytes)")
-        chunks.append(chunk)
-    body = b"".join(chunks)
+    try:
+        body = await read_body(request, limit)
+    except BodyTooLarge as exc:
+        raise _TooLarge(f"{exc} (server.max_body_bytes)") from exc
     if request.headers.get("content-encoding", "").lower() == "gzip":
         try:
             decompressor = zlib.decompressobj(16 + zlib.MAX_WBITS)
@@ -93,9 +84,6 @@ async def _body(request: Request, limit: int) -> bytes:
         except (zlib.error, gzip.BadGzipFile) as exc:
             raise _BadRequest(f"Content-Encoding: gzip but the body is not gzip: {exc}") from exc
     return body
-
-
-_DRAIN_LIMIT = 64 << 20
 
 
 class _TooLarge(Exception):

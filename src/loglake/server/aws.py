@@ -36,6 +36,7 @@ from starlette.responses import Response
 from loglake.config import STREAM_NAME, StreamConfig
 from loglake.errors import ConfigError, FormatError, LoglakeError
 from loglake.server import sigv4
+from loglake.server.body import BodyTooLarge, read_body
 from loglake.server.runtime import NoSuchStreamError
 from loglake.stream.local import RecordTooLargeError, StreamError, StreamFullError
 
@@ -64,7 +65,6 @@ FIREHOSE_MAX_CALL = 4 << 20  # per PutRecordBatch
 # A valid call is at most ~5 MiB of data, ~6.7 MiB in base64 plus keys and JSON; anything far larger
 # is refused before parsing so one request cannot make the server buffer without bound.
 MAX_BODY = 16 << 20
-_DRAIN_LIMIT = 64 << 20
 _MAX_LISTED_ERRORS = 10  # validation messages name at most this many problems
 
 _KINESIS_ARN = re.compile(r"arn:[\w-]+:kinesis:[\w-]*:\d*:stream/(.+)")
@@ -350,15 +350,21 @@ async def _kinesis_put_record(runtime: Runtime, call: _Call) -> dict[str, Any]:
     }
 
 
-async def _kinesis_put_records(runtime: Runtime, call: _Call) -> dict[str, Any]:
-    name = _kinesis_name(call.body)
-    entries = call.body.get("Records")
+def _records(body: dict[str, Any]) -> list[Any]:
+    """The ``Records`` list of a PutRecords / PutRecordBatch call, checked as AWS does."""
+    entries = body.get("Records")
     if entries is None:
         raise _validation(
             ["Value null at 'records' failed to satisfy constraint: Member must not be null"]
         )
     if not isinstance(entries, list):
         raise _serialization("Records must be a list")
+    return entries
+
+
+async def _kinesis_put_records(runtime: Runtime, call: _Call) -> dict[str, Any]:
+    name = _kinesis_name(call.body)
+    entries = _records(call.body)
     problems: list[str] = []
     if not 1 <= len(entries) <= KINESIS_MAX_RECORDS:
         problems.append(
@@ -536,13 +542,7 @@ async def _firehose_put_record(runtime: Runtime, call: _Call) -> dict[str, Any]:
 
 async def _firehose_put_record_batch(runtime: Runtime, call: _Call) -> dict[str, Any]:
     name = _firehose_name(call.body)
-    entries = call.body.get("Records")
-    if entries is None:
-        raise _validation(
-            ["Value null at 'records' failed to satisfy constraint: Member must not be null"]
-        )
-    if not isinstance(entries, list):
-        raise _serialization("Records must be a list")
+    entries = _records(call.body)
     problems: list[str] = []
     if not 1 <= len(entries) <= FIREHOSE_MAX_RECORDS:
         problems.append(
@@ -658,27 +658,6 @@ OPERATIONS: dict[str, tuple[str, Operation]] = {
 }
 
 
-class _TooLarge(Exception):
-    pass
-
-
-async def _read_body(request: Request, limit: int) -> bytes:
-    """The request body, at most ``limit`` bytes; beyond, drain a bounded amount and raise."""
-    chunks = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            # Drain (up to a bound) so the client reads our error instead of a reset connection.
-            async for rest in request.stream():
-                size += len(rest)
-                if size > _DRAIN_LIMIT:
-                    break
-            raise _TooLarge
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 def _respond(
     status: int, payload: dict[str, Any], headers: dict[str, str] | None = None
 ) -> Response:
@@ -718,8 +697,8 @@ def make_aws_endpoint(runtime: Runtime, config: Config) -> Handler:
 
     async def _handle(request: Request) -> Response:
         try:
-            body = await _read_body(request, MAX_BODY)
-        except _TooLarge:
+            body = await read_body(request, MAX_BODY)
+        except BodyTooLarge:
             raise AwsError(
                 "InvalidArgumentException", f"request body is over {MAX_BODY} bytes", 413
             ) from None
