@@ -37,6 +37,9 @@ if TYPE_CHECKING:
 _READ_RECORDS = 50_000
 _EXPIRE_EVERY = 50  # commits between snapshot expiries (see lake/maintenance.py)
 _COMPACT_EVERY = 20  # commits between compactions of partitions with many small files
+_DETECT_LINES = (
+    2000  # auto streams: detect the format from this many lines of a batch, as ingest does
+)
 
 
 def offset_property(stream: str) -> str:
@@ -189,7 +192,9 @@ class Delivery:
         batch = LineBatch(
             text=decode(raw), raw=raw, first_line=records[0][0], source=f"stream:{self.name}"
         )
-        fmt = self._fixed or detect_format(batch.text, timezone=self.config.ingest.syslog_timezone)
+        fmt = self._fixed or detect_format(
+            batch.text.head(_DETECT_LINES), timezone=self.config.ingest.syslog_timezone
+        )
         at = pl.lit(time.time_ns() // 1000).cast(pl.Datetime("us")).alias("ingested_at")
         rows = 0
         if fmt is None:
