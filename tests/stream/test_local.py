@@ -137,7 +137,7 @@ def _last_frame_start(path: Path) -> int:
     pos = last = 0
     while pos < len(data):
         last = pos
-        pos += HEADER_SIZE + int.from_bytes(data[pos : pos + 4], "little")
+        pos += HEADER_SIZE + int.from_bytes(data[pos + 4 : pos + 8], "little")  # body size
     return last
 
 
@@ -165,7 +165,7 @@ def test_torn_tail_is_truncated_on_open(tmp_path: Path, damage: str) -> None:
         else:  # a grown file whose data never reached the disk reads back as zeros
             fh.seek(size)
             fh.write(b"\x00" * 64)
-    survivors = 105 if damage in ("garbage", "zeros") else 104
+    survivors = 105 if damage in ("garbage", "zeros") else 100  # the last append's 5 records go
     with LocalLog(path, TINY) as log:
         assert log.next_offset == survivors
         assert log.recovered_bytes_dropped > 0
@@ -182,7 +182,7 @@ def test_corrupt_sealed_segment_is_reported_not_skipped(tmp_path: Path) -> None:
         fill(log, 200)
     first = segment_files(path)[0]
     data = bytearray(first.read_bytes())
-    data[HEADER_SIZE + 2] ^= 0xFF  # inside the payload of record 0
+    data[HEADER_SIZE + 6] ^= 0xFF  # inside the first frame (the lengths of its records)
     first.write_bytes(bytes(data))
     with LocalLog(path, TINY) as log, pytest.raises(StreamError, match="CRC"):
         log.read(0)
@@ -337,7 +337,7 @@ def test_record_too_large_and_empty(tmp_path: Path) -> None:
 
 def test_full_log_refuses_then_trim_frees_space(tmp_path: Path) -> None:
     limits = StreamLimits(segment_bytes=1000, max_bytes=5000)
-    record = b"r" * 92  # 100 bytes framed: 10 records per segment
+    record = b"r" * 84  # 100 bytes framed (12 header + 4 length + 84): 10 appends per segment
     with LocalLog(tmp_path / "log", limits, fsync=True) as log:
         for _ in range(50):
             log.append([record])
@@ -412,8 +412,32 @@ def test_frames_match_the_documented_format(tmp_path: Path) -> None:
     with LocalLog(tmp_path / "log") as log:
         log.append([b"hello", b"world!"])
     data = (tmp_path / "log" / "00000000000000000000.log").read_bytes()
-    expected = b"".join(
-        len(p).to_bytes(4, "little") + zlib.crc32(p).to_bytes(4, "little") + p
-        for p in (b"hello", b"world!")
-    )
-    assert data == expected
+    body = (5).to_bytes(4, "little") + (6).to_bytes(4, "little") + b"helloworld!"
+    header = b"".join(
+        n.to_bytes(4, "little") for n in (2, len(body), zlib.crc32(body))
+    )  # record count, body size, CRC32 of the body
+    assert data == header + body
+
+
+def test_read_records_is_one_arrow_array_and_append_packed_matches_append(
+    tmp_path: Path,
+) -> None:
+    import numpy as np
+    import pyarrow as pa
+
+    with LocalLog(tmp_path / "log", TINY, fsync=False) as log:
+        fill(log, 60, batch=20)
+        data = b"".join(records(60, 40))
+        lengths = np.array([len(r) for r in records(60, 40)])
+        assert log.append_packed(data, lengths) == (60, 100)
+        with pytest.raises(ValueError, match="add up"):
+            log.append_packed(data + b"x", lengths)
+        got = log.read_records(13, max_records=50)  # starts and ends inside frames
+        assert (got.first, got.end, len(got)) == (13, 63, 50)
+        assert got.values.type == pa.large_binary()
+        assert got.values.to_pylist() == records(13, 50)
+        rest = log.read_records(got.end, max_records=1000)
+        assert rest.values.to_pylist() == records(63, 37)
+        budget = sum(map(len, records(70, 3)))
+        assert len(log.read_records(70, max_bytes=budget)) == 3  # a 4th would pass the budget
+        assert len(log.read_records(log.next_offset)) == 0

@@ -19,7 +19,6 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import polars as pl
-import pyarrow as pa
 
 from loglake.formats import detect_format, get_format
 from loglake.formats.base import LineBatch
@@ -32,7 +31,7 @@ if TYPE_CHECKING:
     from loglake.config import Config, StreamConfig
     from loglake.formats.base import Format
     from loglake.lake.writer import TableWriter
-    from loglake.stream.local import LocalLog
+    from loglake.stream.local import LocalLog, Records
 
 _READ_RECORDS = 50_000
 _EXPIRE_EVERY = 50  # commits between snapshot expiries (see lake/maintenance.py)
@@ -171,26 +170,26 @@ class Delivery:
             stopping = self._stop.is_set()
             if not stopping:
                 self.log.wait(position, timeout=0.1)
-            records = self.log.read(position, max_records=_READ_RECORDS)
-            if records:
+            records = self.log.read_records(position, max_records=_READ_RECORDS)
+            if len(records):
                 pending += self._deliver(records)
-                position = records[-1][0] + 1
+                position = records.end
             due = time.monotonic() - last_commit >= self.stream.buffer_seconds
             if pending and (due or pending >= self.stream.buffer_records or stopping):
                 self._commit(position)
                 pending = 0
                 last_commit = time.monotonic()
-            if stopping and not records:
+            if stopping and not len(records):
                 break
         for w in self._writers.values():
             w.close()
 
-    def _deliver(self, records: list[tuple[int, bytes]]) -> int:
+    def _deliver(self, records: Records) -> int:
         from loglake.ingest import REJECTED_TABLE, naive_utc, rejected_frame
 
-        raw = pa.array([r for _, r in records], type=pa.large_binary())
+        raw = records.values
         batch = LineBatch(
-            text=decode(raw), raw=raw, first_line=records[0][0], source=f"stream:{self.name}"
+            text=decode(raw), raw=raw, first_line=records.first, source=f"stream:{self.name}"
         )
         fmt = self._fixed or detect_format(
             batch.text.head(_DETECT_LINES), timezone=self.config.ingest.syslog_timezone

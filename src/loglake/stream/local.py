@@ -1,10 +1,14 @@
 """The embedded durable log: one append-only partition on local disk, like a Kafka partition.
 
 A log is a folder of segment files named by the offset of their first record (20 digits + ``.log``).
-Each record is framed as ``<u32 length LE><u32 crc32(payload) LE><payload>``. An :meth:`LocalLog.append`
-returns only once its records are fsynced; concurrent appenders share fsyncs (group commit). Readers
-only ever see durable records. Opening a log recovers it: a torn or corrupt tail of the last segment
-(a crash mid-write) is truncated so the log ends at its last whole record. Old segments are deleted by
+Each append call is one frame holding a batch of records, like a Kafka record batch:
+``<u32 count><u32 size><u32 crc32(body)>`` then the body of ``size`` bytes: ``count`` u32 record
+lengths followed by the payloads, all little-endian. Records keep dense offsets of their own; a batch
+is written, checked and read as a whole, so neither side does work per record in Python (reads come
+back as one Arrow array). An :meth:`LocalLog.append` returns only once its records are fsynced;
+concurrent appenders share fsyncs (group commit). Readers only ever see durable records. Opening a
+log recovers it: a torn or corrupt tail of the last segment (a crash mid-write) is truncated so the
+log ends at its last whole frame. Old segments are deleted by
 :meth:`LocalLog.trim` once every consumer has committed past them.
 
 See ``docs/decisions/0006-local-stream.md`` for the format and the measured figures.
@@ -25,11 +29,14 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+import pyarrow as pa
+
 from loglake.errors import ConfigError, LoglakeError
 
 log = logging.getLogger(__name__)
 
-HEADER = struct.Struct("<II")  # payload length, zlib.crc32(payload)
+HEADER = struct.Struct("<III")  # record count, body size, zlib.crc32(body)
 HEADER_SIZE = HEADER.size
 SEGMENT_NAME = re.compile(r"^(\d{20})\.log$")
 LOCK_NAME = "LOCK"
@@ -116,11 +123,39 @@ class _Scan:
     positions: list[int] = field(default_factory=list)
 
 
-def _frames(fd: int, pos: int, end: int) -> Iterator[tuple[int, int, int, bytes, int]]:
-    """Yield ``(pos, length, crc, buf, start)`` for each whole frame in ``[pos, end)`` of ``fd``.
+@dataclass(frozen=True)
+class Records:
+    """Consecutive records of a log: ``values[i]`` is the payload of offset ``first + i``."""
 
-    The payload is ``buf[start:start + length]``. Stops silently at a frame that does not fit before
-    ``end`` or the end of the file; the caller compares the last position with ``end`` to tell.
+    first: int
+    values: pa.LargeBinaryArray
+
+    @property
+    def end(self) -> int:
+        """One past the last offset (where the next read starts)."""
+        return self.first + len(self.values)
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+
+def _records(first: int, lengths: list[np.ndarray], data: list[memoryview]) -> Records:
+    """One Arrow array over the payload slices of several frames (one copy of the bytes)."""
+    count = sum(len(x) for x in lengths)
+    offsets = np.zeros(count + 1, dtype=np.int64)
+    if count:
+        np.cumsum(np.concatenate(lengths), out=offsets[1:])
+    values = pa.Array.from_buffers(
+        pa.large_binary(), count, [None, pa.py_buffer(offsets), pa.py_buffer(b"".join(data))]
+    )
+    return Records(first, values)
+
+
+def _frames(fd: int, pos: int, end: int) -> Iterator[tuple[int, int, int, int, bytes, int]]:
+    """Yield ``(pos, count, size, crc, buf, start)`` for each whole frame in ``[pos, end)`` of ``fd``.
+
+    The frame's body is ``buf[start:start + size]``. Stops silently at a frame that does not fit
+    before ``end`` or the end of the file; the caller compares the last position with ``end`` to tell.
     """
     buf = b""
     buf_pos = pos
@@ -130,41 +165,52 @@ def _frames(fd: int, pos: int, end: int) -> Iterator[tuple[int, int, int, bytes,
             buf, buf_pos, rel = os.pread(fd, min(_CHUNK, end - pos), pos), pos, 0
             if len(buf) < HEADER_SIZE:
                 return
-        length, crc = HEADER.unpack_from(buf, rel)
-        frame_end = pos + HEADER_SIZE + length
+        count, size, crc = HEADER.unpack_from(buf, rel)
+        frame_end = pos + HEADER_SIZE + size
         if frame_end > end:
             return
-        if rel + HEADER_SIZE + length > len(buf):
-            want = min(max(_CHUNK, HEADER_SIZE + length), end - pos)
+        if rel + HEADER_SIZE + size > len(buf):
+            want = min(max(_CHUNK, HEADER_SIZE + size), end - pos)
             buf, buf_pos, rel = os.pread(fd, want, pos), pos, 0
-            if len(buf) < HEADER_SIZE + length:
+            if len(buf) < HEADER_SIZE + size:
                 return
-        yield pos, length, crc, buf, rel + HEADER_SIZE
+        yield pos, count, size, crc, buf, rel + HEADER_SIZE
         pos = frame_end
+
+
+def _frame_problem(count: int, size: int, crc: int, body: memoryview) -> str:
+    """Why a frame is not one :meth:`LocalLog.append` wrote whole ("" when it is)."""
+    if count == 0:
+        return "empty frame"  # never written; what a zero-filled tail looks like
+    if 4 * count > size:
+        return f"frame of {count} records in {size} bytes"
+    if zlib.crc32(body) != crc:
+        return "CRC mismatch"
+    lengths = np.frombuffer(body, dtype="<u4", count=count)
+    if int(lengths.sum(dtype=np.int64)) != size - 4 * count:
+        return "record lengths do not add up to the frame size"
+    return ""
 
 
 def _scan(fd: int, base: int, size: int, index_bytes: int, verify: bool) -> _Scan:
     """Walk the frames of a segment of ``size`` bytes, building its sparse index.
 
-    With ``verify``, a frame whose CRC does not match, or an empty frame (never written by
-    :meth:`LocalLog.append`, but what a zero-filled tail looks like), ends the scan as torn.
+    With ``verify``, a frame that fails :func:`_frame_problem` ends the scan as torn.
     """
     scan = _Scan()
     next_index = 0
-    for pos, length, crc, buf, start in _frames(fd, 0, size):
+    for pos, count, fsize, crc, buf, start in _frames(fd, 0, size):
         if verify:
-            if length == 0:
-                scan.torn = f"empty frame at byte {pos}"
-                return scan
-            if zlib.crc32(memoryview(buf)[start : start + length]) != crc:
-                scan.torn = f"CRC mismatch at byte {pos}"
+            problem = _frame_problem(count, fsize, crc, memoryview(buf)[start : start + fsize])
+            if problem:
+                scan.torn = f"{problem} at byte {pos}"
                 return scan
         if pos >= next_index:
             scan.offsets.append(base + scan.count)
             scan.positions.append(pos)
             next_index = pos + index_bytes
-        scan.count += 1
-        scan.end_pos = pos + HEADER_SIZE + length
+        scan.count += count
+        scan.end_pos = pos + HEADER_SIZE + fsize
     if scan.end_pos < size:
         scan.torn = f"incomplete frame at byte {scan.end_pos}"
     return scan
@@ -210,7 +256,8 @@ class LocalLog:
         self._syncing = False  # a leader is in fsync right now (outside the lock)
         self._failed: BaseException | None = None
         self._closed = False
-        self._hints: OrderedDict[int, tuple[int, int]] = OrderedDict()  # offset -> (segment, pos)
+        # offset -> (segment base, frame byte, frame's first offset)
+        self._hints: OrderedDict[int, tuple[int, int, int]] = OrderedDict()
         try:
             self.path.mkdir(parents=True, exist_ok=True)
             self._lock_fd = os.open(self.path / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
@@ -320,36 +367,42 @@ class LocalLog:
     def append(self, records: Sequence[bytes]) -> tuple[int, int]:
         """Append ``records`` in order; return ``(first_offset, next_offset)`` once they are durable.
 
-        The records are written with one ``os.write`` and get dense offsets. An empty sequence returns
-        ``(next, next)`` without I/O. Raises :class:`RecordTooLargeError`, :class:`EmptyRecordError` or
-        :class:`StreamFullError` before writing anything of the call; :class:`StreamError` if the log is
-        closed or a write or fsync failed (then the records are not acknowledged and the log refuses
-        appends until it is reopened, which recovers it).
+        The records become one frame, written with one ``os.write``, and get dense offsets. An empty
+        sequence returns ``(next, next)`` without I/O. Raises :class:`RecordTooLargeError`,
+        :class:`EmptyRecordError` or :class:`StreamFullError` before writing anything of the call;
+        :class:`StreamError` if the log is closed or a write or fsync failed (then the records are
+        not acknowledged and the log refuses appends until it is reopened, which recovers it).
         """
-        if not records:
+        lengths = np.fromiter(map(len, records), dtype=np.int64, count=len(records))
+        return self.append_packed(b"".join(records), lengths)
+
+    def append_packed(self, data: bytes, lengths: np.ndarray) -> tuple[int, int]:
+        """Like :meth:`append` for records laid end to end in ``data``, ``lengths[i]`` bytes each.
+
+        The columnar form of :meth:`append`: an HTTP body split with numpy is appended without a
+        Python object per record. ``lengths`` must add up to ``len(data)`` (else ``ValueError``).
+        """
+        count = len(lengths)
+        if count == 0:
             with self._lock:
                 self._check_usable()
                 return self._segments[-1].end, self._segments[-1].end
         limit = self.limits.max_record_bytes
-        parts: list[bytes] = []
-        starts: list[int] = []  # frame start of each record, relative to the buffer
-        pos = 0
-        for record in records:
-            length = len(record)
-            if length > limit:
-                raise RecordTooLargeError(
-                    f"record of {length} bytes exceeds the stream's max_record_bytes ({limit}); "
-                    "split it or raise the limit"
-                )
-            if length == 0:
-                raise EmptyRecordError("empty records cannot be appended to the stream; drop them")
-            starts.append(pos)
-            parts.append(HEADER.pack(length, zlib.crc32(record)))
-            parts.append(record)
-            pos += HEADER_SIZE + length
-        buf = b"".join(parts)
+        longest = int(lengths.max())
+        if longest > limit:
+            raise RecordTooLargeError(
+                f"record of {longest} bytes exceeds the stream's max_record_bytes ({limit}); "
+                "split it or raise the limit"
+            )
+        if int(lengths.min()) <= 0:
+            raise EmptyRecordError("empty records cannot be appended to the stream; drop them")
+        if int(lengths.sum()) != len(data):
+            raise ValueError(f"record lengths add up to {int(lengths.sum())}, not {len(data)}")
+        packed = lengths.astype("<u4").tobytes()
+        crc = zlib.crc32(data, zlib.crc32(packed))
+        buf = b"".join((HEADER.pack(count, len(packed) + len(data), crc), packed, data))
         with self._cond:
-            first, end = self._write(buf, starts)
+            first, end = self._write(buf, count)
             if not self.fsync:
                 self._durable = end
                 self._cond.notify_all()
@@ -366,8 +419,8 @@ class LocalLog:
                 "fix the disk and reopen the log, which recovers it"
             ) from self._failed
 
-    def _write(self, buf: bytes, starts: list[int]) -> tuple[int, int]:
-        """Write one call's frames to the active segment (lock held); roll or refuse first."""
+    def _write(self, buf: bytes, count: int) -> tuple[int, int]:
+        """Write one call's frame of ``count`` records (lock held); roll or refuse first."""
         size = len(buf)
         while True:
             self._check_usable()
@@ -398,12 +451,12 @@ class LocalLog:
                 f"cannot write to stream segment {active.path}: {exc}; nothing was acknowledged"
             ) from exc
         first = active.end
-        self._index(active, first, pos, starts)
+        self._index(active, first, pos)
         active.size += size
-        active.count += len(starts)
+        active.count += count
         self._size += size
         self.appends += 1
-        self.records_appended += len(starts)
+        self.records_appended += count
         return first, active.end
 
     def _undo_write(self, active: _Segment, pos: int, exc: OSError) -> None:
@@ -414,17 +467,12 @@ class LocalLog:
             self._failed = exc  # the tail is unknown now; reopening will recover it
             self._cond.notify_all()
 
-    def _index(self, seg: _Segment, first: int, pos: int, starts: list[int]) -> None:
-        """Add sparse index entries for frames of one call written at byte ``pos`` of ``seg``."""
+    def _index(self, seg: _Segment, first: int, pos: int) -> None:
+        """Add a sparse index entry for the frame written at byte ``pos`` of ``seg`` if one is due."""
         assert seg.index_offsets is not None and seg.index_positions is not None
-        step = self.limits.index_bytes
-        while True:
-            due = seg.index_positions[-1] + step - pos  # first relative position needing an entry
-            i = bisect.bisect_left(starts, due)
-            if i >= len(starts):
-                return
-            seg.index_offsets.append(first + i)
-            seg.index_positions.append(pos + starts[i])
+        if pos >= seg.index_positions[-1] + self.limits.index_bytes:
+            seg.index_offsets.append(first)
+            seg.index_positions.append(pos)
 
     def _roll(self) -> None:
         """Seal the active segment (fsynced, so its count is implied by the next name); start one."""
@@ -483,21 +531,31 @@ class LocalLog:
     def read(
         self, offset: int, max_records: int = 10_000, max_bytes: int = 8 << 20
     ) -> list[tuple[int, bytes]]:
-        """Return durable records from ``offset`` on, in order, as ``(offset, payload)`` pairs.
+        """:meth:`read_records` as ``(offset, payload)`` pairs (one Python object per record)."""
+        got = self.read_records(offset, max_records, max_bytes)
+        return list(zip(range(got.first, got.end), got.values.to_pylist(), strict=True))
+
+    def read_records(
+        self, offset: int, max_records: int = 10_000, max_bytes: int = 8 << 20
+    ) -> Records:
+        """Return durable records from ``offset`` on, in order, as one Arrow array.
 
         Stops at ``max_records``, or before the payloads would exceed ``max_bytes`` (but returns at
-        least one record if one exists). ``[]`` at the end of the log. Raises :class:`StreamError` for
-        an offset before :attr:`start_offset` (trimmed; the message names the first available offset)
-        or a segment that fails its CRC check.
+        least one record if one exists); empty at the end of the log. Raises :class:`StreamError`
+        for an offset before :attr:`start_offset` (trimmed; the message names the first available
+        offset) or a segment that fails its CRC check.
         """
         if offset < 0 or max_records < 1 or max_bytes < 1:
             raise StreamError(
                 f"read(offset={offset}, max_records={max_records}, max_bytes={max_bytes}): "
                 "offset must be >= 0 and the limits >= 1"
             )
-        out: list[tuple[int, bytes]] = []
+        first = offset
+        lengths_parts: list[np.ndarray] = []
+        data_parts: list[memoryview] = []
+        taken = 0
         budget = max_bytes
-        while len(out) < max_records:
+        while taken < max_records:
             with self._lock:
                 if self._closed:
                     raise StreamError(f"stream log {self.path} is closed")
@@ -505,7 +563,7 @@ class LocalLog:
                     break
                 start = self._segments[0].base
                 if offset < start:
-                    if out:  # trimmed while we read: return what we have, the next read says why
+                    if taken:  # trimmed while we read: return what we have, the next read says why
                         break
                     raise StreamError(
                         f"offset {offset} of stream log {self.path} was trimmed; the first "
@@ -519,30 +577,50 @@ class LocalLog:
             if begin is None:
                 self._build_index(seg)
                 continue
-            at, pos = begin
+            at, pos = begin  # ``at`` is the first offset of the frame starting at byte ``pos``
             try:
                 fd = os.open(seg.path, os.O_RDONLY)
             except FileNotFoundError:
                 continue  # trimmed between the lookup and the open: the loop decides what to say
             limited = False
             try:
-                for fpos, length, crc, buf, bstart in _frames(fd, pos, seg_size):
+                for fpos, count, size, crc, buf, bstart in _frames(fd, pos, seg_size):
                     if at >= stop:
                         break
-                    if at >= offset and (len(out) >= max_records or (out and length > budget)):
+                    if at + count <= offset:  # a frame wholly before the offset asked for
+                        at += count
+                        pos = fpos + HEADER_SIZE + size
+                        continue
+                    body = memoryview(buf)[bstart : bstart + size]
+                    if zlib.crc32(body) != crc:
+                        raise StreamError(
+                            f"stream segment {seg.path} is corrupt: the frame of records {at}-"
+                            f"{at + count - 1} at byte {fpos} fails its CRC check; restore the "
+                            "file or trim past it"
+                        )
+                    lengths = np.frombuffer(body, dtype="<u4", count=count).astype(np.int64)
+                    ends = np.cumsum(lengths)
+                    skip = offset - at
+                    want = min(count - skip, max_records - taken)
+                    data_start = int(ends[skip] - lengths[skip])
+                    cumulative = ends[skip : skip + want] - data_start
+                    n = int(np.searchsorted(cumulative, budget, side="right"))
+                    if n == 0 and taken == 0:
+                        n = 1  # one record even if it alone exceeds max_bytes
+                    if n:
+                        lengths_parts.append(lengths[skip : skip + n])
+                        base = 4 * count + data_start
+                        data_parts.append(body[base : base + int(cumulative[n - 1])])
+                        taken += n
+                        budget -= int(cumulative[n - 1])
+                        offset += n
+                    if offset < at + count or taken >= max_records:
                         limited = True
+                        if offset >= at + count:  # the frame was used up: continue after it
+                            at, pos = at + count, fpos + HEADER_SIZE + size
                         break
-                    if at >= offset:
-                        payload = bytes(buf[bstart : bstart + length])
-                        if zlib.crc32(payload) != crc:
-                            raise StreamError(
-                                f"stream segment {seg.path} is corrupt: record {at} at byte {fpos} "
-                                "fails its CRC check; restore the file or trim past it"
-                            )
-                        out.append((at, payload))
-                        budget -= length
-                    at += 1
-                    pos = fpos + HEADER_SIZE + length
+                    at += count
+                    pos = fpos + HEADER_SIZE + size
             finally:
                 os.close(fd)
             if at < stop and not limited:
@@ -551,28 +629,29 @@ class LocalLog:
                     "restore the file or trim past it"
                 )
             with self._lock:
-                self._remember(at, seg.base, pos)
-            offset = at
+                self._remember(offset, seg.base, pos, at)
             if limited:
                 break
-        return out
+            offset = at
+        return _records(first, lengths_parts, data_parts)
 
     def _seek(self, seg: _Segment, offset: int) -> tuple[int, int] | None:
-        """Nearest known ``(offset, byte)`` at or before ``offset`` in ``seg`` (lock held).
+        """The frame ``(first offset, byte)`` to start scanning at for ``offset`` in ``seg``.
 
-        None when the sealed segment has no index yet.
+        Lock held. None when the sealed segment has no index yet.
         """
         hint = self._hints.get(offset)
         if hint is not None and hint[0] == seg.base:
-            return offset, hint[1]
+            return hint[2], hint[1]
         if seg.index_offsets is None or seg.index_positions is None:
             return None
         i = bisect.bisect_right(seg.index_offsets, offset) - 1
         return seg.index_offsets[i], seg.index_positions[i]
 
-    def _remember(self, offset: int, base: int, pos: int) -> None:
-        """Remember where a read ended so the consumer's next read starts there without a scan."""
-        self._hints[offset] = (base, pos)
+    def _remember(self, offset: int, base: int, pos: int, at: int) -> None:
+        """Remember where a read ended (the frame at byte ``pos`` of segment ``base`` starts at
+        offset ``at``) so the consumer's next read from ``offset`` starts there without a scan."""
+        self._hints[offset] = (base, pos, at)
         self._hints.move_to_end(offset)
         while len(self._hints) > _HINTS:
             self._hints.popitem(last=False)
