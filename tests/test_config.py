@@ -39,6 +39,8 @@ def test_env_home_and_toml(tmp_path: Path) -> None:
         ('[tables."logs.web"]\npartition = "week"\n', "choose one of hour, day, month, none"),
         ("[query]\nmax_rows = 'ten'\n", "query.max_rows must be int"),
         ("[query\n", "invalid TOML"),
+        ('[server]\nlog_format = "xml"\n', "server.log_format = 'xml'; choose one of json, text"),
+        ('[server]\nlog_level = "INFO"\n', "log_level = 'INFO'; choose one of debug, info"),
     ],
 )
 def test_invalid_config_names_the_problem(tmp_path: Path, text: str, message: str) -> None:

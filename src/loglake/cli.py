@@ -6,6 +6,7 @@ Errors that are the user's to fix (:class:`LoglakeError`) print one line and exi
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -282,13 +283,20 @@ def serve(ctx: click.Context, host: str | None, port: int | None) -> None:
     import uvicorn
 
     from loglake.server.app import create_app
+    from loglake.server.logs import configure_logging
 
-    click.echo(f"loglake serve: http://{host}:{port}  (data in {config.home})", err=True)
+    # The options win over [server]; the start-up event reads the address from there.
+    config = dataclasses.replace(
+        config, server=dataclasses.replace(config.server, host=host, port=port)
+    )
+    configure_logging(config.server.log_format, config.server.log_level)
     uvicorn.run(
         create_app(config),
         host=host,
         port=port,
-        log_level="warning",
+        log_config=None,  # keep the handler configured above (uvicorn's would replace it)
+        log_level=config.server.log_level,
+        access_log=False,
         timeout_graceful_shutdown=30,
     )
 

@@ -20,6 +20,8 @@ from typing import Any
 from loglake.errors import ConfigError
 
 PARTITIONS = ("hour", "day", "month", "none")
+LOG_FORMATS = ("json", "text")
+LOG_LEVELS = ("debug", "info", "warning", "error")
 STREAM_NAME = re.compile(r"[a-zA-Z0-9_.-]{1,128}")
 
 
@@ -80,11 +82,16 @@ class QueryConfig:
 
 @dataclass(frozen=True)
 class ServerConfig:
-    """``loglake serve``: where it listens. Without API keys it only binds to loopback."""
+    """``loglake serve``: where it listens and how it logs. Without API keys it only binds to loopback.
+
+    ``log_format`` (``json`` or ``text``) and ``log_level`` shape its stderr events.
+    """
 
     host: str = "127.0.0.1"
     port: int = 8080
     max_body_bytes: int = 8 << 20
+    log_format: str = "json"
+    log_level: str = "info"
 
 
 @dataclass(frozen=True)
@@ -219,6 +226,14 @@ def _validate(cfg: Config) -> None:
         raise ConfigError("ingest.chunk_bytes must be at least 65536")
     if cfg.query.max_rows < 1 or cfg.query.timeout_s <= 0:
         raise ConfigError("query.max_rows and query.timeout_s must be positive")
+    if cfg.server.log_format not in LOG_FORMATS:
+        raise ConfigError(
+            f"server.log_format = {cfg.server.log_format!r}; choose one of {', '.join(LOG_FORMATS)}"
+        )
+    if cfg.server.log_level not in LOG_LEVELS:
+        raise ConfigError(
+            f"server.log_level = {cfg.server.log_level!r}; choose one of {', '.join(LOG_LEVELS)}"
+        )
     for name, stream in cfg.streams.items():
         if not STREAM_NAME.fullmatch(name):
             raise ConfigError(

@@ -270,7 +270,12 @@ async def _append(stream: Stream, blobs: Sequence[bytes]) -> _Appended:
         # Only reachable if the log's record limit is below the API's; then it is the client's error.
         raise AwsError("ValidationException", str(exc)) from exc
     except StreamError as exc:
-        log.warning("append to stream %s failed: %s", stream.name, exc)
+        log.warning(
+            "append to stream %s failed: %s",
+            stream.name,
+            exc,
+            extra={"fields": {"stream": stream.name, "reason": str(exc)}},
+        )
         return _Appended([], exc)
     counters.accepted += len(flat)
     starts = []
@@ -691,8 +696,13 @@ def make_aws_endpoint(runtime: Runtime, config: Config) -> Handler:
             return await _handle(request)
         except AwsError as exc:
             return _error(exc)
-        except Exception:  # one bad request must not take the server down
-            log.exception("AWS API request failed")
+        except Exception as exc:  # one bad request must not take the server down
+            operation = request.headers.get("x-amz-target", "")[:100]
+            log.exception(
+                "AWS API request %s failed",
+                operation,
+                extra={"fields": {"operation": operation, "reason": repr(exc)}},
+            )
             return _error(AwsError("InternalFailure", "Internal service failure.", 500))
 
     async def _handle(request: Request) -> Response:
@@ -750,7 +760,13 @@ def make_aws_endpoint(runtime: Runtime, config: Config) -> Handler:
         except NoSuchStreamError as exc:  # a stream removed between lookup and use
             raise AwsError("ResourceNotFoundException", str(exc)) from exc
         except LoglakeError as exc:
-            log.warning("%s failed: %s", target, exc)
+            stream = call.body.get("StreamName") or call.body.get("DeliveryStreamName")
+            log.warning(
+                "%s failed: %s",
+                target,
+                exc,
+                extra={"fields": {"operation": target, "stream": stream, "reason": str(exc)}},
+            )
             raise AwsError("InternalFailure", str(exc), 500) from exc
 
     return endpoint

@@ -17,6 +17,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from loglake import __version__
 from loglake.config import STREAM_NAME, StreamConfig, SyslogConfig
 from loglake.errors import ConfigError, LoglakeError
 from loglake.formats import get_format
@@ -71,10 +72,12 @@ class Runtime:
         self._saved = config.state_dir / "streams.json"
         self.feeders: list[Any] = []  # syslog receiver and file tails: started after the streams
         self.syslog: Any = None
+        self._first_offsets: dict[str, int] = {}  # each log's next offset when opened
 
     def start(self) -> None:
         """Open every configured and previously created stream and start its delivery, then the
-        syslog receivers and file tails that feed streams.
+        syslog receivers and file tails that feed streams; then log "loglake serve started" with
+        the version, address, data home, auth mode, streams, syslog listeners and tails.
         """
         declared = dict(self._load_saved())
         declared.update(self.config.streams)
@@ -93,6 +96,36 @@ class Runtime:
             )
             tailer.start()
             self.feeders.append(tailer)
+        log.info("loglake serve started", extra={"fields": self._started_fields()})
+
+    def _started_fields(self) -> dict[str, Any]:
+        """What the start-up event reports: version, address, data home, auth, streams, feeders."""
+        server, auth = self.config.server, self.config.auth
+        host = f"[{server.host}]" if ":" in server.host else server.host
+        modes = [
+            m for m, on in (("api keys", auth.api_keys), ("sigv4", auth.aws_credentials)) if on
+        ]
+        syslog: Any = "off"
+        if self.syslog is not None:
+            bound = self.syslog.addresses
+            syslog = {k: "{}:{}".format(*bound[k]) if k in bound else "off" for k in ("udp", "tcp")}
+            syslog["stream"] = self.config.syslog.stream
+        return {
+            "version": __version__,
+            "listen": f"{host}:{server.port}",
+            "url": f"http://{host}:{server.port}",
+            "home": str(self.config.home),
+            "auth": " + ".join(modes) or "none, loopback only",
+            "streams": {
+                name: {"format": s.config.format, "table": s.delivery.table}
+                for name, s in sorted(self.streams.items())
+            },
+            "syslog": syslog,
+            "tails": {
+                name: {"paths": list(t.paths), "stream": t.stream}
+                for name, t in sorted(self.config.tail.items())
+            },
+        }
 
     def _start_syslog(self) -> None:
         cfg = self.config.syslog
@@ -108,7 +141,11 @@ class Runtime:
             if cfg == SyslogConfig():
                 # Zero-config default ports taken (another syslog daemon, another loglake): run
                 # without syslog rather than refuse to start; configured addresses must bind.
-                log.warning("syslog receiver not started: %s (set [syslog] to choose ports)", exc)
+                log.warning(
+                    "syslog receiver not started: %s (set [syslog] to choose ports)",
+                    exc,
+                    extra={"fields": {"stream": cfg.stream, "reason": str(exc)}},
+                )
                 return
             raise
         self.syslog = receiver
@@ -116,13 +153,37 @@ class Runtime:
 
     def stop(self) -> None:
         """Graceful shutdown: stop the feeders (they append what they hold), deliver and commit
-        every acknowledged record, then close the logs.
+        every acknowledged record, then close the logs and log "loglake serve stopped" with each
+        stream's counts of this run (a WARNING first for a stream whose delivery did not finish).
         """
         for feeder in reversed(self.feeders):
             feeder.stop()
+        report = {}
         for stream in list(self.streams.values()):
             stream.delivery.stop()
+            stats = stream.delivery.stats
+            left = max(0, stream.log.next_offset - stats.position)
+            if left:  # delivery did not finish in time (or never started): they are not lost
+                reason = stats.errors[-1] if stats.errors else "delivery did not finish in time"
+                log.warning(
+                    "stream %s: %d records past the last commit at shutdown (%s); "
+                    "the next start delivers them",
+                    stream.name,
+                    left,
+                    reason,
+                    extra={
+                        "fields": {"stream": stream.name, "undelivered": left, "reason": reason}
+                    },
+                )
+            report[stream.name] = {
+                "appended": stream.log.next_offset - self._first_offsets.get(stream.name, 0),
+                "accepted": stream.counters.accepted,
+                "delivered": stats.delivered,
+                "rejected": stats.rejected,
+                "undelivered": left,
+            }
             stream.log.close()
+        log.info("loglake serve stopped", extra={"fields": {"streams": report}})
 
     def _ensure(self, name: str, default: StreamConfig) -> Stream:
         """The stream ``name``, created with ``default`` settings when it was not declared."""
@@ -169,6 +230,7 @@ class Runtime:
             segment_bytes=max(1 << 16, min(64 << 20, stream.max_log_bytes // 4)),
         )
         log = LocalLog(self.config.home / "streams" / name, limits)
+        self._first_offsets[name] = log.next_offset
         delivery = Delivery(self.config, name, stream, log, self.catalog)
         opened = Stream(name, stream, log, delivery)
         self.streams[name] = opened

@@ -442,7 +442,16 @@ class SyslogReceiver:
         )
         self._appender.start()
         self._io_thread.start()
-        log.info("syslog receiver listening on %s", self._describe())
+        log.info(
+            "syslog receiver listening on %s",
+            self._describe(),
+            extra={
+                "fields": {
+                    "stream": self.config.stream,
+                    **{kind: f"{host}:{port}" for kind, (host, port) in self._addresses.items()},
+                }
+            },
+        )
 
     def stop(self, timeout: float = STOP_TIMEOUT) -> None:
         """Stop listening, read what the kernel already holds, append everything, close the sockets.
@@ -472,12 +481,22 @@ class SyslogReceiver:
         if self._selector is not None:
             self._selector.close()
         c = self.counters
-        log.info(
+        lost = c.dropped_total - c.dropped.get("empty", 0)  # empty messages are no loss
+        log.log(
+            logging.WARNING if lost else logging.INFO,
             "syslog receiver stopped: %d received, %d accepted, %d dropped %s",
             c.received,
             c.accepted,
             c.dropped_total,
             c.dropped,
+            extra={
+                "fields": {
+                    "stream": self.config.stream,
+                    "received": c.received,
+                    "accepted": c.accepted,
+                    "dropped": dict(c.dropped),
+                }
+            },
         )
 
     # -- binding ----------------------------------------------------------------------------------
@@ -619,9 +638,15 @@ class SyslogReceiver:
                         self._read_conn(target)
                     else:
                         target()
-                except Exception:
+                except Exception as exc:
                     # A bug must not stop the other connections; the one that raised is closed.
-                    log.exception("syslog receiver: error while serving %s", key.fileobj)
+                    peer = target.peer if isinstance(target, _Connection) else None
+                    context = {"stream": self.config.stream, "peer": peer, "reason": repr(exc)}
+                    log.exception(
+                        "syslog receiver: error while serving %s",
+                        key.fileobj,
+                        extra={"fields": context},
+                    )
                     if isinstance(target, _Connection):
                         self._close_conn(target)
         try:
@@ -705,6 +730,8 @@ class SyslogReceiver:
                 "syslog UDP: the kernel dropped %d datagrams (socket receive buffer full); "
                 "raise net.core.rmem_max or send over TCP",
                 kernel_drops,
+                reason="socket receive buffer full",
+                dropped=kernel_drops,
             )
         messages = self._count_received(raw)
         if messages:
@@ -723,7 +750,9 @@ class SyslogReceiver:
             except BlockingIOError:
                 return
             except OSError as exc:  # EMFILE and the like: log it, the next wake-up tries again
-                self._log_limited("accept", "syslog TCP: cannot accept a connection: %s", exc)
+                self._log_limited(
+                    "accept", "syslog TCP: cannot accept a connection: %s", exc, reason=str(exc)
+                )
                 return
             if len(self._conns) >= self._max_connections:
                 sock.close()
@@ -733,6 +762,8 @@ class SyslogReceiver:
                     "syslog TCP: %d connections open (the limit); closed a new one from %s",
                     len(self._conns),
                     peer,
+                    reason="connection limit reached",
+                    peer=str(peer),
                 )
                 continue
             sock.setblocking(False)
@@ -765,6 +796,8 @@ class SyslogReceiver:
                     "framing",
                     "syslog TCP from %s: invalid octet count; frame read as newline-terminated",
                     conn.peer,
+                    reason="invalid octet count",
+                    peer=conn.peer,
                 )
             self._truncated += framer.truncated
             self._framing_errors += framer.framing_errors
@@ -874,7 +907,9 @@ class SyslogReceiver:
                 if self._abort.is_set():
                     self._app_dropped["stopped"] += len(batch) - i
                     return
-                self._log_limited("full", "syslog: stream full, waiting for room: %s", exc)
+                self._log_limited(
+                    "full", "syslog: stream full, waiting for room: %s", exc, reason=str(exc)
+                )
                 self._abort.wait(min(delay, max(exc.retry_after, _RETRY_FIRST)))
                 delay = min(delay * 2, max(exc.retry_after, _RETRY_FIRST))
                 continue
@@ -883,7 +918,9 @@ class SyslogReceiver:
                     count = 1  # find the refused record(s) one by one
                     continue
                 self._app_dropped["too_large"] += 1
-                self._log_limited("too_large", "syslog: stream refused a message: %s", exc)
+                self._log_limited(
+                    "too_large", "syslog: stream refused a message: %s", exc, reason=str(exc)
+                )
                 i += 1
                 count = len(batch) - i
                 continue
@@ -891,7 +928,11 @@ class SyslogReceiver:
                 # The stream cannot take anything (closed, I/O error): count, log, keep serving.
                 self._app_dropped["stream_error"] += len(batch) - i
                 self._log_limited(
-                    "stream_error", "syslog: append failed, messages dropped: %s", exc
+                    "stream_error",
+                    "syslog: append failed, messages dropped: %s",
+                    exc,
+                    reason=str(exc),
+                    dropped=len(batch) - i,
                 )
                 return
             self._accepted += len(part)
@@ -904,9 +945,15 @@ class SyslogReceiver:
                 if wake:
                     self._wake()
 
-    def _log_limited(self, kind: str, message: str, *args: object) -> None:
-        """Log a warning at most every ``_LOG_EVERY`` seconds per ``kind`` (counters have the rest)."""
+    def _log_limited(
+        self, kind: str, message: str, *args: object, reason: str, **fields: object
+    ) -> None:
+        """Log a warning at most every ``_LOG_EVERY`` seconds per ``kind`` (counters have the rest).
+
+        The event carries the stream, ``kind``, ``reason`` and ``fields`` as structured fields.
+        """
         now = time.monotonic()
         if now - self._last_log.get(kind, -_LOG_EVERY) >= _LOG_EVERY:
             self._last_log[kind] = now
-            log.warning(message, *args)
+            context = {"stream": self.config.stream, "kind": kind, "reason": reason, **fields}
+            log.warning(message, *args, extra={"fields": context})

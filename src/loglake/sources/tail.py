@@ -233,9 +233,13 @@ class Tailer:
         """poll_once for the thread: a bug must not end the tailing, so it is counted and logged."""
         try:
             self.poll_once()
-        except Exception:
+        except Exception as exc:
             self.errors += 1
-            log.exception("tail %s: poll failed; retrying at the next poll", self.name)
+            log.exception(
+                "tail %s: poll failed; retrying at the next poll",
+                self.name,
+                extra={"fields": self._context(reason=repr(exc))},
+            )
 
     def status(self) -> dict[str, Any]:
         """Counters, current problems and each followed file's path and acknowledged offset."""
@@ -346,6 +350,11 @@ class Tailer:
                     f.path,
                     f.ino,
                     f.offset,
+                    extra={
+                        "fields": self._context(
+                            path=f.path, reason="gone since the last run", offset=f.offset
+                        )
+                    },
                 )
                 self._dirty = True
             self._unopened_at_start = {k for k in found if k not in self._files}
@@ -534,7 +543,13 @@ class Tailer:
         except StreamFullError as exc:
             self.stream_full += 1
             self.retry_after = exc.retry_after
-            log.info("tail %s: %s; retrying in %g s", self.name, exc, exc.retry_after)
+            log.info(
+                "tail %s: %s; retrying in %g s",
+                self.name,
+                exc,
+                exc.retry_after,
+                extra={"fields": self._context(reason=str(exc), retry_after=exc.retry_after)},
+            )
             self._rewind()
             return False
         except (LoglakeError, OSError) as exc:
@@ -577,12 +592,27 @@ class Tailer:
         self._reported.add(where)
         if self.problems.get(where) != reason:
             self.errors += 1
-            log.warning("tail %s: %s: %s (retrying every poll)", self.name, where, reason)
+            log.warning(
+                "tail %s: %s: %s (retrying every poll)",
+                self.name,
+                where,
+                reason,
+                extra={"fields": self._context(path=where, reason=reason)},
+            )
         self.problems[where] = reason
+
+    def _context(self, **fields: object) -> dict[str, object]:
+        """Structured fields of this tail's log events: its name and stream, then ``fields``."""
+        return {"tail": self.name, "stream": self.config.stream, **fields}
 
     def _clear(self, where: str) -> None:
         if self.problems.pop(where, None) is not None:
-            log.info("tail %s: %s works again", self.name, where)
+            log.info(
+                "tail %s: %s works again",
+                self.name,
+                where,
+                extra={"fields": self._context(path=where)},
+            )
 
     def _save_state(self) -> None:
         """Write the acknowledged positions atomically: temp file, fsync, rename, fsync the folder.
