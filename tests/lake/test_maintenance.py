@@ -8,7 +8,12 @@ from loglake.config import load_config
 from loglake.ingest import ingest
 from loglake.lake.catalog import open_catalog
 from loglake.lake.delivery import committed_offset, offset_property
-from loglake.lake.maintenance import COMPACT_MIN_FILES, compact, expire_snapshots
+from loglake.lake.maintenance import (
+    COMPACT_MIN_FILES,
+    compact,
+    expire_snapshots,
+    remove_orphans,
+)
 from loglake.lake.writer import TableWriter
 from loglake.query.engine import Connection
 
@@ -65,3 +70,35 @@ def test_expiry_keeps_the_latest_offset_snapshot(tmp_path: Path) -> None:
     table = catalog.load_table("logs.access")
     assert committed_offset(table, "web") == 42
     assert len(table.snapshots()) == 6  # the last 5 and the stream's offset snapshot
+
+
+def test_files_no_snapshot_references_are_removed_after_expiry(tmp_path: Path) -> None:
+    home = tmp_path / "lake"
+    _small_ingests(home, COMPACT_MIN_FILES)
+    before = _rows(home)
+    catalog = open_catalog(load_config(home=home, environ={}))
+    table = catalog.load_table("logs.access")
+    folder = Path(table.location().removeprefix("file://"))
+    old_files = sorted((folder / "data").rglob("*.parquet"))
+    assert len(old_files) == COMPACT_MIN_FILES
+    compact(catalog, table, "logs.access")
+    table = catalog.load_table("logs.access")
+    assert remove_orphans(table) == (0, 0)  # still referenced by older snapshots, and too young
+    expire_snapshots(table, keep_last=1)
+    table = catalog.load_table("logs.access")
+    assert remove_orphans(table, older_than_s=3600) == (0, 0)  # unreferenced but too young
+    deleted, freed = remove_orphans(table, older_than_s=0)
+    assert deleted >= COMPACT_MIN_FILES and freed > 0
+    assert not any(f.exists() for f in old_files)  # the compacted-away data files are gone
+    left = sorted((folder / "data").rglob("*.parquet"))
+    assert [
+        Path(t.file.file_path.removeprefix("file://")) for t in table.scan().plan_files()
+    ] == left
+    assert _rows(home) == before  # the table still reads every row once
+    avro = {p.name for p in (folder / "metadata").glob("*.avro")}
+    snap = table.current_snapshot()
+    assert snap is not None
+    wanted = {Path(snap.manifest_list).name} | {
+        Path(m.manifest_path).name for m in snap.manifests(table.io)
+    }
+    assert avro == wanted  # manifests and manifest lists of expired snapshots are gone

@@ -10,6 +10,7 @@ the log (never lost). Records are single lines; their ``line`` column holds thei
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
 import time
@@ -33,9 +34,13 @@ if TYPE_CHECKING:
     from loglake.lake.writer import TableWriter
     from loglake.stream.local import LocalLog, Records
 
+log = logging.getLogger(__name__)
+
 _READ_RECORDS = 50_000
+_RETRY_FIRST_S = 1.0  # back-off after a failed delivery, doubling up to _RETRY_MAX_S
+_RETRY_MAX_S = 30.0
 _EXPIRE_EVERY = 50  # commits between snapshot expiries (see lake/maintenance.py)
-_COMPACT_EVERY = 20  # commits between compactions of partitions with many small files
+_COMPACT_EVERY = 10  # commits between looks for partitions with many small files to compact
 _DETECT_LINES = (
     2000  # auto streams: detect the format from this many lines of a batch, as ingest does
 )
@@ -73,6 +78,8 @@ class DeliveryStats:
     commits: int = 0
     last_commit_seconds: float = 0.0
     compacted_files: int = 0
+    removed_files: int = 0  # files no snapshot references any more, deleted
+    removed_bytes: int = 0
     position: int = 0
     errors: list[str] = field(default_factory=list)
 
@@ -101,6 +108,15 @@ class Delivery:
         self._thread = threading.Thread(
             target=self._run, name=f"loglake-deliver-{name}", daemon=True
         )
+        # Compaction and snapshot expiry run in their own thread so delivery never waits for them;
+        # commits to a table (delivery's and maintenance's) take turns under this lock, and the
+        # heavy part of compaction (reading and writing Parquet) runs outside it.
+        self._commit_lock = threading.RLock()
+        self._maintain_due = threading.Event()
+        self._maintainer = threading.Thread(
+            target=self._maintain, name=f"loglake-maintain-{name}", daemon=True
+        )
+        self._expired_at = 0  # stats.commits at the last snapshot expiry
         self._writers: dict[str, TableWriter] = {}
         self._committed: dict[str, int] = {}
         self._enrichers: dict[str, object] = {}
@@ -116,11 +132,17 @@ class Delivery:
 
     def start(self) -> None:
         self._thread.start()
+        self._maintainer.start()
 
     def stop(self, timeout: float = 30.0) -> None:
-        """Deliver and commit what the log holds now, then stop. Called on graceful shutdown."""
+        """Deliver and commit what the log holds now, then stop. Called on graceful shutdown.
+
+        A compaction still writing is abandoned (its files were never committed: no row is lost).
+        """
         self._stop.set()
+        self._maintain_due.set()
         self._thread.join(timeout)
+        self._maintainer.join(timeout)
 
     # -- the loop --------------------------------------------------------------------------------
 
@@ -136,7 +158,13 @@ class Delivery:
                 catalog, table, schema, self.config.table(table).partition, time_column
             )
             self._committed.setdefault(table, committed_offset(t, self.name) or 0)
-            w = TableWriter(lambda: (catalog, t), table, 10**12, sort_by=time_column)
+            w = TableWriter(
+                lambda: (catalog, t),
+                table,
+                10**12,
+                sort_by=time_column,
+                commit_lock=self._commit_lock,
+            )
             self._writers[table] = w
         return w
 
@@ -157,11 +185,40 @@ class Delivery:
         return max(min(offsets), self.log.start_offset)
 
     def _run(self) -> None:
-        try:
-            position = self._resume_position()
-        except Exception as exc:  # the catalog cannot be opened: reported by /readyz
-            self.stats.errors.append(f"cannot open the lake: {exc}")
-            return
+        """Deliver until stopped; after an error, start over from the committed offsets.
+
+        A failed read, parse or commit leaves nothing half-visible (uncommitted files are orphans
+        for maintenance to delete), so the safe recovery is to drop the writers' state and resume
+        from what the lake holds, after a back-off: nothing is lost and nothing is written twice.
+        """
+        backoff = _RETRY_FIRST_S
+        while True:
+            try:
+                self._deliver_until_stopped()
+                break
+            except Exception as exc:
+                reason = f"{type(exc).__name__}: {exc}"
+                log.error(
+                    "stream %s: delivery failed (%s); retrying from the last commit in %.0f s",
+                    self.name,
+                    reason,
+                    backoff,
+                    exc_info=True,
+                    extra={"fields": {"stream": self.name, "table": self.table, "reason": reason}},
+                )
+                self.stats.errors.append(f"delivery failed: {reason}")
+                del self.stats.errors[:-10]
+                for writer in self._writers.values():
+                    writer.close()
+                self._writers.clear()
+                if self._stop.wait(backoff):
+                    break
+                backoff = min(backoff * 2, _RETRY_MAX_S)
+        for w in self._writers.values():
+            w.close()
+
+    def _deliver_until_stopped(self) -> None:
+        position = self._resume_position()
         self.stats.position = position
         self.ready.set()
         pending = 0
@@ -181,8 +238,6 @@ class Delivery:
                 last_commit = time.monotonic()
             if stopping and not len(records):
                 break
-        for w in self._writers.values():
-            w.close()
 
     def _deliver(self, records: Records) -> int:
         from loglake.ingest import REJECTED_TABLE, naive_utc, rejected_frame
@@ -228,26 +283,63 @@ class Delivery:
             rows += rejected.height
         return rows
 
+    def _maintain(self) -> None:
+        """The maintenance thread: compaction every few commits, snapshot expiry every 50."""
+        while True:
+            self._maintain_due.wait()
+            self._maintain_due.clear()
+            if self._stop.is_set():
+                return
+            try:
+                self._compact()
+                if self.stats.commits - self._expired_at >= _EXPIRE_EVERY:
+                    self._expire()
+            except Exception as exc:  # maintenance is an optimisation: report, never stop delivery
+                log.warning(
+                    "stream %s: maintenance failed: %s",
+                    self.name,
+                    exc,
+                    exc_info=True,
+                    extra={"fields": {"stream": self.name, "reason": str(exc)}},
+                )
+                self.stats.errors.append(f"maintenance failed: {exc}")
+                del self.stats.errors[:-10]
+
     def _compact(self) -> None:
-        """Compact the tables this delivery writes, between its own commits (never concurrently)."""
-        from loglake.lake.maintenance import compact
+        """Merge partitions' small files; each merge is written outside the commit lock."""
+        from loglake.lake.maintenance import commit_replace, plan_compaction, write_merged
         from loglake.query.plan import refresh_plans
 
         catalog = self._catalog.result()
-        changed = {}
-        try:
-            for name, writer in self._writers.items():
-                time_column = "ingested_at" if name.endswith(".rejected") else "ts"
-                removed, _ = compact(catalog, writer.table, name, time_column)
-                if removed:
-                    writer.table = catalog.load_table(name)
-                    changed[name] = writer.table
-                    self.stats.compacted_files += removed
-        except Exception as exc:  # compaction is an optimisation: report, never stop delivery
-            self.stats.errors.append(f"compaction failed: {exc}")
-            del self.stats.errors[:-10]
-        if changed:
-            refresh_plans(self.config, changed)
+        for name, writer in list(self._writers.items()):
+            time_column = "ingested_at" if name.endswith(".rejected") else "ts"
+            with self._commit_lock:
+                table = writer.table
+            for files in plan_compaction(table):
+                if self._stop.is_set():
+                    return
+                new_files = write_merged(catalog, table, name, files, time_column)
+                with self._commit_lock:
+                    # Only this thread removes files, so the planned ones are all still live.
+                    writer.table = commit_replace(writer.table, files, new_files)
+                    refresh_plans(self.config, {name: writer.table})
+                self.stats.compacted_files += len(files)
+
+    def _expire(self) -> None:
+        """Expire old snapshots, then delete the files no remaining snapshot references."""
+        from loglake.lake.maintenance import expire_snapshots, remove_orphans
+        from loglake.query.plan import refresh_plans
+
+        self._expired_at = self.stats.commits
+        for name, writer in list(self._writers.items()):
+            with self._commit_lock:
+                expire_snapshots(writer.table)
+                writer.table = writer.table.refresh()
+                refresh_plans(self.config, {name: writer.table})
+                table = writer.table
+            deleted, freed = remove_orphans(table)
+            self.stats.removed_files += deleted
+            self.stats.removed_bytes += freed
 
     def _commit(self, position: int) -> None:
         started = time.perf_counter()
@@ -260,26 +352,33 @@ class Delivery:
 
         for table in sorted(self._writers, key=lambda t: t != REJECTED_TABLE):
             writer = self._writers[table]
-            before = writer.table.metadata_location
-            if writer.commit(props):
-                self._committed[table] = position
-                # Keep the query plan cache current at a cost that does not grow with the table.
-                extend_plan(self.config, table, writer.table, before, writer.last_committed)
+            writer.flush()  # write Parquet before taking the lock: only the commit is serialized
+            with self._commit_lock:
+                before = writer.table.metadata_location
+                if writer.commit(props):
+                    self._committed[table] = position
+                    # Keep the query plan cache current at a cost that does not grow with the table.
+                    extend_plan(self.config, table, writer.table, before, writer.last_committed)
         self.stats.commits += 1
         self.stats.position = position
         self.stats.last_commit_seconds = time.perf_counter() - started
+        log.debug(
+            "stream %s: committed up to offset %d in %.3f s",
+            self.name,
+            position,
+            self.stats.last_commit_seconds,
+            extra={
+                "fields": {
+                    "stream": self.name,
+                    "offset": position,
+                    "seconds": round(self.stats.last_commit_seconds, 4),
+                }
+            },
+        )
         # Every table has committed past `position`: the log no longer needs what lies before it.
         self.log.trim(position)
         if self.stats.commits % _COMPACT_EVERY == 0:
-            self._compact()
-        if self.stats.commits % _EXPIRE_EVERY == 0:
-            from loglake.lake.maintenance import expire_snapshots
-            from loglake.query.plan import refresh_plans
-
-            for writer in self._writers.values():
-                expire_snapshots(writer.table)
-                writer.table = writer.table.refresh()
-            refresh_plans(self.config, {n: w.table for n, w in self._writers.items()})
+            self._maintain_due.set()
 
 
 def _now_naive() -> datetime:

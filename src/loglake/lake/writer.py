@@ -12,6 +12,7 @@ import itertools
 import json
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import AbstractContextManager, nullcontext
 from typing import TYPE_CHECKING, Any
 
 import polars as pl
@@ -73,6 +74,7 @@ class TableWriter:
         name: str,
         flush_rows: int,
         sort_by: str | None = "ts",
+        commit_lock: AbstractContextManager[Any] | None = None,
     ):
         # The catalog and table are opened on first use, normally in the writer thread, so the
         # caller goes on parsing while pyiceberg loads and the table is created.
@@ -82,6 +84,9 @@ class TableWriter:
         self._name = name
         self.flush_rows = flush_rows
         self.sort_by = sort_by
+        # Held around schema changes when another thread also commits to the table (delivery's
+        # maintenance thread); the caller holds it around commit() itself.
+        self._commit_lock = commit_lock or nullcontext()
         self._buffer: list[pl.DataFrame] = []
         self._buffered_rows = 0
         self._files: list[DataFile] = []
@@ -141,7 +146,8 @@ class TableWriter:
         new = frame.select([c for c in frame.columns if c not in have]).to_arrow(
             compat_level=pl.CompatLevel.oldest()
         )
-        self.table = ensure_table(self.catalog, self.name, new.schema, partition="none")
+        with self._commit_lock:
+            self.table = ensure_table(self.catalog, self.name, new.schema, partition="none")
 
     def flush(self) -> None:
         """Write all buffered rows as Parquet data files (not yet visible to readers) and wait."""
@@ -321,29 +327,12 @@ class TableWriter:
 
         return list(ExecutorFactory.get_or_create().map(write_one, slices))
 
-    def replace(self, old_files: list[DataFile], frame: pl.DataFrame) -> int:
-        """Rewrite ``old_files`` as the rows of ``frame`` in one snapshot (compaction).
-
-        The new files are written first; one OVERWRITE snapshot then removes the old files and adds
-        the new ones, so a reader sees either all old files or all new ones, never both or neither.
-        Returns the number of files written. Raises LakeError if the commit is refused.
-        """
+    def write_files(self, frame: pl.DataFrame) -> list[DataFile]:
+        """Write ``frame`` as data files now and return them, uncommitted (for compaction)."""
         self._wait()
         self._write([frame])
         new_files, self._files = self._files, []
-        try:
-            tx = self.table.transaction()
-            with tx.update_snapshot(
-                snapshot_properties={"loglake.compacted-files": str(len(old_files))}
-            ).overwrite() as overwrite:
-                for data_file in old_files:
-                    overwrite.delete_data_file(data_file)
-                for data_file in new_files:
-                    overwrite.append_data_file(data_file)
-            self.table = tx.commit_transaction()
-        except Exception as exc:
-            raise LakeError(f"compaction commit to {self.name} failed: {exc}") from exc
-        return len(new_files)
+        return new_files
 
     def commit(self, properties: dict[str, Any] | None = None) -> bool:
         """Flush, then add every file written since the last commit in one snapshot.

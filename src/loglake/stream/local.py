@@ -313,6 +313,14 @@ class LocalLog:
                     scan.torn,
                     dropped,
                     base + scan.count,
+                    extra={
+                        "fields": {
+                            "path": str(path),
+                            "reason": scan.torn,
+                            "truncated_bytes": dropped,
+                            "offset": base + scan.count,
+                        }
+                    },
                 )
                 os.ftruncate(fd, scan.end_pos)
                 if self.fsync:
