@@ -329,6 +329,15 @@ def render_metrics(runtime: Runtime) -> str:
         "Small data files merged away by compaction.",
         [(s.name, s.delivery.stats.compacted_files) for s in streams],
     )
+    fsyncs = {s.name: sorted(s.log.fsync_seconds) for s in streams}
+    for label, q in (("p50", 0.5), ("p99", 0.99), ("max", 1.0)):
+        add(
+            f"loglake_stream_fsync_{label}_seconds",
+            "gauge",
+            f"{label} of the latest 1,024 group-commit fsync durations (acknowledgements wait "
+            "for them).",
+            [(n, v[min(len(v) - 1, int(q * len(v)))] if v else 0.0) for n, v in fsyncs.items()],
+        )
     add(
         "loglake_stream_removed_files_total",
         "counter",

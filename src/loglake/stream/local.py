@@ -23,8 +23,9 @@ import os
 import re
 import struct
 import threading
+import time
 import zlib
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -236,7 +237,8 @@ class LocalLog:
     fsyncs and is meant for tests and benchmarks only: acknowledged data may then be lost in a crash.
 
     Counters (read them any time): ``appends``, ``records_appended``, ``fsyncs``,
-    ``recovered_bytes_dropped`` (torn tail truncated on open).
+    ``recovered_bytes_dropped`` (torn tail truncated on open), and ``fsync_seconds`` (the latest
+    1,024 group-commit fsync durations).
     """
 
     def __init__(
@@ -249,6 +251,8 @@ class LocalLog:
         self.records_appended = 0
         self.fsyncs = 0
         self.recovered_bytes_dropped = 0
+        # Durations of the latest group-commit fsyncs (for /metrics; appends wait for them).
+        self.fsync_seconds: deque[float] = deque(maxlen=1024)
         self._lock = threading.Lock()
         # One condition for "durable offset advanced" and "sync finished": group-commit followers and
         # wait() callers both sleep on it.
@@ -517,7 +521,9 @@ class LocalLog:
                 active = self._segments[-1]
                 fd, target = active.fd, active.end
             try:
+                synced_at = time.perf_counter()
                 _datasync(fd)
+                self.fsync_seconds.append(time.perf_counter() - synced_at)
             except OSError as exc:
                 # After a failed fsync the page cache may have dropped the data ("fsyncgate"): stop
                 # acknowledging anything until a reopen re-reads what is really on disk.
