@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import gzip
+import json
 import os
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -487,5 +489,48 @@ def test_frequent_commits_are_compacted_and_rows_stay_exact(tmp_path: Path) -> N
         ).stdout
         files = int(re.search(r"logs\.access\s*│\s*[\d,]+\s*│\s*(\d+)", listing).group(1))  # type: ignore[union-attr]
         assert files < 10
+    finally:
+        srv.stop(signal.SIGKILL)
+
+
+@pytest.mark.slow
+def test_delivery_retries_after_a_failed_commit_and_delivers_once(tmp_path: Path) -> None:
+    """A catalog that refuses commits (locked by another process) stalls delivery, never loses."""
+    home = tmp_path / "lake"
+    home.mkdir()
+    (home / "loglake.toml").write_text(
+        '[streams.web]\nformat = "combined"\nbuffer_seconds = 0.2\n\n[syslog]\nudp = ""\ntcp = ""\n'
+    )
+    srv = Server(home, _free_port())
+    srv.start()
+
+    def lines(first: int, count: int) -> list[bytes]:
+        return [
+            f'10.0.0.1 - - [01/Jan/2024:10:00:00 +0000] "GET /r/{n} HTTP/1.1" 200 1 "-" "x"'.encode()
+            for n in range(first, first + count)
+        ]
+
+    try:
+        post_lines(srv, "web", lines(0, 50))
+        srv.wait_rows("SELECT count(*) AS n FROM logs.access", 50)
+        catalog = sqlite3.connect(home / "catalog.db", timeout=5)
+        catalog.execute("BEGIN EXCLUSIVE")  # every commit now fails with "database is locked"
+        try:
+            assert post_lines(srv, "web", lines(50, 50))["accepted"] == 50  # acks go on
+            deadline = time.monotonic() + 90
+            log_text = ""
+            while "delivery failed" not in log_text:
+                assert time.monotonic() < deadline, log_text
+                time.sleep(0.5)
+                log_text = (home / "server.log").read_text()
+            failure = next(json.loads(x) for x in log_text.splitlines() if "delivery failed" in x)
+            assert failure["level"] == "error" and failure["stream"] == "web"
+            assert "locked" in failure["reason"]
+        finally:
+            catalog.rollback()
+            catalog.close()
+        srv.wait_rows("SELECT count(*) AS n FROM logs.access", 100, timeout=90)
+        got = srv.query("SELECT count(*) AS n, count(DISTINCT path) AS d FROM logs.access")
+        assert got == [{"n": 100, "d": 100}]
     finally:
         srv.stop(signal.SIGKILL)

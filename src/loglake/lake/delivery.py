@@ -37,10 +37,16 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _READ_RECORDS = 50_000
+_PARSE_INTERVAL_S = 0.25  # batches parsed at most this often when records trickle in
 _RETRY_FIRST_S = 1.0  # back-off after a failed delivery, doubling up to _RETRY_MAX_S
 _RETRY_MAX_S = 30.0
-_EXPIRE_EVERY = 50  # commits between snapshot expiries (see lake/maintenance.py)
+# Commits between snapshot expiries: every commit copies the table metadata, whose size grows with
+# the snapshots kept (pyiceberg deep-copies it), so expiring often keeps commits cheap.
+_EXPIRE_EVERY = 10
+_ORPHANS_EVERY_S = 300.0  # seconds between removals of unreferenced files (they wait 10 min anyway)
 _COMPACT_EVERY = 10  # commits between looks for partitions with many small files to compact
+_MAINTAIN_IDLE_S = 30.0  # a maintenance pass at least this often while commits happen
+_COMPACT_MAX_LAG = 100_000  # records behind the log's end above which compaction waits
 _DETECT_LINES = (
     2000  # auto streams: detect the format from this many lines of a batch, as ingest does
 )
@@ -78,6 +84,7 @@ class DeliveryStats:
     commits: int = 0
     last_commit_seconds: float = 0.0
     compacted_files: int = 0
+    compactions_deferred: int = 0  # passes skipped because delivery was behind
     removed_files: int = 0  # files no snapshot references any more, deleted
     removed_bytes: int = 0
     position: int = 0
@@ -117,6 +124,7 @@ class Delivery:
             target=self._maintain, name=f"loglake-maintain-{name}", daemon=True
         )
         self._expired_at = 0  # stats.commits at the last snapshot expiry
+        self._orphans_at = time.monotonic()  # last removal of unreferenced files
         self._writers: dict[str, TableWriter] = {}
         self._committed: dict[str, int] = {}
         self._enrichers: dict[str, object] = {}
@@ -222,13 +230,20 @@ class Delivery:
         self.stats.position = position
         self.ready.set()
         pending = 0
-        last_commit = time.monotonic()
+        last_commit = last_parse = time.monotonic()
         while True:
             stopping = self._stop.is_set()
             if not stopping:
                 self.log.wait(position, timeout=0.1)
+                # Parse at most every _PARSE_INTERVAL_S unless a full read is waiting: each parse
+                # has a fixed cost (query plan, regex compilation) that a trickle of small batches
+                # would pay many times a second.
+                delay = last_parse + _PARSE_INTERVAL_S - time.monotonic()
+                if delay > 0 and self.log.durable_offset - position < _READ_RECORDS:
+                    self._stop.wait(delay)
             records = self.log.read_records(position, max_records=_READ_RECORDS)
             if len(records):
+                last_parse = time.monotonic()
                 pending += self._deliver(records)
                 position = records.end
             due = time.monotonic() - last_commit >= self.stream.buffer_seconds
@@ -284,12 +299,18 @@ class Delivery:
         return rows
 
     def _maintain(self) -> None:
-        """The maintenance thread: compaction every few commits, snapshot expiry every 50."""
+        """The maintenance thread: compaction, snapshot expiry and removal of unreferenced files."""
+        passed_at = 0  # stats.commits at the last pass
         while True:
-            self._maintain_due.wait()
+            # Every _COMPACT_EVERY commits, or after a quiet spell if commits came since the last
+            # pass (compaction deferred during a burst then catches up once the burst is over).
+            kicked = self._maintain_due.wait(_MAINTAIN_IDLE_S)
             self._maintain_due.clear()
             if self._stop.is_set():
                 return
+            if not kicked and self.stats.commits == passed_at:
+                continue
+            passed_at = self.stats.commits
             try:
                 self._compact()
                 if self.stats.commits - self._expired_at >= _EXPIRE_EVERY:
@@ -318,6 +339,11 @@ class Delivery:
             for files in plan_compaction(table):
                 if self._stop.is_set():
                     return
+                if self.log.durable_offset - self.stats.position > _COMPACT_MAX_LAG:
+                    # Ingest first: while delivery is behind, compaction (which rewrites every
+                    # row once more) waits for a later pass instead of taking CPU from it.
+                    self.stats.compactions_deferred += 1
+                    return
                 new_files = write_merged(catalog, table, name, files, time_column)
                 with self._commit_lock:
                     # Only this thread removes files, so the planned ones are all still live.
@@ -331,15 +357,19 @@ class Delivery:
         from loglake.query.plan import refresh_plans
 
         self._expired_at = self.stats.commits
+        orphans_due = time.monotonic() - self._orphans_at >= _ORPHANS_EVERY_S
         for name, writer in list(self._writers.items()):
             with self._commit_lock:
                 expire_snapshots(writer.table)
                 writer.table = writer.table.refresh()
                 refresh_plans(self.config, {name: writer.table})
                 table = writer.table
-            deleted, freed = remove_orphans(table)
-            self.stats.removed_files += deleted
-            self.stats.removed_bytes += freed
+            if orphans_due:
+                deleted, freed = remove_orphans(table)
+                self.stats.removed_files += deleted
+                self.stats.removed_bytes += freed
+        if orphans_due:
+            self._orphans_at = time.monotonic()
 
     def _commit(self, position: int) -> None:
         started = time.perf_counter()
