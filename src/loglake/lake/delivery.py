@@ -10,11 +10,12 @@ the log (never lost). Records are single lines; their ``line`` column holds thei
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import threading
 import time
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
@@ -123,6 +124,10 @@ class Delivery:
         self._maintainer = threading.Thread(
             target=self._maintain, name=f"loglake-maintain-{name}", daemon=True
         )
+        self._committer = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix=f"loglake-commit-{name}"
+        )
+        self._inflight: Future[None] | None = None  # the commit being written, if any
         self._expired_at = 0  # stats.commits at the last snapshot expiry
         self._orphans_at = time.monotonic()  # last removal of unreferenced files
         self._writers: dict[str, TableWriter] = {}
@@ -151,6 +156,7 @@ class Delivery:
         self._maintain_due.set()
         self._thread.join(timeout)
         self._maintainer.join(timeout)
+        self._committer.shutdown(wait=False)
 
     # -- the loop --------------------------------------------------------------------------------
 
@@ -216,6 +222,10 @@ class Delivery:
                 )
                 self.stats.errors.append(f"delivery failed: {reason}")
                 del self.stats.errors[:-10]
+                # Let a commit in flight finish or fail first; either way the restart resumes from
+                # what the lake holds.
+                with contextlib.suppress(Exception):
+                    self._await_commit()
                 for writer in self._writers.values():
                     writer.close()
                 self._writers.clear()
@@ -232,6 +242,8 @@ class Delivery:
         pending = 0
         last_commit = last_parse = time.monotonic()
         while True:
+            if self._inflight is not None and self._inflight.done():
+                self._await_commit()  # a failed commit surfaces here even when no records come
             stopping = self._stop.is_set()
             if not stopping:
                 self.log.wait(position, timeout=0.1)
@@ -253,6 +265,7 @@ class Delivery:
                 last_commit = time.monotonic()
             if stopping and not len(records):
                 break
+        self._await_commit()
 
     def _deliver(self, records: Records) -> int:
         from loglake.ingest import REJECTED_TABLE, naive_utc, rejected_frame
@@ -372,6 +385,23 @@ class Delivery:
             self._orphans_at = time.monotonic()
 
     def _commit(self, position: int) -> None:
+        """Hand the rows parsed up to ``position`` to the committer thread and go on parsing.
+
+        Writing Parquet and committing take a good part of a second at high rates; meanwhile this
+        thread parses the next records. One commit is in flight at most: the next waits for it
+        (and re-raises its error here, which restarts delivery from the committed offsets).
+        """
+        sealed = {table: writer.seal() for table, writer in self._writers.items()}
+        self._await_commit()
+        self._inflight = self._committer.submit(self._commit_sealed, sealed, position)
+
+    def _await_commit(self) -> None:
+        if self._inflight is not None:
+            inflight, self._inflight = self._inflight, None
+            inflight.result()
+
+    def _commit_sealed(self, sealed: dict[str, list[pl.DataFrame]], position: int) -> None:
+        """The committer thread: write the sealed rows as Parquet, commit them with the offset."""
         started = time.perf_counter()
         props = {offset_property(self.name): str(position)}
         from loglake.ingest import REJECTED_TABLE
@@ -380,12 +410,13 @@ class Delivery:
         # offset, and the rejected table's own offset keeps its lines from being added twice.
         from loglake.query.plan import extend_plan
 
-        for table in sorted(self._writers, key=lambda t: t != REJECTED_TABLE):
+        for table in sorted(sealed, key=lambda t: t != REJECTED_TABLE):
             writer = self._writers[table]
-            writer.flush()  # write Parquet before taking the lock: only the commit is serialized
+            # Parquet is written before taking the lock: only the commit itself is serialized.
+            files = writer.write_frames(sealed[table])
             with self._commit_lock:
                 before = writer.table.metadata_location
-                if writer.commit(props):
+                if writer.commit(props, files):
                     self._committed[table] = position
                     # Keep the query plan cache current at a cost that does not grow with the table.
                     extend_plan(self.config, table, writer.table, before, writer.last_committed)

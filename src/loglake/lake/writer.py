@@ -329,19 +329,39 @@ class TableWriter:
 
     def write_files(self, frame: pl.DataFrame) -> list[DataFile]:
         """Write ``frame`` as data files now and return them, uncommitted (for compaction)."""
+        return self.write_frames([frame])
+
+    def seal(self) -> list[pl.DataFrame]:
+        """Take the buffered frames, leaving the buffer empty: the rows of a commit that another
+        thread writes (:meth:`write_frames`) and commits (:meth:`commit` with ``files``) while
+        this one goes on adding rows."""
+        frames, self._buffer, self._buffered_rows = self._buffer, [], 0
+        return frames
+
+    def write_frames(self, frames: list[pl.DataFrame]) -> list[DataFile]:
+        """Write ``frames`` as data files now and return them, uncommitted."""
         self._wait()
-        self._write([frame])
-        new_files, self._files = self._files, []
+        if not frames:
+            return []
+        before = len(self._files)
+        self._write(frames)
+        new_files = self._files[before:]
+        del self._files[before:]
         return new_files
 
-    def commit(self, properties: dict[str, Any] | None = None) -> bool:
+    def commit(
+        self, properties: dict[str, Any] | None = None, files: list[DataFile] | None = None
+    ) -> bool:
         """Flush, then add every file written since the last commit in one snapshot.
 
+        With ``files`` (from :meth:`write_frames`), commit exactly those instead, without flushing.
         ``properties`` go into the snapshot summary (values JSON-encoded unless strings). Returns
         False when there was nothing to commit. Raises LakeError if the catalog refuses the commit.
         """
-        self.flush()
-        if not self._files:
+        if files is None:
+            self.flush()
+            files, self._files = self._files, []
+        if not files:
             return False
         props = {
             k: v if isinstance(v, str) else json.dumps(v) for k, v in (properties or {}).items()
@@ -349,11 +369,10 @@ class TableWriter:
         try:
             tx = self.table.transaction()
             with tx.update_snapshot(snapshot_properties=props).merge_append() as append:
-                for data_file in self._files:
+                for data_file in files:
                     append.append_data_file(data_file)
             self.table = tx.commit_transaction()
         except Exception as exc:
             raise LakeError(f"commit to {self.name} failed: {exc}") from exc
-        self.last_committed = self._files
-        self._files = []
+        self.last_committed = files
         return True
