@@ -1,0 +1,1 @@
+"""Real-time analytics: continuous SQL over event-time windows of a stream."""

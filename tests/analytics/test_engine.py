@@ -1,0 +1,253 @@
+"""Continuous queries: every final window result equals the same SQL run in batch over its range."""
+
+from __future__ import annotations
+
+import random
+from datetime import datetime, timedelta
+
+import duckdb
+import polars as pl
+import pytest
+
+from loglake.analytics.engine import ContinuousQuery, QuerySpec
+from loglake.analytics.windows import WindowSpec, parse_duration
+from loglake.errors import ConfigError
+
+T0 = datetime(2024, 5, 1, 12, 0, 0)
+SQL = "SELECT status, count(*) AS hits, sum(bytes) AS bytes FROM stream GROUP BY status"
+
+
+def recorded_stream(seed: int = 1, minutes: int = 12) -> tuple[pl.DataFrame, list[int]]:
+    """Records over ``minutes``, in arrival order: jittered by up to 3 s, and 2 % of them held
+    back 20-40 s (late, but within the allowed lateness of the tests). Also returns the arrival
+    positions of the held-back ones."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(minutes * 60 * 5):  # 5 records per second of event time
+        ts = T0 + timedelta(milliseconds=200 * i + rng.randint(0, 199))
+        rows.append(
+            {
+                "ts": ts,
+                "status": rng.choice([200, 200, 200, 304, 404, 500]),
+                "bytes": rng.randint(0, 5000),
+                "client": f"10.0.0.{rng.randint(1, 6)}",
+            }
+        )
+    arrival = []
+    for row in rows:
+        delay = rng.uniform(0, 3)
+        if rng.random() < 0.02:
+            delay = rng.uniform(20, 40)
+        arrival.append((row["ts"] + timedelta(seconds=delay), row))
+    arrival.sort(key=lambda x: x[0])
+    frame = pl.DataFrame([r for _, r in arrival]).with_columns(pl.col("ts").cast(pl.Datetime("us")))
+    late = [i for i, (at, r) in enumerate(arrival) if (at - r["ts"]).total_seconds() >= 20]
+    return frame, late
+
+
+def run(cq: ContinuousQuery, frame: pl.DataFrame, batch: int = 50) -> pl.DataFrame:
+    """Feed ``frame`` in arrival order, then let the idle timeout close the last windows."""
+    out = []
+    for i in range(0, frame.height, batch):
+        if (got := cq.process(frame.slice(i, batch), wall=1000.0 + i)) is not None:
+            out.append(got)
+    if (got := cq.tick(wall=10**9)) is not None:
+        out.append(got)
+    return pl.concat(out, how="diagonal_relaxed")
+
+
+def final(results: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
+    """The latest revision of every window, retracted windows dropped."""
+    latest = results.group_by(keys).agg(pl.col("revision").max())
+    out = results.join(latest, on=[*keys, "revision"]).filter(~pl.col("retracted"))
+    return out.drop("revision", "retracted")
+
+
+def batch(frame: pl.DataFrame, sql: str, start: datetime, end: datetime) -> list[tuple]:
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    window = frame.filter((pl.col("ts") >= start) & (pl.col("ts") < end)).to_arrow()
+    con.register("stream", window)
+    return sorted(con.execute(sql).fetchall())
+
+
+def by_window(got: pl.DataFrame, extra: list[str] | None = None) -> dict[tuple, list[tuple]]:
+    keys = ["window_start", "window_end", *(extra or [])]
+    out: dict[tuple, list[tuple]] = {}
+    for part in got.partition_by(keys, maintain_order=True):
+        ident = tuple(part.row(0, named=True)[k] for k in keys)
+        rows = part.drop(keys).select("status", "hits", "bytes").rows()
+        out[ident] = sorted(rows)
+    return out
+
+
+@pytest.mark.parametrize("window", ["tumbling 1m", "hopping 2m every 30s"])
+def test_tumbling_and_hopping_windows_equal_batch_sql(window: str) -> None:
+    frame, late = recorded_stream()
+    assert len(late) > 20  # the stream really has late records
+    spec = QuerySpec("q", SQL, WindowSpec.parse(window), lateness=5_000_000)
+    cq = ContinuousQuery(spec)
+    results = run(cq, frame)
+    assert cq.stats.corrections > 0  # late records re-emitted some windows
+    assert cq.stats.too_late == 0
+    got = by_window(final(results, ["window_start", "window_end"]))
+    w = spec.window
+    first = T0 - timedelta(microseconds=w.size - w.slide)
+    expected_windows = {
+        (
+            first + timedelta(microseconds=k * w.slide),
+            first + timedelta(microseconds=k * w.slide + w.size),
+        )
+        for k in range((12 * 60_000_000 + w.size) // w.slide)
+    }
+    assert set(got) == {wnd for wnd in expected_windows if batch(frame, SQL, *wnd)}
+    for (start, end), rows in got.items():
+        assert rows == batch(frame, SQL, start, end), (start, end)
+    assert results.get_column("revision").max() >= 1
+
+
+def test_session_windows_per_key_equal_batch_sessions() -> None:
+    frame, _ = recorded_stream(seed=2, minutes=6)
+    # Sparse traffic so that sessions end: keep records of a few clients in bursts.
+    frame = frame.filter((pl.col("ts").dt.minute() % 2 == 0) | (pl.col("client") == "10.0.0.1"))
+    sql = "SELECT count(*) AS hits, sum(bytes) AS bytes, min(status) AS status FROM stream"
+    spec = QuerySpec("s", sql, WindowSpec.parse("session 20s"), key="client")
+    cq = ContinuousQuery(spec)
+    results = run(cq, frame)
+    got = final(results, ["window_start", "window_key"])
+    # Batch: sessions by gaps >= 20 s per client, in SQL over every record.
+    con = duckdb.connect()
+    con.register("t", frame.to_arrow())
+    want = con.execute(
+        """
+        WITH g AS (
+          SELECT *, ts - lag(ts) OVER (PARTITION BY client ORDER BY ts) >= INTERVAL 20 SECOND
+                    OR lag(ts) OVER (PARTITION BY client ORDER BY ts) IS NULL AS new_session
+          FROM t),
+        s AS (SELECT *, sum(new_session::INT) OVER (PARTITION BY client ORDER BY ts) AS sid FROM g)
+        SELECT client, min(ts), max(ts) + INTERVAL 20 SECOND, count(*), sum(bytes), min(status)
+        FROM s GROUP BY client, sid ORDER BY 1, 2
+        """
+    ).fetchall()
+    have = sorted(
+        got.select("window_key", "window_start", "window_end", "hits", "bytes", "status").rows()
+    )
+    assert have == sorted(want)
+    assert len(want) > 10
+
+
+def test_records_beyond_the_allowed_lateness_are_counted_not_used() -> None:
+    spec = QuerySpec(
+        "q", SQL, WindowSpec.parse("tumbling 1m"), lateness=0, allowed_lateness=10_000_000
+    )
+    cq = ContinuousQuery(spec)
+    rows = [{"ts": T0 + timedelta(seconds=s), "status": 200, "bytes": 1} for s in (1, 30, 61, 125)]
+    first = cq.process(pl.DataFrame(rows), wall=0)
+    assert first is not None  # [12:00, 12:01) and [12:01, 12:02) closed at watermark 12:02:05
+    assert sorted(first.get_column("hits").to_list()) == [1, 2]
+    # 12:01:58 is late but within 10 s of its window's end (12:02): a correction.
+    fix = cq.process(
+        pl.DataFrame([{"ts": T0 + timedelta(seconds=118), "status": 200, "bytes": 1}]), 1
+    )
+    assert fix is not None and fix.row(0, named=True)["revision"] == 1
+    assert fix.row(0, named=True)["hits"] == 2
+    # 12:00:40 belongs to a window past correction: counted, nothing emitted.
+    assert (
+        cq.process(pl.DataFrame([{"ts": T0 + timedelta(seconds=40), "status": 500, "bytes": 1}]), 2)
+        is None
+    )
+    assert cq.stats.too_late == 1
+    assert (cq.stats.windows, cq.stats.corrections) == (2, 1)
+
+
+def test_an_idle_stream_closes_its_windows_by_the_clock() -> None:
+    spec = QuerySpec(
+        "q", SQL, WindowSpec.parse("tumbling 1m"), lateness=5_000_000, idle_timeout=10_000_000
+    )
+    cq = ContinuousQuery(spec)
+    assert (
+        cq.process(
+            pl.DataFrame([{"ts": T0 + timedelta(seconds=50), "status": 200, "bytes": 7}]), 100.0
+        )
+        is None
+    )
+    assert cq.tick(105.0) is None  # idle for 5 s: not yet
+    assert cq.tick(112.0) is None  # idle 12 s: watermark 12:00:57, window ends 12:01
+    out = cq.tick(116.0)  # idle 16 s: watermark 12:01:01
+    assert out is not None
+    assert out.row(0, named=True)["window_end"] == T0 + timedelta(minutes=1)
+    assert out.row(0, named=True)["bytes"] == 7
+
+
+def test_window_specs_and_durations() -> None:
+    assert WindowSpec.parse("tumbling 1m") == WindowSpec(
+        "tumbling", size=60_000_000, slide=60_000_000
+    )
+    assert WindowSpec.parse("hopping 5m every 1m").starts(90_000_000) == range(
+        -180_000_000, 60_000_001, 60_000_000
+    )
+    assert WindowSpec.parse("session 30m").gap == 1_800_000_000
+    assert parse_duration("1.5h", "x") == 5_400_000_000
+    for bad in (
+        "tumbling",
+        "hopping 5m every 2m",
+        "sliding 1m",
+        "tumbling 0s",
+        "tumbling 5 minutes",
+    ):
+        with pytest.raises(ConfigError, match="window"):
+            WindowSpec.parse(bad)
+
+
+def test_query_sql_is_sandboxed_and_checked() -> None:
+    with pytest.raises(ConfigError, match="one SELECT"):
+        QuerySpec("q", "DELETE FROM stream", WindowSpec.parse("tumbling 1m"))
+        ContinuousQuery(QuerySpec("q", "DELETE FROM stream", WindowSpec.parse("tumbling 1m")))
+    spec = QuerySpec(
+        "q",
+        "SELECT count(*) FROM read_csv('/etc/passwd')",
+        WindowSpec.parse("tumbling 1m"),
+        lateness=0,
+    )
+    cq = ContinuousQuery(spec)
+    from loglake.analytics.engine import ContinuousQueryError
+
+    with pytest.raises(ContinuousQueryError, match=r"disabled|external|permission"):
+        cq.process(
+            pl.DataFrame(
+                [
+                    {"ts": T0, "status": 1, "bytes": 1},
+                    {"ts": T0 + timedelta(minutes=2), "status": 1, "bytes": 1},
+                ]
+            ),
+            0,
+        )
+
+
+def test_a_late_record_merging_two_sessions_retracts_one_and_corrects_the_other() -> None:
+    sql = "SELECT count(*) AS hits FROM stream"
+    spec = QuerySpec(
+        "s", sql, WindowSpec.parse("session 20s"), lateness=0, allowed_lateness=120_000_000
+    )
+    cq = ContinuousQuery(spec)
+
+    def at(*seconds: int) -> pl.DataFrame:
+        return pl.DataFrame({"ts": [T0 + timedelta(seconds=s) for s in seconds]})
+
+    first = cq.process(at(0, 5, 30, 35, 100), wall=0)
+    assert first is not None
+    assert first.select("window_start", "window_end", "hits", "revision").rows() == [
+        (T0, T0 + timedelta(seconds=25), 2, 0),
+        (T0 + timedelta(seconds=30), T0 + timedelta(seconds=55), 2, 0),
+    ]
+    merged = cq.process(at(18), wall=1)  # 18 s joins [0, 25) and [30, 55) into one session
+    assert merged is not None
+    rows = {(r["window_start"], r["retracted"]): r for r in merged.iter_rows(named=True)}
+    whole = rows[(T0, False)]
+    assert (whole["window_end"], whole["hits"], whole["revision"]) == (
+        T0 + timedelta(seconds=55),
+        5,
+        1,
+    )
+    assert rows[(T0 + timedelta(seconds=30), True)]["revision"] == 1
+    assert (cq.stats.corrections, cq.stats.retractions) == (1, 1)
