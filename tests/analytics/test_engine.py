@@ -45,11 +45,36 @@ def recorded_stream(seed: int = 1, minutes: int = 12) -> tuple[pl.DataFrame, lis
     return frame, late
 
 
-def run(cq: ContinuousQuery, frame: pl.DataFrame, batch: int = 50) -> pl.DataFrame:
+class Lake:
+    """Stands in for the lake table: the records delivered so far, fetched by time (and key)."""
+
+    def __init__(self, key: str | None = None) -> None:
+        self.frames: list[pl.DataFrame] = []
+        self.key = key
+
+    def add(self, frame: pl.DataFrame) -> pl.DataFrame:
+        self.frames.append(frame)
+        return frame
+
+    def fetch(self, start: int, end: int, key: str | None) -> pl.DataFrame:
+        everything = pl.concat(self.frames)
+        ts = pl.col("ts").cast(pl.Int64)
+        rows = everything.filter((ts >= start) & (ts < end))
+        if self.key is not None:
+            rows = rows.filter(pl.col(self.key) == key)
+        return rows
+
+
+def query(spec: QuerySpec) -> tuple[ContinuousQuery, Lake]:
+    lake = Lake(spec.key)
+    return ContinuousQuery(spec, lake.fetch), lake
+
+
+def run(cq: ContinuousQuery, lake: Lake, frame: pl.DataFrame, batch: int = 50) -> pl.DataFrame:
     """Feed ``frame`` in arrival order, then let the idle timeout close the last windows."""
     out = []
     for i in range(0, frame.height, batch):
-        if (got := cq.process(frame.slice(i, batch), wall=1000.0 + i)) is not None:
+        if (got := cq.process(lake.add(frame.slice(i, batch)), wall=1000.0 + i)) is not None:
             out.append(got)
     if (got := cq.tick(wall=10**9)) is not None:
         out.append(got)
@@ -86,8 +111,8 @@ def test_tumbling_and_hopping_windows_equal_batch_sql(window: str) -> None:
     frame, late = recorded_stream()
     assert len(late) > 20  # the stream really has late records
     spec = QuerySpec("q", SQL, WindowSpec.parse(window), lateness=5_000_000)
-    cq = ContinuousQuery(spec)
-    results = run(cq, frame)
+    cq, lake = query(spec)
+    results = run(cq, lake, frame)
     assert cq.stats.corrections > 0  # late records re-emitted some windows
     assert cq.stats.too_late == 0
     got = by_window(final(results, ["window_start", "window_end"]))
@@ -112,8 +137,8 @@ def test_session_windows_per_key_equal_batch_sessions() -> None:
     frame = frame.filter((pl.col("ts").dt.minute() % 2 == 0) | (pl.col("client") == "10.0.0.1"))
     sql = "SELECT count(*) AS hits, sum(bytes) AS bytes, min(status) AS status FROM stream"
     spec = QuerySpec("s", sql, WindowSpec.parse("session 20s"), key="client")
-    cq = ContinuousQuery(spec)
-    results = run(cq, frame)
+    cq, lake = query(spec)
+    results = run(cq, lake, frame)
     got = final(results, ["window_start", "window_key"])
     # Batch: sessions by gaps >= 20 s per client, in SQL over every record.
     con = duckdb.connect()
@@ -136,26 +161,32 @@ def test_session_windows_per_key_equal_batch_sessions() -> None:
     assert len(want) > 10
 
 
+def feed(
+    cq: ContinuousQuery,
+    lake: Lake,
+    seconds: list[int],
+    wall: float,
+    status: int = 200,
+    nbytes: int = 1,
+) -> pl.DataFrame | None:
+    rows = [{"ts": T0 + timedelta(seconds=x), "status": status, "bytes": nbytes} for x in seconds]
+    return cq.process(lake.add(pl.DataFrame(rows)), wall)
+
+
 def test_records_beyond_the_allowed_lateness_are_counted_not_used() -> None:
     spec = QuerySpec(
         "q", SQL, WindowSpec.parse("tumbling 1m"), lateness=0, allowed_lateness=10_000_000
     )
-    cq = ContinuousQuery(spec)
-    rows = [{"ts": T0 + timedelta(seconds=s), "status": 200, "bytes": 1} for s in (1, 30, 61, 125)]
-    first = cq.process(pl.DataFrame(rows), wall=0)
+    cq, lake = query(spec)
+    first = feed(cq, lake, [1, 30, 61, 125], wall=0)
     assert first is not None  # [12:00, 12:01) and [12:01, 12:02) closed at watermark 12:02:05
     assert sorted(first.get_column("hits").to_list()) == [1, 2]
     # 12:01:58 is late but within 10 s of its window's end (12:02): a correction.
-    fix = cq.process(
-        pl.DataFrame([{"ts": T0 + timedelta(seconds=118), "status": 200, "bytes": 1}]), 1
-    )
+    fix = feed(cq, lake, [118], wall=1)
     assert fix is not None and fix.row(0, named=True)["revision"] == 1
     assert fix.row(0, named=True)["hits"] == 2
-    # 12:00:40 belongs to a window past correction: counted, nothing emitted.
-    assert (
-        cq.process(pl.DataFrame([{"ts": T0 + timedelta(seconds=40), "status": 500, "bytes": 1}]), 2)
-        is None
-    )
+    # 12:00:40 belongs to a window past correction: counted, nothing emitted (it is in the lake).
+    assert feed(cq, lake, [40], wall=2, status=500) is None
     assert cq.stats.too_late == 1
     assert (cq.stats.windows, cq.stats.corrections) == (2, 1)
 
@@ -164,13 +195,8 @@ def test_an_idle_stream_closes_its_windows_by_the_clock() -> None:
     spec = QuerySpec(
         "q", SQL, WindowSpec.parse("tumbling 1m"), lateness=5_000_000, idle_timeout=10_000_000
     )
-    cq = ContinuousQuery(spec)
-    assert (
-        cq.process(
-            pl.DataFrame([{"ts": T0 + timedelta(seconds=50), "status": 200, "bytes": 7}]), 100.0
-        )
-        is None
-    )
+    cq, lake = query(spec)
+    assert feed(cq, lake, [50], wall=100.0, nbytes=7) is None
     assert cq.tick(105.0) is None  # idle for 5 s: not yet
     assert cq.tick(112.0) is None  # idle 12 s: watermark 12:00:57, window ends 12:01
     out = cq.tick(116.0)  # idle 16 s: watermark 12:01:01
@@ -201,27 +227,18 @@ def test_window_specs_and_durations() -> None:
 
 def test_query_sql_is_sandboxed_and_checked() -> None:
     with pytest.raises(ConfigError, match="one SELECT"):
-        QuerySpec("q", "DELETE FROM stream", WindowSpec.parse("tumbling 1m"))
-        ContinuousQuery(QuerySpec("q", "DELETE FROM stream", WindowSpec.parse("tumbling 1m")))
+        query(QuerySpec("q", "DELETE FROM stream", WindowSpec.parse("tumbling 1m")))
     spec = QuerySpec(
         "q",
         "SELECT count(*) FROM read_csv('/etc/passwd')",
         WindowSpec.parse("tumbling 1m"),
         lateness=0,
     )
-    cq = ContinuousQuery(spec)
+    cq, lake = query(spec)
     from loglake.analytics.engine import ContinuousQueryError
 
     with pytest.raises(ContinuousQueryError, match=r"disabled|external|permission"):
-        cq.process(
-            pl.DataFrame(
-                [
-                    {"ts": T0, "status": 1, "bytes": 1},
-                    {"ts": T0 + timedelta(minutes=2), "status": 1, "bytes": 1},
-                ]
-            ),
-            0,
-        )
+        feed(cq, lake, [0, 120], wall=0)
 
 
 def test_a_late_record_merging_two_sessions_retracts_one_and_corrects_the_other() -> None:
@@ -229,18 +246,20 @@ def test_a_late_record_merging_two_sessions_retracts_one_and_corrects_the_other(
     spec = QuerySpec(
         "s", sql, WindowSpec.parse("session 20s"), lateness=0, allowed_lateness=120_000_000
     )
-    cq = ContinuousQuery(spec)
+    cq, lake = query(spec)
 
     def at(*seconds: int) -> pl.DataFrame:
         return pl.DataFrame({"ts": [T0 + timedelta(seconds=s) for s in seconds]})
 
-    first = cq.process(at(0, 5, 30, 35, 100), wall=0)
+    first = cq.process(lake.add(at(0, 5, 30, 35, 100)), wall=0)
     assert first is not None
     assert first.select("window_start", "window_end", "hits", "revision").rows() == [
         (T0, T0 + timedelta(seconds=25), 2, 0),
         (T0 + timedelta(seconds=30), T0 + timedelta(seconds=55), 2, 0),
     ]
-    merged = cq.process(at(18), wall=1)  # 18 s joins [0, 25) and [30, 55) into one session
+    merged = cq.process(
+        lake.add(at(18)), wall=1
+    )  # 18 s joins [0, 25) and [30, 55) into one session
     assert merged is not None
     rows = {(r["window_start"], r["retracted"]): r for r in merged.iter_rows(named=True)}
     whole = rows[(T0, False)]
@@ -251,3 +270,29 @@ def test_a_late_record_merging_two_sessions_retracts_one_and_corrects_the_other(
     )
     assert rows[(T0 + timedelta(seconds=30), True)]["revision"] == 1
     assert (cq.stats.corrections, cq.stats.retractions) == (1, 1)
+
+
+@pytest.mark.parametrize("window", ["hopping 2m every 30s", "session 20s"])
+def test_a_query_restored_from_a_checkpoint_continues_exactly(window: str) -> None:
+    import json
+
+    frame, _ = recorded_stream(seed=3, minutes=5)
+    spec = QuerySpec(
+        "q", SQL, WindowSpec.parse(window), key="client" if "session" in window else None
+    )
+    whole, lake = query(spec)
+    expected = run(whole, lake, frame)
+    first, lake2 = query(spec)
+    out = []
+    for i in range(0, 700, 50):
+        if (got := first.process(lake2.add(frame.slice(i, 50)), wall=1000.0 + i)) is not None:
+            out.append(got)
+    state = json.loads(json.dumps(first.checkpoint()))  # as stored: plain JSON
+    second = ContinuousQuery(spec, lake2.fetch)
+    second.restore(state, wall=1000.0 + 700)
+    for i in range(700, frame.height, 50):
+        if (got := second.process(lake2.add(frame.slice(i, 50)), wall=1000.0 + i)) is not None:
+            out.append(got)
+    if (got := second.tick(wall=10**9)) is not None:
+        out.append(got)
+    assert pl.concat(out, how="diagonal_relaxed").equals(expected)

@@ -1,10 +1,17 @@
 """Continuous queries: SQL over event-time windows of a stream, emitted as the watermark passes.
 
-One :class:`ContinuousQuery` holds the state of one query: the records of windows still open (or
-still accepting corrections) and which windows have been emitted. It is fed parsed batches
+One :class:`ContinuousQuery` holds the state of one query: which windows have records, which have
+been emitted, and the watermark. It is fed the event times (and session keys) of parsed batches
 (:meth:`ContinuousQuery.process`) and a clock (:meth:`ContinuousQuery.tick`), and returns result
 rows: the query's SQL run over each window's records, visible as the relation ``stream``, with
-``window_start``, ``window_end`` and ``revision`` in front.
+``window_start``, ``window_end``, ``revision`` and ``retracted`` in front.
+
+The records themselves are not kept: a window's records are fetched when it is emitted, from a
+*source* (in the server, the lake table the stream delivers to, restricted to the stream's rows and
+the window's time range; records are committed before the query runs). So the state stays small
+whatever the window size and rate (a minute at 250,000 records/s would be 15 million records), it
+is checkpointed as a few numbers per open window, and a window's result is by construction the same
+SQL run in batch over the lake for that window.
 
 Event time (the records' ``ts``) drives everything, like Kinesis Data Analytics and Flink:
 
@@ -25,11 +32,15 @@ what a batch query over the same records gives.
 
 Window results are computed by DuckDB on an in-memory connection that can read nothing but the
 window's records (no files, no network, configuration locked).
+
+Records too late for every window they fall in are counted, not used; records too late for some of
+their windows only (hopping) count for the others.
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -86,20 +97,28 @@ class QueryStats:
     errors: list[str] = field(default_factory=list)
 
 
+#: fetch(start, end, key) -> the records with start <= ts < end (and the session key = key).
+Source = Callable[[int, int, "str | None"], pl.DataFrame]
+
+
 class ContinuousQuery:
     """The state of one continuous query; not thread-safe (one caller feeds it)."""
 
-    def __init__(self, spec: QuerySpec) -> None:
+    def __init__(self, spec: QuerySpec, source: Source) -> None:
         self.spec = spec
         self.stats = QueryStats()
-        self._rows: pl.DataFrame | None = None  # records of open and correctable windows
+        self._source = source
         self._max_ts: int | None = None
         self._idle_from: tuple[float, int] | None = None  # (wall time, max_ts) of the last record
-        # Emitted windows still accepting corrections: (start, key) -> (end, revision).
-        self._emitted: dict[tuple[int, str], tuple[int, int]] = {}
-        self._counts: dict[tuple[int, str], int] = {}  # records of emitted sessions
-        # Every window ending at or before this has had its final result (emitted, then forgotten
-        # once past correction): it is never emitted again, whatever its records.
+        # Tumbling/hopping: starts of windows with records not emitted yet, and emitted windows
+        # still accepting corrections: start -> (end, revision); touched = emitted, records since.
+        self._pending: set[int] = set()
+        self._emitted: dict[int, tuple[int, int]] = {}
+        self._touched: set[int] = set()
+        # Sessions: per key, sorted [start, last, revision (-1: never emitted), changed] lists.
+        self._sessions: dict[str, list[list[Any]]] = {}
+        self._retractions: list[tuple[str, int, int, int]] = []  # (key, start, end, revision)
+        # Every window ending at or before this has had its final result: never emitted again.
         self._final_until: int | None = None
         self._sql = _Sandbox(spec.sql, spec.name)
 
@@ -113,24 +132,24 @@ class ContinuousQuery:
     def process(self, frame: pl.DataFrame, wall: float) -> pl.DataFrame | None:
         """Take a parsed batch; return the result rows it completes or corrects (None if none).
 
-        ``frame`` must have a ``ts`` column (event time, zone-less UTC microseconds or a datetime);
-        rows without one are counted and skipped. ``wall`` is the current time.time().
+        ``frame`` needs the ``ts`` column (event time, zone-less UTC) and, for keyed sessions,
+        the key column; rows without a ts are counted and skipped. Its records must already be
+        visible to the source. ``wall`` is the current time.time().
         """
-        if frame.height == 0:
-            return self.tick(wall)
-        ts = frame.get_column(TS).cast(pl.Datetime("us")).cast(pl.Int64)
-        frame = frame.with_columns(ts.alias(_T))
+        spec = self.spec
+        columns = [pl.col(TS).cast(pl.Datetime("us")).cast(pl.Int64).alias(_T)]
+        if spec.key:
+            columns.append(pl.col(spec.key).cast(pl.String).fill_null("").alias("__key"))
+        elif spec.window.is_session:
+            columns.append(pl.lit(_NONE_KEY).alias("__key"))
+        frame = frame.select(columns)
         missing = frame.get_column(_T).null_count()
         if missing:
             self.stats.no_time += missing
             frame = frame.filter(pl.col(_T).is_not_null())
-        if frame.height == 0:
-            return self.tick(wall)
-        spec = self.spec
         before = self.stats.watermark
-        if before is not None:
-            reach = self._reach(frame)  # the latest moment each record's window can still close
-            late = reach + spec.allowed_lateness <= before
+        if before is not None and frame.height:
+            late = self._reach(frame.get_column(_T)) + spec.allowed_lateness <= before
             n_late = int(late.sum())
             if n_late:
                 self.stats.too_late += n_late
@@ -138,14 +157,16 @@ class ContinuousQuery:
         if frame.height == 0:
             return self.tick(wall)
         self.stats.records += frame.height
-        touched = self._touched(frame)
-        self._rows = frame if self._rows is None else pl.concat([self._rows, frame], how="diagonal")
+        if spec.window.is_session:
+            self._add_sessions(frame)
+        else:
+            self._add_windows(frame.get_column(_T))
         newest = int(frame.get_column(_T).max())  # type: ignore[arg-type]
         if self._max_ts is None or newest > self._max_ts:
             self._max_ts = newest
         self._idle_from = (wall, self._max_ts)
         self._set_watermark(self._max_ts - spec.lateness)
-        return self._emit(touched)
+        return self._emit()
 
     def tick(self, wall: float) -> pl.DataFrame | None:
         """Advance the watermark by the wall clock when the stream has been idle for idle_timeout."""
@@ -159,179 +180,192 @@ class ContinuousQuery:
         if self.stats.watermark is not None and watermark <= self.stats.watermark:
             return None
         self._set_watermark(watermark)
-        return self._emit(set())
+        return self._emit()
 
     def _set_watermark(self, value: int) -> None:
         if self.stats.watermark is None or value > self.stats.watermark:
             self.stats.watermark = value
 
+    # -- checkpoints -----------------------------------------------------------------------------
+
+    def checkpoint(self) -> dict[str, Any]:
+        """The query's whole state as plain JSON values (a few numbers per open window)."""
+        return {
+            "max_ts": self._max_ts,
+            "watermark": self.stats.watermark,
+            "final_until": self._final_until,
+            "pending": sorted(self._pending),
+            "emitted": [[s, e, r] for s, (e, r) in sorted(self._emitted.items())],
+            "touched": sorted(self._touched),
+            "sessions": {k: v for k, v in sorted(self._sessions.items())},
+            "retractions": [list(r) for r in self._retractions],
+        }
+
+    def restore(self, state: dict[str, Any], wall: float) -> None:
+        """Continue from :meth:`checkpoint`'s state; the idle clock restarts at ``wall``."""
+        self._max_ts = state["max_ts"]
+        self.stats.watermark = state["watermark"]
+        self._final_until = state["final_until"]
+        self._pending = set(state["pending"])
+        self._emitted = {s: (e, r) for s, e, r in state["emitted"]}
+        self._touched = set(state["touched"])
+        self._sessions = {k: [list(x) for x in v] for k, v in state["sessions"].items()}
+        self._retractions = [tuple(r) for r in state["retractions"]]
+        self._idle_from = None if self._max_ts is None else (wall, self._max_ts)
+
     # -- windows ---------------------------------------------------------------------------------
 
-    def _reach(self, frame: pl.DataFrame) -> pl.Series:
+    def _reach(self, t: pl.Series) -> pl.Series:
         """Per record, the end of the last window it belongs to (a session: ts + gap)."""
-        t = frame.get_column(_T)
         w = self.spec.window
         if w.is_session:
             return t + w.gap
         return t - t % w.slide + w.size
 
-    def _touched(self, frame: pl.DataFrame) -> set[tuple[int, str]]:
-        """Emitted windows that the records of ``frame`` fall into (they need a correction)."""
-        if not self._emitted:
-            return set()
+    def _add_windows(self, t: pl.Series) -> None:
+        """Note the windows the records fall in (one set operation per distinct window)."""
         w = self.spec.window
-        if w.is_session:
-            return set()  # sessions are recomputed from their records (see _emit_sessions)
-        starts = set()
-        for ts in frame.get_column(_T).unique().to_list():
-            for start in w.starts(ts):
-                if (start, _NONE_KEY) in self._emitted:
-                    starts.add((start, _NONE_KEY))
-        return starts
-
-    def _emit(self, touched: set[tuple[int, str]]) -> pl.DataFrame | None:
-        if self._rows is None or self.stats.watermark is None:
-            return None
-        out = self._emit_sessions() if self.spec.window.is_session else self._emit_windows(touched)
-        self._evict()
-        return out
-
-    def _emit_windows(self, touched: set[tuple[int, str]]) -> pl.DataFrame | None:
-        assert self._rows is not None and self.stats.watermark is not None
-        w = self.spec.window
-        watermark = self.stats.watermark
-        t = self._rows.get_column(_T)
-        # Every window start any buffered record belongs to, then those that have closed.
-        last = t - t % w.slide
+        last = (t - t % w.slide).unique()
         starts: set[int] = set()
         for hop in range(w.size // w.slide):
-            starts.update((last - hop * w.slide).unique().to_list())
+            starts.update((last - hop * w.slide).to_list())
         final = self._final_until
-        due = sorted(
-            s
-            for s in starts
-            if s + w.size <= watermark
-            and (final is None or s + w.size > final)
-            and ((s, _NONE_KEY) not in self._emitted or (s, _NONE_KEY) in touched)
-        )
-        results = []
-        for start in due:
-            end = start + w.size
-            rows = self._rows.filter((pl.col(_T) >= start) & (pl.col(_T) < end))
-            previous = self._emitted.get((start, _NONE_KEY))
-            revision = 0 if previous is None else previous[1] + 1
-            results.append(self._run(rows, start, end, revision, None))
-            self._emitted[(start, _NONE_KEY)] = (end, revision)
-            if revision:
-                self.stats.corrections += 1
+        for start in starts:
+            if final is not None and start + w.size <= final:
+                continue  # past correction: the record is too late for this one of its windows
+            if start in self._emitted:
+                self._touched.add(start)
             else:
-                self.stats.windows += 1
+                self._pending.add(start)
+
+    def _add_sessions(self, frame: pl.DataFrame) -> None:
+        """Merge the batch's sessions (runs of records closer than the gap) into each key's."""
+        gap = self.spec.window.gap
+        runs = (
+            frame.sort("__key", _T)
+            .with_columns(
+                (pl.col(_T).diff().over("__key").fill_null(gap) >= gap)
+                .cum_sum()
+                .over("__key")
+                .alias("__run")
+            )
+            .group_by("__key", "__run")
+            .agg(pl.col(_T).min().alias("start"), pl.col(_T).max().alias("last"))
+        )
+        for key, _, start, last in runs.iter_rows():
+            self._merge_session(key, start, last)
+
+    def _merge_session(self, key: str, start: int, last: int) -> None:
+        gap = self.spec.window.gap
+        sessions = self._sessions.setdefault(key, [])
+        merged = [start, last, -1, True]
+        keep = []
+        for s in sessions:
+            if s[0] - merged[1] < gap and merged[0] - s[1] < gap:  # closer than the gap: one
+                if s[2] >= 0 and s[0] != min(s[0], merged[0]):
+                    # An emitted session now starts earlier under another identity: retract it.
+                    self._retractions.append((key, s[0], s[1] + gap, s[2] + 1))
+                elif s[2] >= 0:
+                    merged[2] = s[2]  # same start: the emitted session is corrected
+                merged[0] = min(merged[0], s[0])
+                merged[1] = max(merged[1], s[1])
+            else:
+                keep.append(s)
+        # A session that kept its start but absorbed earlier-starting emitted ones (handled above)
+        # or was itself emitted keeps its revision; an emitted one whose start moved was retracted.
+        keep.append(merged)
+        keep.sort(key=lambda s: s[0])
+        self._sessions[key] = keep
+
+    def _emit(self) -> pl.DataFrame | None:
+        if self.stats.watermark is None:
+            return None
+        results = self._emit_sessions() if self.spec.window.is_session else self._emit_windows()
+        self._evict()
         return pl.concat(results, how="diagonal_relaxed") if results else None
 
-    def _emit_sessions(self) -> pl.DataFrame | None:
-        """Recompute the sessions of the buffered records; emit the closed ones that changed."""
-        assert self._rows is not None and self.stats.watermark is not None
-        spec = self.spec
-        gap = spec.window.gap
-        key = spec.key
-        keyed = (
-            self._rows.with_columns(
-                pl.col(key).cast(pl.String).fill_null("").alias("__key")
-                if key
-                else pl.lit(_NONE_KEY).alias("__key")
-            )
-            .sort("__key", _T)
-            .with_columns(
-                (
-                    (pl.col(_T).diff().over("__key").fill_null(gap) >= gap).cum_sum().over("__key")
-                ).alias("__session")
-            )
-        )
-        bounds = (
-            keyed.group_by("__key", "__session")
-            .agg(
-                pl.col(_T).min().alias("start"), pl.col(_T).max().alias("last"), pl.len().alias("n")
-            )
-            .sort("start", "__key")
-        )
+    def _emit_windows(self) -> list[pl.DataFrame]:
+        assert self.stats.watermark is not None
+        size = self.spec.window.size
+        watermark = self.stats.watermark
         results = []
-        current: dict[tuple[int, str], tuple[int, int]] = {}
-        for k, session, start, last, n in bounds.iter_rows():
-            end = last + gap
-            if end > self.stats.watermark:
-                continue  # still open
-            ident = (start, k)
-            current[ident] = (end, n)
-            previous = self._emitted.get(ident)
-            if previous is not None and previous[0] == end and self._counts.get(ident) == n:
-                continue  # emitted already, unchanged
-            rows = keyed.filter((pl.col("__key") == k) & (pl.col("__session") == session))
-            revision = 0 if previous is None else previous[1] + 1
-            results.append(self._run(rows.drop("__key", "__session"), start, end, revision, k))
-            self._emitted[ident] = (end, revision)
-            self._counts[ident] = n
-            if revision:
-                self.stats.corrections += 1
-            else:
-                self.stats.windows += 1
-        # Emitted sessions that a late record merged into another one: retract them.
-        for ident in [i for i in self._emitted if i not in current]:
-            end, revision = self._emitted[ident]
-            if end + spec.allowed_lateness <= self.stats.watermark:
-                continue  # expired normally (its records were evicted): nothing changed
-            start, k = ident
-            results.append(self._retraction(start, end, revision + 1, k))
-            del self._emitted[ident]
-            self._counts.pop(ident, None)
+        for start in sorted(s for s in self._pending if s + size <= watermark):
+            self._pending.discard(start)
+            results.append(self._run(start, start + size, 0, None))
+            self._emitted[start] = (start + size, 0)
+            self.stats.windows += 1
+        for start in sorted(self._touched):
+            end, revision = self._emitted[start]
+            results.append(self._run(start, end, revision + 1, None))
+            self._emitted[start] = (end, revision + 1)
+            self.stats.corrections += 1
+        self._touched.clear()
+        return results
+
+    def _emit_sessions(self) -> list[pl.DataFrame]:
+        assert self.stats.watermark is not None
+        gap = self.spec.window.gap
+        watermark = self.stats.watermark
+        results = []
+        for key, start, end, revision in self._retractions:
+            results.append(self._retraction(start, end, revision, key))
             self.stats.retractions += 1
-        return pl.concat(results, how="diagonal_relaxed") if results else None
+        self._retractions.clear()
+        for key in sorted(self._sessions):
+            for s in self._sessions[key]:
+                start, last, revision, changed = s
+                if not changed or last + gap > watermark:
+                    continue
+                revision += 1
+                results.append(self._run(start, last + 1, revision, key, end=last + gap))
+                s[2], s[3] = revision, False
+                if revision:
+                    self.stats.corrections += 1
+                else:
+                    self.stats.windows += 1
+        return results
 
     def _evict(self) -> None:
-        """Forget records and emitted windows that can no longer change."""
-        assert self._rows is not None and self.stats.watermark is not None
+        """Forget windows and sessions that can no longer change."""
+        assert self.stats.watermark is not None
         horizon = self.stats.watermark - self.spec.allowed_lateness
         if self.spec.window.is_session:
-            # A session's records go once its end (last record + gap) is past correction.
             gap = self.spec.window.gap
-            key = self.spec.key
-            ends = self._rows.with_columns(
-                (pl.col(key).cast(pl.String).fill_null("") if key else pl.lit(_NONE_KEY)).alias(
-                    "__key"
-                )
-            ).sort("__key", _T)
-            ends = ends.with_columns(
-                (
-                    (pl.col(_T).diff().over("__key").fill_null(gap) >= gap).cum_sum().over("__key")
-                ).alias("__session")
-            )
-            ends = ends.with_columns(
-                (pl.col(_T).max().over("__key", "__session") + gap).alias("__end")
-            )
-            self._rows = ends.filter(pl.col("__end") > horizon).drop("__key", "__session", "__end")
+            for key in list(self._sessions):
+                alive = [s for s in self._sessions[key] if s[3] or s[1] + gap > horizon]
+                if alive:
+                    self._sessions[key] = alive
+                else:
+                    del self._sessions[key]
         else:
-            self._rows = self._rows.filter(self._reach(self._rows) > horizon)
-        for ident in [i for i, (end, _) in self._emitted.items() if end <= horizon]:
-            del self._emitted[ident]
-            self._counts.pop(ident, None)
+            for start in [s for s, (end, _) in self._emitted.items() if end <= horizon]:
+                del self._emitted[start]
         if self._final_until is None or horizon > self._final_until:
             self._final_until = horizon
 
     # -- results ---------------------------------------------------------------------------------
 
     def _run(
-        self, rows: pl.DataFrame, start: int, end: int, revision: int, key: str | None
+        self,
+        start: int,
+        stop: int,
+        revision: int,
+        key: str | None,
+        end: int | None = None,
     ) -> pl.DataFrame:
-        result = self._sql.run(rows.drop(_T))
+        """The SQL over the records with ``start <= ts < stop``; the window ends at ``end``."""
+        rows = self._source(start, stop, key)
+        result = self._sql.run(rows)
         front = [
             pl.lit(start).cast(pl.Datetime("us")).alias("window_start"),
-            pl.lit(end).cast(pl.Datetime("us")).alias("window_end"),
+            pl.lit(stop if end is None else end).cast(pl.Datetime("us")).alias("window_end"),
             pl.lit(revision, pl.Int32).alias("revision"),
             pl.lit(False).alias("retracted"),
         ]
         if self.spec.key:
             front.append(pl.lit(key, pl.String).alias("window_key"))
         if result.height == 0:
-            # An empty answer still says the window closed (a correction may empty a group).
+            # An empty answer still says the window closed.
             return pl.DataFrame().with_columns(front)
         return result.select(*front, pl.all())
 
