@@ -60,6 +60,7 @@ def test_every_setting_is_documented() -> None:
     from loglake.config import (
         AuthConfig,
         CatalogConfig,
+        ContinuousQueryConfig,
         IngestConfig,
         QueryConfig,
         S3Config,
@@ -81,6 +82,7 @@ def test_every_setting_is_documented() -> None:
         "syslog": SyslogConfig,
         "tail.NAME": TailConfig,
         "auth": AuthConfig,
+        "queries.NAME": ContinuousQueryConfig,
     }
     missing = [
         f"{name}.{f.name}"
@@ -94,3 +96,26 @@ def test_every_setting_is_documented() -> None:
         f"tables.*.{f.name}" for f in dataclasses.fields(TableConfig) if f".{f.name}`" not in doc
     ]
     assert missing == []
+
+
+def test_continuous_queries_are_checked_at_load(tmp_path: Path) -> None:
+    from loglake.config import query_spec
+    from loglake.errors import ConfigError
+
+    good = (
+        '[queries.hits]\nstream = "web"\nwindow = "hopping 5m every 1m"\n'
+        'sql = "SELECT count(*) AS n FROM stream"\nlateness = "0s"\n'
+    )
+    (tmp_path / "loglake.toml").write_text(good)
+    cfg = load_config(home=tmp_path, environ={})
+    spec = query_spec(cfg, "hits")
+    assert (spec.window.size, spec.window.slide, spec.lateness) == (300_000_000, 60_000_000, 0)
+    for bad, message in (
+        (good.replace("hopping 5m every 1m", "tumbling"), "queries.hits.window"),
+        (good.replace('lateness = "0s"', 'lateness = "soon"'), "queries.hits.lateness"),
+        (good.replace('stream = "web"', ""), "queries.hits.stream is missing"),
+        (good + 'colour = "red"\n', "colour"),
+    ):
+        (tmp_path / "loglake.toml").write_text(bad)
+        with pytest.raises(ConfigError, match=message):
+            load_config(home=tmp_path, environ={})

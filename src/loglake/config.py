@@ -145,6 +145,23 @@ class TailConfig:
     poll_seconds: float = 0.25
 
 
+@dataclass(frozen=True)
+class ContinuousQueryConfig:
+    """One continuous query of ``loglake serve`` (``[queries.NAME]``); see docs/analytics.md.
+
+    Durations are strings such as ``"5s"`` or ``"1m"``; they and ``window`` are checked once, at load.
+    """
+
+    stream: str = ""
+    window: str = ""  # "tumbling 1m" | "hopping 5m every 1m" | "session 30m"
+    sql: str = ""  # DuckDB SQL over the relation `stream` (one window's records)
+    key: str = ""  # session windows: one session per value of this column ("" = one for all)
+    lateness: str = "5s"  # watermark = highest ts seen minus this
+    allowed_lateness: str = "1m"  # emitted windows accept late records (corrections) this long
+    idle_timeout: str = "10s"  # an idle stream's watermark follows the clock after this long
+    table: str = ""  # "" = analytics.<name>
+
+
 DEFAULT_TABLES: Mapping[str, TableConfig] = {
     "logs.access": TableConfig(partition="hour"),
     "logs.syslog": TableConfig(partition="day"),
@@ -170,6 +187,7 @@ class Config:
     syslog: SyslogConfig = field(default_factory=SyslogConfig)
     tail: Mapping[str, TailConfig] = field(default_factory=dict)
     auth: AuthConfig = field(default_factory=AuthConfig)
+    queries: Mapping[str, ContinuousQueryConfig] = field(default_factory=dict)
 
     @property
     def catalog_uri(self) -> str:
@@ -250,6 +268,40 @@ def _validate(cfg: Config) -> None:
             raise ConfigError(f"tail.{name}.start_at = {tail.start_at!r}; choose beginning or end")
         if not tail.stream:
             raise ConfigError(f"tail.{name}.stream is missing: name the stream its lines go to")
+    for name in cfg.queries:
+        query_spec(cfg, name)  # raises ConfigError naming the setting that is wrong
+
+
+def query_spec(cfg: Config, name: str) -> Any:
+    """The checked :class:`loglake.analytics.engine.QuerySpec` of ``[queries.NAME]``."""
+    from loglake.analytics.engine import QuerySpec
+    from loglake.analytics.windows import WindowSpec, parse_duration
+
+    q = cfg.queries[name]
+    where = f"queries.{name}"
+    if not STREAM_NAME.fullmatch(name):
+        raise ConfigError(f"{where}: query names are letters, digits, '_' and '-' (up to 128)")
+    if not q.stream:
+        raise ConfigError(f"{where}.stream is missing: name the stream the query reads")
+    if not q.sql.strip():
+        raise ConfigError(f"{where}.sql is missing: a SELECT over the relation `stream`")
+    if q.table and q.table.count(".") != 1:
+        raise ConfigError(f"{where}.table {q.table!r} must be NAMESPACE.NAME")
+    return QuerySpec(
+        name=name,
+        sql=q.sql,
+        window=WindowSpec.parse(q.window, f"{where}.window"),
+        lateness=_duration_or_zero(q.lateness, f"{where}.lateness", parse_duration),
+        allowed_lateness=_duration_or_zero(
+            q.allowed_lateness, f"{where}.allowed_lateness", parse_duration
+        ),
+        idle_timeout=parse_duration(q.idle_timeout, f"{where}.idle_timeout"),
+        key=q.key or None,
+    )
+
+
+def _duration_or_zero(text: str, what: str, parse: Any) -> int:
+    return 0 if str(text).strip() in ("0", "0s") else int(parse(text, what))
 
 
 def load_config(
@@ -315,6 +367,17 @@ def load_config(
                     fixed["paths"] = tuple(str(p) for p in fixed["paths"])
                 tails[name] = _build(TailConfig, f"tail.{name}", fixed)
             kwargs["tail"] = tails
+        elif key == "queries":
+            if not isinstance(value, Mapping) or not all(
+                isinstance(v, Mapping) for v in value.values()
+            ):
+                raise ConfigError(
+                    "[queries] maps a query name to its settings, e.g. [queries.hits]"
+                )
+            kwargs["queries"] = {
+                name: _build(ContinuousQueryConfig, f"queries.{name}", qvalue)
+                for name, qvalue in value.items()
+            }
         elif key == "formats":
             if not all(isinstance(v, str) for v in value.values()):
                 raise ConfigError("[formats] maps a name to a LogFormat or log_format string")
@@ -324,7 +387,9 @@ def load_config(
                 home_path = Path(str(value)).expanduser()
         else:
             valid = ", ".join(
-                sorted([*sections, "tables", "formats", "streams", "tail", "auth", "home"])
+                sorted(
+                    [*sections, "tables", "formats", "streams", "tail", "auth", "queries", "home"]
+                )
             )
             raise ConfigError(f"unknown section or key {key!r} in {path}; valid: {valid}")
 

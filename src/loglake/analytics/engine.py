@@ -422,4 +422,10 @@ class _Sandbox:
                 raise ContinuousQueryError(
                     f"continuous query {self.name} failed on a window: {exc}"
                 ) from exc
-        return pl.DataFrame(pl.from_arrow(out))
+        result = pl.DataFrame(pl.from_arrow(out))
+        # DuckDB sums integers into HUGEINT (Arrow decimal128(38, 0)): store plain integers.
+        return result.with_columns(
+            pl.col(name).cast(pl.Int64 if dtype.scale == 0 else pl.Float64)
+            for name, dtype in result.schema.items()
+            if isinstance(dtype, pl.Decimal)
+        )

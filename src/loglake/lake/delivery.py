@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from pyiceberg.catalog import Catalog
     from pyiceberg.table import Table
 
+    from loglake.analytics.runner import QueryRunner
     from loglake.config import Config, StreamConfig
     from loglake.formats.base import Format
     from loglake.lake.writer import TableWriter
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _READ_RECORDS = 50_000
+_TICK_S = 1.0  # an idle stream's queries look at the clock this often
 _PARSE_INTERVAL_S = 0.25  # batches parsed at most this often when records trickle in
 _RETRY_FIRST_S = 1.0  # back-off after a failed delivery, doubling up to _RETRY_MAX_S
 _RETRY_MAX_S = 30.0
@@ -128,6 +130,9 @@ class Delivery:
             max_workers=1, thread_name_prefix=f"loglake-commit-{name}"
         )
         self._inflight: Future[None] | None = None  # the commit being written, if any
+        self.runner: QueryRunner | None = None  # continuous queries reading this stream
+        self._query_rows: list[pl.DataFrame] = []  # what they need of records parsed since
+        self._ticked_at = time.monotonic()
         self._expired_at = 0  # stats.commits at the last snapshot expiry
         self._orphans_at = time.monotonic()  # last removal of unreferenced files
         self._writers: dict[str, TableWriter] = {}
@@ -196,6 +201,18 @@ class Delivery:
             else:
                 self._committed[table] = 0
                 offsets.append(0)
+        if self.config.queries and any(q.stream == self.name for q in self.config.queries.values()):
+            from loglake.analytics.runner import QueryRunner
+
+            if self.runner is not None:
+                self.runner.close()
+            # A fresh runner restored from the lake: after a failure its state is the committed one.
+            self.runner = QueryRunner(
+                self.config, self.name, self.table, self._catalog, self._commit_lock
+            )
+            needed = self.runner.resume()
+            if needed is not None:
+                offsets.append(needed)
         return max(min(offsets), self.log.start_offset)
 
     def _run(self) -> None:
@@ -263,6 +280,15 @@ class Delivery:
                 self._commit(position)
                 pending = 0
                 last_commit = time.monotonic()
+            elif (
+                self.runner is not None
+                and not pending
+                and self._inflight is None
+                and time.monotonic() - self._ticked_at >= _TICK_S
+            ):
+                # No records: the queries' idle timeouts still close windows by the clock.
+                self._ticked_at = time.monotonic()
+                self._inflight = self._committer.submit(self._tick_queries, position)
             if stopping and not len(records):
                 break
         self._await_commit()
@@ -286,6 +312,9 @@ class Delivery:
         else:
             result = fmt.parse(batch)
             rejected, parsed = result.rejected, result.parsed
+        if self.runner is not None and parsed is not None and parsed.height:
+            # Event times (and session keys) for the continuous queries, fed after the commit.
+            self._query_rows.append(parsed.select("line", "ts", *self.runner.key_columns))
         if parsed is not None and parsed.height:
             parsed = parsed.filter(pl.col("line") >= self._committed.get(self.table, 0))
         if parsed is not None and parsed.height:
@@ -392,16 +421,28 @@ class Delivery:
         (and re-raises its error here, which restarts delivery from the committed offsets).
         """
         sealed = {table: writer.seal() for table, writer in self._writers.items()}
+        query_rows, self._query_rows = self._query_rows, []
         self._await_commit()
-        self._inflight = self._committer.submit(self._commit_sealed, sealed, position)
+        self._inflight = self._committer.submit(self._commit_sealed, sealed, position, query_rows)
+        self._ticked_at = time.monotonic()
+
+    def _tick_queries(self, position: int) -> None:
+        assert self.runner is not None
+        self.runner.feed([], position, time.time())
 
     def _await_commit(self) -> None:
         if self._inflight is not None:
             inflight, self._inflight = self._inflight, None
             inflight.result()
 
-    def _commit_sealed(self, sealed: dict[str, list[pl.DataFrame]], position: int) -> None:
-        """The committer thread: write the sealed rows as Parquet, commit them with the offset."""
+    def _commit_sealed(
+        self,
+        sealed: dict[str, list[pl.DataFrame]],
+        position: int,
+        query_rows: list[pl.DataFrame] | None = None,
+    ) -> None:
+        """The committer thread: write the sealed rows as Parquet, commit them with the offset,
+        then run the continuous queries over what is now in the lake."""
         started = time.perf_counter()
         props = {offset_property(self.name): str(position)}
         from loglake.ingest import REJECTED_TABLE
@@ -436,8 +477,14 @@ class Delivery:
                 }
             },
         )
-        # Every table has committed past `position`: the log no longer needs what lies before it.
-        self.log.trim(position)
+        trim_at = position
+        if self.runner is not None:
+            self.runner.feed(query_rows or [], position, time.time())
+            needed = self.runner.min_offset()
+            if needed is not None:
+                trim_at = min(trim_at, needed)
+        # Every table has committed past `trim_at`: the log no longer needs what lies before it.
+        self.log.trim(trim_at)
         if self.stats.commits % _COMPACT_EVERY == 0:
             self._maintain_due.set()
 

@@ -174,6 +174,33 @@ def create_app(config: Config) -> Any:
         stream, created = await run_in_threadpool(runtime.create, name, settings)
         return JSONResponse(_describe(stream), 201 if created else 200)
 
+    async def list_queries(request: Request) -> Response:
+        queries = running_queries(runtime)
+        return JSONResponse(
+            {"queries": [_describe_query(n, st, q) for n, (st, q) in sorted(queries.items())]}
+        )
+
+    async def query_results(request: Request) -> Response:
+        """The latest result rows of a query, oldest first (``?limit=N``, default 100)."""
+        name = request.path_params["query"]
+        found = running_queries(runtime).get(name)
+        if found is None:
+            known = ", ".join(sorted(running_queries(runtime))) or "none"
+            return error(
+                404,
+                "no_such_query",
+                f"continuous query {name!r} does not exist (queries: {known}); declare it under "
+                f"[queries.{name}]",
+            )
+        try:
+            limit = int(request.query_params.get("limit", "100"))
+        except ValueError:
+            return error(400, "invalid_request", "limit must be an integer")
+        if limit < 1:
+            return error(400, "invalid_request", "limit must be at least 1")
+        rows = found[1].latest(limit)
+        return JSONResponse({"query": name, "rows": rows})
+
     @_errors
     async def put_records(request: Request) -> Response:
         stream = runtime.get(request.path_params["stream"])
@@ -230,6 +257,8 @@ def create_app(config: Config) -> Any:
             Route("/v1/streams", list_streams),
             Route("/v1/streams/{stream}", create_stream, methods=["PUT"]),
             Route("/v1/streams/{stream}/records", put_records, methods=["POST"]),
+            Route("/v1/queries", list_queries),
+            Route("/v1/queries/{query}/results", query_results),
         ],
         lifespan=lifespan,
     )
@@ -405,7 +434,69 @@ def render_metrics(runtime: Runtime) -> str:
         lines.append(f"# TYPE {name} {kind}")
         for stream, value in values:
             lines.append(f'{name}{{stream="{stream}"}} {value:g}')
+    queries = running_queries(runtime)
+    for name, kind, text, get in (
+        ("loglake_query_windows_total", "counter", "Windows emitted (first result).", "windows"),
+        (
+            "loglake_query_corrections_total",
+            "counter",
+            "Windows re-emitted after late records.",
+            "corrections",
+        ),
+        (
+            "loglake_query_too_late_total",
+            "counter",
+            "Records that arrived after their windows were final (kept in the lake only).",
+            "too_late",
+        ),
+        ("loglake_query_records_total", "counter", "Records taken into windows.", "records"),
+    ):
+        lines.append(f"# HELP {name} {text}")
+        lines.append(f"# TYPE {name} {kind}")
+        for qname, (_, q) in queries.items():
+            lines.append(f'{name}{{query="{qname}"}} {getattr(q.engine.stats, get):g}')
+    lines.append(
+        "# HELP loglake_query_watermark_seconds Event time up to which windows are closed."
+    )
+    lines.append("# TYPE loglake_query_watermark_seconds gauge")
+    for qname, (_, q) in queries.items():
+        mark = q.engine.stats.watermark
+        if mark is not None:
+            lines.append(f'loglake_query_watermark_seconds{{query="{qname}"}} {mark / 1e6:.3f}')
     return "\n".join(lines) + "\n"
+
+
+def running_queries(runtime: Runtime) -> dict[str, tuple[str, Any]]:
+    """Every continuous query of the server: name -> (stream, RunningQuery)."""
+    out: dict[str, tuple[str, Any]] = {}
+    for stream in list(runtime.streams.values()):
+        runner = stream.delivery.runner
+        if runner is not None:
+            for name, q in runner.queries.items():
+                out[name] = (stream.name, q)
+    return out
+
+
+def _describe_query(name: str, stream: str, q: Any) -> dict[str, Any]:
+    from datetime import UTC, datetime
+
+    stats = q.engine.stats
+    mark = stats.watermark
+    return {
+        "name": name,
+        "stream": stream,
+        "table": q.table,
+        "window": q.spec.window.kind,
+        "watermark": None
+        if mark is None
+        else datetime.fromtimestamp(mark / 1e6, UTC).replace(tzinfo=None).isoformat(),
+        "records": stats.records,
+        "windows": stats.windows,
+        "corrections": stats.corrections,
+        "retractions": stats.retractions,
+        "too_late": stats.too_late,
+        "result_rows": q.results,
+    }
 
 
 def _json_problem(line: bytes) -> str | None:

@@ -1,0 +1,222 @@
+"""Continuous queries inside ``loglake serve``: fed by a stream's delivery, results into the lake.
+
+A :class:`QueryRunner` belongs to one stream's delivery. The delivery thread hands it the event times
+(and session keys) of every parsed batch; its committer thread, right after committing those
+records to the lake, calls :meth:`QueryRunner.feed`, so a window's records are all in the lake when
+the window is emitted and the query reads them from there (restricted to the stream's own rows).
+
+Results go to ``analytics.<query>`` (one Iceberg commit per feed that emitted something). Each such
+commit carries, in its snapshot summary, the stream offset it covers and the query's state as JSON,
+so results, state and position move together: after a crash the query restarts from that snapshot,
+the records after it are read again from the stream, and no window is written twice or missed.
+The latest results are also kept in memory for ``GET /v1/queries/NAME/results``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import polars as pl
+
+from loglake.analytics.engine import ContinuousQuery, QuerySpec
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future
+
+    from pyiceberg.catalog import Catalog
+
+    from loglake.config import Config
+    from loglake.lake.writer import TableWriter
+
+log = logging.getLogger(__name__)
+
+STATE_PROPERTY = "loglake.query-state"
+RECENT_ROWS = 1000  # result rows kept in memory per query for the API
+
+
+@dataclass
+class RunningQuery:
+    """One query of the runner: its engine, results table, and the offset its state covers."""
+
+    spec: QuerySpec
+    engine: ContinuousQuery
+    table: str
+    offset: int | None = None  # records below this are accounted for in the engine's state
+    writer: TableWriter | None = None
+    recent: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=RECENT_ROWS))
+    lock: threading.Lock = field(default_factory=threading.Lock)  # guards recent
+    results: int = 0  # result rows written
+
+    def latest(self, limit: int) -> list[dict[str, Any]]:
+        """The newest ``limit`` result rows, oldest first (safe from any thread)."""
+        with self.lock:
+            return list(self.recent)[-limit:]
+
+
+class QueryRunner:
+    """The continuous queries reading one stream. Used by that stream's committer thread only."""
+
+    def __init__(
+        self,
+        config: Config,
+        stream: str,
+        source_table: str,
+        catalog: Future[Catalog],
+        commit_lock: Any,
+    ) -> None:
+        from loglake.config import query_spec
+
+        self.config = config
+        self.stream = stream
+        self.source_table = source_table
+        self._catalog = catalog
+        self._commit_lock = commit_lock
+        self._lake: Any = None  # a loglake Connection, opened on first fetch
+        self.queries: dict[str, RunningQuery] = {}
+        for name, q in config.queries.items():
+            if q.stream != stream:
+                continue
+            spec = query_spec(config, name)
+            engine = ContinuousQuery(spec, self._fetcher(spec))
+            self.queries[name] = RunningQuery(spec, engine, q.table or f"analytics.{name}")
+
+    @property
+    def key_columns(self) -> list[str]:
+        """Columns the engines need from parsed records besides ``ts`` and ``line``."""
+        return sorted({q.spec.key for q in self.queries.values() if q.spec.key})
+
+    # -- resuming --------------------------------------------------------------------------------
+
+    def resume(self) -> int | None:
+        """Restore every query from its table's latest snapshot; the lowest offset they need.
+
+        None when no query has committed yet (they start wherever delivery starts).
+        """
+        from loglake.lake.delivery import offset_property
+
+        catalog = self._catalog.result()
+        key = offset_property(self.stream)
+        needed = []
+        for q in self.queries.values():
+            if not catalog.table_exists(q.table):
+                continue
+            table = catalog.load_table(q.table)
+            best = None
+            for snap in table.snapshots():
+                props = snap.summary.additional_properties if snap.summary else {}
+                if key in props and STATE_PROPERTY in props:
+                    seq = snap.sequence_number or 0
+                    if best is None or seq > best[0]:
+                        best = (seq, int(props[key]), props[STATE_PROPERTY])
+            if best is not None:
+                q.offset = best[1]
+                q.engine.restore(json.loads(best[2]), time.time())
+                needed.append(best[1])
+        return min(needed) if needed else None
+
+    def min_offset(self) -> int | None:
+        """The lowest stream offset a query still needs (the log must keep records from there)."""
+        offsets = [q.offset for q in self.queries.values() if q.offset is not None]
+        return min(offsets) if offsets else None
+
+    # -- running ---------------------------------------------------------------------------------
+
+    def feed(self, frames: list[pl.DataFrame], position: int, wall: float) -> None:
+        """Run the queries over the event times of records now committed to the lake.
+
+        ``frames`` hold ``line`` (stream offset), ``ts`` and the key columns of records below
+        ``position``; each query takes those at or above its own offset.
+        """
+        batch = pl.concat(frames, how="diagonal_relaxed") if frames else None
+        for q in self.queries.values():
+            out = None
+            if batch is not None and batch.height:
+                rows = batch if q.offset is None else batch.filter(pl.col("line") >= q.offset)
+                out = q.engine.process(rows, wall) if rows.height else q.engine.tick(wall)
+            else:
+                out = q.engine.tick(wall)
+            if out is not None:
+                self._commit(q, out, position)
+
+    def _commit(self, q: RunningQuery, out: pl.DataFrame, position: int) -> None:
+        """Write the result rows with the query's state and the offset they cover, in one commit."""
+        from loglake.lake.catalog import ensure_table
+        from loglake.lake.delivery import offset_property
+        from loglake.lake.writer import TableWriter
+        from loglake.query.plan import extend_plan
+
+        now = datetime.now(UTC).replace(tzinfo=None)
+        frame = out.with_columns(pl.lit(now).cast(pl.Datetime("us")).alias("emitted_at"))
+        if q.writer is None:
+            catalog = self._catalog.result()
+            schema = frame.to_arrow(compat_level=pl.CompatLevel.oldest()).schema
+            table = ensure_table(catalog, q.table, schema, "day", "window_start")
+            q.writer = TableWriter(
+                lambda: (catalog, table),
+                q.table,
+                10**12,
+                sort_by="window_start",
+                commit_lock=self._commit_lock,
+            )
+        props = {
+            offset_property(self.stream): str(position),
+            STATE_PROPERTY: json.dumps(q.engine.checkpoint(), separators=(",", ":")),
+        }
+        files = q.writer.write_frames([frame])
+        with self._commit_lock:
+            before = q.writer.table.metadata_location
+            q.writer.commit(props, files)
+            extend_plan(self.config, q.table, q.writer.table, before, q.writer.last_committed)
+        q.offset = position
+        q.results += frame.height
+        rows = [{k: _json_value(v) for k, v in r.items()} for r in frame.iter_rows(named=True)]
+        with q.lock:
+            q.recent.extend(rows)
+
+    def _fetcher(self, spec: QuerySpec) -> Any:
+        """The engine's source: the stream's rows of the lake table in a time range (and key)."""
+
+        def fetch(start: int, stop: int, key: str | None) -> pl.DataFrame:
+            from loglake.query.engine import Connection
+
+            if self._lake is None:
+                self._lake = Connection(self.config)
+            where = (
+                f"source = 'stream:{self.stream}' AND ts >= TIMESTAMP '{_literal(start)}' "
+                f"AND ts < TIMESTAMP '{_literal(stop)}'"
+            )
+            if spec.key:
+                value = str(key).replace("'", "''")
+                where += f" AND coalesce(CAST({_ident(spec.key)} AS VARCHAR), '') = '{value}'"
+            result = self._lake.sql(f"SELECT * FROM {self.source_table} WHERE {where}")
+            return pl.DataFrame(pl.from_arrow(result.arrow()))
+
+        return fetch
+
+    def close(self) -> None:
+        for q in self.queries.values():
+            if q.writer is not None:
+                q.writer.close()
+        if self._lake is not None:
+            self._lake.close()
+
+
+def _literal(micros: int) -> str:
+    return datetime.fromtimestamp(micros / 1_000_000, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return value

@@ -1,0 +1,139 @@
+"""Continuous queries in a running server: results in the lake and the API, exactly once."""
+
+from __future__ import annotations
+
+import signal
+import time
+import urllib.request
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pytest
+from serving import Server, free_port, request
+
+CONFIG = """
+[streams.web]
+format = "combined"
+buffer_seconds = 0.2
+
+[syslog]
+udp = ""
+tcp = ""
+
+[queries.status_per_minute]
+stream = "web"
+window = "tumbling 1m"
+sql = "SELECT status, count(*) AS hits, sum(bytes) AS bytes FROM stream GROUP BY status"
+lateness = "2s"
+allowed_lateness = "30s"
+idle_timeout = "3s"
+"""
+
+T0 = datetime(2024, 3, 1, 10, 0, 0)
+
+
+def line(ts: datetime, status: int, nbytes: int, n: int) -> bytes:
+    stamp = ts.strftime("%d/%b/%Y:%H:%M:%S +0000")
+    return f'10.0.0.{n % 7} - - [{stamp}] "GET /q/{n} HTTP/1.1" {status} {nbytes} "-" "x"'.encode()
+
+
+def post(srv: Server, lines: list[bytes]) -> None:
+    status, body, _ = request(
+        "POST",
+        f"{srv.url}/v1/streams/web/records",
+        b"\n".join(lines) + b"\n",
+        {"Content-Type": "text/plain"},
+    )
+    assert status == 200, body
+
+
+def batch_expectation(srv: Server, before: datetime) -> list[tuple]:
+    rows = srv.query(
+        "SELECT strftime(date_trunc('minute', ts), '%Y-%m-%dT%H:%M:%S') AS m, status, "
+        "count(*) AS hits, sum(bytes)::BIGINT AS bytes FROM logs.access "
+        f"WHERE ts < TIMESTAMP '{before:%Y-%m-%d %H:%M:%S}' GROUP BY ALL ORDER BY ALL"
+    )
+    return [(r["m"], r["status"], r["hits"], r["bytes"]) for r in rows]
+
+
+def final_results(srv: Server) -> list[tuple]:
+    rows = srv.query(
+        "SELECT strftime(window_start, '%Y-%m-%dT%H:%M:%S') AS m, status, hits, bytes "
+        "FROM analytics.status_per_minute "
+        "QUALIFY revision = max(revision) OVER (PARTITION BY window_start) ORDER BY ALL"
+    )
+    return [(r["m"], r["status"], r["hits"], r["bytes"]) for r in rows]
+
+
+def results(srv: Server) -> list[dict]:
+    status, body, _ = request("GET", f"{srv.url}/v1/queries/status_per_minute/results")
+    assert status == 200, body
+    return body["rows"]
+
+
+def wait_for(check, timeout: float = 60) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.3)
+
+
+@pytest.mark.slow
+def test_windows_in_the_lake_equal_batch_sql_and_survive_sigkill(tmp_path: Path) -> None:
+    home = tmp_path / "lake"
+    home.mkdir()
+    (home / "loglake.toml").write_text(CONFIG)
+    srv = Server(home, free_port())
+    srv.start()
+    try:
+        n = 0
+        # Minutes 10:00 and 10:01, a little out of order; 10:02:05 closes both (watermark 10:02:03).
+        batch1 = []
+        for s in range(0, 120, 3):
+            batch1.append(line(T0 + timedelta(seconds=s), 200 if s % 4 else 404, s, n))
+            n += 1
+        post(srv, batch1[10:] + batch1[:10])
+        post(srv, [line(T0 + timedelta(seconds=125), 500, 7, n)])
+        n += 1
+        wait_for(lambda: len(results(srv)) >= 4)
+        assert {r["window_start"] for r in results(srv)} == {
+            "2024-03-01T10:00:00",
+            "2024-03-01T10:01:00",
+        }
+        # 10:01:50 arrives late, within the allowed 30 s after its window closed: a correction.
+        post(srv, [line(T0 + timedelta(seconds=110), 500, 1000, n)])
+        n += 1
+        wait_for(lambda: any(r["revision"] == 1 for r in results(srv)))
+        # 10:00:30 arrives after 10:00 is final (10:01 + 30 s < watermark): counted, not used.
+        post(srv, [line(T0 + timedelta(seconds=30), 500, 5, n)])
+        n += 1
+        wait_for(lambda: request("GET", f"{srv.url}/v1/queries")[1]["queries"][0]["too_late"] == 1)
+        listing = request("GET", f"{srv.url}/v1/queries")[1]["queries"]
+        assert listing[0]["name"] == "status_per_minute"
+        assert (listing[0]["windows"], listing[0]["corrections"]) == (2, 1)
+        expected = batch_expectation(srv, T0 + timedelta(minutes=2))
+        too_late = ("2024-03-01T10:00:00", 500, 1, 5)
+        assert final_results(srv) == [r for r in expected if r != too_late]
+
+        # SIGKILL, more records, restart: every window once per revision, still equal to batch.
+        srv.stop(signal.SIGKILL)
+        srv.start()
+        post(srv, [line(T0 + timedelta(seconds=190 + s), 200, 1, n + s) for s in range(20)])
+        wait_for(
+            lambda: any(
+                r["m"] == "2024-03-01T10:02:00" for r in [{"m": x[0]} for x in final_results(srv)]
+            ),
+            90,
+        )
+        dup = srv.query(
+            "SELECT window_start, status, revision, count(*) AS c "
+            "FROM analytics.status_per_minute GROUP BY ALL HAVING count(*) > 1"
+        )
+        assert dup == []
+        expected = batch_expectation(srv, T0 + timedelta(minutes=3))
+        assert final_results(srv) == [r for r in expected if r != too_late]
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        metrics = opener.open(f"{srv.url}/metrics", timeout=10).read().decode()
+        assert 'loglake_query_windows_total{query="status_per_minute"}' in metrics
+    finally:
+        srv.stop(signal.SIGKILL)
