@@ -160,6 +160,10 @@ class ContinuousQueryConfig:
     allowed_lateness: str = "1m"  # emitted windows accept late records (corrections) this long
     idle_timeout: str = "10s"  # an idle stream's watermark follows the clock after this long
     table: str = ""  # "" = analytics.<name>
+    anomaly_column: str = ""  # a numeric result column to score for anomalies ("" = none)
+    anomaly_by: tuple[str, ...] = ()  # result columns that tell series apart
+    anomaly_threshold: float = 4.0  # |robust z-score| at or above this is an anomaly
+    anomaly_history: int = 60  # windows of history per series
 
 
 DEFAULT_TABLES: Mapping[str, TableConfig] = {
@@ -287,8 +291,22 @@ def query_spec(cfg: Config, name: str) -> Any:
         raise ConfigError(f"{where}.sql is missing: a SELECT over the relation `stream`")
     if q.table and q.table.count(".") != 1:
         raise ConfigError(f"{where}.table {q.table!r} must be NAMESPACE.NAME")
+    anomaly = None
+    if q.anomaly_column:
+        from loglake.analytics.anomaly import AnomalySpec
+
+        if q.anomaly_threshold <= 0 or q.anomaly_history < 3:
+            raise ConfigError(f"{where}: anomaly_threshold must be > 0 and anomaly_history >= 3")
+        anomaly = AnomalySpec(
+            column=q.anomaly_column,
+            by=tuple(q.anomaly_by),
+            threshold=q.anomaly_threshold,
+            history=q.anomaly_history,
+            min_history=min(10, q.anomaly_history),
+        )
     return QuerySpec(
         name=name,
+        anomaly=anomaly,
         sql=q.sql,
         window=WindowSpec.parse(q.window, f"{where}.window"),
         lateness=_duration_or_zero(q.lateness, f"{where}.lateness", parse_duration),
@@ -375,7 +393,14 @@ def load_config(
                     "[queries] maps a query name to its settings, e.g. [queries.hits]"
                 )
             kwargs["queries"] = {
-                name: _build(ContinuousQueryConfig, f"queries.{name}", qvalue)
+                name: _build(
+                    ContinuousQueryConfig,
+                    f"queries.{name}",
+                    {
+                        k: tuple(v) if k == "anomaly_by" and isinstance(v, list) else v
+                        for k, v in qvalue.items()
+                    },
+                )
                 for name, qvalue in value.items()
             }
         elif key == "formats":

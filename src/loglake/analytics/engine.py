@@ -39,6 +39,7 @@ their windows only (hopping) count for the others.
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -47,6 +48,7 @@ from typing import Any
 import polars as pl
 import pyarrow as pa
 
+from loglake.analytics.anomaly import AnomalySpec, RobustZ
 from loglake.analytics.windows import WindowSpec
 from loglake.errors import ConfigError, LoglakeError
 
@@ -70,6 +72,7 @@ class QuerySpec:
     allowed_lateness: int = 60_000_000
     idle_timeout: int = 10_000_000
     key: str | None = None  # session windows: one session per value of this column
+    anomaly: AnomalySpec | None = None  # score a numeric result column (anomaly_score, is_anomaly)
 
     def __post_init__(self) -> None:
         if self.key and not self.window.is_session:
@@ -121,6 +124,7 @@ class ContinuousQuery:
         # Every window ending at or before this has had its final result: never emitted again.
         self._final_until: int | None = None
         self._sql = _Sandbox(spec.sql, spec.name)
+        self._detector = RobustZ(spec.anomaly) if spec.anomaly else None
 
     # -- feeding ---------------------------------------------------------------------------------
 
@@ -199,6 +203,7 @@ class ContinuousQuery:
             "touched": sorted(self._touched),
             "sessions": {k: v for k, v in sorted(self._sessions.items())},
             "retractions": [list(r) for r in self._retractions],
+            "anomaly": self._detector.checkpoint() if self._detector is not None else None,
         }
 
     def restore(self, state: dict[str, Any], wall: float) -> None:
@@ -212,6 +217,8 @@ class ContinuousQuery:
         self._sessions = {k: [list(x) for x in v] for k, v in state["sessions"].items()}
         self._retractions = [tuple(r) for r in state["retractions"]]
         self._idle_from = None if self._max_ts is None else (wall, self._max_ts)
+        if self._detector is not None and state.get("anomaly"):
+            self._detector.restore(state["anomaly"])
 
     # -- windows ---------------------------------------------------------------------------------
 
@@ -282,7 +289,38 @@ class ContinuousQuery:
             return None
         results = self._emit_sessions() if self.spec.window.is_session else self._emit_windows()
         self._evict()
-        return pl.concat(results, how="diagonal_relaxed") if results else None
+        if not results:
+            return None
+        out = pl.concat(results, how="diagonal_relaxed")
+        return self._score(out) if self._detector is not None else out
+
+    def _score(self, out: pl.DataFrame) -> pl.DataFrame:
+        """Add ``anomaly_score`` and ``is_anomaly`` (one detector step per result row)."""
+        assert self._detector is not None and self.spec.anomaly is not None
+        spec = self.spec.anomaly
+        if spec.column not in out.columns:
+            raise ContinuousQueryError(
+                f"continuous query {self.spec.name}: anomaly column {spec.column!r} is not in the "
+                f"results (columns: {', '.join(out.columns)})"
+            )
+        scores: list[float | None] = []
+        flags: list[bool] = []
+        starts = out.get_column("window_start").cast(pl.Int64).to_list()
+        values = out.get_column(spec.column).cast(pl.Float64, strict=False).to_list()
+        retracted = out.get_column("retracted").to_list()
+        by = out.select(spec.by).rows() if spec.by else [()] * out.height
+        for start, value, gone, series in zip(starts, values, retracted, by, strict=True):
+            if gone:
+                scores.append(None)
+                flags.append(False)
+                continue
+            score, flag = self._detector.score(json.dumps(series, default=str), start, value)
+            scores.append(score)
+            flags.append(flag)
+        return out.with_columns(
+            pl.Series("anomaly_score", scores, dtype=pl.Float64),
+            pl.Series("is_anomaly", flags, dtype=pl.Boolean),
+        )
 
     def _emit_windows(self) -> list[pl.DataFrame]:
         assert self.stats.watermark is not None
