@@ -58,6 +58,7 @@ def test_every_setting_is_documented() -> None:
     import dataclasses
 
     from loglake.config import (
+        AlertConfig,
         AuthConfig,
         CatalogConfig,
         ContinuousQueryConfig,
@@ -83,6 +84,7 @@ def test_every_setting_is_documented() -> None:
         "tail.NAME": TailConfig,
         "auth": AuthConfig,
         "queries.NAME": ContinuousQueryConfig,
+        "alerts.NAME": AlertConfig,
     }
     missing = [
         f"{name}.{f.name}"

@@ -166,6 +166,21 @@ class ContinuousQueryConfig:
     anomaly_history: int = 60  # windows of history per series
 
 
+@dataclass(frozen=True)
+class AlertConfig:
+    """One alert rule over a continuous query's results (``[alerts.NAME]``); see docs/analytics.md.
+
+    In the file, ``for`` sets ``for_windows`` (``for`` is a Python keyword).
+    """
+
+    query: str = ""
+    when: str = ""  # SQL boolean over one result row, e.g. "status >= 500 AND hits > 100"
+    for_windows: int = 1  # consecutive matching windows before it fires
+    cooldown: str = "5m"  # no new firing notification this soon after the previous one
+    webhook: str = ""  # http(s) URL that gets a JSON POST per notification ("" = log only)
+    severity: str = "warning"
+
+
 DEFAULT_TABLES: Mapping[str, TableConfig] = {
     "logs.access": TableConfig(partition="hour"),
     "logs.syslog": TableConfig(partition="day"),
@@ -192,6 +207,7 @@ class Config:
     tail: Mapping[str, TailConfig] = field(default_factory=dict)
     auth: AuthConfig = field(default_factory=AuthConfig)
     queries: Mapping[str, ContinuousQueryConfig] = field(default_factory=dict)
+    alerts: Mapping[str, AlertConfig] = field(default_factory=dict)
 
     @property
     def catalog_uri(self) -> str:
@@ -274,6 +290,31 @@ def _validate(cfg: Config) -> None:
             raise ConfigError(f"tail.{name}.stream is missing: name the stream its lines go to")
     for name in cfg.queries:
         query_spec(cfg, name)  # raises ConfigError naming the setting that is wrong
+    for name in cfg.alerts:
+        alert_spec(cfg, name)
+
+
+def alert_spec(cfg: Config, name: str) -> Any:
+    """The checked :class:`loglake.analytics.alerts.AlertSpec` of ``[alerts.NAME]``."""
+    from loglake.analytics.alerts import AlertSpec
+    from loglake.analytics.windows import parse_duration
+
+    a = cfg.alerts[name]
+    where = f"alerts.{name}"
+    if a.query not in cfg.queries:
+        known = ", ".join(sorted(cfg.queries)) or "none"
+        raise ConfigError(f"{where}.query {a.query!r} is not a [queries.NAME] (queries: {known})")
+    if not a.when.strip():
+        raise ConfigError(f"{where}.when is missing: a SQL condition over a result row")
+    return AlertSpec(
+        name=name,
+        query=a.query,
+        when=a.when,
+        for_windows=a.for_windows,
+        cooldown=_duration_or_zero(a.cooldown, f"{where}.cooldown", parse_duration) / 1e6,
+        webhook=a.webhook,
+        severity=a.severity,
+    )
 
 
 def query_spec(cfg: Config, name: str) -> Any:
@@ -403,6 +444,19 @@ def load_config(
                 )
                 for name, qvalue in value.items()
             }
+        elif key == "alerts":
+            if not isinstance(value, Mapping) or not all(
+                isinstance(v, Mapping) for v in value.values()
+            ):
+                raise ConfigError("[alerts] maps an alert name to its rule, e.g. [alerts.errors]")
+            kwargs["alerts"] = {
+                name: _build(
+                    AlertConfig,
+                    f"alerts.{name}",
+                    {("for_windows" if k == "for" else k): v for k, v in avalue.items()},
+                )
+                for name, avalue in value.items()
+            }
         elif key == "formats":
             if not all(isinstance(v, str) for v in value.values()):
                 raise ConfigError("[formats] maps a name to a LogFormat or log_format string")
@@ -413,7 +467,11 @@ def load_config(
         else:
             valid = ", ".join(
                 sorted(
-                    [*sections, "tables", "formats", "streams", "tail", "auth", "queries", "home"]
+                    [
+                        *sections,
+                        *("tables", "formats", "streams", "tail", "auth", "queries", "alerts"),
+                        "home",
+                    ]
                 )
             )
             raise ConfigError(f"unknown section or key {key!r} in {path}; valid: {valid}")

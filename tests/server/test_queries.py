@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import http.server
+import json
 import signal
+import threading
 import time
 import urllib.request
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 from serving import Server, free_port, request
@@ -137,3 +141,76 @@ def test_windows_in_the_lake_equal_batch_sql_and_survive_sigkill(tmp_path: Path)
         assert 'loglake_query_windows_total{query="status_per_minute"}' in metrics
     finally:
         srv.stop(signal.SIGKILL)
+
+
+class _Hook(http.server.BaseHTTPRequestHandler):
+    received: ClassVar[list[dict]] = []
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        _Hook.received.append(json.loads(body))
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.mark.slow
+def test_alert_fires_after_two_windows_and_resolves_with_a_webhook(tmp_path: Path) -> None:
+    hook = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Hook)
+    threading.Thread(target=hook.serve_forever, daemon=True).start()
+    _Hook.received = []
+    home = tmp_path / "lake"
+    home.mkdir()
+    (home / "loglake.toml").write_text(
+        CONFIG
+        + f"""
+[alerts.errors_high]
+query = "status_per_minute"
+when = "status >= 500 AND hits >= 3"
+for = 2
+cooldown = "0s"
+webhook = "http://127.0.0.1:{hook.server_address[1]}/hook"
+severity = "critical"
+"""
+    )
+    srv = Server(home, free_port())
+    srv.start()
+    try:
+        n = 0
+        # Errors in minutes 0, 1 and 2 (3 each), none in minute 3: pending at 10:00, firing at
+        # 10:01, still firing (no repeat) at 10:02, resolved at 10:03.
+        for minute, errors in ((0, 3), (1, 4), (2, 3), (3, 0), (4, 0)):
+            lines = [
+                line(
+                    T0 + timedelta(minutes=minute, seconds=s), 500 if s < errors else 200, 1, n + s
+                )
+                for s in range(10)
+            ]
+            n += 10
+            post(srv, lines)
+        post(srv, [line(T0 + timedelta(minutes=6), 200, 1, n)])  # closes 10:00 ... 10:05
+        wait_for(lambda: len(_Hook.received) >= 2, 60)
+        time.sleep(1)
+        states = [(r["state"], r["window_start"]) for r in _Hook.received]
+        assert states == [("firing", "2024-03-01T10:01:00"), ("resolved", "2024-03-01T10:03:00")]
+        firing = _Hook.received[0]
+        assert firing["alert"] == "errors_high" and firing["severity"] == "critical"
+        assert firing["rows"] == [
+            {
+                "window_start": "2024-03-01T10:01:00",
+                "window_end": "2024-03-01T10:02:00",
+                "status": 500,
+                "hits": 4,
+                "bytes": 4,
+            }
+        ]
+        listing = request("GET", f"{srv.url}/v1/alerts")[1]["alerts"]
+        assert listing[0]["state"] == "inactive"
+        assert (listing[0]["fired"], listing[0]["resolved"]) == (1, 1)
+        log_text = (home / "server.log").read_text()
+        assert '"msg": "alert errors_high firing' in log_text
+    finally:
+        srv.stop(signal.SIGKILL)
+        hook.shutdown()

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
+from loglake.analytics.alerts import Alert, Notifier
 from loglake.analytics.engine import ContinuousQuery, QuerySpec
 
 if TYPE_CHECKING:
@@ -50,6 +51,7 @@ class RunningQuery:
     table: str
     offset: int | None = None  # records below this are accounted for in the engine's state
     writer: TableWriter | None = None
+    alerts: list[Alert] = field(default_factory=list)
     recent: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=RECENT_ROWS))
     lock: threading.Lock = field(default_factory=threading.Lock)  # guards recent
     results: int = 0  # result rows written
@@ -71,7 +73,7 @@ class QueryRunner:
         catalog: Future[Catalog],
         commit_lock: Any,
     ) -> None:
-        from loglake.config import query_spec
+        from loglake.config import alert_spec, query_spec
 
         self.config = config
         self.stream = stream
@@ -85,7 +87,15 @@ class QueryRunner:
                 continue
             spec = query_spec(config, name)
             engine = ContinuousQuery(spec, self._fetcher(spec))
-            self.queries[name] = RunningQuery(spec, engine, q.table or f"analytics.{name}")
+            alerts = [
+                Alert(alert_spec(config, a))
+                for a, rule in config.alerts.items()
+                if rule.query == name
+            ]
+            self.queries[name] = RunningQuery(
+                spec, engine, q.table or f"analytics.{name}", alerts=alerts
+            )
+        self._notifier: Notifier | None = None
 
     @property
     def key_columns(self) -> list[str]:
@@ -116,8 +126,12 @@ class QueryRunner:
                     if best is None or seq > best[0]:
                         best = (seq, int(props[key]), props[STATE_PROPERTY])
             if best is not None:
+                state = json.loads(best[2])
                 q.offset = best[1]
-                q.engine.restore(json.loads(best[2]), time.time())
+                q.engine.restore(state["engine"], time.time())
+                for alert in q.alerts:
+                    if alert.spec.name in state.get("alerts", {}):
+                        alert.restore(state["alerts"][alert.spec.name])
                 needed.append(best[1])
         return min(needed) if needed else None
 
@@ -143,7 +157,15 @@ class QueryRunner:
             else:
                 out = q.engine.tick(wall)
             if out is not None:
+                wall_now = time.time()
+                notes = [(a.spec.webhook, n) for a in q.alerts for n in a.evaluate(out, wall_now)]
                 self._commit(q, out, position)
+                # After the commit that holds the alert states: a crash before it replays the
+                # windows and notifies then, so no notification is sent twice.
+                for webhook, note in notes:
+                    if self._notifier is None:
+                        self._notifier = Notifier()
+                    self._notifier.send(webhook, note)
 
     def _commit(self, q: RunningQuery, out: pl.DataFrame, position: int) -> None:
         """Write the result rows with the query's state and the offset they cover, in one commit."""
@@ -167,7 +189,13 @@ class QueryRunner:
             )
         props = {
             offset_property(self.stream): str(position),
-            STATE_PROPERTY: json.dumps(q.engine.checkpoint(), separators=(",", ":")),
+            STATE_PROPERTY: json.dumps(
+                {
+                    "engine": q.engine.checkpoint(),
+                    "alerts": {a.spec.name: a.checkpoint() for a in q.alerts},
+                },
+                separators=(",", ":"),
+            ),
         }
         files = q.writer.write_frames([frame])
         with self._commit_lock:
@@ -201,6 +229,8 @@ class QueryRunner:
         return fetch
 
     def close(self) -> None:
+        if self._notifier is not None:
+            self._notifier.close()
         for q in self.queries.values():
             if q.writer is not None:
                 q.writer.close()

@@ -180,6 +180,28 @@ def create_app(config: Config) -> Any:
             {"queries": [_describe_query(n, st, q) for n, (st, q) in sorted(queries.items())]}
         )
 
+    async def list_alerts(request: Request) -> Response:
+        alerts = []
+        for name, (_, q) in sorted(running_queries(runtime).items()):
+            for alert in q.alerts:
+                st = alert.status
+                alerts.append(
+                    {
+                        "name": alert.spec.name,
+                        "query": name,
+                        "when": alert.spec.when,
+                        "for": alert.spec.for_windows,
+                        "severity": alert.spec.severity,
+                        "state": st.state,
+                        "since": st.since,
+                        "consecutive": st.consecutive,
+                        "fired": st.fired,
+                        "resolved": st.resolved,
+                        "suppressed": st.suppressed,
+                    }
+                )
+        return JSONResponse({"alerts": alerts})
+
     async def query_results(request: Request) -> Response:
         """The latest result rows of a query, oldest first (``?limit=N``, default 100)."""
         name = request.path_params["query"]
@@ -259,6 +281,7 @@ def create_app(config: Config) -> Any:
             Route("/v1/streams/{stream}/records", put_records, methods=["POST"]),
             Route("/v1/queries", list_queries),
             Route("/v1/queries/{query}/results", query_results),
+            Route("/v1/alerts", list_alerts),
         ],
         lifespan=lifespan,
     )
