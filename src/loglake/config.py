@@ -107,6 +107,7 @@ class StreamConfig:
     buffer_seconds: float = 1.0
     buffer_records: int = 250_000
     max_log_bytes: int = 4 << 30  # disk budget of the stream's durable log (503 beyond)
+    ready_queries: bool = False  # access logs: run the ready-made continuous queries on it
 
 
 @dataclass(frozen=True)
@@ -479,6 +480,16 @@ def load_config(
     s3 = kwargs.get("s3", S3Config())
     if not s3.endpoint_url and env.get("AWS_ENDPOINT_URL"):
         kwargs["s3"] = dataclasses.replace(s3, endpoint_url=env["AWS_ENDPOINT_URL"])
+    streams = kwargs.get("streams", {})
+    if any(st.ready_queries for st in streams.values()):
+        from loglake.analytics.ready import ready_queries
+
+        queries = {}
+        for name, st in streams.items():
+            if st.ready_queries:
+                queries.update(ready_queries(name))
+        queries.update(kwargs.get("queries", {}))  # a query of the file wins over a ready one
+        kwargs["queries"] = queries
     cfg = Config(home=home_path.resolve(), **kwargs)
     _validate(cfg)
     return cfg

@@ -15,6 +15,8 @@ from typing import ClassVar
 import pytest
 from serving import Server, free_port, request
 
+from loglake.analytics.ready import READY_QUERIES
+
 CONFIG = """
 [streams.web]
 format = "combined"
@@ -214,3 +216,49 @@ severity = "critical"
     finally:
         srv.stop(signal.SIGKILL)
         hook.shutdown()
+
+
+@pytest.mark.slow
+def test_ready_made_queries_equal_batch_sql(tmp_path: Path, shared_data: Path) -> None:
+    home = tmp_path / "lake"
+    home.mkdir()
+    (home / "loglake.toml").write_text(
+        '[streams.web]\nformat = "combined"\nbuffer_seconds = 0.2\nready_queries = true\n\n'
+        '[syslog]\nudp = ""\ntcp = ""\n'
+    )
+    sample = (shared_data / "apache_combined_10k.log").read_bytes().splitlines()[:3000]
+    lines = []
+    for i, raw in enumerate(sample):  # real lines, restamped over 10:00:00 - 10:02:30
+        stamp = (T0 + timedelta(milliseconds=50 * i)).strftime("%d/%b/%Y:%H:%M:%S +0000")
+        head, _, rest = raw.partition(b"[")
+        lines.append(head + b"[" + stamp.encode() + b"]" + rest.partition(b"]")[2])
+    srv = Server(home, free_port())
+    srv.start()
+    try:
+        for i in range(0, len(lines), 500):
+            post(srv, lines[i : i + 500])
+        post(srv, [line(T0 + timedelta(minutes=2, seconds=20), 200, 1, 0)])  # closes 10:01
+        names = sorted(q["name"] for q in request("GET", f"{srv.url}/v1/queries")[1]["queries"])
+        assert names == sorted(f"web_{n}" for n in READY_QUERIES)
+        wait_for(lambda: all(len(results_of(srv, n)) > 0 for n in names), 60)
+        lo, hi = "2024-03-01 10:00:00", "2024-03-01 10:01:00"
+        for name, (sql, _) in READY_QUERIES.items():
+            want = srv.query(
+                f"WITH stream AS (SELECT * FROM logs.access WHERE ts >= TIMESTAMP '{lo}' "
+                f"AND ts < TIMESTAMP '{hi}') SELECT * FROM ({sql}) AS r"
+            )
+            got = srv.query(
+                f"SELECT * EXCLUDE (window_start, window_end, revision, retracted, emitted_at"
+                f"{', anomaly_score, is_anomaly' if name == 'requests' else ''}) "
+                f"FROM analytics.web_{name} WHERE window_start = TIMESTAMP '{lo}'"
+            )
+            key = json.dumps
+            assert sorted(map(key, got)) == sorted(map(key, want)), name
+    finally:
+        srv.stop(signal.SIGKILL)
+
+
+def results_of(srv: Server, name: str) -> list[dict]:
+    status, body, _ = request("GET", f"{srv.url}/v1/queries/{name}/results")
+    assert status == 200, body
+    return body["rows"]

@@ -107,10 +107,13 @@ Source = Callable[[int, int, "str | None"], pl.DataFrame]
 class ContinuousQuery:
     """The state of one continuous query; not thread-safe (one caller feeds it)."""
 
-    def __init__(self, spec: QuerySpec, source: Source) -> None:
+    def __init__(self, spec: QuerySpec, source: Source, execute: Source | None = None) -> None:
+        """``source`` fetches a window's records; ``execute``, when given, runs the query's SQL
+        over a window where the records are (the lake) and returns its result instead."""
         self.spec = spec
         self.stats = QueryStats()
         self._source = source
+        self._execute = execute
         self._max_ts: int | None = None
         self._idle_from: tuple[float, int] | None = None  # (wall time, max_ts) of the last record
         # Tumbling/hopping: starts of windows with records not emitted yet, and emitted windows
@@ -392,8 +395,10 @@ class ContinuousQuery:
         end: int | None = None,
     ) -> pl.DataFrame:
         """The SQL over the records with ``start <= ts < stop``; the window ends at ``end``."""
-        rows = self._source(start, stop, key)
-        result = self._sql.run(rows)
+        if self._execute is not None:
+            result = _plain_numbers(self._execute(start, stop, key))
+        else:
+            result = self._sql.run(self._source(start, stop, key))
         front = [
             pl.lit(start).cast(pl.Datetime("us")).alias("window_start"),
             pl.lit(stop if end is None else end).cast(pl.Datetime("us")).alias("window_end"),
@@ -460,10 +465,13 @@ class _Sandbox:
                 raise ContinuousQueryError(
                     f"continuous query {self.name} failed on a window: {exc}"
                 ) from exc
-        result = pl.DataFrame(pl.from_arrow(out))
-        # DuckDB sums integers into HUGEINT (Arrow decimal128(38, 0)): store plain integers.
-        return result.with_columns(
-            pl.col(name).cast(pl.Int64 if dtype.scale == 0 else pl.Float64)
-            for name, dtype in result.schema.items()
-            if isinstance(dtype, pl.Decimal)
-        )
+        return _plain_numbers(pl.DataFrame(pl.from_arrow(out)))
+
+
+def _plain_numbers(result: pl.DataFrame) -> pl.DataFrame:
+    """DuckDB sums integers into HUGEINT (Arrow decimal128(38, 0)): store plain integers."""
+    return result.with_columns(
+        pl.col(name).cast(pl.Int64 if dtype.scale == 0 else pl.Float64)
+        for name, dtype in result.schema.items()
+        if isinstance(dtype, pl.Decimal)
+    )

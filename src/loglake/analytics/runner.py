@@ -26,7 +26,8 @@ from typing import TYPE_CHECKING, Any
 import polars as pl
 
 from loglake.analytics.alerts import Alert, Notifier
-from loglake.analytics.engine import ContinuousQuery, QuerySpec
+from loglake.analytics.engine import ContinuousQuery, ContinuousQueryError, QuerySpec
+from loglake.errors import LoglakeError
 
 if TYPE_CHECKING:
     from concurrent.futures import Future
@@ -86,7 +87,7 @@ class QueryRunner:
             if q.stream != stream:
                 continue
             spec = query_spec(config, name)
-            engine = ContinuousQuery(spec, self._fetcher(spec))
+            engine = ContinuousQuery(spec, self._fetcher(spec), self._executor(spec))
             alerts = [
                 Alert(alert_spec(config, a))
                 for a, rule in config.alerts.items()
@@ -208,25 +209,53 @@ class QueryRunner:
         with q.lock:
             q.recent.extend(rows)
 
+    def _window_rows(self, spec: QuerySpec, start: int, stop: int, key: str | None) -> str:
+        """SQL for the stream's rows of the lake table in a time range (and session key)."""
+        where = (
+            f"source = 'stream:{self.stream}' AND ts >= TIMESTAMP '{_literal(start)}' "
+            f"AND ts < TIMESTAMP '{_literal(stop)}'"
+        )
+        if spec.key:
+            value = str(key).replace("'", "''")
+            where += f" AND coalesce(CAST({_ident(spec.key)} AS VARCHAR), '') = '{value}'"
+        return f"SELECT * FROM {self.source_table} WHERE {where}"
+
+    def _connection(self) -> Any:
+        from loglake.query.engine import Connection
+
+        if self._lake is None:
+            self._lake = Connection(self.config)
+        return self._lake
+
     def _fetcher(self, spec: QuerySpec) -> Any:
-        """The engine's source: the stream's rows of the lake table in a time range (and key)."""
+        """The engine's source: the window's records, fetched from the lake."""
 
         def fetch(start: int, stop: int, key: str | None) -> pl.DataFrame:
-            from loglake.query.engine import Connection
-
-            if self._lake is None:
-                self._lake = Connection(self.config)
-            where = (
-                f"source = 'stream:{self.stream}' AND ts >= TIMESTAMP '{_literal(start)}' "
-                f"AND ts < TIMESTAMP '{_literal(stop)}'"
-            )
-            if spec.key:
-                value = str(key).replace("'", "''")
-                where += f" AND coalesce(CAST({_ident(spec.key)} AS VARCHAR), '') = '{value}'"
-            result = self._lake.sql(f"SELECT * FROM {self.source_table} WHERE {where}")
+            result = self._connection().sql(self._window_rows(spec, start, stop, key))
             return pl.DataFrame(pl.from_arrow(result.arrow()))
 
         return fetch
+
+    def _executor(self, spec: QuerySpec) -> Any:
+        """Runs the query's SQL in the lake with ``stream`` bound to the window's rows.
+
+        DuckDB then reads only the columns the SQL uses, from the files of the window's time
+        range, and aggregates as it reads: far less work than fetching every column of a minute
+        of a busy stream and handing it over. The lake is read-only here, as for ``loglake query``.
+        """
+
+        def execute(start: int, stop: int, key: str | None) -> pl.DataFrame:
+            rows = self._window_rows(spec, start, stop, key)
+            sql = f"WITH stream AS ({rows}) SELECT * FROM ({spec.sql}) AS result"
+            try:
+                result = self._connection().sql(sql)
+            except LoglakeError as exc:
+                raise ContinuousQueryError(
+                    f"continuous query {spec.name} failed on a window: {exc}"
+                ) from exc
+            return pl.DataFrame(pl.from_arrow(result.arrow()))
+
+        return execute
 
     def close(self) -> None:
         if self._notifier is not None:
