@@ -262,3 +262,32 @@ def results_of(srv: Server, name: str) -> list[dict]:
     status, body, _ = request("GET", f"{srv.url}/v1/queries/{name}/results")
     assert status == 200, body
     return body["rows"]
+
+
+def test_results_are_pushed_to_event_stream_subscribers(tmp_path: Path) -> None:
+    import http.client
+
+    home = tmp_path / "lake"
+    home.mkdir()
+    (home / "loglake.toml").write_text(CONFIG)
+    srv = Server(home, free_port())
+    srv.start()
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=30)
+        conn.request("GET", "/v1/queries/status_per_minute/events")
+        resp = conn.getresponse()
+        assert resp.status == 200
+        assert resp.getheader("content-type", "").startswith("text/event-stream")
+        assert resp.readline().startswith(b": subscribed")
+        post(srv, [line(T0 + timedelta(seconds=s), 200, 10, s) for s in range(0, 60, 6)])
+        post(srv, [line(T0 + timedelta(seconds=70), 200, 10, 99)])  # closes 10:00
+        events = []
+        while len(events) < 1:
+            text = resp.readline()
+            if text.startswith(b"data: "):
+                events.append(json.loads(text[6:]))
+        assert events[0]["window_start"] == "2024-03-01T10:00:00"
+        assert (events[0]["status"], events[0]["hits"], events[0]["bytes"]) == (200, 10, 100)
+        conn.close()
+    finally:
+        srv.stop(signal.SIGKILL)

@@ -57,6 +57,26 @@ class RunningQuery:
     lock: threading.Lock = field(default_factory=threading.Lock)  # guards recent
     results: int = 0  # result rows written
 
+    subscribers: list[tuple[Any, Any]] = field(default_factory=list)  # (event loop, asyncio.Queue)
+
+    def subscribe(self, loop: Any, queue: Any) -> None:
+        """Deliver every new result row to ``queue`` (an asyncio.Queue of ``loop``)."""
+        with self.lock:
+            self.subscribers.append((loop, queue))
+
+    def unsubscribe(self, queue: Any) -> None:
+        with self.lock:
+            self.subscribers = [s for s in self.subscribers if s[1] is not queue]
+
+    def _publish(self, rows: list[dict[str, Any]]) -> None:
+        with self.lock:
+            targets = list(self.subscribers)
+        for loop, queue in targets:
+            try:
+                loop.call_soon_threadsafe(_offer, queue, rows)
+            except RuntimeError:  # the subscriber's loop is closed
+                self.unsubscribe(queue)
+
     def latest(self, limit: int) -> list[dict[str, Any]]:
         """The newest ``limit`` result rows, oldest first (safe from any thread)."""
         with self.lock:
@@ -208,6 +228,7 @@ class QueryRunner:
         rows = [{k: _json_value(v) for k, v in r.items()} for r in frame.iter_rows(named=True)]
         with q.lock:
             q.recent.extend(rows)
+        q._publish(rows)
 
     def _window_rows(self, spec: QuerySpec, start: int, stop: int, key: str | None) -> str:
         """SQL for the stream's rows of the lake table in a time range (and session key)."""
@@ -265,6 +286,14 @@ class QueryRunner:
                 q.writer.close()
         if self._lake is not None:
             self._lake.close()
+
+
+def _offer(queue: Any, rows: list[dict[str, Any]]) -> None:
+    """Runs in the subscriber's event loop: a slow subscriber loses its oldest rows, never
+    blocks the query or other subscribers."""
+    if queue.full():
+        queue.get_nowait()
+    queue.put_nowait(rows)
 
 
 def _literal(micros: int) -> str:

@@ -107,6 +107,8 @@ class _BadRequest(Exception):
 
 
 SWITCH_INTERVAL_S = 0.0005
+SSE_QUEUE = 100  # batches of result rows waiting per subscriber; a slower one loses the oldest
+SSE_HEARTBEAT_S = 15.0
 
 
 def create_app(config: Config) -> Any:
@@ -178,6 +180,38 @@ def create_app(config: Config) -> Any:
         queries = running_queries(runtime)
         return JSONResponse(
             {"queries": [_describe_query(n, st, q) for n, (st, q) in sorted(queries.items())]}
+        )
+
+    async def query_events(request: Request) -> Response:
+        """Server-Sent Events: one ``result`` event per new result row of the query, as JSON."""
+        import asyncio
+
+        from starlette.responses import StreamingResponse
+
+        name = request.path_params["query"]
+        found = running_queries(runtime).get(name)
+        if found is None:
+            return error(404, "no_such_query", f"continuous query {name!r} does not exist")
+        q = found[1]
+        queue: asyncio.Queue[list[dict[str, Any]]] = asyncio.Queue(SSE_QUEUE)
+        q.subscribe(asyncio.get_running_loop(), queue)
+
+        async def events() -> AsyncIterator[bytes]:
+            try:
+                yield b": subscribed to " + name.encode() + b"\n\n"
+                while True:
+                    try:
+                        rows = await asyncio.wait_for(queue.get(), SSE_HEARTBEAT_S)
+                    except TimeoutError:
+                        yield b": keep-alive\n\n"  # a comment line: clients ignore it
+                        continue
+                    for row in rows:
+                        yield b"event: result\ndata: " + json.dumps(row).encode() + b"\n\n"
+            finally:
+                q.unsubscribe(queue)
+
+        return StreamingResponse(
+            events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
         )
 
     async def list_alerts(request: Request) -> Response:
@@ -281,6 +315,7 @@ def create_app(config: Config) -> Any:
             Route("/v1/streams/{stream}/records", put_records, methods=["POST"]),
             Route("/v1/queries", list_queries),
             Route("/v1/queries/{query}/results", query_results),
+            Route("/v1/queries/{query}/events", query_events),
             Route("/v1/alerts", list_alerts),
         ],
         lifespan=lifespan,
