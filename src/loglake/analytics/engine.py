@@ -41,6 +41,8 @@ from __future__ import annotations
 
 import json
 import threading
+import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -98,6 +100,9 @@ class QueryStats:
     retractions: int = 0  # sessions replaced by a merged session
     watermark: int | None = None  # microseconds
     errors: list[str] = field(default_factory=list)
+    # Seconds from the parse of the batch that moved the watermark past a window's end to the
+    # window's result (latest 1,024 first emissions; idle-timeout emissions are not counted).
+    emit_delays: deque[float] = field(default_factory=lambda: deque(maxlen=1024))
 
 
 #: fetch(start, end, key) -> the records with start <= ts < end (and the session key = key).
@@ -173,7 +178,12 @@ class ContinuousQuery:
             self._max_ts = newest
         self._idle_from = (wall, self._max_ts)
         self._set_watermark(self._max_ts - spec.lateness)
-        return self._emit()
+        firsts = self.stats.windows
+        out = self._emit()
+        if self.stats.windows > firsts:
+            delay = time.time() - wall
+            self.stats.emit_delays.extend([delay] * (self.stats.windows - firsts))
+        return out
 
     def tick(self, wall: float) -> pl.DataFrame | None:
         """Advance the watermark by the wall clock when the stream has been idle for idle_timeout."""

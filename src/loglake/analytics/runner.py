@@ -163,20 +163,23 @@ class QueryRunner:
 
     # -- running ---------------------------------------------------------------------------------
 
-    def feed(self, frames: list[pl.DataFrame], position: int, wall: float) -> None:
+    def feed(self, frames: list[tuple[pl.DataFrame, float]], position: int, wall: float) -> None:
         """Run the queries over the event times of records now committed to the lake.
 
-        ``frames`` hold ``line`` (stream offset), ``ts`` and the key columns of records below
-        ``position``; each query takes those at or above its own offset.
+        ``frames`` are ``(rows, parsed_at)`` in parse order: ``line`` (stream offset), ``ts`` and
+        the key columns of records below ``position``, and the wall time they were parsed (from
+        which emission delays are measured); each query takes the rows at or above its offset.
         """
-        batch = pl.concat(frames, how="diagonal_relaxed") if frames else None
         for q in self.queries.values():
-            out = None
-            if batch is not None and batch.height:
-                rows = batch if q.offset is None else batch.filter(pl.col("line") >= q.offset)
-                out = q.engine.process(rows, wall) if rows.height else q.engine.tick(wall)
-            else:
-                out = q.engine.tick(wall)
+            outs = []
+            for rows, parsed_at in frames:
+                if q.offset is not None:
+                    rows = rows.filter(pl.col("line") >= q.offset)
+                if rows.height and (got := q.engine.process(rows, parsed_at)) is not None:
+                    outs.append(got)
+            if (got := q.engine.tick(wall)) is not None:
+                outs.append(got)
+            out = pl.concat(outs, how="diagonal_relaxed") if outs else None
             if out is not None:
                 wall_now = time.time()
                 notes = [(a.spec.webhook, n) for a in q.alerts for n in a.evaluate(out, wall_now)]

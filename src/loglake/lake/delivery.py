@@ -131,7 +131,8 @@ class Delivery:
         )
         self._inflight: Future[None] | None = None  # the commit being written, if any
         self.runner: QueryRunner | None = None  # continuous queries reading this stream
-        self._query_rows: list[pl.DataFrame] = []  # what they need of records parsed since
+        # What they need of records parsed since the last commit, with the time of the parse.
+        self._query_rows: list[tuple[pl.DataFrame, float]] = []
         self._ticked_at = time.monotonic()
         self._expired_at = 0  # stats.commits at the last snapshot expiry
         self._orphans_at = time.monotonic()  # last removal of unreferenced files
@@ -314,7 +315,9 @@ class Delivery:
             rejected, parsed = result.rejected, result.parsed
         if self.runner is not None and parsed is not None and parsed.height:
             # Event times (and session keys) for the continuous queries, fed after the commit.
-            self._query_rows.append(parsed.select("line", "ts", *self.runner.key_columns))
+            self._query_rows.append(
+                (parsed.select("line", "ts", *self.runner.key_columns), time.time())
+            )
         if parsed is not None and parsed.height:
             parsed = parsed.filter(pl.col("line") >= self._committed.get(self.table, 0))
         if parsed is not None and parsed.height:
@@ -439,7 +442,7 @@ class Delivery:
         self,
         sealed: dict[str, list[pl.DataFrame]],
         position: int,
-        query_rows: list[pl.DataFrame] | None = None,
+        query_rows: list[tuple[pl.DataFrame, float]] | None = None,
     ) -> None:
         """The committer thread: write the sealed rows as Parquet, commit them with the offset,
         then run the continuous queries over what is now in the lake."""

@@ -554,7 +554,16 @@ def _describe_query(name: str, stream: str, q: Any) -> dict[str, Any]:
         "retractions": stats.retractions,
         "too_late": stats.too_late,
         "result_rows": q.results,
+        "emit_delay_p50_s": _quantile(stats.emit_delays, 0.5),
+        "emit_delay_p99_s": _quantile(stats.emit_delays, 0.99),
     }
+
+
+def _quantile(values: Any, q: float) -> float | None:
+    ordered = sorted(values)
+    if not ordered:
+        return None
+    return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 4)
 
 
 def _json_problem(line: bytes) -> str | None:
