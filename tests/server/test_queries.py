@@ -291,3 +291,50 @@ def test_results_are_pushed_to_event_stream_subscribers(tmp_path: Path) -> None:
         conn.close()
     finally:
         srv.stop(signal.SIGKILL)
+
+
+def test_queries_created_through_the_api_run_and_persist(tmp_path: Path) -> None:
+    home = tmp_path / "lake"
+    home.mkdir()
+    (home / "loglake.toml").write_text(CONFIG)
+    srv = Server(home, free_port())
+    srv.start()
+    url = f"{srv.url}/v1/queries/bytes_per_minute"
+    settings = {
+        "stream": "web",
+        "window": "tumbling 1m",
+        "sql": "SELECT sum(bytes) AS bytes FROM stream",
+        "lateness": "0s",
+    }
+    try:
+
+        def put(body: object) -> tuple[int, dict]:
+            status, reply, _ = request(
+                "PUT", url, json.dumps(body).encode(), {"Content-Type": "application/json"}
+            )
+            return status, reply
+
+        assert put(settings)[0] == 201
+        assert put(settings)[0] == 200  # the same again: nothing to do
+        assert put({**settings, "window": "tumbling 5m"})[0] == 409
+        status, reply = put({**settings, "window": "tumbling"})
+        assert status == 400 and "window" in reply["error"]["message"]
+        assert put({**settings, "stream": "nope"})[0] == 404
+        assert put({**settings, "sql": "DELETE FROM stream"})[0] == 400
+        post(srv, [line(T0 + timedelta(seconds=s), 200, 10, s) for s in range(0, 60, 5)])
+        post(srv, [line(T0 + timedelta(seconds=61), 200, 1, 99)])
+        wait_for(lambda: len(results_of(srv, "bytes_per_minute")) == 1)
+        assert results_of(srv, "bytes_per_minute")[0]["bytes"] == 120
+        srv.stop()
+        srv.start()  # created queries come back after a restart
+        names = {q["name"] for q in request("GET", f"{srv.url}/v1/queries")[1]["queries"]}
+        assert names == {"status_per_minute", "bytes_per_minute"}
+        assert request("DELETE", f"{srv.url}/v1/queries/status_per_minute")[0] == 400  # in file
+        assert request("DELETE", url)[0] == 200
+        assert request("DELETE", url)[0] == 404
+        names = {q["name"] for q in request("GET", f"{srv.url}/v1/queries")[1]["queries"]}
+        assert names == {"status_per_minute"}
+        rows = srv.query("SELECT bytes FROM analytics.bytes_per_minute")  # results stay
+        assert rows == [{"bytes": 120}]
+    finally:
+        srv.stop(signal.SIGKILL)

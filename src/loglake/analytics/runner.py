@@ -94,29 +94,37 @@ class QueryRunner:
         catalog: Future[Catalog],
         commit_lock: Any,
     ) -> None:
-        from loglake.config import alert_spec, query_spec
-
         self.config = config
         self.stream = stream
         self.source_table = source_table
         self._catalog = catalog
         self._commit_lock = commit_lock
         self._lake: Any = None  # a loglake Connection, opened on first fetch
+        self._notifier: Notifier | None = None
         self.queries: dict[str, RunningQuery] = {}
         for name, q in config.queries.items():
-            if q.stream != stream:
-                continue
-            spec = query_spec(config, name)
-            engine = ContinuousQuery(spec, self._fetcher(spec), self._executor(spec))
-            alerts = [
-                Alert(alert_spec(config, a))
-                for a, rule in config.alerts.items()
-                if rule.query == name
-            ]
-            self.queries[name] = RunningQuery(
-                spec, engine, q.table or f"analytics.{name}", alerts=alerts
-            )
-        self._notifier: Notifier | None = None
+            if q.stream == stream:
+                self.add(name, config)
+
+    def add(self, name: str, config: Config) -> None:
+        """Start running ``[queries.NAME]`` of ``config`` (from the next records on)."""
+        from loglake.config import alert_spec, query_spec
+
+        q = config.queries[name]
+        spec = query_spec(config, name)
+        engine = ContinuousQuery(spec, self._fetcher(spec), self._executor(spec))
+        alerts = [
+            Alert(alert_spec(config, a)) for a, rule in config.alerts.items() if rule.query == name
+        ]
+        self.queries[name] = RunningQuery(
+            spec, engine, q.table or f"analytics.{name}", alerts=alerts
+        )
+
+    def remove(self, name: str) -> None:
+        """Stop running a query (its results table stays)."""
+        q = self.queries.pop(name, None)
+        if q is not None and q.writer is not None:
+            q.writer.close()
 
     @property
     def key_columns(self) -> list[str]:

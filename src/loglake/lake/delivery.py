@@ -164,6 +164,29 @@ class Delivery:
         self._maintainer.join(timeout)
         self._committer.shutdown(wait=False)
 
+    def add_query(self, name: str, config: Config) -> None:
+        """Start the continuous query ``name`` of ``config`` on this stream (from the next records).
+
+        Runs in the committer thread, between commits, so it never races a running query.
+        """
+        self.config = config
+        self._committer.submit(self._add_query, name, config).result()
+
+    def _add_query(self, name: str, config: Config) -> None:
+        from loglake.analytics.runner import QueryRunner
+
+        if self.runner is None:
+            runner = QueryRunner(config, self.name, self.table, self._catalog, self._commit_lock)
+            self.runner = runner  # delivery collects event times for it from now on
+        else:
+            self.runner.add(name, config)
+
+    def remove_query(self, name: str, config: Config) -> None:
+        """Stop the continuous query ``name``; its results table stays."""
+        self.config = config
+        if self.runner is not None:
+            self._committer.submit(self.runner.remove, name).result()
+
     # -- the loop --------------------------------------------------------------------------------
 
     def _writer(self, table: str, frame: pl.DataFrame, time_column: str) -> TableWriter:

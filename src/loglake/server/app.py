@@ -31,7 +31,12 @@ from starlette.routing import Route
 from loglake.config import StreamConfig
 from loglake.errors import ConfigError, FormatError, LoglakeError
 from loglake.server.body import BodyTooLarge, read_body
-from loglake.server.runtime import NoSuchStreamError, Runtime
+from loglake.server.runtime import (
+    NoSuchQueryError,
+    NoSuchStreamError,
+    QueryExistsError,
+    Runtime,
+)
 from loglake.stream.local import RecordTooLargeError, StreamFullError
 
 if TYPE_CHECKING:
@@ -214,6 +219,32 @@ def create_app(config: Config) -> Any:
             events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
         )
 
+    @_errors
+    async def manage_query(request: Request) -> Response:
+        """PUT: create a continuous query from a JSON body of [queries.NAME] settings (201, or 200
+        when it exists with the same settings; 409 with other ones). DELETE: stop and forget one
+        created through the API."""
+        name = request.path_params["query"]
+        if request.method == "DELETE":
+            try:
+                await run_in_threadpool(runtime.delete_query, name)
+            except NoSuchQueryError as exc:
+                return error(404, "no_such_query", str(exc))
+            return JSONResponse({"deleted": name})
+        try:
+            body = json.loads(await _body(request, limit) or b"null")
+        except (_TooLarge, _BadRequest, ValueError) as exc:
+            return error(400, "invalid_request", f"the body must be a JSON object: {exc}")
+        if not isinstance(body, dict):
+            return error(400, "invalid_request", "the body must be a JSON object of settings")
+        try:
+            created = await run_in_threadpool(runtime.create_query, name, body)
+        except QueryExistsError as exc:
+            return error(409, "query_exists", str(exc))
+        found = running_queries(runtime).get(name)
+        described = _describe_query(name, found[0], found[1]) if found else {"name": name}
+        return JSONResponse(described, 201 if created else 200)
+
     async def list_alerts(request: Request) -> Response:
         alerts = []
         for name, (_, q) in sorted(running_queries(runtime).items()):
@@ -314,6 +345,7 @@ def create_app(config: Config) -> Any:
             Route("/v1/streams/{stream}", create_stream, methods=["PUT"]),
             Route("/v1/streams/{stream}/records", put_records, methods=["POST"]),
             Route("/v1/queries", list_queries),
+            Route("/v1/queries/{query}", manage_query, methods=["PUT", "DELETE"]),
             Route("/v1/queries/{query}/results", query_results),
             Route("/v1/queries/{query}/events", query_events),
             Route("/v1/alerts", list_alerts),

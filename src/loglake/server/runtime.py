@@ -38,6 +38,14 @@ class NoSuchStreamError(LoglakeError):
     """A request names a stream that does not exist (HTTP 404)."""
 
 
+class NoSuchQueryError(LoglakeError):
+    """A continuous query name that the server does not run (HTTP 404)."""
+
+
+class QueryExistsError(LoglakeError):
+    """A continuous query of that name exists with other settings (HTTP 409)."""
+
+
 @dataclass
 class IngestCounters:
     """What the ingest APIs did for one stream (the delivery keeps its own counters)."""
@@ -70,6 +78,8 @@ class Runtime:
             open_catalog, config
         )
         self._saved = config.state_dir / "streams.json"
+        self._saved_queries = config.state_dir / "queries.json"  # created through the API
+        self._file_queries = set(config.queries)
         self.feeders: list[Any] = []  # syslog receiver and file tails: started after the streams
         self.syslog: Any = None
         self._first_offsets: dict[str, int] = {}  # each log's next offset when opened
@@ -79,6 +89,7 @@ class Runtime:
         syslog receivers and file tails that feed streams; then log "loglake serve started" with
         the version, address, data home, auth mode, streams, syslog listeners and tails.
         """
+        self._load_saved_queries()
         declared = dict(self._load_saved())
         declared.update(self.config.streams)
         for name, stream in declared.items():
@@ -220,6 +231,88 @@ class Runtime:
             opened = self._open(name, stream)
             self._save()
             return opened, True
+
+    # -- continuous queries created through the API ---------------------------------------------
+
+    def create_query(self, name: str, settings: dict[str, Any]) -> bool:
+        """Create ``[queries.NAME]`` from API settings and start it; False if it already existed
+        with the same settings. Raises ConfigError (bad settings), NoSuchStreamError, or
+        QueryExistsError (same name, other settings)."""
+        from loglake.config import ContinuousQueryConfig, _build, query_spec
+
+        fixed = {k: tuple(v) if isinstance(v, list) else v for k, v in settings.items()}
+        query = _build(ContinuousQueryConfig, f"queries.{name}", fixed)
+        from loglake.analytics.engine import _Sandbox
+
+        trial = dataclasses.replace(self.config, queries={**self.config.queries, name: query})
+        query_spec(trial, name)  # settings checked before anything else
+        _Sandbox(query.sql, name)  # refuses SQL that is not one SELECT, now
+        with self._lock:
+            stream = self.get(query.stream)
+            existing = self.config.queries.get(name)
+            if existing is not None:
+                if existing == query:
+                    return False
+                raise QueryExistsError(
+                    f"continuous query {name!r} exists with other settings; DELETE it first"
+                    + (" (it is declared in the config file)" if name in self._file_queries else "")
+                )
+            config = dataclasses.replace(self.config, queries={**self.config.queries, name: query})
+            self.config = config
+            self._save_queries()
+        stream.delivery.add_query(name, config)
+        return True
+
+    def delete_query(self, name: str) -> None:
+        """Stop and forget a query created through the API (its results table stays)."""
+        with self._lock:
+            query = self.config.queries.get(name)
+            if query is None:
+                raise NoSuchQueryError(f"continuous query {name!r} does not exist")
+            if name in self._file_queries:
+                raise ConfigError(
+                    f"continuous query {name!r} is declared in the config file; remove it there"
+                )
+            queries = {k: v for k, v in self.config.queries.items() if k != name}
+            self.config = dataclasses.replace(self.config, queries=queries)
+            self._save_queries()
+            stream = self.streams.get(query.stream)
+        if stream is not None:
+            stream.delivery.remove_query(name, self.config)
+
+    def _load_saved_queries(self) -> None:
+        try:
+            raw = json.loads(self._saved_queries.read_text())
+        except FileNotFoundError:
+            return
+        except ValueError as exc:
+            raise ConfigError(
+                f"{self._saved_queries} is not valid JSON ({exc}); fix or remove it"
+            ) from exc
+        from loglake.config import ContinuousQueryConfig, _build
+
+        saved = {
+            name: _build(
+                ContinuousQueryConfig,
+                f"queries.{name}",
+                {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()},
+            )
+            for name, values in raw.items()
+            if name not in self.config.queries
+        }
+        if saved:
+            self.config = dataclasses.replace(self.config, queries={**saved, **self.config.queries})
+
+    def _save_queries(self) -> None:
+        created = {
+            name: dataclasses.asdict(q)
+            for name, q in self.config.queries.items()
+            if name not in self._file_queries
+        }
+        self._saved_queries.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self._saved_queries.with_suffix(".tmp")
+        tmp.write_text(json.dumps(created, indent=2))
+        os.replace(tmp, self._saved_queries)
 
     # -- internals -------------------------------------------------------------------------------
 
