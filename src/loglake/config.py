@@ -165,6 +165,8 @@ class ContinuousQueryConfig:
     anomaly_by: tuple[str, ...] = ()  # result columns that tell series apart
     anomaly_threshold: float = 4.0  # |robust z-score| at or above this is an anomaly
     anomaly_history: int = 60  # windows of history per series
+    prometheus: bool = False  # export the latest window's numeric results on /metrics
+    prometheus_labels: tuple[str, ...] = ()  # result columns that become labels ("": text ones)
 
 
 @dataclass(frozen=True)
@@ -438,10 +440,7 @@ def load_config(
                 name: _build(
                     ContinuousQueryConfig,
                     f"queries.{name}",
-                    {
-                        k: tuple(v) if k == "anomaly_by" and isinstance(v, list) else v
-                        for k, v in qvalue.items()
-                    },
+                    {k: tuple(v) if isinstance(v, list) else v for k, v in qvalue.items()},
                 )
                 for name, qvalue in value.items()
             }

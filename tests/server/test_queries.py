@@ -338,3 +338,34 @@ def test_queries_created_through_the_api_run_and_persist(tmp_path: Path) -> None
         assert rows == [{"bytes": 120}]
     finally:
         srv.stop(signal.SIGKILL)
+
+
+def test_latest_window_results_as_prometheus_gauges(tmp_path: Path) -> None:
+    home = tmp_path / "lake"
+    home.mkdir()
+    (home / "loglake.toml").write_text(
+        CONFIG + 'prometheus = true\nprometheus_labels = ["status"]\n'
+    )
+    srv = Server(home, free_port())
+    srv.start()
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        post(
+            srv, [line(T0 + timedelta(seconds=s), 200 if s % 10 else 404, 3, s) for s in range(60)]
+        )
+        post(srv, [line(T0 + timedelta(seconds=65), 200, 1, 99)])
+        wait_for(lambda: len(results_of(srv, "status_per_minute")) == 2)
+        text = opener.open(f"{srv.url}/metrics", timeout=10).read().decode()
+        samples = {
+            ln.rsplit(" ", 1)[0]: float(ln.rsplit(" ", 1)[1])
+            for ln in text.splitlines()
+            if ln.startswith("loglake_query_result{")
+        }
+        assert samples == {
+            'loglake_query_result{query="status_per_minute",column="hits",status="200"}': 54,
+            'loglake_query_result{query="status_per_minute",column="bytes",status="200"}': 162,
+            'loglake_query_result{query="status_per_minute",column="hits",status="404"}': 6,
+            'loglake_query_result{query="status_per_minute",column="bytes",status="404"}': 18,
+        }
+    finally:
+        srv.stop(signal.SIGKILL)

@@ -56,6 +56,9 @@ class RunningQuery:
     recent: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=RECENT_ROWS))
     lock: threading.Lock = field(default_factory=threading.Lock)  # guards recent
     results: int = 0  # result rows written
+    # The latest window's results as Prometheus samples: (labels, column, value).
+    gauges: list[tuple[dict[str, str], str, float]] = field(default_factory=list)
+    prometheus_labels: tuple[str, ...] | None = None  # None: not exported
 
     subscribers: list[tuple[Any, Any]] = field(default_factory=list)  # (event loop, asyncio.Queue)
 
@@ -117,7 +120,11 @@ class QueryRunner:
             Alert(alert_spec(config, a)) for a, rule in config.alerts.items() if rule.query == name
         ]
         self.queries[name] = RunningQuery(
-            spec, engine, q.table or f"analytics.{name}", alerts=alerts
+            spec,
+            engine,
+            q.table or f"analytics.{name}",
+            alerts=alerts,
+            prometheus_labels=tuple(q.prometheus_labels) if q.prometheus else None,
         )
 
     def remove(self, name: str) -> None:
@@ -240,6 +247,8 @@ class QueryRunner:
         with q.lock:
             q.recent.extend(rows)
         q._publish(rows)
+        if q.prometheus_labels is not None:
+            q.gauges = _gauges(out, q.prometheus_labels)
 
     def _window_rows(self, spec: QuerySpec, start: int, stop: int, key: str | None) -> str:
         """SQL for the stream's rows of the lake table in a time range (and session key)."""
@@ -297,6 +306,29 @@ class QueryRunner:
                 q.writer.close()
         if self._lake is not None:
             self._lake.close()
+
+
+_WINDOW_COLUMNS = ("window_start", "window_end", "revision", "retracted", "window_key")
+
+
+def _gauges(out: pl.DataFrame, labels: tuple[str, ...]) -> list[tuple[dict[str, str], str, float]]:
+    """The newest window of ``out`` as samples: numeric columns are values, ``labels`` (or, when
+    empty, the text columns) become labels."""
+    latest = out.filter(
+        (pl.col("window_start") == pl.col("window_start").max()) & ~pl.col("retracted")
+    )
+    if "revision" in latest.columns and latest.height:
+        latest = latest.filter(pl.col("revision") == pl.col("revision").max())
+    columns = [c for c in latest.columns if c not in _WINDOW_COLUMNS and c != "emitted_at"]
+    label_cols = list(labels) or [c for c in columns if latest.schema[c] == pl.String]
+    value_cols = [c for c in columns if c not in label_cols and latest.schema[c].is_numeric()]
+    samples = []
+    for row in latest.iter_rows(named=True):
+        tags = {c: str(row[c]) for c in label_cols if c in row}
+        for c in value_cols:
+            if row[c] is not None:
+                samples.append((tags, c, float(row[c])))
+    return samples
 
 
 def _offer(queue: Any, rows: list[dict[str, Any]]) -> None:

@@ -545,6 +545,19 @@ def render_metrics(runtime: Runtime) -> str:
         lines.append(f"# TYPE {name} {kind}")
         for qname, (_, q) in queries.items():
             lines.append(f'{name}{{query="{qname}"}} {getattr(q.engine.stats, get):g}')
+    exported = [(n, q) for n, (_, q) in queries.items() if q.prometheus_labels is not None]
+    if exported:
+        lines.append(
+            "# HELP loglake_query_result A numeric result of the latest window of a query "
+            "(prometheus = true)."
+        )
+        lines.append("# TYPE loglake_query_result gauge")
+        for qname, q in exported:
+            for tags, column, value in q.gauges:
+                extra = "".join(f',{k}="{_escape(v)}"' for k, v in sorted(tags.items()))
+                lines.append(
+                    f'loglake_query_result{{query="{qname}",column="{column}"{extra}}} {value:g}'
+                )
     lines.append(
         "# HELP loglake_query_watermark_seconds Event time up to which windows are closed."
     )
@@ -554,6 +567,10 @@ def render_metrics(runtime: Runtime) -> str:
         if mark is not None:
             lines.append(f'loglake_query_watermark_seconds{{query="{qname}"}} {mark / 1e6:.3f}')
     return "\n".join(lines) + "\n"
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
 def running_queries(runtime: Runtime) -> dict[str, tuple[str, Any]]:
