@@ -19,6 +19,7 @@ import logging
 import threading
 import time
 from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -41,6 +42,7 @@ log = logging.getLogger(__name__)
 
 STATE_PROPERTY = "loglake.query-state"
 RECENT_ROWS = 1000  # result rows kept in memory per query for the API
+QUERY_THREADS = 4  # queries of one stream whose windows run at the same time
 
 
 @dataclass
@@ -59,6 +61,7 @@ class RunningQuery:
     # The latest window's results as Prometheus samples: (labels, column, value).
     gauges: list[tuple[dict[str, str], str, float]] = field(default_factory=list)
     prometheus_labels: tuple[str, ...] | None = None  # None: not exported
+    boundary: int | None = None  # delivery thread: last window boundary its watermark passed
 
     subscribers: list[tuple[Any, Any]] = field(default_factory=list)  # (event loop, asyncio.Queue)
 
@@ -102,8 +105,11 @@ class QueryRunner:
         self.source_table = source_table
         self._catalog = catalog
         self._commit_lock = commit_lock
-        self._lake: Any = None  # a loglake Connection, opened on first fetch
+        self._local = threading.local()  # a loglake Connection per thread, opened on first use
+        self._connections: list[Any] = []
+        self._pool: ThreadPoolExecutor | None = None
         self._notifier: Notifier | None = None
+        self._notifier_lock = threading.Lock()
         self.queries: dict[str, RunningQuery] = {}
         for name, q in config.queries.items():
             if q.stream == stream:
@@ -126,6 +132,22 @@ class QueryRunner:
             alerts=alerts,
             prometheus_labels=tuple(q.prometheus_labels) if q.prometheus else None,
         )
+
+    def window_closes(self, max_ts: int) -> bool:
+        """Whether event time ``max_ts`` (µs, just parsed) moves some query's watermark past a
+        window end it had not reached: then delivery commits at once instead of waiting for its
+        buffer interval, so the window is emitted within a second. Delivery thread only."""
+        due = False
+        for q in list(self.queries.values()):
+            w = q.spec.window
+            if w.is_session:
+                continue  # sessions close on silence; they follow the buffer interval
+            boundary = (max_ts - q.spec.lateness) // w.slide
+            if q.boundary is not None and boundary > q.boundary:
+                due = True
+            if q.boundary is None or boundary > q.boundary:
+                q.boundary = boundary
+        return due
 
     def remove(self, name: str) -> None:
         """Stop running a query (its results table stays)."""
@@ -185,26 +207,46 @@ class QueryRunner:
         the key columns of records below ``position``, and the wall time they were parsed (from
         which emission delays are measured); each query takes the rows at or above its offset.
         """
-        for q in self.queries.values():
-            outs = []
-            for rows, parsed_at in frames:
-                if q.offset is not None:
-                    rows = rows.filter(pl.col("line") >= q.offset)
-                if rows.height and (got := q.engine.process(rows, parsed_at)) is not None:
-                    outs.append(got)
-            if (got := q.engine.tick(wall)) is not None:
+        queries = list(self.queries.values())
+        if len(queries) > 1:
+            # Each query's windows run in the lake at the same time (DuckDB works outside the
+            # GIL), so the last of several queries is not emitted after all the others' SQL.
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(
+                    max_workers=QUERY_THREADS, thread_name_prefix=f"loglake-query-{self.stream}"
+                )
+            list(self._pool.map(lambda q: self._feed_one(q, frames, position, wall), queries))
+        elif queries:
+            self._feed_one(queries[0], frames, position, wall)
+
+    def _feed_one(
+        self,
+        q: RunningQuery,
+        frames: list[tuple[pl.DataFrame, float]],
+        position: int,
+        wall: float,
+    ) -> None:
+        outs = []
+        for rows, parsed_at in frames:
+            if q.offset is not None:
+                rows = rows.filter(pl.col("line") >= q.offset)
+            if rows.height and (got := q.engine.process(rows, parsed_at)) is not None:
                 outs.append(got)
-            out = pl.concat(outs, how="diagonal_relaxed") if outs else None
-            if out is not None:
-                wall_now = time.time()
-                notes = [(a.spec.webhook, n) for a in q.alerts for n in a.evaluate(out, wall_now)]
-                self._commit(q, out, position)
-                # After the commit that holds the alert states: a crash before it replays the
-                # windows and notifies then, so no notification is sent twice.
-                for webhook, note in notes:
-                    if self._notifier is None:
-                        self._notifier = Notifier()
-                    self._notifier.send(webhook, note)
+        if (got := q.engine.tick(wall)) is not None:
+            outs.append(got)
+        out = pl.concat(outs, how="diagonal_relaxed") if outs else None
+        if out is None:
+            return
+        wall_now = time.time()
+        notes = [(a.spec.webhook, n) for a in q.alerts for n in a.evaluate(out, wall_now)]
+        self._commit(q, out, position)
+        # After the commit that holds the alert states: a crash before it replays the windows
+        # and notifies then, so no notification is sent twice.
+        for webhook, note in notes:
+            with self._notifier_lock:
+                if self._notifier is None:
+                    self._notifier = Notifier()
+            self._notifier.send(webhook, note)
 
     def _commit(self, q: RunningQuery, out: pl.DataFrame, position: int) -> None:
         """Write the result rows with the query's state and the offset they cover, in one commit."""
@@ -218,7 +260,8 @@ class QueryRunner:
         if q.writer is None:
             catalog = self._catalog.result()
             schema = frame.to_arrow(compat_level=pl.CompatLevel.oldest()).schema
-            table = ensure_table(catalog, q.table, schema, "day", "window_start")
+            with self._commit_lock:  # catalog writes of the query threads take turns
+                table = ensure_table(catalog, q.table, schema, "day", "window_start")
             q.writer = TableWriter(
                 lambda: (catalog, table),
                 q.table,
@@ -264,9 +307,12 @@ class QueryRunner:
     def _connection(self) -> Any:
         from loglake.query.engine import Connection
 
-        if self._lake is None:
-            self._lake = Connection(self.config)
-        return self._lake
+        lake = getattr(self._local, "lake", None)
+        if lake is None:
+            lake = self._local.lake = Connection(self.config)
+            with self._notifier_lock:
+                self._connections.append(lake)
+        return lake
 
     def _fetcher(self, spec: QuerySpec) -> Any:
         """The engine's source: the window's records, fetched from the lake."""
@@ -304,8 +350,10 @@ class QueryRunner:
         for q in self.queries.values():
             if q.writer is not None:
                 q.writer.close()
-        if self._lake is not None:
-            self._lake.close()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+        for lake in self._connections:
+            lake.close()
 
 
 _WINDOW_COLUMNS = ("window_start", "window_end", "revision", "retracted", "window_key")

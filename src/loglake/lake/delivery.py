@@ -17,8 +17,8 @@ import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
@@ -134,6 +134,7 @@ class Delivery:
         # What they need of records parsed since the last commit, with the time of the parse.
         self._query_rows: list[tuple[pl.DataFrame, float]] = []
         self._ticked_at = time.monotonic()
+        self._window_due = False
         self._expired_at = 0  # stats.commits at the last snapshot expiry
         self._orphans_at = time.monotonic()  # last removal of unreferenced files
         self._writers: dict[str, TableWriter] = {}
@@ -300,6 +301,8 @@ class Delivery:
                 pending += self._deliver(records)
                 position = records.end
             due = time.monotonic() - last_commit >= self.stream.buffer_seconds
+            if self._window_due:  # a continuous query's window just closed: commit now
+                due, self._window_due = True, False
             if pending and (due or pending >= self.stream.buffer_records or stopping):
                 self._commit(position)
                 pending = 0
@@ -341,6 +344,9 @@ class Delivery:
             self._query_rows.append(
                 (parsed.select("line", "ts", *self.runner.key_columns), time.time())
             )
+            newest = parsed.get_column("ts").max()
+            if newest is not None and self.runner.window_closes(_micros(newest)):
+                self._window_due = True
         if parsed is not None and parsed.height:
             parsed = parsed.filter(pl.col("line") >= self._committed.get(self.table, 0))
         if parsed is not None and parsed.height:
@@ -513,6 +519,13 @@ class Delivery:
         self.log.trim(trim_at)
         if self.stats.commits % _COMPACT_EVERY == 0:
             self._maintain_due.set()
+
+
+def _micros(value: Any) -> int:
+    """A polars datetime value (naive UTC) as epoch microseconds."""
+    if isinstance(value, datetime):
+        return (value.replace(tzinfo=None) - datetime(1970, 1, 1)) // timedelta(microseconds=1)
+    return int(value)
 
 
 def _now_naive() -> datetime:
