@@ -53,6 +53,15 @@ class Server:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    @classmethod
+    def started(cls, home: Path, config: str) -> Server:
+        """A server on a free port with ``config`` as ``home``/loglake.toml, started."""
+        home.mkdir(parents=True, exist_ok=True)
+        (home / "loglake.toml").write_text(config)
+        srv = cls(home, free_port())
+        srv.start()
+        return srv
+
     def env(self) -> dict[str, str]:
         env = {**os.environ, "LOGLAKE_HOME": str(self.home)}
         env.pop("LOGLAKE_CONFIG", None)

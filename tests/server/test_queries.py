@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import ClassVar
 
 import pytest
-from serving import Server, free_port, request
+from serving import Server, request
 
 from loglake.analytics.ready import READY_QUERIES
 
@@ -86,11 +86,7 @@ def wait_for(check, timeout: float = 60) -> None:  # type: ignore[no-untyped-def
 
 @pytest.mark.slow
 def test_windows_in_the_lake_equal_batch_sql_and_survive_sigkill(tmp_path: Path) -> None:
-    home = tmp_path / "lake"
-    home.mkdir()
-    (home / "loglake.toml").write_text(CONFIG)
-    srv = Server(home, free_port())
-    srv.start()
+    srv = Server.started(tmp_path / "lake", CONFIG)
     try:
         n = 0
         # Minutes 10:00 and 10:01, a little out of order; 10:02:05 closes both (watermark 10:02:03).
@@ -163,9 +159,8 @@ def test_alert_fires_after_two_windows_and_resolves_with_a_webhook(tmp_path: Pat
     hook = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Hook)
     threading.Thread(target=hook.serve_forever, daemon=True).start()
     _Hook.received = []
-    home = tmp_path / "lake"
-    home.mkdir()
-    (home / "loglake.toml").write_text(
+    srv = Server.started(
+        tmp_path / "lake",
         CONFIG
         + f"""
 [alerts.errors_high]
@@ -175,10 +170,9 @@ for = 2
 cooldown = "0s"
 webhook = "http://127.0.0.1:{hook.server_address[1]}/hook"
 severity = "critical"
-"""
+""",
     )
-    srv = Server(home, free_port())
-    srv.start()
+    home = srv.home
     try:
         n = 0
         # Errors in minutes 0, 1 and 2 (3 each), none in minute 3: pending at 10:00, firing at
@@ -220,20 +214,17 @@ severity = "critical"
 
 @pytest.mark.slow
 def test_ready_made_queries_equal_batch_sql(tmp_path: Path, shared_data: Path) -> None:
-    home = tmp_path / "lake"
-    home.mkdir()
-    (home / "loglake.toml").write_text(
-        '[streams.web]\nformat = "combined"\nbuffer_seconds = 0.2\nready_queries = true\n\n'
-        '[syslog]\nudp = ""\ntcp = ""\n'
-    )
     sample = (shared_data / "apache_combined_10k.log").read_bytes().splitlines()[:3000]
     lines = []
     for i, raw in enumerate(sample):  # real lines, restamped over 10:00:00 - 10:02:30
         stamp = (T0 + timedelta(milliseconds=50 * i)).strftime("%d/%b/%Y:%H:%M:%S +0000")
         head, _, rest = raw.partition(b"[")
         lines.append(head + b"[" + stamp.encode() + b"]" + rest.partition(b"]")[2])
-    srv = Server(home, free_port())
-    srv.start()
+    srv = Server.started(
+        tmp_path / "lake",
+        '[streams.web]\nformat = "combined"\nbuffer_seconds = 0.2\nready_queries = true\n\n'
+        '[syslog]\nudp = ""\ntcp = ""\n',
+    )
     try:
         for i in range(0, len(lines), 500):
             post(srv, lines[i : i + 500])
@@ -267,11 +258,7 @@ def results_of(srv: Server, name: str) -> list[dict]:
 def test_results_are_pushed_to_event_stream_subscribers(tmp_path: Path) -> None:
     import http.client
 
-    home = tmp_path / "lake"
-    home.mkdir()
-    (home / "loglake.toml").write_text(CONFIG)
-    srv = Server(home, free_port())
-    srv.start()
+    srv = Server.started(tmp_path / "lake", CONFIG)
     try:
         conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=30)
         conn.request("GET", "/v1/queries/status_per_minute/events")
@@ -294,11 +281,7 @@ def test_results_are_pushed_to_event_stream_subscribers(tmp_path: Path) -> None:
 
 
 def test_queries_created_through_the_api_run_and_persist(tmp_path: Path) -> None:
-    home = tmp_path / "lake"
-    home.mkdir()
-    (home / "loglake.toml").write_text(CONFIG)
-    srv = Server(home, free_port())
-    srv.start()
+    srv = Server.started(tmp_path / "lake", CONFIG)
     url = f"{srv.url}/v1/queries/bytes_per_minute"
     settings = {
         "stream": "web",
@@ -341,13 +324,9 @@ def test_queries_created_through_the_api_run_and_persist(tmp_path: Path) -> None
 
 
 def test_latest_window_results_as_prometheus_gauges(tmp_path: Path) -> None:
-    home = tmp_path / "lake"
-    home.mkdir()
-    (home / "loglake.toml").write_text(
-        CONFIG + 'prometheus = true\nprometheus_labels = ["status"]\n'
+    srv = Server.started(
+        tmp_path / "lake", CONFIG + 'prometheus = true\nprometheus_labels = ["status"]\n'
     )
-    srv = Server(home, free_port())
-    srv.start()
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     try:
         post(
