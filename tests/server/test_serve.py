@@ -496,13 +496,11 @@ def test_frequent_commits_are_compacted_and_rows_stay_exact(tmp_path: Path) -> N
 @pytest.mark.slow
 def test_delivery_retries_after_a_failed_commit_and_delivers_once(tmp_path: Path) -> None:
     """A catalog that refuses commits (locked by another process) stalls delivery, never loses."""
-    home = tmp_path / "lake"
-    home.mkdir()
-    (home / "loglake.toml").write_text(
-        '[streams.web]\nformat = "combined"\nbuffer_seconds = 0.2\n\n[syslog]\nudp = ""\ntcp = ""\n'
+    srv = Server.started(
+        tmp_path / "lake",
+        '[streams.web]\nformat = "combined"\nbuffer_seconds = 0.2\n\n[syslog]\nudp = ""\ntcp = ""\n',
     )
-    srv = Server(home, _free_port())
-    srv.start()
+    home = srv.home
 
     def lines(first: int, count: int) -> list[bytes]:
         return [
