@@ -78,11 +78,11 @@ class Alert:
     """One rule and its state."""
 
     def __init__(self, spec: AlertSpec) -> None:
-        from loglake.analytics.engine import _Sandbox
+        from loglake.analytics.engine import Sandbox
 
         self.spec = spec
         self.status = AlertState()
-        self._sql = _Sandbox(f"SELECT * FROM stream WHERE ({spec.when})", f"alert {spec.name}")
+        self._sql = Sandbox(f"SELECT * FROM stream WHERE ({spec.when})", f"alert {spec.name}")
 
     def evaluate(self, results: pl.DataFrame, wall: float) -> list[dict[str, Any]]:
         """Evaluate every window of ``results`` (first revisions, in order); the notifications."""

@@ -131,7 +131,7 @@ class ContinuousQuery:
         self._retractions: list[tuple[str, int, int, int]] = []  # (key, start, end, revision)
         # Every window ending at or before this has had its final result: never emitted again.
         self._final_until: int | None = None
-        self._sql = _Sandbox(spec.sql, spec.name)
+        self._sql = Sandbox(spec.sql, spec.name)
         self._detector = RobustZ(spec.anomaly) if spec.anomaly else None
 
     # -- feeding ---------------------------------------------------------------------------------
@@ -434,7 +434,7 @@ class ContinuousQuery:
         return pl.DataFrame(row)
 
 
-class _Sandbox:
+class Sandbox:
     """DuckDB for one query's SQL: sees only the relation ``stream`` (no files, no network)."""
 
     def __init__(self, sql: str, name: str) -> None:

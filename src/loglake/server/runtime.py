@@ -242,11 +242,11 @@ class Runtime:
 
         fixed = {k: tuple(v) if isinstance(v, list) else v for k, v in settings.items()}
         query = _build(ContinuousQueryConfig, f"queries.{name}", fixed)
-        from loglake.analytics.engine import _Sandbox
+        from loglake.analytics.engine import Sandbox
 
         trial = dataclasses.replace(self.config, queries={**self.config.queries, name: query})
         query_spec(trial, name)  # settings checked before anything else
-        _Sandbox(query.sql, name)  # refuses SQL that is not one SELECT, now
+        Sandbox(query.sql, name)  # refuses SQL that is not one SELECT, now
         with self._lock:
             stream = self.get(query.stream)
             existing = self.config.queries.get(name)
