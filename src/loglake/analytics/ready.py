@@ -38,9 +38,9 @@ READY_QUERIES: dict[str, tuple[str, str]] = {
         "",
     ),
     "unique_visitors": (
-        # A visitor is a client address with its user agent, as GoAccess counts them.
-        "SELECT approx_count_distinct(client || ' ' || coalesce(user_agent, '')) AS visitors "
-        "FROM stream",
+        # A visitor is a client address with its user agent, as GoAccess counts them (hashed
+        # together rather than concatenated: no string per record).
+        "SELECT approx_count_distinct(hash(client, user_agent)) AS visitors FROM stream",
         "",
     ),
     "response_size": (
