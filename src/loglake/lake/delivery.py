@@ -409,7 +409,9 @@ class Delivery:
         for name, writer in list(self._writers.items()):
             time_column = "ingested_at" if name.endswith(".rejected") else "ts"
             with self._commit_lock:
-                table = writer.table
+                # A table object of its own: pyiceberg caches lazily inside table metadata, so
+                # the writer's object, read by the committer thread meanwhile, is not copied here.
+                table = catalog.load_table(name)
             for files in plan_compaction(table):
                 if self._stop.is_set():
                     return
@@ -421,8 +423,9 @@ class Delivery:
                 new_files = write_merged(catalog, table, name, files, time_column)
                 with self._commit_lock:
                     # Only this thread removes files, so the planned ones are all still live.
-                    writer.table = commit_replace(writer.table, files, new_files)
-                    refresh_plans(self.config, {name: writer.table})
+                    table = commit_replace(catalog.load_table(name), files, new_files)
+                    writer.table = catalog.load_table(name)
+                    refresh_plans(self.config, {name: table})
                 self.stats.compacted_files += len(files)
 
     def _expire(self) -> None:
@@ -430,14 +433,15 @@ class Delivery:
         from loglake.lake.maintenance import expire_snapshots, remove_orphans
         from loglake.query.plan import refresh_plans
 
+        catalog = self._catalog.result()
         self._expired_at = self.stats.commits
         orphans_due = time.monotonic() - self._orphans_at >= _ORPHANS_EVERY_S
         for name, writer in list(self._writers.items()):
             with self._commit_lock:
-                expire_snapshots(writer.table)
-                writer.table = writer.table.refresh()
-                refresh_plans(self.config, {name: writer.table})
-                table = writer.table
+                expire_snapshots(catalog.load_table(name))  # see _compact: an object of its own
+                table = catalog.load_table(name)
+                writer.table = catalog.load_table(name)
+                refresh_plans(self.config, {name: table})
             if orphans_due:
                 deleted, freed = remove_orphans(table)
                 self.stats.removed_files += deleted
