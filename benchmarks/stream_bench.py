@@ -249,6 +249,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument(
+        "--buffer-seconds", type=float, default=1.0, help="the stream's buffer_seconds"
+    )
+    parser.add_argument(
         "--ready-queries",
         action="store_true",
         help="run the seven ready-made continuous queries on the stream (issue 4's load)",
@@ -263,7 +266,7 @@ def main() -> None:
     home = Path(tempfile.mkdtemp(prefix="loglake-stream-bench-"))
     ready = "ready_queries = true\n" if args.ready_queries else ""
     (home / "loglake.toml").write_text(
-        f'[streams.web]\nformat = "combined"\nbuffer_seconds = 1.0\n{ready}'
+        f'[streams.web]\nformat = "combined"\nbuffer_seconds = {args.buffer_seconds}\n{ready}'
     )
     port = _free_port()
     env = {**os.environ, "LOGLAKE_HOME": str(home)}

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -241,9 +242,23 @@ def refresh_plans(config: Config, tables: dict[str, Table]) -> None:
         save_plan(config, build_plan(name, table, time_column))
 
 
+PLAN_WAIT_S = 0.5  # how long a query waits for a writer to store the plan of its new commit
+
+
 def get_plan(config: Config, name: str, location: str | None) -> TablePlan:
     """The plan of table ``name`` at metadata ``location`` (None: ask the catalog through pyiceberg)."""
-    cached = _read_cached(_plan_file(config, name))
+    path = _plan_file(config, name)
+    cached = _read_cached(path)
+    if cached is not None and location is not None and cached.metadata_location != location:
+        # A writer (loglake serve) updates the plan right after each commit: a query that lands
+        # between the two waits a moment for it instead of planning the table itself (importing
+        # pyiceberg and reading manifests takes a second or more).
+        deadline = time.monotonic() + PLAN_WAIT_S
+        while time.monotonic() < deadline and cached is not None:
+            time.sleep(0.02)
+            cached = _read_cached(path)
+            if cached is not None and cached.metadata_location == location:
+                break
     if cached is not None and location is not None and cached.metadata_location == location:
         return cached
     from loglake.lake.catalog import load_table, open_catalog
