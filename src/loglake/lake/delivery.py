@@ -15,6 +15,7 @@ import logging
 import re
 import threading
 import time
+from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -40,6 +41,7 @@ log = logging.getLogger(__name__)
 
 _READ_RECORDS = 50_000
 _TICK_S = 1.0  # an idle stream's queries look at the clock this often
+_QUERY_BACKLOG = 30  # commits whose query runs may wait; beyond, the committer waits for them
 _PARSE_INTERVAL_S = 0.25  # batches parsed at most this often when records trickle in
 _RETRY_FIRST_S = 1.0  # back-off after a failed delivery, doubling up to _RETRY_MAX_S
 _RETRY_MAX_S = 30.0
@@ -130,6 +132,12 @@ class Delivery:
             max_workers=1, thread_name_prefix=f"loglake-commit-{name}"
         )
         self._inflight: Future[None] | None = None  # the commit being written, if any
+        # Continuous queries run in a thread of their own after each commit, so their SQL (which
+        # can take seconds over a busy minute) never holds up the next commit.
+        self._query_thread = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix=f"loglake-queries-{name}"
+        )
+        self._query_jobs: deque[Future[None]] = deque()
         self.runner: QueryRunner | None = None  # continuous queries reading this stream
         # What they need of records parsed since the last commit, with the time of the parse.
         self._query_rows: list[tuple[pl.DataFrame, float]] = []
@@ -164,14 +172,15 @@ class Delivery:
         self._thread.join(timeout)
         self._maintainer.join(timeout)
         self._committer.shutdown(wait=False)
+        self._query_thread.shutdown(wait=False)
 
     def add_query(self, name: str, config: Config) -> None:
         """Start the continuous query ``name`` of ``config`` on this stream (from the next records).
 
-        Runs in the committer thread, between commits, so it never races a running query.
+        Runs in the queries' thread, between two runs, so it never races a running query.
         """
         self.config = config
-        self._committer.submit(self._add_query, name, config).result()
+        self._query_thread.submit(self._add_query, name, config).result()
 
     def _add_query(self, name: str, config: Config) -> None:
         from loglake.analytics.runner import QueryRunner
@@ -186,7 +195,7 @@ class Delivery:
         """Stop the continuous query ``name``; its results table stays."""
         self.config = config
         if self.runner is not None:
-            self._committer.submit(self.runner.remove, name).result()
+            self._query_thread.submit(self.runner.remove, name).result()
 
     # -- the loop --------------------------------------------------------------------------------
 
@@ -268,6 +277,9 @@ class Delivery:
                 # what the lake holds.
                 with contextlib.suppress(Exception):
                     self._await_commit()
+                while self._query_jobs:
+                    with contextlib.suppress(Exception):
+                        self._query_jobs.popleft().result()
                 for writer in self._writers.values():
                     writer.close()
                 self._writers.clear()
@@ -286,6 +298,10 @@ class Delivery:
         while True:
             if self._inflight is not None and self._inflight.done():
                 self._await_commit()  # a failed commit surfaces here even when no records come
+            if self._query_jobs and self._query_jobs[0].done():
+                failed = self._query_jobs[0].exception()  # looked at, not taken: committer's
+                if failed is not None:
+                    raise failed
             stopping = self._stop.is_set()
             if not stopping:
                 self.log.wait(position, timeout=0.1)
@@ -319,6 +335,7 @@ class Delivery:
             if stopping and not len(records):
                 break
         self._await_commit()
+        self._check_queries(wait=True)
 
     def _deliver(self, records: Records) -> int:
         from loglake.ingest import REJECTED_TABLE, naive_utc, rejected_frame
@@ -463,8 +480,24 @@ class Delivery:
         self._ticked_at = time.monotonic()
 
     def _tick_queries(self, position: int) -> None:
+        if not self._query_jobs:  # queries still running will look at the clock themselves
+            self._feed_queries([], position)
+
+    def _feed_queries(self, rows: list[tuple[pl.DataFrame, float]], position: int) -> None:
+        """Hand records now in the lake to the continuous queries' thread (in commit order).
+
+        Committer thread only (it alone adds and removes jobs while delivery runs)."""
         assert self.runner is not None
-        self.runner.feed([], position, time.time())
+        self._check_queries()
+        while len(self._query_jobs) >= _QUERY_BACKLOG:  # the queries fall behind: wait for them
+            self._query_jobs.popleft().result()
+        runner = self.runner
+        self._query_jobs.append(self._query_thread.submit(runner.feed, rows, position, time.time()))
+
+    def _check_queries(self, wait: bool = False) -> None:
+        """Re-raise a failed query run here (delivery then restarts from the committed state)."""
+        while self._query_jobs and (wait or self._query_jobs[0].done()):
+            self._query_jobs.popleft().result()
 
     def _await_commit(self) -> None:
         if self._inflight is not None:
@@ -515,7 +548,7 @@ class Delivery:
         )
         trim_at = position
         if self.runner is not None:
-            self.runner.feed(query_rows or [], position, time.time())
+            self._feed_queries(query_rows or [], position)
             needed = self.runner.min_offset()
             if needed is not None:
                 trim_at = min(trim_at, needed)
