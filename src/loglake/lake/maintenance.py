@@ -44,15 +44,15 @@ def expire_snapshots(table: Table, keep_last: int = 10) -> int:
 
 
 #: Files at or above this size are left alone by compaction.
-SMALL_FILE_BYTES = 8 << 20
+SMALL_FILE_BYTES = 4 << 20
 #: Size tiers: files merge only with files of the same tier, so a row is rewritten once per tier
 #: (three times at most), not every time a growing merged file absorbs a few new small ones.
-TIERS = (128 << 10, 1 << 20, SMALL_FILE_BYTES)
+TIERS = (64 << 10, 512 << 10, SMALL_FILE_BYTES)
 #: A tier of a partition is compacted once it holds this many files ...
 COMPACT_MIN_FILES = 8
 #: ... or once its files reach this much compressed input, which also bounds one merge's memory
-#: (16 MiB of zstd Parquet is ~500k log rows, ~200 MB in memory).
-MERGE_INPUT_BYTES = 16 << 20
+#: (log rows compress ~25x: 8 MiB of zstd Parquet is ~800k rows, several hundred MB in memory).
+MERGE_INPUT_BYTES = 8 << 20
 
 
 def plan_compaction(table: Table) -> list[list[Any]]:
