@@ -304,6 +304,11 @@ def test_queries_created_through_the_api_run_and_persist(tmp_path: Path) -> None
         assert status == 400 and "window" in reply["error"]["message"]
         assert put({**settings, "stream": "nope"})[0] == 404
         assert put({**settings, "sql": "DELETE FROM stream"})[0] == 400
+        assert put(None)[0] == 400  # an empty body (JSON null) is not a set of settings
+        status, reply, _ = request("PUT", url, b"{not json", {"Content-Type": "application/json"})
+        assert status == 400 and "JSON object" in reply["error"]["message"]
+        status, reply = put({k: v for k, v in settings.items() if k != "sql"})
+        assert status == 400 and "sql is missing" in reply["error"]["message"]
         post(srv, [line(T0 + timedelta(seconds=s), 200, 10, s) for s in range(0, 60, 5)])
         post(srv, [line(T0 + timedelta(seconds=61), 200, 1, 99)])
         wait_for(lambda: len(results_of(srv, "bytes_per_minute")) == 1)

@@ -18,8 +18,8 @@ import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import polars as pl
 
@@ -361,8 +361,8 @@ class Delivery:
             self._query_rows.append(
                 (parsed.select("line", "ts", *self.runner.key_columns), time.time())
             )
-            newest = parsed.get_column("ts").max()
-            if newest is not None and self.runner.window_closes(_micros(newest)):
+            newest = parsed.get_column("ts").cast(pl.Datetime("us")).cast(pl.Int64).max()
+            if newest is not None and self.runner.window_closes(int(newest)):  # type: ignore[arg-type]
                 self._window_due = True
         if parsed is not None and parsed.height:
             parsed = parsed.filter(pl.col("line") >= self._committed.get(self.table, 0))
@@ -556,13 +556,6 @@ class Delivery:
         self.log.trim(trim_at)
         if self.stats.commits % _COMPACT_EVERY == 0:
             self._maintain_due.set()
-
-
-def _micros(value: Any) -> int:
-    """A polars datetime value (naive UTC) as epoch microseconds."""
-    if isinstance(value, datetime):
-        return (value.replace(tzinfo=None) - datetime(1970, 1, 1)) // timedelta(microseconds=1)
-    return int(value)
 
 
 def _now_naive() -> datetime:

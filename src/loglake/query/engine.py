@@ -16,7 +16,7 @@ import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import duckdb
@@ -264,9 +264,12 @@ def _table_hint(config: Config) -> str:
 
 
 def to_micros(value: datetime) -> int:
+    """Microseconds since the epoch, exactly (a naive datetime is taken as UTC)."""
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
-    return int(value.timestamp() * _US)
+    return (value - _EPOCH) // timedelta(microseconds=1)
 
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 __all__ = ["Connection", "NoSuchTableError", "Result", "transpile"]

@@ -233,7 +233,9 @@ def create_app(config: Config) -> Any:
             return JSONResponse({"deleted": name})
         try:
             body = json.loads(await _body(request, limit) or b"null")
-        except (_TooLarge, _BadRequest, ValueError) as exc:
+        except _TooLarge as exc:
+            return error(413, "body_too_large", str(exc))
+        except (_BadRequest, ValueError) as exc:
             return error(400, "invalid_request", f"the body must be a JSON object: {exc}")
         if not isinstance(body, dict):
             return error(400, "invalid_request", "the body must be a JSON object of settings")
@@ -496,14 +498,14 @@ def render_metrics(runtime: Runtime) -> str:
         "Small data files merged away by compaction.",
         [(s.name, s.delivery.stats.compacted_files) for s in streams],
     )
-    fsyncs = {s.name: sorted(s.log.fsync_seconds) for s in streams}
+    fsyncs = {s.name: list(s.log.fsync_seconds) for s in streams}
     for label, q in (("p50", 0.5), ("p99", 0.99), ("max", 1.0)):
         add(
             f"loglake_stream_fsync_{label}_seconds",
             "gauge",
             f"{label} of the latest 1,024 group-commit fsync durations (acknowledgements wait "
             "for them).",
-            [(n, v[min(len(v) - 1, int(q * len(v)))] if v else 0.0) for n, v in fsyncs.items()],
+            [(n, _quantile(v, q) or 0.0) for n, v in fsyncs.items()],
         )
     add(
         "loglake_stream_removed_files_total",
@@ -603,16 +605,20 @@ def _describe_query(name: str, stream: str, q: Any) -> dict[str, Any]:
         "retractions": stats.retractions,
         "too_late": stats.too_late,
         "result_rows": q.results,
-        "emit_delay_p50_s": _quantile(stats.emit_delays, 0.5),
-        "emit_delay_p99_s": _quantile(stats.emit_delays, 0.99),
+        "emit_delay_p50_s": _round(_quantile(stats.emit_delays, 0.5)),
+        "emit_delay_p99_s": _round(_quantile(stats.emit_delays, 0.99)),
     }
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)
 
 
 def _quantile(values: Any, q: float) -> float | None:
     ordered = sorted(values)
     if not ordered:
         return None
-    return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 4)
+    return float(ordered[min(len(ordered) - 1, int(q * len(ordered)))])
 
 
 def _json_problem(line: bytes) -> str | None:
