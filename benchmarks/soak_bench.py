@@ -58,7 +58,8 @@ from common import (
     DATA_DIR,
     MB,
     MIB,
-    SAMPLE_LOG,
+    LiveStamp,
+    batch_templates,
     emit_json,
     fresh_dir,
     median,
@@ -80,28 +81,10 @@ TABLE = "logs.access"
 TARGET_QUERY_RATIO = 2.0  # streamed-table query time / batch-loaded-table query time
 DRAIN_TIMEOUT_S = 600.0
 TOML = '[streams.web]\nformat = "combined"\n\n[syslog]\nudp = ""\ntcp = ""\n'
-_STAMP = re.compile(rb"\[\d{2}/[A-Z][a-z]{2}/\d{4}:\d{2}:\d{2}:\d{2} [+-]\d{4}\]")
 _METRIC = re.compile(r'^(\w+)\{stream="([^"]*)"\} (\S+)$')
 
 
 # --- load ----------------------------------------------------------------------------------------
-
-
-def batch_templates() -> list[list[bytes]]:
-    """The sample log in bodies of BATCH lines, each split around its bracketed timestamps.
-
-    ``stamp.join(pieces)`` is the body with every timestamp set to ``stamp``: one C-level join per
-    request, so a client costs little CPU.
-    """
-    lines = SAMPLE_LOG.read_bytes().splitlines()
-    bodies = [
-        b"\n".join(lines[i : i + BATCH]) + b"\n" for i in range(0, len(lines) - BATCH + 1, BATCH)
-    ]
-    return [_STAMP.split(body) for body in bodies]
-
-
-def _stamp(now: float) -> bytes:
-    return time.strftime("[%d/%b/%Y:%H:%M:%S +0000]", time.gmtime(now)).encode()
 
 
 def _client(
@@ -112,12 +95,11 @@ def _client(
     Every second puts ``(index, [(wall time, ack seconds, status), ...])`` on ``out``; at the end
     ``(index, totals)``. Only acknowledged bodies are appended to ``sent_path``.
     """
-    templates = batch_templates()
+    templates = batch_templates(BATCH)
+    clock = LiveStamp()
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
     chunk: list[tuple[float, float, int]] = []
     accepted = refused = errors = attempts = 0
-    stamp_second = -1
-    stamp = b""
     start = time.perf_counter()
     last_flush = start
     with open(sent_path, "ab") as sink:
@@ -126,10 +108,7 @@ def _client(
             if due > now:
                 time.sleep(due - now)
                 continue  # re-check stop and the deadline after sleeping
-            wall = time.time()
-            if int(wall) != stamp_second:
-                stamp_second, stamp = int(wall), _stamp(wall)
-            body = stamp.join(templates[attempts % len(templates)])
+            body = clock.now().join(templates[attempts % len(templates)])
             attempts += 1
             t0 = time.perf_counter()
             try:

@@ -157,7 +157,11 @@ class Alert:
 class Notifier:
     """Sends notifications from a background thread: log line, then webhook with retries."""
 
-    def __init__(self) -> None:
+    def __init__(self, retries: int = RETRIES, first_delay: float = RETRY_FIRST_S) -> None:
+        """``retries`` attempts per notification, ``first_delay`` seconds before the second,
+        doubling after each failure (a 4xx/5xx answer, a refused or timed-out connection)."""
+        self.retries = retries
+        self.first_delay = first_delay
         self._queue: queue.Queue[tuple[str, dict[str, Any]] | None] = queue.Queue(NOTIFY_QUEUE)
         self.sent = 0
         self.failed = 0
@@ -186,8 +190,8 @@ class Notifier:
         while (item := self._queue.get()) is not None:
             webhook, note = item
             body = json.dumps(note).encode()
-            delay = RETRY_FIRST_S
-            for attempt in range(1, RETRIES + 1):
+            delay = self.first_delay
+            for attempt in range(1, self.retries + 1):
                 try:
                     req = urllib.request.Request(
                         webhook, data=body, headers={"Content-Type": "application/json"}
@@ -198,13 +202,13 @@ class Notifier:
                     self.sent += 1
                     break
                 except (urllib.error.URLError, OSError) as exc:
-                    if attempt == RETRIES:
+                    if attempt == self.retries:
                         self.failed += 1
                         log.error(
                             "alert %s: webhook %s failed %d times: %s",
                             note["alert"],
                             webhook,
-                            RETRIES,
+                            self.retries,
                             exc,
                             extra={"fields": {"alert": note["alert"], "reason": str(exc)}},
                         )

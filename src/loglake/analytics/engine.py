@@ -33,6 +33,14 @@ what a batch query over the same records gives.
 Window results are computed by DuckDB on an in-memory connection that can read nothing but the
 window's records (no files, no network, configuration locked).
 
+**Prepared results.** Between the moment the newest records pass a window's end and the moment the
+watermark does, ``lateness`` goes by (5 s by default) in which the window's SQL could only change by
+late records. :meth:`ContinuousQuery.prepare` uses that time: it runs the SQL of windows whose end
+is at least ``min(1 s, lateness / 2)`` behind the newest record and keeps the result; a record for
+such a window arriving afterwards throws the prepared result away. When the watermark passes, an
+intact prepared result is emitted at once, so the emission does not wait for the SQL over a busy
+minute (seconds at 250,000 records/s). The emitted result is the same either way.
+
 Records too late for every window they fall in are counted, not used; records too late for some of
 their windows only (hopping) count for the others.
 """
@@ -100,6 +108,8 @@ class QueryStats:
     retractions: int = 0  # sessions replaced by a merged session
     watermark: int | None = None  # microseconds
     errors: list[str] = field(default_factory=list)
+    prepared: int = 0  # window results computed before the watermark passed (see prepare())
+    prepared_used: int = 0  # of them, emitted as they were (no record arrived for them since)
     # Seconds from the parse of the batch that moved the watermark past a window's end to the
     # window's result (latest 1,024 first emissions; idle-timeout emissions are not counted).
     emit_delays: deque[float] = field(default_factory=lambda: deque(maxlen=1024))
@@ -131,6 +141,10 @@ class ContinuousQuery:
         self._retractions: list[tuple[str, int, int, int]] = []  # (key, start, end, revision)
         # Every window ending at or before this has had its final result: never emitted again.
         self._final_until: int | None = None
+        # Prepared results: (session key, start) -> (stop, the SQL's result), see prepare().
+        self._prepared: dict[tuple[str | None, int], tuple[int, pl.DataFrame]] = {}
+        # Parse times of the batches that emitted windows, for the emission delays (see emitted()).
+        self._emit_origins: list[float] = []
         self._sql = Sandbox(spec.sql, spec.name)
         self._detector = RobustZ(spec.anomaly) if spec.anomaly else None
 
@@ -181,9 +195,52 @@ class ContinuousQuery:
         firsts = self.stats.windows
         out = self._emit()
         if self.stats.windows > firsts:
-            delay = time.time() - wall
-            self.stats.emit_delays.extend([delay] * (self.stats.windows - firsts))
+            self._emit_origins.extend([wall] * (self.stats.windows - firsts))
         return out
+
+    def emitted(self, now: float | None = None) -> None:
+        """Record the emission delays of the windows emitted since the last call: call it once
+        their results are out (written and published); ``now`` defaults to the current time."""
+        if self._emit_origins:
+            now = time.time() if now is None else now
+            self.stats.emit_delays.extend(now - origin for origin in self._emit_origins)
+            self._emit_origins.clear()
+
+    def prepare(self) -> int:
+        """Run the SQL of windows that only late records can still change; the number run.
+
+        A window qualifies once the newest record is ``min(1 s, lateness / 2)`` past its end
+        (records arrive a little out of order; the margin keeps most prepared results intact)
+        and the watermark has not passed it yet. Its records must be visible to the source, as
+        for :meth:`process`. Does nothing when lateness is 0 (windows close as they end).
+        """
+        spec = self.spec
+        if self._max_ts is None or spec.lateness <= 0 or self.stats.watermark is None:
+            return 0
+        ready = self._max_ts - min(1_000_000, spec.lateness // 2)
+        watermark = self.stats.watermark
+        todo: list[tuple[str | None, int, int, int]] = []  # key, start, stop, end
+        if spec.window.is_session:
+            gap = spec.window.gap
+            for key, sessions in sorted(self._sessions.items()):
+                for start, last, revision, changed in sessions:
+                    end = last + gap
+                    if revision < 0 and changed and watermark < end <= ready:
+                        todo.append((key, start, last + 1, end))
+        else:
+            size = spec.window.size
+            for start in sorted(self._pending):
+                if watermark < start + size <= ready:
+                    todo.append((None, start, start + size, start + size))
+        done = 0
+        for key, start, stop, _ in todo:
+            held = self._prepared.get((key, start))
+            if held is not None and held[0] == stop:
+                continue
+            self._prepared[(key, start)] = (stop, self._result(start, stop, key))
+            done += 1
+        self.stats.prepared += done
+        return done
 
     def tick(self, wall: float) -> pl.DataFrame | None:
         """Advance the watermark by the wall clock when the stream has been idle for idle_timeout."""
@@ -257,6 +314,7 @@ class ContinuousQuery:
                 self._touched.add(start)
             else:
                 self._pending.add(start)
+                self._prepared.pop((None, start), None)  # new records: the result must be redone
 
     def _add_sessions(self, frame: pl.DataFrame) -> None:
         """Merge the batch's sessions (runs of records closer than the gap) into each key's."""
@@ -282,6 +340,7 @@ class ContinuousQuery:
         keep = []
         for s in sessions:
             if s[0] - merged[1] < gap and merged[0] - s[1] < gap:  # closer than the gap: one
+                self._prepared.pop((key, s[0]), None)  # its records changed
                 if s[2] >= 0 and s[0] != min(s[0], merged[0]):
                     # An emitted session now starts earlier under another identity: retract it.
                     self._retractions.append((key, s[0], s[1] + gap, s[2] + 1))
@@ -405,10 +464,12 @@ class ContinuousQuery:
         end: int | None = None,
     ) -> pl.DataFrame:
         """The SQL over the records with ``start <= ts < stop``; the window ends at ``end``."""
-        if self._execute is not None:
-            result = _plain_numbers(self._execute(start, stop, key))
+        held = self._prepared.pop((key, start), None)
+        if held is not None and held[0] == stop and revision == 0:
+            result = held[1]
+            self.stats.prepared_used += 1
         else:
-            result = self._sql.run(self._source(start, stop, key))
+            result = self._result(start, stop, key)
         front = [
             pl.lit(start).cast(pl.Datetime("us")).alias("window_start"),
             pl.lit(stop if end is None else end).cast(pl.Datetime("us")).alias("window_end"),
@@ -421,6 +482,12 @@ class ContinuousQuery:
             # An empty answer still says the window closed.
             return pl.DataFrame().with_columns(front)
         return result.select(*front, pl.all())
+
+    def _result(self, start: int, stop: int, key: str | None) -> pl.DataFrame:
+        """The query's SQL over the records with ``start <= ts < stop`` (and session ``key``)."""
+        if self._execute is not None:
+            return _plain_numbers(self._execute(start, stop, key))
+        return self._sql.run(self._source(start, stop, key))
 
     def _retraction(self, start: int, end: int, revision: int, key: str) -> pl.DataFrame:
         row: dict[str, Any] = {

@@ -235,18 +235,24 @@ class QueryRunner:
         if (got := q.engine.tick(wall)) is not None:
             outs.append(got)
         out = pl.concat(outs, how="diagonal_relaxed") if outs else None
-        if out is None:
-            return
-        wall_now = time.time()
-        notes = [(a.spec.webhook, n) for a in q.alerts for n in a.evaluate(out, wall_now)]
-        self._commit(q, out, position)
-        # After the commit that holds the alert states: a crash before it replays the windows
-        # and notifies then, so no notification is sent twice.
-        for webhook, note in notes:
-            with self._notifier_lock:
-                if self._notifier is None:
-                    self._notifier = Notifier()
-            self._notifier.send(webhook, note)
+        if out is not None:
+            wall_now = time.time()
+            notes = [(a.spec.webhook, n) for a in q.alerts for n in a.evaluate(out, wall_now)]
+            self._commit(q, out, position)
+            q.engine.emitted()  # written, published: the emission delays end here
+            # After the commit that holds the alert states: a crash before it replays the
+            # windows and notifies then, so no notification is sent twice.
+            for webhook, note in notes:
+                with self._notifier_lock:
+                    if self._notifier is None:
+                        self._notifier = Notifier()
+                self._notifier.send(webhook, note)
+        try:
+            # Windows that only late records can still change: their SQL runs now, while the
+            # watermark is still `lateness` away, so that their emission need not wait for it.
+            q.engine.prepare()
+        except ContinuousQueryError as exc:  # the emission runs it again and reports the error
+            log.debug("continuous query %s: preparing a window failed: %s", q.spec.name, exc)
 
     def _commit(self, q: RunningQuery, out: pl.DataFrame, position: int) -> None:
         """Write the result rows with the query's state and the offset they cover, in one commit."""

@@ -542,6 +542,18 @@ def render_metrics(runtime: Runtime) -> str:
             "too_late",
         ),
         ("loglake_query_records_total", "counter", "Records taken into windows.", "records"),
+        (
+            "loglake_query_prepared_total",
+            "counter",
+            "Window results computed before the watermark passed the window's end.",
+            "prepared",
+        ),
+        (
+            "loglake_query_prepared_used_total",
+            "counter",
+            "Prepared window results emitted as they were (no record arrived for them since).",
+            "prepared_used",
+        ),
     ):
         lines.append(f"# HELP {name} {text}")
         lines.append(f"# TYPE {name} {kind}")
@@ -605,6 +617,8 @@ def _describe_query(name: str, stream: str, q: Any) -> dict[str, Any]:
         "retractions": stats.retractions,
         "too_late": stats.too_late,
         "result_rows": q.results,
+        "prepared": stats.prepared,
+        "prepared_used": stats.prepared_used,
         "emit_delay_p50_s": _round(_quantile(stats.emit_delays, 0.5)),
         "emit_delay_p99_s": _round(_quantile(stats.emit_delays, 0.99)),
     }
