@@ -30,7 +30,7 @@ class _Flaky(http.server.BaseHTTPRequestHandler):
     failures: ClassVar[int] = 0
     attempts: ClassVar[list[tuple[float, dict]]] = []
 
-    def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+    def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         _Flaky.attempts.append((time.monotonic(), body))
         status = 503 if len(_Flaky.attempts) <= _Flaky.failures else 200

@@ -7,6 +7,7 @@ windows are prepared before they close and late records land after that.
 
 from __future__ import annotations
 
+import itertools
 import random
 import signal
 import time
@@ -27,35 +28,39 @@ tcp = ""
 
 [queries.hopping]
 stream = "web"
-window = "hopping 2m every 1m"
+window = "hopping 30s every 10s"
 sql = "SELECT count(*) AS hits, sum(bytes) AS bytes FROM stream"
-lateness = "2s"
+lateness = "3s"
 allowed_lateness = "1m"
 idle_timeout = "2s"
 
 [queries.visits]
 stream = "web"
-window = "session 20s"
+window = "session 8s"
 key = "client"
 sql = "SELECT count(*) AS hits, sum(bytes) AS bytes FROM stream"
-lateness = "2s"
+lateness = "3s"
 allowed_lateness = "1m"
 idle_timeout = "2s"
 """
 
 T0 = datetime(2024, 3, 1, 10, 0, 0)
-GAP = timedelta(seconds=20)
+GAP = timedelta(seconds=8)
 
 
 def recorded_stream(seed: int = 7) -> list[tuple[datetime, str, int]]:
-    """(ts, client, bytes) in arrival order over 6 minutes: three clients, each active in bursts
-    of 50 s with 50 s pauses (so sessions end), jittered by up to 3 s, 3 % held back 25-40 s."""
+    """(ts, client, bytes) in arrival order over 2 minutes: three clients, each active in bursts
+    of ~17 s with ~17 s pauses (so sessions end), jittered by up to 3 s, 3 % held back 25-40 s.
+
+    Short windows, so that after the last record the idle timeout closes them all within
+    seconds (the watermark then follows the clock)."""
     rng = random.Random(seed)
     records = []
-    for s in range(360):
+    for s in range(360):  # thirds of a second
         for c in range(3):
             if ((s + 35 * c) // 50) % 2 == 0 and rng.random() < 0.6:
-                records.append((T0 + timedelta(seconds=s), f"10.0.0.{c + 1}", rng.randint(1, 999)))
+                ts = T0 + timedelta(seconds=s // 3)
+                records.append((ts, f"10.0.0.{c + 1}", rng.randint(1, 999)))
     arrival = []
     for rec in records:
         delay = rng.uniform(25, 40) if rng.random() < 0.03 else rng.uniform(0, 3)
@@ -84,21 +89,22 @@ def latest(srv: Server, table: str, keys: str) -> list[dict]:
 
 
 def batch_hopping(srv: Server) -> list[tuple]:
-    """Per 2-minute window starting on every minute: count and sum over the lake's rows."""
+    """Per 30 s window starting every 10 s: count and sum over the lake's rows."""
     return [
         (r["ws"], r["hits"], r["bytes"])
         for r in srv.query(
-            "WITH starts AS (SELECT DISTINCT unnest([date_trunc('minute', ts), "
-            "date_trunc('minute', ts) - INTERVAL 1 MINUTE]) AS ws FROM logs.access) "
+            "WITH b AS (SELECT DISTINCT time_bucket(INTERVAL 10 SECOND, ts) AS b FROM logs.access), "
+            "starts AS (SELECT DISTINCT unnest([b, b - INTERVAL 10 SECOND, b - INTERVAL 20 SECOND])"
+            " AS ws FROM b) "
             "SELECT strftime(ws, '%H:%M:%S') AS ws, count(*) AS hits, sum(bytes)::BIGINT AS bytes "
-            "FROM starts JOIN logs.access a ON a.ts >= ws AND a.ts < ws + INTERVAL 2 MINUTE "
+            "FROM starts JOIN logs.access a ON a.ts >= ws AND a.ts < ws + INTERVAL 30 SECOND "
             "GROUP BY ws ORDER BY ws"
         )
     ]
 
 
 def batch_sessions(srv: Server) -> list[tuple]:
-    """Sessions per client (gaps >= 20 s end one) over the lake's rows."""
+    """Sessions per client (gaps >= 8 s end one) over the lake's rows."""
     return [
         (r["client"], r["s"], r["e"], r["hits"], r["bytes"])
         for r in srv.query(
@@ -106,12 +112,12 @@ def batch_sessions(srv: Server) -> list[tuple]:
             WITH g AS (
               SELECT client, ts, bytes,
                      coalesce(ts - lag(ts) OVER (PARTITION BY client ORDER BY ts)
-                              >= INTERVAL 20 SECOND, true) AS new_session
+                              >= INTERVAL 8 SECOND, true) AS new_session
               FROM logs.access),
             s AS (SELECT *, sum(new_session::INT) OVER (PARTITION BY client ORDER BY ts) AS sid
                   FROM g)
             SELECT client, strftime(min(ts), '%H:%M:%S') AS s,
-                   strftime(max(ts) + INTERVAL 20 SECOND, '%H:%M:%S') AS e,
+                   strftime(max(ts) + INTERVAL 8 SECOND, '%H:%M:%S') AS e,
                    count(*) AS hits, sum(bytes)::BIGINT AS bytes
             FROM s GROUP BY client, sid ORDER BY ALL
             """
@@ -124,18 +130,16 @@ def test_hopping_and_session_windows_equal_batch_sql_over_the_lake(tmp_path: Pat
     srv = Server.started(tmp_path / "lake", CONFIG)
     try:
         records = recorded_stream()
-        late = sum(1 for a, b in zip(records, records[1:], strict=False) if b[0] < a[0] - GAP)
+        late = sum(1 for a, b in itertools.pairwise(records) if b[0] < a[0] - GAP)
         assert late > 5  # the stream really has records later than a session gap
         lines = [access_line(*r) for r in records]
-        for i in range(0, len(lines), 15):  # ~10 s of event time per post
-            post(srv, lines[i : i + 15])
-            time.sleep(0.15)
+        for i in range(0, len(lines), 5):  # ~1 s of event time per post
+            post(srv, lines[i : i + 5])
+            time.sleep(0.1)
         # Nothing more arrives: the idle timeout closes every window and session.
         deadline = time.monotonic() + 90
         while True:
-            listing = {
-                q["name"]: q for q in request("GET", f"{srv.url}/v1/queries")[1]["queries"]
-            }
+            listing = {q["name"]: q for q in request("GET", f"{srv.url}/v1/queries")[1]["queries"]}
             hopping = sorted(
                 (r["window_start"][11:19], r["hits"], r["bytes"])
                 for r in latest(srv, "analytics.hopping", "window_start")
@@ -155,7 +159,7 @@ def test_hopping_and_session_windows_equal_batch_sql_over_the_lake(tmp_path: Pat
                 break
             assert time.monotonic() < deadline, (hopping, want_hopping, sessions, want_sessions)
             time.sleep(1)
-        assert sum(h for _, h, _ in want_hopping) == 2 * len(records)  # every record in 2 windows
+        assert sum(h for _, h, _ in want_hopping) == 3 * len(records)  # each record in 3 windows
         assert len(want_sessions) >= 12
         for name in ("hopping", "visits"):
             q = listing[name]

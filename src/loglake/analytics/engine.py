@@ -222,11 +222,11 @@ class ContinuousQuery:
         todo: list[tuple[str | None, int, int, int]] = []  # key, start, stop, end
         if spec.window.is_session:
             gap = spec.window.gap
-            for key, sessions in sorted(self._sessions.items()):
+            for session_key, sessions in sorted(self._sessions.items()):
                 for start, last, revision, changed in sessions:
                     end = last + gap
                     if revision < 0 and changed and watermark < end <= ready:
-                        todo.append((key, start, last + 1, end))
+                        todo.append((session_key, start, last + 1, end))
         else:
             size = spec.window.size
             for start in sorted(self._pending):

@@ -480,6 +480,7 @@ class Delivery:
         self._ticked_at = time.monotonic()
 
     def _tick_queries(self, position: int) -> None:
+        self._check_queries()  # forget finished runs (a failed one re-raises here)
         if not self._query_jobs:  # queries still running will look at the clock themselves
             self._feed_queries([], position)
 
