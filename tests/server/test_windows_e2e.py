@@ -17,6 +17,9 @@ from pathlib import Path
 import pytest
 from serving import Server, request
 
+from loglake.config import load_config
+from loglake.lake.catalog import open_catalog
+
 CONFIG = """
 [streams.web]
 format = "combined"
@@ -166,5 +169,23 @@ def test_hopping_and_session_windows_equal_batch_sql_over_the_lake(tmp_path: Pat
             assert q["records"] == len(records) and q["too_late"] == 0
             assert q["corrections"] > 0  # late records re-emitted windows
             assert q["prepared_used"] > 0  # and most windows were ready before they closed
+        # A commit per emitting feed, one small file each: the results tables are compacted and
+        # their snapshots expired as they grow (every 10 commits), keeping the resume snapshot.
+        table = open_catalog(load_config(home=srv.home, environ={})).load_table("analytics.hopping")
+        commits = listing["hopping"]["windows"] + listing["hopping"]["corrections"]
+        assert commits > 20
+        assert len(table.snapshots()) <= 10 + 9 + 2  # kept + commits since + compaction's
+        assert len(table.inspect.files()) < commits / 2
+        srv.stop(signal.SIGKILL)
+        srv.start()  # resumes from the kept state snapshot: nothing emitted twice
+        time.sleep(3)
+        assert sorted(
+            (r["window_start"][11:19], r["hits"], r["bytes"])
+            for r in latest(srv, "analytics.hopping", "window_start")
+        ) == batch_hopping(srv)
+        dup = srv.query(
+            "SELECT window_start, revision FROM analytics.hopping GROUP BY ALL HAVING count(*) > 1"
+        )
+        assert dup == []
     finally:
         srv.stop(signal.SIGKILL)
