@@ -169,6 +169,8 @@ def test_hopping_and_session_windows_equal_batch_sql_over_the_lake(tmp_path: Pat
             assert q["records"] == len(records) and q["too_late"] == 0
             assert q["corrections"] > 0  # late records re-emitted windows
             assert q["prepared_used"] > 0  # and most windows were ready before they closed
+        # Prepared windows went out as soon as the records closing them were parsed.
+        assert listing["hopping"]["emitted_early"] > 0
         # A commit per emitting feed, one small file each: the results tables are compacted and
         # their snapshots expired as they grow (every 10 commits), keeping the resume snapshot.
         table = open_catalog(load_config(home=srv.home, environ={})).load_table("analytics.hopping")

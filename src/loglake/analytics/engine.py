@@ -110,6 +110,7 @@ class QueryStats:
     errors: list[str] = field(default_factory=list)
     prepared: int = 0  # window results computed before the watermark passed (see prepare())
     prepared_used: int = 0  # of them, emitted as they were (no record arrived for them since)
+    emitted_early: int = 0  # of them, emitted before the records closing them were processed
     # Seconds from the parse of the batch that moved the watermark past a window's end to the
     # window's result (latest 1,024 first emissions; idle-timeout emissions are not counted).
     emit_delays: deque[float] = field(default_factory=lambda: deque(maxlen=1024))
@@ -205,6 +206,45 @@ class ContinuousQuery:
             now = time.time() if now is None else now
             self.stats.emit_delays.extend(now - origin for origin in self._emit_origins)
             self._emit_origins.clear()
+
+    def emit_prepared(self, unseen: pl.Series, wall: float) -> pl.DataFrame | None:
+        """Emit prepared windows that records parsed but not yet processed close; the result rows.
+
+        ``unseen`` holds the event times (``ts``) of every record parsed after those given to
+        :meth:`process` so far, not necessarily in the lake yet. Tumbling and hopping windows
+        whose end the watermark *will* pass once they are processed, whose result is prepared
+        (:meth:`prepare`) and which none of them falls in, are final already: their results
+        need no SQL and no wait for the records' commit. Windows go in order, up to the first
+        that does not qualify. The watermark itself moves only in :meth:`process`, which later
+        takes the same records as usual (they do not touch the windows emitted here).
+        """
+        spec = self.spec
+        if spec.window.is_session or not self._prepared or unseen.len() == 0:
+            return None
+        t = unseen.cast(pl.Datetime("us")).cast(pl.Int64).drop_nulls()
+        if t.len() == 0:
+            return None
+        newest = int(t.max())  # type: ignore[arg-type]
+        watermark = max(newest, self._max_ts or newest) - spec.lateness
+        size = spec.window.size
+        results = []
+        for start in sorted(self._pending):
+            stop = start + size
+            if stop > watermark:
+                break
+            held = self._prepared.get((None, start))
+            if held is None or held[0] != stop or bool(((t >= start) & (t < stop)).any()):
+                break
+            self._pending.discard(start)
+            results.append(self._run(start, stop, 0, None))  # takes the prepared result
+            self._emitted[start] = (stop, 0)
+            self.stats.windows += 1
+            self.stats.emitted_early += 1
+            self._emit_origins.append(wall)
+        if not results:
+            return None
+        out = pl.concat(results, how="diagonal_relaxed")
+        return self._score(out) if self._detector is not None else out
 
     def prepare(self) -> int:
         """Run the SQL of windows that only late records can still change; the number run.

@@ -54,7 +54,8 @@ class RunningQuery:
     spec: QuerySpec
     engine: ContinuousQuery
     table: str
-    offset: int | None = None  # records below this are accounted for in the engine's state
+    offset: int | None = None  # records below this are accounted for in the committed state
+    fed: int | None = None  # records below this are accounted for in the engine's state
     writer: TableWriter | None = None
     alerts: list[Alert] = field(default_factory=list)
     recent: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=RECENT_ROWS))
@@ -190,7 +191,7 @@ class QueryRunner:
                         best = (seq, int(props[key]), props[STATE_PROPERTY])
             if best is not None:
                 state = json.loads(best[2])
-                q.offset = best[1]
+                q.offset = q.fed = best[1]
                 q.engine.restore(state["engine"], time.time())
                 for alert in q.alerts:
                     if alert.spec.name in state.get("alerts", {}):
@@ -212,6 +213,31 @@ class QueryRunner:
         the key columns of records below ``position``, and the wall time they were parsed (from
         which emission delays are measured); each query takes the rows at or above its offset.
         """
+        self._each(lambda q: self._feed_one(q, frames, position, wall))
+
+    def emit_prepared(self, frames: list[pl.DataFrame], wall: float) -> None:
+        """Emit the prepared windows that just-parsed records close, before those are committed.
+
+        ``frames`` hold ``line`` and ``ts`` of every record parsed but maybe not yet fed
+        (:meth:`feed`), the last of them the batch that moves the watermark past the windows;
+        ``wall`` its parse time. See :meth:`ContinuousQuery.emit_prepared`: a window whose result
+        is prepared and that none of these records falls in is final, so it goes out now rather
+        than after the records' commit and the feed. Results are committed with the offset the
+        query's state covers, as always, so a restart neither repeats nor loses them.
+        """
+        if frames:
+            rows = pl.concat(frames, how="diagonal_relaxed")
+            self._each(lambda q: self._emit_prepared_one(q, rows, wall))
+
+    def _emit_prepared_one(self, q: RunningQuery, rows: pl.DataFrame, wall: float) -> None:
+        if q.fed is None or q.spec.window.is_session:
+            return  # not fed yet: nothing prepared
+        unseen = rows.filter(pl.col("line") >= q.fed).get_column("ts")
+        if (out := q.engine.emit_prepared(unseen, wall)) is not None:
+            self._publish_results(q, out, q.fed)
+
+    def _each(self, run: Any) -> None:
+        """``run(query)`` for every query, each in its own thread when there are several."""
         queries = list(self.queries.values())
         if len(queries) > 1:
             # Each query's windows run in the lake at the same time (DuckDB works outside the
@@ -225,9 +251,9 @@ class QueryRunner:
                 self._pool = ThreadPoolExecutor(
                     max_workers=self._pool_size, thread_name_prefix=f"loglake-query-{self.stream}"
                 )
-            list(self._pool.map(lambda q: self._feed_one(q, frames, position, wall), queries))
+            list(self._pool.map(run, queries))
         elif queries:
-            self._feed_one(queries[0], frames, position, wall)
+            run(queries[0])
 
     def _feed_one(
         self,
@@ -238,26 +264,15 @@ class QueryRunner:
     ) -> None:
         outs = []
         for rows, parsed_at in frames:
-            if q.offset is not None:
-                rows = rows.filter(pl.col("line") >= q.offset)
+            if q.fed is not None:
+                rows = rows.filter(pl.col("line") >= q.fed)
             if rows.height and (got := q.engine.process(rows, parsed_at)) is not None:
                 outs.append(got)
         if (got := q.engine.tick(wall)) is not None:
             outs.append(got)
-        out = pl.concat(outs, how="diagonal_relaxed") if outs else None
-        if out is not None:
-            wall_now = time.time()
-            notes = [(a.spec.webhook, n) for a in q.alerts for n in a.evaluate(out, wall_now)]
-            self._commit(q, out, position)
-            q.engine.emitted()  # written, published: the emission delays end here
-            q.commits += 1
-            # After the commit that holds the alert states: a crash before it replays the
-            # windows and notifies then, so no notification is sent twice.
-            for webhook, note in notes:
-                with self._notifier_lock:
-                    if self._notifier is None:
-                        self._notifier = Notifier()
-                self._notifier.send(webhook, note)
+        q.fed = position
+        if outs:
+            self._publish_results(q, pl.concat(outs, how="diagonal_relaxed"), position)
         try:
             # Windows that only late records can still change: their SQL runs now, while the
             # watermark is still `lateness` away, so that their emission need not wait for it.
@@ -266,6 +281,21 @@ class QueryRunner:
             log.debug("continuous query %s: preparing a window failed: %s", q.spec.name, exc)
         if q.commits >= MAINTAIN_EVERY:
             self._maintain(q)
+
+    def _publish_results(self, q: RunningQuery, out: pl.DataFrame, position: int) -> None:
+        """Check alerts, commit the rows with the state (covering records below ``position``),
+        then notify."""
+        notes = [(a.spec.webhook, n) for a in q.alerts for n in a.evaluate(out, time.time())]
+        self._commit(q, out, position)
+        q.engine.emitted()  # written, published: the emission delays end here
+        q.commits += 1
+        # After the commit that holds the alert states: a crash before it replays the windows
+        # and notifies then, so no notification is sent twice.
+        for webhook, note in notes:
+            with self._notifier_lock:
+                if self._notifier is None:
+                    self._notifier = Notifier()
+            self._notifier.send(webhook, note)
 
     def _maintain(self, q: RunningQuery) -> None:
         """Compact the results table's small files (one per window) and expire old snapshots.

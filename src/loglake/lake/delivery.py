@@ -137,10 +137,12 @@ class Delivery:
         self._query_thread = ThreadPoolExecutor(
             max_workers=1, thread_name_prefix=f"loglake-queries-{name}"
         )
-        self._query_jobs: deque[Future[None]] = deque()
+        self._query_jobs: deque[Future[None]] = deque()  # feeds, submitted by the committer
+        self._early_jobs: deque[Future[None]] = deque()  # emit_prepared, by the delivery thread
         self.runner: QueryRunner | None = None  # continuous queries reading this stream
         # What they need of records parsed since the last commit, with the time of the parse.
         self._query_rows: list[tuple[pl.DataFrame, float]] = []
+        self._inflight_rows: list[tuple[pl.DataFrame, float]] = []  # those of the last commit
         self._ticked_at = time.monotonic()
         self._window_due = False
         self._expired_at = 0  # stats.commits at the last snapshot expiry
@@ -280,6 +282,10 @@ class Delivery:
                 while self._query_jobs:
                     with contextlib.suppress(Exception):
                         self._query_jobs.popleft().result()
+                while self._early_jobs:
+                    with contextlib.suppress(Exception):
+                        self._early_jobs.popleft().result()
+                self._query_rows, self._inflight_rows = [], []
                 for writer in self._writers.values():
                     writer.close()
                 self._writers.clear()
@@ -302,6 +308,8 @@ class Delivery:
                 failed = self._query_jobs[0].exception()  # looked at, not taken: committer's
                 if failed is not None:
                     raise failed
+            while self._early_jobs and self._early_jobs[0].done():
+                self._early_jobs.popleft().result()  # a failed early emission restarts delivery
             stopping = self._stop.is_set()
             if not stopping:
                 self.log.wait(position, timeout=0.1)
@@ -336,6 +344,8 @@ class Delivery:
                 break
         self._await_commit()
         self._check_queries(wait=True)
+        while self._early_jobs:
+            self._early_jobs.popleft().result()
 
     def _deliver(self, records: Records) -> int:
         from loglake.ingest import REJECTED_TABLE, naive_utc, rejected_frame
@@ -364,6 +374,14 @@ class Delivery:
             newest = parsed.get_column("ts").cast(pl.Datetime("us")).cast(pl.Int64).max()
             if newest is not None and self.runner.window_closes(int(newest)):  # type: ignore[arg-type]
                 self._window_due = True
+                # Prepared windows these records close go out now, not after their commit: the
+                # queries' thread checks that none of the records not yet fed falls in them.
+                unfed = [rows.select("line", "ts") for rows, _ in self._unfed_rows()]
+                runner = self.runner
+                parsed_at = self._query_rows[-1][1]
+                self._early_jobs.append(
+                    self._query_thread.submit(runner.emit_prepared, unfed, parsed_at)
+                )
         if parsed is not None and parsed.height:
             parsed = parsed.filter(pl.col("line") >= self._committed.get(self.table, 0))
         if parsed is not None and parsed.height:
@@ -475,9 +493,15 @@ class Delivery:
         """
         sealed = {table: writer.seal() for table, writer in self._writers.items()}
         query_rows, self._query_rows = self._query_rows, []
+        self._inflight_rows = query_rows
         self._await_commit()
         self._inflight = self._committer.submit(self._commit_sealed, sealed, position, query_rows)
         self._ticked_at = time.monotonic()
+
+    def _unfed_rows(self) -> list[tuple[pl.DataFrame, float]]:
+        """Rows parsed for the queries that may not have been fed to them yet: those of the
+        last commit handed to the committer (it feeds them once committed) and those since."""
+        return [*self._inflight_rows, *self._query_rows]
 
     def _tick_queries(self, position: int) -> None:
         self._check_queries()  # forget finished runs (a failed one re-raises here)

@@ -619,6 +619,7 @@ def _describe_query(name: str, stream: str, q: Any) -> dict[str, Any]:
         "result_rows": q.results,
         "prepared": stats.prepared,
         "prepared_used": stats.prepared_used,
+        "emitted_early": stats.emitted_early,
         "emit_delay_p50_s": _round(_quantile(stats.emit_delays, 0.5)),
         "emit_delay_p99_s": _round(_quantile(stats.emit_delays, 0.99)),
     }
