@@ -316,3 +316,35 @@ def test_a_query_restored_from_a_checkpoint_continues_exactly(window: str) -> No
     if (got := second.tick(wall=10**9)) is not None:
         out.append(got)
     assert pl.concat(out, how="diagonal_relaxed").equals(expected)
+
+
+@pytest.mark.parametrize("window", ["tumbling 1m", "hopping 2m every 30s"])
+def test_a_crash_right_after_an_early_emission_repeats_and_loses_nothing(window: str) -> None:
+    """The server commits an early emission with the state of the records processed so far;
+    after a crash it restores that state and processes the closing records again."""
+    import json
+
+    frame, _ = recorded_stream(seed=4, minutes=6)
+    spec = QuerySpec("q", SQL, WindowSpec.parse(window), lateness=5_000_000)
+    whole, lake = query(spec)
+    keys = ["window_start", "window_end"]
+    expected = by_window(final(run(whole, lake, frame, batch=5), keys))
+    cq, lake2 = query(spec)
+    out, crashes = [], 0
+    for i in range(0, frame.height, 5):
+        rows = frame.slice(i, 5)
+        if (got := cq.emit_prepared(rows.get_column("ts"), 1000.0 + i)) is not None:
+            out.append(got)
+            state = json.loads(json.dumps(cq.checkpoint()))  # committed with the results
+            cq = ContinuousQuery(spec, lake2.fetch)  # crash, restart, restore
+            cq.restore(state, wall=1000.0 + i)
+            crashes += 1
+        if (got := cq.process(lake2.add(rows), wall=1000.0 + i)) is not None:
+            out.append(got)
+        cq.prepare()
+    if (got := cq.tick(wall=10**9)) is not None:
+        out.append(got)
+    assert crashes >= 3
+    results = pl.concat(out, how="diagonal_relaxed")
+    assert results.group_by("window_start", "revision", "status").len().get_column("len").max() == 1
+    assert by_window(final(results, keys)) == expected
