@@ -231,8 +231,9 @@ def _freshness(home: Path, port: int, seconds: float) -> list[float]:
     end = time.perf_counter() + seconds
     while time.perf_counter() < end:
         marker = f"/fresh/{uuid.uuid4().hex}"
-        stamp = time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime())
-        since = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(time.time() - 120))
+        now = time.gmtime()
+        stamp = time.strftime("%d/%b/%Y:%H:%M:%S +0000", now)
+        second = time.strftime("%Y-%m-%d %H:%M:%S", now)
         line = f'127.0.0.1 - - [{stamp}] "GET {marker} HTTP/1.1" 200 1 "-" "probe"'
         try:
             conn.request(
@@ -249,11 +250,12 @@ def _freshness(home: Path, port: int, seconds: float) -> list[float]:
         resp.read()
         acked = time.perf_counter()
         while True:
-            # Restricted to the last minutes, as a live view would be: the time range prunes the
-            # scan to the newest files instead of reading the whole table 20 times a second.
+            # Restricted to the probe's own second, as a live tail would ask for the newest
+            # records: what is measured is when the record is visible, not how long a scan of
+            # minutes of a busy stream takes (2 minutes at 160,000 records/s: 19 M rows).
             found = con.sql(
-                f"SELECT count(*) FROM logs.access WHERE ts >= TIMESTAMP '{since}' "
-                f"AND path = '{marker}'"
+                f"SELECT count(*) FROM logs.access WHERE ts >= TIMESTAMP '{second}' "
+                f"AND ts < TIMESTAMP '{second}' + INTERVAL 1 SECOND AND path = '{marker}'"
             ).fetchall()[0][0]
             if found:
                 delays.append(time.perf_counter() - acked)

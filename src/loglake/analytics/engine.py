@@ -65,6 +65,7 @@ from loglake.errors import ConfigError, LoglakeError
 TS = "ts"
 _T = "__ts_us"  # event time as integer microseconds, the engine's working column
 _NONE_KEY = "\x00"  # group key of unkeyed sessions
+MAX_PREPARES = 2  # preparations of one window's result at most (late records undo them)
 
 
 class ContinuousQueryError(LoglakeError):
@@ -143,7 +144,9 @@ class ContinuousQuery:
         # Every window ending at or before this has had its final result: never emitted again.
         self._final_until: int | None = None
         # Prepared results: (session key, start) -> (stop, the SQL's result), see prepare().
-        self._prepared: dict[tuple[str | None, int], tuple[int, pl.DataFrame]] = {}
+        # A result is None once records arrived for the window after it was prepared; the count
+        # of preparations bounds the work a steady trickle of late records can cause.
+        self._prepared: dict[tuple[str | None, int], tuple[int, pl.DataFrame | None, int]] = {}
         # Parse times of the batches that emitted windows, for the emission delays (see emitted()).
         self._emit_origins: list[float] = []
         self._sql = Sandbox(spec.sql, spec.name)
@@ -233,7 +236,12 @@ class ContinuousQuery:
             if stop > watermark:
                 break
             held = self._prepared.get((None, start))
-            if held is None or held[0] != stop or bool(((t >= start) & (t < stop)).any()):
+            if (
+                held is None
+                or held[1] is None
+                or held[0] != stop
+                or bool(((t >= start) & (t < stop)).any())
+            ):
                 break
             self._pending.discard(start)
             results.append(self._run(start, stop, 0, None))  # takes the prepared result
@@ -275,9 +283,12 @@ class ContinuousQuery:
         done = 0
         for key, start, stop, _ in todo:
             held = self._prepared.get((key, start))
-            if held is not None and held[0] == stop:
-                continue
-            self._prepared[(key, start)] = (stop, self._result(start, stop, key))
+            if held is not None and held[1] is not None and held[0] == stop:
+                continue  # prepared and intact
+            tries = held[2] if held is not None else 0
+            if tries >= MAX_PREPARES:
+                continue  # late records keep coming: computed when the watermark passes
+            self._prepared[(key, start)] = (stop, self._result(start, stop, key), tries + 1)
             done += 1
         self.stats.prepared += done
         return done
@@ -354,7 +365,7 @@ class ContinuousQuery:
                 self._touched.add(start)
             else:
                 self._pending.add(start)
-                self._prepared.pop((None, start), None)  # new records: the result must be redone
+                self._drop_prepared(None, start)  # new records: the result must be redone
 
     def _add_sessions(self, frame: pl.DataFrame) -> None:
         """Merge the batch's sessions (runs of records closer than the gap) into each key's."""
@@ -373,6 +384,11 @@ class ContinuousQuery:
         for key, _, start, last in runs.iter_rows():
             self._merge_session(key, start, last)
 
+    def _drop_prepared(self, key: str | None, start: int) -> None:
+        held = self._prepared.get((key, start))
+        if held is not None:
+            self._prepared[(key, start)] = (held[0], None, held[2])
+
     def _merge_session(self, key: str, start: int, last: int) -> None:
         gap = self.spec.window.gap
         sessions = self._sessions.setdefault(key, [])
@@ -380,7 +396,7 @@ class ContinuousQuery:
         keep = []
         for s in sessions:
             if s[0] - merged[1] < gap and merged[0] - s[1] < gap:  # closer than the gap: one
-                self._prepared.pop((key, s[0]), None)  # its records changed
+                self._drop_prepared(key, s[0])  # its records changed
                 if s[2] >= 0 and s[0] != min(s[0], merged[0]):
                     # An emitted session now starts earlier under another identity: retract it.
                     self._retractions.append((key, s[0], s[1] + gap, s[2] + 1))
@@ -492,6 +508,10 @@ class ContinuousQuery:
                 del self._emitted[start]
         if self._final_until is None or horizon > self._final_until:
             self._final_until = horizon
+        # Prepared results of sessions merged away (or anything else past any change).
+        reach = self.spec.window.gap if self.spec.window.is_session else 0
+        for k in [k for k, (stop, _, _) in self._prepared.items() if stop + reach <= horizon]:
+            del self._prepared[k]
 
     # -- results ---------------------------------------------------------------------------------
 
@@ -505,7 +525,7 @@ class ContinuousQuery:
     ) -> pl.DataFrame:
         """The SQL over the records with ``start <= ts < stop``; the window ends at ``end``."""
         held = self._prepared.pop((key, start), None)
-        if held is not None and held[0] == stop and revision == 0:
+        if held is not None and held[1] is not None and held[0] == stop and revision == 0:
             result = held[1]
             self.stats.prepared_used += 1
         else:
