@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import http.client
 import json
 import os
 import re
@@ -399,8 +400,9 @@ def test_kill_while_clients_stream_every_acknowledged_record_exactly_once(tmp_pa
             ).encode()
             try:
                 status, reply = request("POST", f"{srv.url}/v1/streams/web/records", body)
-            except OSError:
-                time.sleep(0.05)  # server down: not acknowledged, try new ids later
+            except (OSError, http.client.HTTPException):
+                # Server down, or killed while answering: not acknowledged, try new ids later.
+                time.sleep(0.05)
                 continue
             if status == 200 and reply["accepted"] == len(ids):
                 acked.update(ids)
