@@ -39,7 +39,10 @@ late records. :meth:`ContinuousQuery.prepare` uses that time: it runs the SQL of
 is at least ``min(1 s, lateness / 2)`` behind the newest record and keeps the result; a record for
 such a window arriving afterwards throws the prepared result away. When the watermark passes, an
 intact prepared result is emitted at once, so the emission does not wait for the SQL over a busy
-minute (seconds at 250,000 records/s). The emitted result is the same either way.
+minute (seconds at 250,000 records/s). :meth:`ContinuousQuery.emit_prepared` goes one step further
+for tumbling and hopping windows: given the event times of records parsed but not yet processed
+(nor committed), it emits the prepared windows they close and do not fall in. The emitted result
+is the same either way (decision 0009).
 
 Records too late for every window they fall in are counted, not used; records too late for some of
 their windows only (hopping) count for the others.
