@@ -207,6 +207,11 @@ severity = "critical"
         assert (listing[0]["fired"], listing[0]["resolved"]) == (1, 1)
         log_text = (home / "server.log").read_text()
         assert '"msg": "alert errors_high firing' in log_text
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        metrics = opener.open(f"{srv.url}/metrics", timeout=10).read().decode()
+        sent = 'loglake_alert_webhook_notifications_total{stream="web",outcome="sent"} 2'
+        failed = 'loglake_alert_webhook_notifications_total{stream="web",outcome="failed"} 0'
+        assert sent in metrics and failed in metrics
     finally:
         srv.stop(signal.SIGKILL)
         hook.shutdown()

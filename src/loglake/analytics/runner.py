@@ -139,6 +139,11 @@ class QueryRunner:
             prometheus_labels=tuple(q.prometheus_labels) if q.prometheus else None,
         )
 
+    @property
+    def notifier(self) -> Notifier | None:
+        """The alert notifier (its sent/failed/dropped counters), once an alert has notified."""
+        return self._notifier
+
     def window_closes(self, max_ts: int) -> bool:
         """Whether event time ``max_ts`` (µs, just parsed) moves some query's watermark past a
         window end it had not reached: then delivery commits at once instead of waiting for its

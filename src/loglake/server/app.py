@@ -559,6 +559,22 @@ def render_metrics(runtime: Runtime) -> str:
         lines.append(f"# TYPE {name} {kind}")
         for qname, (_, q) in queries.items():
             lines.append(f'{name}{{query="{qname}"}} {getattr(q.engine.stats, get):g}')
+    notifiers = [
+        (stream.name, stream.delivery.runner.notifier)
+        for stream in list(runtime.streams.values())
+        if stream.delivery.runner is not None and stream.delivery.runner.notifier is not None
+    ]
+    lines.append(
+        "# HELP loglake_alert_webhook_notifications_total Alert notifications by webhook "
+        "outcome: sent, failed (every attempt failed) or dropped (too many waiting)."
+    )
+    lines.append("# TYPE loglake_alert_webhook_notifications_total counter")
+    for stream_name, notifier in notifiers:
+        for outcome in ("sent", "failed", "dropped"):
+            lines.append(
+                f'loglake_alert_webhook_notifications_total{{stream="{stream_name}",'
+                f'outcome="{outcome}"}} {getattr(notifier, outcome):g}'
+            )
     exported = [(n, q) for n, (_, q) in queries.items() if q.prometheus_labels is not None]
     if exported:
         lines.append(
