@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import re
 from datetime import datetime, timedelta
 
 import duckdb
@@ -255,10 +256,10 @@ def test_query_sql_is_sandboxed_and_checked() -> None:
         lateness=0,
     )
     cq, lake = query(spec)
-    from loglake.analytics.engine import ContinuousQueryError
-
-    with pytest.raises(ContinuousQueryError, match=r"disabled|external|permission"):
-        feed(cq, lake, [0, 120], wall=0)
+    # The window gets no result; the refusal is counted and kept with the query's errors.
+    assert feed(cq, lake, [0, 120], wall=0) is None
+    assert cq.stats.failed_windows == 1
+    assert re.search(r"disabled|external|permission", cq.stats.errors[0], re.IGNORECASE)
 
 
 def test_a_late_record_merging_two_sessions_retracts_one_and_corrects_the_other() -> None:
@@ -348,3 +349,23 @@ def test_a_crash_right_after_an_early_emission_repeats_and_loses_nothing(window:
     results = pl.concat(out, how="diagonal_relaxed")
     assert results.group_by("window_start", "revision", "status").len().get_column("len").max() == 1
     assert by_window(final(results, keys)) == expected
+
+
+def test_a_window_whose_sql_fails_is_counted_and_the_query_goes_on() -> None:
+    # DuckDB's error() fails the SQL at run time, here on windows holding a 500.
+    sql = "SELECT count(*) AS hits, max(CASE WHEN status = 500 THEN error('boom') END) AS x FROM stream"
+    spec = QuerySpec("f", sql, WindowSpec.parse("tumbling 1m"), lateness=0)
+    cq, lake = query(spec)
+    out = [
+        feed(cq, lake, [5, 20], 1000.0, status=200),
+        feed(cq, lake, [70, 80], 1001.0, status=500),  # closes 12:00 (ok)
+        feed(cq, lake, [130, 140], 1002.0, status=200),  # closes 12:01 (fails)
+        feed(cq, lake, [190], 1003.0, status=200),  # closes 12:02 (ok)
+    ]
+    got = pl.concat([o for o in out if o is not None], how="diagonal_relaxed")
+    assert got.select("window_start", "hits").rows() == [
+        (T0, 2),
+        (T0 + timedelta(minutes=2), 2),
+    ]
+    assert cq.stats.failed_windows == 1 and cq.stats.windows == 3
+    assert "12:01:00" in cq.stats.errors[0] and "boom" in cq.stats.errors[0]

@@ -358,3 +358,47 @@ def test_latest_window_results_as_prometheus_gauges(tmp_path: Path) -> None:
         }
     finally:
         srv.stop(signal.SIGKILL)
+
+
+def test_a_query_failing_on_a_window_does_not_stop_delivery_or_other_queries(
+    tmp_path: Path,
+) -> None:
+    srv = Server.started(
+        tmp_path / "lake",
+        CONFIG
+        + """
+[queries.fragile]
+stream = "web"
+window = "tumbling 1m"
+sql = "SELECT count(*) AS hits, max(CASE WHEN status = 500 THEN error('boom') END) AS x FROM stream"
+lateness = "2s"
+""",
+    )
+    try:
+        post(srv, [line(T0 + timedelta(seconds=s), 200, 1, s) for s in range(0, 60, 10)])
+        post(
+            srv,
+            [
+                line(T0 + timedelta(seconds=60 + s), 500 if s == 30 else 200, 1, s)
+                for s in range(0, 60, 10)
+            ],
+        )
+        post(srv, [line(T0 + timedelta(seconds=125), 200, 1, 99)])  # closes 10:00 and 10:01
+        wait_for(
+            lambda: len({r["window_start"] for r in results_of(srv, "status_per_minute")}) == 2
+        )
+        wait_for(lambda: len(results_of(srv, "fragile")) == 1)
+        listing = {q["name"]: q for q in request("GET", f"{srv.url}/v1/queries")[1]["queries"]}
+        fragile = listing["fragile"]
+        assert (fragile["windows"], fragile["failed_windows"]) == (2, 1)
+        assert "2024-03-01T10:01:00" in fragile["errors"][0] and "boom" in fragile["errors"][0]
+        assert [(r["window_start"], r["hits"]) for r in results_of(srv, "fragile")] == [
+            ("2024-03-01T10:00:00", 6)
+        ]
+        # The stream's delivery went on: every record is in the lake, no delivery error.
+        srv.wait_rows("SELECT count(*) AS n FROM logs.access", 13)
+        log_text = (srv.home / "server.log").read_text()
+        assert "delivery failed" not in log_text
+        assert "no result for the window at 2024-03-01T10:01:00" in log_text
+    finally:
+        srv.stop(signal.SIGKILL)

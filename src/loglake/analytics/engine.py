@@ -51,6 +51,7 @@ their windows only (hopping) count for the others.
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from collections import deque
@@ -68,6 +69,7 @@ from loglake.errors import ConfigError, LoglakeError
 TS = "ts"
 _T = "__ts_us"  # event time as integer microseconds, the engine's working column
 _NONE_KEY = "\x00"  # group key of unkeyed sessions
+log = logging.getLogger(__name__)
 MAX_PREPARES = 2  # preparations of one window's result at most (late records undo them)
 
 
@@ -111,7 +113,8 @@ class QueryStats:
     corrections: int = 0  # windows emitted again after late records
     retractions: int = 0  # sessions replaced by a merged session
     watermark: int | None = None  # microseconds
-    errors: list[str] = field(default_factory=list)
+    failed_windows: int = 0  # windows whose SQL failed twice: logged, no result, the query goes on
+    errors: list[str] = field(default_factory=list)  # the latest 10 failures
     prepared: int = 0  # window results computed before the watermark passed (see prepare())
     prepared_used: int = 0  # of them, emitted as they were (no record arrived for them since)
     emitted_early: int = 0  # of them, emitted before the records closing them were processed
@@ -247,7 +250,8 @@ class ContinuousQuery:
             ):
                 break
             self._pending.discard(start)
-            results.append(self._run(start, stop, 0, None))  # takes the prepared result
+            if (got := self._run(start, stop, 0, None)) is not None:  # the prepared result
+                results.append(got)
             self._emitted[start] = (stop, 0)
             self.stats.windows += 1
             self.stats.emitted_early += 1
@@ -460,12 +464,14 @@ class ContinuousQuery:
         results = []
         for start in sorted(s for s in self._pending if s + size <= watermark):
             self._pending.discard(start)
-            results.append(self._run(start, start + size, 0, None))
+            if (got := self._run(start, start + size, 0, None)) is not None:
+                results.append(got)
             self._emitted[start] = (start + size, 0)
             self.stats.windows += 1
         for start in sorted(self._touched):
             end, revision = self._emitted[start]
-            results.append(self._run(start, end, revision + 1, None))
+            if (got := self._run(start, end, revision + 1, None)) is not None:
+                results.append(got)
             self._emitted[start] = (end, revision + 1)
             self.stats.corrections += 1
         self._touched.clear()
@@ -486,7 +492,8 @@ class ContinuousQuery:
                 if not changed or last + gap > watermark:
                     continue
                 revision += 1
-                results.append(self._run(start, last + 1, revision, key, end=last + gap))
+                if (got := self._run(start, last + 1, revision, key, end=last + gap)) is not None:
+                    results.append(got)
                 s[2], s[3] = revision, False
                 if revision:
                     self.stats.corrections += 1
@@ -525,14 +532,26 @@ class ContinuousQuery:
         revision: int,
         key: str | None,
         end: int | None = None,
-    ) -> pl.DataFrame:
-        """The SQL over the records with ``start <= ts < stop``; the window ends at ``end``."""
+    ) -> pl.DataFrame | None:
+        """The SQL over the records with ``start <= ts < stop``; the window ends at ``end``.
+
+        None when the SQL fails twice on the window (a runtime error of the query such as a
+        failed cast, or the lake unreadable): the failure is counted and logged, and the query
+        goes on with its next windows rather than stopping the stream's delivery.
+        """
         held = self._prepared.pop((key, start), None)
         if held is not None and held[1] is not None and held[0] == stop and revision == 0:
             result = held[1]
             self.stats.prepared_used += 1
         else:
-            result = self._result(start, stop, key)
+            try:
+                try:
+                    result = self._result(start, stop, key)
+                except ContinuousQueryError:
+                    result = self._result(start, stop, key)  # once more: it may be transient
+            except ContinuousQueryError as exc:
+                self._failed(start, key, exc)
+                return None
         front = [
             pl.lit(start).cast(pl.Datetime("us")).alias("window_start"),
             pl.lit(stop if end is None else end).cast(pl.Datetime("us")).alias("window_end"),
@@ -545,6 +564,19 @@ class ContinuousQuery:
             # An empty answer still says the window closed.
             return pl.DataFrame().with_columns(front)
         return result.select(*front, pl.all())
+
+    def _failed(self, start: int, key: str | None, exc: ContinuousQueryError) -> None:
+        window = _iso(start) + (f" ({self.spec.key} = {key})" if self.spec.key else "")
+        self.stats.failed_windows += 1
+        self.stats.errors.append(f"window {window}: {exc}")
+        del self.stats.errors[:-10]
+        log.warning(
+            "continuous query %s: no result for the window at %s: %s",
+            self.spec.name,
+            window,
+            exc,
+            extra={"fields": {"query": self.spec.name, "window": window, "reason": str(exc)}},
+        )
 
     def _result(self, start: int, stop: int, key: str | None) -> pl.DataFrame:
         """The query's SQL over the records with ``start <= ts < stop`` (and session ``key``)."""
@@ -609,9 +641,24 @@ class Sandbox:
 
 
 def _plain_numbers(result: pl.DataFrame) -> pl.DataFrame:
-    """DuckDB sums integers into HUGEINT (Arrow decimal128(38, 0)): store plain integers."""
+    """Types the results table can hold: DuckDB sums integers into HUGEINT (Arrow decimal128(38,
+    0)), stored as plain integers; a column that is NULL by type (``max(CASE ... END)`` without
+    values) becomes text, since Iceberg v2 has no null type."""
     return result.with_columns(
-        pl.col(name).cast(pl.Int64 if dtype.scale == 0 else pl.Float64)
-        for name, dtype in result.schema.items()
-        if isinstance(dtype, pl.Decimal)
+        [
+            pl.col(name).cast(pl.Int64 if dtype.scale == 0 else pl.Float64)
+            for name, dtype in result.schema.items()
+            if isinstance(dtype, pl.Decimal)
+        ]
+        + [
+            pl.col(name).cast(pl.String)
+            for name, dtype in result.schema.items()
+            if dtype == pl.Null
+        ]
     )
+
+
+def _iso(micros: int) -> str:
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(micros / 1_000_000, UTC).replace(tzinfo=None).isoformat()

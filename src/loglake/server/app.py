@@ -543,6 +543,12 @@ def render_metrics(runtime: Runtime) -> str:
         ),
         ("loglake_query_records_total", "counter", "Records taken into windows.", "records"),
         (
+            "loglake_query_failed_windows_total",
+            "counter",
+            "Windows whose SQL failed (logged; no result).",
+            "failed_windows",
+        ),
+        (
             "loglake_query_prepared_total",
             "counter",
             "Window results computed before the watermark passed the window's end.",
@@ -636,6 +642,8 @@ def _describe_query(name: str, stream: str, q: Any) -> dict[str, Any]:
         "prepared": stats.prepared,
         "prepared_used": stats.prepared_used,
         "emitted_early": stats.emitted_early,
+        "failed_windows": stats.failed_windows,
+        "errors": list(stats.errors),
         "emit_delay_p50_s": _round(_quantile(stats.emit_delays, 0.5)),
         "emit_delay_p99_s": _round(_quantile(stats.emit_delays, 0.99)),
     }
