@@ -295,7 +295,11 @@ class ContinuousQuery:
             tries = held[2] if held is not None else 0
             if tries >= MAX_PREPARES:
                 continue  # late records keep coming: computed when the watermark passes
-            self._prepared[(key, start)] = (stop, self._result(start, stop, key), tries + 1)
+            try:
+                result: pl.DataFrame | None = self._result(start, stop, key)
+            except ContinuousQueryError:
+                result = None  # the emission runs it again, and counts a second failure
+            self._prepared[(key, start)] = (stop, result, tries + 1)
             done += 1
         self.stats.prepared += done
         return done
