@@ -229,6 +229,15 @@ class Config:
         return self.tables.get(name, TableConfig())
 
 
+def continuous_query(name: str, settings: Mapping[str, Any]) -> ContinuousQueryConfig:
+    """``[queries.NAME]`` from TOML or JSON settings (lists become tuples); ConfigError if bad."""
+    if not isinstance(settings, Mapping):
+        raise ConfigError(f"[queries.{name}] must be a table, got {type(settings).__name__}")
+    fixed = {k: tuple(v) if isinstance(v, list) else v for k, v in settings.items()}
+    built: ContinuousQueryConfig = _build(ContinuousQueryConfig, f"queries.{name}", fixed)
+    return built
+
+
 def _build(cls: type[Any], section: str, raw: Any) -> Any:
     """Build dataclass ``cls`` from a TOML table, refusing unknown keys and wrong types."""
     if not isinstance(raw, Mapping):
@@ -437,12 +446,7 @@ def load_config(
                     "[queries] maps a query name to its settings, e.g. [queries.hits]"
                 )
             kwargs["queries"] = {
-                name: _build(
-                    ContinuousQueryConfig,
-                    f"queries.{name}",
-                    {k: tuple(v) if isinstance(v, list) else v for k, v in qvalue.items()},
-                )
-                for name, qvalue in value.items()
+                name: continuous_query(name, qvalue) for name, qvalue in value.items()
             }
         elif key == "alerts":
             if not isinstance(value, Mapping) or not all(

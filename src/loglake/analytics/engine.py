@@ -130,9 +130,14 @@ Source = Callable[[int, int, "str | None"], pl.DataFrame]
 class ContinuousQuery:
     """The state of one continuous query; not thread-safe (one caller feeds it)."""
 
-    def __init__(self, spec: QuerySpec, source: Source, execute: Source | None = None) -> None:
-        """``source`` fetches a window's records; ``execute``, when given, runs the query's SQL
-        over a window where the records are (the lake) and returns its result instead."""
+    def __init__(
+        self, spec: QuerySpec, source: Source | None = None, execute: Source | None = None
+    ) -> None:
+        """Give one of ``source``, which fetches a window's records for the query's SQL to run
+        on here, or ``execute``, which runs the query's SQL over a window where the records are
+        (the lake, in the server) and returns its result."""
+        if source is None and execute is None:
+            raise ValueError("ContinuousQuery needs a source or an execute function")
         self.spec = spec
         self.stats = QueryStats()
         self._source = source
@@ -586,6 +591,7 @@ class ContinuousQuery:
         """The query's SQL over the records with ``start <= ts < stop`` (and session ``key``)."""
         if self._execute is not None:
             return _plain_numbers(self._execute(start, stop, key))
+        assert self._source is not None
         return self._sql.run(self._source(start, stop, key))
 
     def _retraction(self, start: int, end: int, revision: int, key: str) -> pl.DataFrame:

@@ -127,7 +127,7 @@ class QueryRunner:
 
         q = config.queries[name]
         spec = query_spec(config, name)
-        engine = ContinuousQuery(spec, self._fetcher(spec), self._executor(spec))
+        engine = ContinuousQuery(spec, execute=self._executor(spec))
         alerts = [
             Alert(alert_spec(config, a)) for a, rule in config.alerts.items() if rule.query == name
         ]
@@ -401,15 +401,6 @@ class QueryRunner:
             with self._notifier_lock:
                 self._connections.append(lake)
         return lake
-
-    def _fetcher(self, spec: QuerySpec) -> Any:
-        """The engine's source: the window's records, fetched from the lake."""
-
-        def fetch(start: int, stop: int, key: str | None) -> pl.DataFrame:
-            result = self._connection().sql(self._window_rows(spec, start, stop, key))
-            return pl.DataFrame(pl.from_arrow(result.arrow()))
-
-        return fetch
 
     def _executor(self, spec: QuerySpec) -> Any:
         """Runs the query's SQL in the lake with ``stream`` bound to the window's rows.

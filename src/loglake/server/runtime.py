@@ -238,11 +238,10 @@ class Runtime:
         """Create ``[queries.NAME]`` from API settings and start it; False if it already existed
         with the same settings. Raises ConfigError (bad settings), NoSuchStreamError, or
         QueryExistsError (same name, other settings)."""
-        from loglake.config import ContinuousQueryConfig, _build, query_spec
-
-        fixed = {k: tuple(v) if isinstance(v, list) else v for k, v in settings.items()}
-        query = _build(ContinuousQueryConfig, f"queries.{name}", fixed)
         from loglake.analytics.engine import Sandbox
+        from loglake.config import continuous_query, query_spec
+
+        query = continuous_query(name, settings)
 
         trial = dataclasses.replace(self.config, queries={**self.config.queries, name: query})
         query_spec(trial, name)  # settings checked before anything else
@@ -289,14 +288,10 @@ class Runtime:
             raise ConfigError(
                 f"{self._saved_queries} is not valid JSON ({exc}); fix or remove it"
             ) from exc
-        from loglake.config import ContinuousQueryConfig, _build
+        from loglake.config import continuous_query
 
         saved = {
-            name: _build(
-                ContinuousQueryConfig,
-                f"queries.{name}",
-                {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()},
-            )
+            name: continuous_query(name, values)
             for name, values in raw.items()
             if name not in self.config.queries
         }
