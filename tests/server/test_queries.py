@@ -312,6 +312,10 @@ def test_queries_created_through_the_api_run_and_persist(tmp_path: Path) -> None
         assert put(None)[0] == 400  # an empty body (JSON null) is not a set of settings
         status, reply, _ = request("PUT", url, b"{not json", {"Content-Type": "application/json"})
         assert status == 400 and "JSON object" in reply["error"]["message"]
+        status, reply, _ = request("PUT", url, b'{"sql": "\xff\xfe"}', {})  # invalid UTF-8
+        assert status == 400 and "JSON object" in reply["error"]["message"]
+        huge = json.dumps({**settings, "sql": "SELECT 1" + " " * (9 << 20)}).encode()
+        assert request("PUT", url, huge, {})[0] == 413  # over server.max_body_bytes (8 MiB)
         status, reply = put({k: v for k, v in settings.items() if k != "sql"})
         assert status == 400 and "sql is missing" in reply["error"]["message"]
         post(srv, [line(T0 + timedelta(seconds=s), 200, 10, s) for s in range(0, 60, 5)])
