@@ -7,7 +7,8 @@ Embedded default: pyiceberg's SQL catalog on a SQLite file with a local warehous
 
 from __future__ import annotations
 
-import contextlib
+import random
+import time
 from typing import TYPE_CHECKING
 
 from loglake.errors import LakeError, NoSuchTableError
@@ -51,19 +52,38 @@ def catalog_properties(config: Config) -> dict[str, str]:
 
 
 def open_catalog(config: Config) -> Catalog:
-    """Open (and for the embedded default, create) the catalog. Raises LakeError when unreachable."""
+    """Open (and for the embedded default, create) the catalog. Raises LakeError when unreachable.
+
+    Two processes opening a fresh SQL catalog at once both try to create its tables; the loser's
+    error is retried, and the second attempt finds the tables the winner created.
+    """
     from pyiceberg.catalog import load_catalog
 
     if config.catalog.type == "sql" and not config.catalog.uri:
         config.home.mkdir(parents=True, exist_ok=True)
         (config.home / "warehouse").mkdir(exist_ok=True)
-    try:
-        return load_catalog(config.catalog.name, **catalog_properties(config))
-    except Exception as exc:
-        raise LakeError(
-            f"cannot open the {config.catalog.type!r} catalog at {config.catalog_uri}: {exc}; check "
-            "[catalog] in loglake.toml"
-        ) from exc
+    for attempt in range(_ATTEMPTS):
+        try:
+            return load_catalog(config.catalog.name, **catalog_properties(config))
+        except Exception as exc:
+            if attempt + 1 < _ATTEMPTS:
+                _backoff(attempt)
+                continue
+            raise LakeError(
+                f"cannot open the {config.catalog.type!r} catalog at {config.catalog_uri}: {exc}; "
+                "check [catalog] in loglake.toml"
+            ) from exc
+    raise AssertionError("unreachable")
+
+
+# Creating a namespace or table races with other writers (two tables of one ingest, two streams of
+# the server, two processes): a creation that fails is retried this many times, with a short
+# growing pause, before its error is raised.
+_ATTEMPTS = 6
+
+
+def _backoff(attempt: int) -> None:
+    time.sleep(min(0.02 * 2**attempt, 0.5) * (0.5 + random.random()))
 
 
 def load_table(catalog: Catalog, name: str) -> Table:
@@ -93,19 +113,43 @@ def _partition_transform(partition: str):
     return {"hour": HourTransform(), "day": DayTransform(), "month": MonthTransform()}[partition]
 
 
-def ensure_table(
-    catalog: Catalog, name: str, schema: pa.Schema, partition: str, time_column: str = "ts"
-) -> Table:
-    """Return table ``name``, creating it partitioned by ``partition(time_column)`` if missing, and
-    adding any column of ``schema`` it lacks (schema evolution by name; existing columns untouched).
-    """
-    from pyiceberg.exceptions import NamespaceAlreadyExistsError, TableAlreadyExistsError
+def ensure_namespace(catalog: Catalog, namespace: str) -> None:
+    """Create ``namespace`` unless it exists; idempotent and safe under concurrent creators.
 
-    namespace = name.split(".")[0]
-    with contextlib.suppress(NamespaceAlreadyExistsError):
-        catalog.create_namespace(namespace)
-    if not catalog.table_exists(name):
+    A creation that fails because another writer created the namespace first (pyiceberg's SQL
+    catalog reports that as a unique-constraint error, not NamespaceAlreadyExistsError) counts as
+    success. Raises LakeError when the namespace still does not exist after the retries.
+    """
+    from pyiceberg.exceptions import NamespaceAlreadyExistsError
+
+    for attempt in range(_ATTEMPTS):
         try:
+            if catalog.namespace_exists(namespace):
+                return
+            catalog.create_namespace(namespace)
+            return
+        except NamespaceAlreadyExistsError:
+            return
+        except Exception as exc:
+            if attempt + 1 < _ATTEMPTS:
+                _backoff(attempt)
+                continue
+            raise LakeError(
+                f"cannot create namespace {namespace!r} in the catalog: {exc}; check that the "
+                "catalog is reachable and writable ([catalog] in loglake.toml)"
+            ) from exc
+
+
+def _create_table(
+    catalog: Catalog, name: str, schema: pa.Schema, partition: str, time_column: str
+) -> None:
+    """Create table ``name`` unless it exists; a concurrent creator winning counts as success."""
+    from pyiceberg.exceptions import TableAlreadyExistsError
+
+    for attempt in range(_ATTEMPTS):
+        try:
+            if catalog.table_exists(name):
+                return
             tx = catalog.create_table_transaction(name, schema=schema, properties=TABLE_PROPERTIES)
             if partition != "none" and time_column in schema.names:
                 with tx.update_spec() as spec:
@@ -113,15 +157,48 @@ def ensure_table(
                         time_column, _partition_transform(partition), f"{time_column}_{partition}"
                     )
             tx.commit_transaction()
+            return
         except TableAlreadyExistsError:
-            pass  # created concurrently by another writer: fall through and evolve
-    table = catalog.load_table(name)
-    existing = set(table.schema().column_names)
-    if any(field.name not in existing for field in schema):
+            return  # created by another writer: loaded (and evolved) by the caller
+        except Exception as exc:
+            if attempt + 1 < _ATTEMPTS:
+                _backoff(attempt)
+                continue
+            raise LakeError(
+                f"cannot create table {name}: {exc}; check that the catalog and the warehouse "
+                "are reachable and writable"
+            ) from exc
+
+
+def ensure_table(
+    catalog: Catalog, name: str, schema: pa.Schema, partition: str, time_column: str = "ts"
+) -> Table:
+    """Return table ``name``, creating it partitioned by ``partition(time_column)`` if missing, and
+    adding any column of ``schema`` it lacks (schema evolution by name; existing columns untouched).
+
+    Safe when several threads or processes ensure the same namespace and table at once: whoever
+    creates it first wins and the others load what it created. Raises LakeError when the table
+    cannot be created, or a new column cannot be added (e.g. it exists with another type).
+    """
+    from pyiceberg.exceptions import CommitFailedException
+
+    ensure_namespace(catalog, name.split(".")[0])
+    _create_table(catalog, name, schema, partition, time_column)
+    for attempt in range(_ATTEMPTS):
+        table = catalog.load_table(name)
+        existing = set(table.schema().column_names)
+        if all(field.name in existing for field in schema):
+            return table
         try:
             with table.update_schema() as update:
                 update.union_by_name(schema)
+        except CommitFailedException as exc:
+            # Another writer changed the table since it was loaded: reload, and add only the
+            # columns it did not add itself.
+            if attempt + 1 < _ATTEMPTS:
+                _backoff(attempt)
+                continue
+            raise LakeError(f"cannot add new columns to {name}: {exc}") from exc
         except Exception as exc:
             raise LakeError(f"cannot add new columns to {name}: {exc}") from exc
-        table = catalog.load_table(name)
-    return table
+    return catalog.load_table(name)
