@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -121,3 +122,105 @@ def test_continuous_queries_are_checked_at_load(tmp_path: Path) -> None:
         (tmp_path / "loglake.toml").write_text(bad)
         with pytest.raises(ConfigError, match=message):
             load_config(home=tmp_path, environ={})
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"buffer_seconds": "x"}, "streams.s.buffer_seconds must be float, got 'x'"),
+        ({"buffer_records": "many"}, "streams.s.buffer_records must be int, got 'many'"),
+        ({"buffer_records": True}, "streams.s.buffer_records must be int, got True"),
+        ({"buffer_seconds": True}, "streams.s.buffer_seconds must be float, got True"),
+        ({"buffer_seconds": 0}, "buffer_seconds = 0.0; use more than 0 and at most 3600"),
+        ({"buffer_seconds": -1}, "buffer_seconds = -1.0; use more than 0"),
+        ({"buffer_seconds": float("nan")}, "buffer_seconds must be a finite number"),
+        ({"buffer_seconds": 3601}, "at most 3600 seconds"),
+        ({"buffer_records": 0}, "buffer_records = 0; use 1 or more"),
+        ({"max_log_bytes": 100}, "max_log_bytes = 100; use at least 65536"),
+        ({"table": "logs.a/b"}, "must be NAMESPACE.NAME"),
+        ({"table": "logs."}, "must be NAMESPACE.NAME"),
+        ({"colour": "red"}, "unknown key streams.s.colour"),
+    ],
+)
+def test_stream_settings_are_checked_wherever_they_come_from(
+    tmp_path: Path, settings: dict[str, object], message: str
+) -> None:
+    """One function checks a stream's settings for the config file, the API and saved state."""
+    from loglake.config import stream_config
+
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        stream_config("s", settings)
+    (tmp_path / "loglake.toml").write_text(
+        "[streams.s]\n" + "".join(f"{k} = {_toml(v)}\n" for k, v in settings.items())
+    )
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(home=tmp_path, environ={})
+
+
+def _toml(value: object) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, str):
+        return f'"{value}"'
+    return "nan" if value != value else repr(value)
+
+
+@pytest.mark.parametrize("name", [".", "..", "...", "", "a/b", "x" * 129, "a b"])
+def test_stream_names_are_one_safe_folder_name(name: str) -> None:
+    from loglake.config import stream_config
+
+    with pytest.raises(ConfigError, match="not only dots"):
+        stream_config(name, {})
+
+
+def test_good_stream_settings_and_names() -> None:
+    from loglake.config import StreamConfig, stream_config
+
+    assert stream_config("app.logs-1", {"buffer_seconds": 2, "table": "logs.app"}) == StreamConfig(
+        buffer_seconds=2.0, table="logs.app"
+    )
+    assert stream_config(".hidden..x", {}) == StreamConfig()
+
+
+def test_bools_are_not_numbers_in_any_section(tmp_path: Path) -> None:
+    (tmp_path / "loglake.toml").write_text("[query]\nmax_rows = true\n")
+    with pytest.raises(ConfigError, match=re.escape("query.max_rows must be int, got True")):
+        load_config(home=tmp_path, environ={})
+    (tmp_path / "loglake.toml").write_text("[server]\nbody_timeout_s = inf\n")
+    with pytest.raises(
+        ConfigError, match=re.escape("server.body_timeout_s must be a finite number")
+    ):
+        load_config(home=tmp_path, environ={})
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[server]\nmax_streams = 0\n", "server.max_streams = 0; use 1 or more"),
+        ("[server]\nmax_records_per_request = 0\n", "max_records_per_request = 0"),
+        ("[server]\nmax_header_bytes = 100\n", "max_header_bytes must be at least 1024"),
+        ("[server]\nbody_timeout_s = 0\n", "body_timeout_s must be positive"),
+    ],
+)
+def test_server_limits_are_checked(tmp_path: Path, text: str, message: str) -> None:
+    (tmp_path / "loglake.toml").write_text(text)
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(home=tmp_path, environ={})
+
+
+def test_query_names_and_durations_are_bounded(tmp_path: Path) -> None:
+    good = (
+        '[queries.hits]\nstream = "web"\nwindow = "tumbling 1m"\n'
+        'sql = "SELECT count(*) AS n FROM stream"\n'
+    )
+    for bad, message in (
+        (good.replace("[queries.hits]", '[queries.".."]'), "query names are letters"),
+        (good.replace("[queries.hits]", '[queries."a.b"]'), "query names are letters"),
+        (good + 'lateness = "99999999999d"\n', "longest duration allowed, 365d"),
+        (good.replace("tumbling 1m", "tumbling 366d"), "longest duration allowed, 365d"),
+    ):
+        (tmp_path / "loglake.toml").write_text(bad)
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            load_config(home=tmp_path, environ={})
+    (tmp_path / "loglake.toml").write_text(good + 'lateness = "365d"\n')
+    assert load_config(home=tmp_path, environ={}).queries["hits"].lateness == "365d"

@@ -9,6 +9,7 @@ The reference for every key is ``docs/config.md``.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 import tomllib
@@ -22,7 +23,15 @@ from loglake.errors import ConfigError
 PARTITIONS = ("hour", "day", "month", "none")
 LOG_FORMATS = ("json", "text")
 LOG_LEVELS = ("debug", "info", "warning", "error")
-STREAM_NAME = re.compile(r"[a-zA-Z0-9_.-]{1,128}")
+# Stream names are folder names (streams/NAME) and Kinesis names: letters, digits, '_', '-', '.',
+# but never only dots ("." and ".." would name the streams folder or the data home itself).
+STREAM_NAME = re.compile(r"(?!\.+\Z)[a-zA-Z0-9_.-]{1,128}")
+STREAM_NAME_RULE = "1-128 letters, digits, '_', '-' or '.' (not only dots)"
+# Query names also name their results table (analytics.NAME), so no dots at all.
+QUERY_NAME = re.compile(r"[a-zA-Z0-9_-]{1,128}")
+TABLE_NAME = re.compile(r"[a-zA-Z0-9_-]+\.[a-zA-Z0-9_-]+")
+MAX_BUFFER_SECONDS = 3600.0
+MIN_LOG_BYTES = 1 << 16
 
 
 @dataclass(frozen=True)
@@ -89,7 +98,12 @@ class ServerConfig:
 
     host: str = "127.0.0.1"
     port: int = 8080
-    max_body_bytes: int = 8 << 20
+    max_body_bytes: int = 8 << 20  # of a request body, after gzip decompression (413 beyond)
+    max_records_per_request: int = 100_000  # lines of one request (413 beyond)
+    max_header_bytes: int = 64 << 10  # request line and headers of one request (431 beyond)
+    header_timeout_s: float = 20.0  # the request line and headers must arrive within this (408)
+    body_timeout_s: float = 60.0  # a request body must arrive within this (408)
+    max_streams: int = 64  # streams of the server; creating one more is refused (409)
     log_format: str = "json"
     log_level: str = "info"
 
@@ -253,6 +267,9 @@ def _build(cls: type[Any], section: str, raw: Any) -> Any:
             if not isinstance(value, Mapping):
                 raise ConfigError(f"{section}.{key} must be a table")
             value = {str(k): str(v) for k, v in value.items()}
+        elif isinstance(value, bool) and not isinstance(default, bool):
+            # bool is a subclass of int in Python; `true` is not a number in a config.
+            raise ConfigError(f"{section}.{key} must be {type(default).__name__}, got {value!r}")
         elif default is not None and not isinstance(value, type(default)):
             if isinstance(default, float) and isinstance(value, int):
                 value = float(value)
@@ -260,8 +277,40 @@ def _build(cls: type[Any], section: str, raw: Any) -> Any:
                 raise ConfigError(
                     f"{section}.{key} must be {type(default).__name__}, got {value!r}"
                 )
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{section}.{key} must be a finite number, got {value!r}")
         kwargs[key] = value
     return cls(**kwargs)
+
+
+def stream_config(name: str, settings: Mapping[str, Any]) -> StreamConfig:
+    """``[streams.NAME]`` from the config file, the API or the server's saved state, checked.
+
+    The one place a stream's settings are built: the name must be one safe folder name, values
+    must have the exact type (``true`` is not a number), ``buffer_seconds`` in (0, 3600],
+    ``buffer_records`` >= 1, ``max_log_bytes`` >= 65536, ``table`` NAMESPACE.NAME. Raises
+    :class:`ConfigError` naming the setting. The format name is checked where formats are known.
+    """
+    if not STREAM_NAME.fullmatch(name):
+        raise ConfigError(f"stream name {name[:200]!r}: use {STREAM_NAME_RULE}, as Kinesis does")
+    where = f"streams.{name}"
+    stream: StreamConfig = _build(StreamConfig, where, settings)
+    if stream.table and not TABLE_NAME.fullmatch(stream.table):
+        raise ConfigError(
+            f"{where}.table {stream.table!r} must be NAMESPACE.NAME of letters, digits, '_', '-'"
+        )
+    if not 0 < stream.buffer_seconds <= MAX_BUFFER_SECONDS:
+        raise ConfigError(
+            f"{where}.buffer_seconds = {stream.buffer_seconds!r}; use more than 0 and at most "
+            f"{MAX_BUFFER_SECONDS:g} seconds"
+        )
+    if stream.buffer_records < 1:
+        raise ConfigError(f"{where}.buffer_records = {stream.buffer_records!r}; use 1 or more")
+    if stream.max_log_bytes < MIN_LOG_BYTES:
+        raise ConfigError(
+            f"{where}.max_log_bytes = {stream.max_log_bytes!r}; use at least {MIN_LOG_BYTES}"
+        )
+    return stream
 
 
 def _validate(cfg: Config) -> None:
@@ -284,15 +333,14 @@ def _validate(cfg: Config) -> None:
         raise ConfigError(
             f"server.log_level = {cfg.server.log_level!r}; choose one of {', '.join(LOG_LEVELS)}"
         )
-    for name, stream in cfg.streams.items():
-        if not STREAM_NAME.fullmatch(name):
-            raise ConfigError(
-                f"stream name {name!r}: use 1-128 letters, digits, '_', '-' or '.' (as Kinesis does)"
-            )
-        if stream.table and stream.table.count(".") != 1:
-            raise ConfigError(f"streams.{name}.table {stream.table!r} must be NAMESPACE.NAME")
-        if stream.buffer_seconds <= 0 or stream.buffer_records < 1:
-            raise ConfigError(f"streams.{name}: buffer_seconds and buffer_records must be positive")
+    server = cfg.server
+    for key in ("max_body_bytes", "max_records_per_request", "max_header_bytes", "max_streams"):
+        if getattr(server, key) < 1:
+            raise ConfigError(f"server.{key} = {getattr(server, key)!r}; use 1 or more")
+    if server.max_header_bytes < 1024:
+        raise ConfigError("server.max_header_bytes must be at least 1024")
+    if server.header_timeout_s <= 0 or server.body_timeout_s <= 0:
+        raise ConfigError("server.header_timeout_s and server.body_timeout_s must be positive")
     for name, tail in cfg.tail.items():
         if not tail.paths:
             raise ConfigError(f"tail.{name}.paths is empty: list files or globs to follow")
@@ -336,7 +384,7 @@ def query_spec(cfg: Config, name: str) -> Any:
 
     q = cfg.queries[name]
     where = f"queries.{name}"
-    if not STREAM_NAME.fullmatch(name):
+    if not QUERY_NAME.fullmatch(name):
         raise ConfigError(f"{where}: query names are letters, digits, '_' and '-' (up to 128)")
     if not q.stream:
         raise ConfigError(f"{where}.stream is missing: name the stream the query reads")
@@ -418,8 +466,7 @@ def load_config(
             if not isinstance(value, Mapping):
                 raise ConfigError("[streams] maps a stream name to a table, e.g. [streams.web]")
             kwargs["streams"] = {
-                name: _build(StreamConfig, f"streams.{name}", svalue)
-                for name, svalue in value.items()
+                name: stream_config(name, svalue) for name, svalue in value.items()
             }
         elif key == "auth":
             fixed = dict(value) if isinstance(value, Mapping) else value

@@ -15,19 +15,30 @@ from loglake.errors import ConfigError
 
 _UNITS_US = {"ms": 1_000, "s": 1_000_000, "m": 60_000_000, "h": 3_600_000_000, "d": 86_400_000_000}
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
+#: The longest duration accepted: a year. Longer ones mean nothing for windows, lateness or
+#: cooldowns, and event-time arithmetic with them overflows dates (year 1 / 9999 limits).
+MAX_DURATION_US = 365 * _UNITS_US["d"]
 
 
 def parse_duration(text: str, what: str) -> int:
-    """``"90s"``, ``"1m"``, ``"1.5h"`` → microseconds; :class:`ConfigError` naming ``what`` if not."""
+    """``"90s"``, ``"1m"``, ``"1.5h"`` → microseconds; :class:`ConfigError` naming ``what`` if not.
+
+    Durations are more than zero and at most 365 days.
+    """
     match = _DURATION.match(str(text))
     if not match:
         raise ConfigError(
-            f"{what}: {text!r} is not a duration; write a number and a unit: 500ms, 10s, 5m, 1h, 1d"
+            f"{what}: {str(text)[:100]!r} is not a duration; write a number and a unit: "
+            "500ms, 10s, 5m, 1h, 1d"
         )
-    value = round(float(match.group(1)) * _UNITS_US[match.group(2)])
-    if value <= 0:
+    value = float(match.group(1)) * _UNITS_US[match.group(2)]
+    if value > MAX_DURATION_US:
+        raise ConfigError(
+            f"{what}: {str(text)[:100]!r} is longer than the longest duration allowed, 365d"
+        )
+    if round(value) <= 0:
         raise ConfigError(f"{what}: {text!r} must be longer than zero")
-    return value
+    return round(value)
 
 
 @dataclass(frozen=True)
