@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 import signal
@@ -19,7 +20,10 @@ import pytest
 
 from loglake.errors import LoglakeError
 from loglake.stream.local import (
+    HEADER,
     HEADER_SIZE,
+    MAGIC,
+    V1_HEADER,
     EmptyRecordError,
     LocalLog,
     RecordTooLargeError,
@@ -132,13 +136,30 @@ def test_second_opener_is_refused(tmp_path: Path) -> None:
     assert log.next_offset == 0  # the first one still works after the refusal
 
 
-def _last_frame_start(path: Path) -> int:
+def frames(path: Path) -> list[tuple[int, int, int]]:
+    """``(byte, first offset, record count)`` of each frame of an intact segment file."""
     data = path.read_bytes()
-    pos = last = 0
+    out = []
+    pos = 0
     while pos < len(data):
-        last = pos
-        pos += HEADER_SIZE + int.from_bytes(data[pos + 4 : pos + 8], "little")  # body size
-    return last
+        magic, first, count, size, _, _ = HEADER.unpack_from(data, pos)
+        assert magic == MAGIC
+        out.append((pos, first, count))
+        pos += HEADER_SIZE + size
+    return out
+
+
+def _last_frame_start(path: Path) -> int:
+    return frames(path)[-1][0]
+
+
+def flip_bit(path: Path, pos: int, bit: int = 0) -> None:
+    """One bit of a file flipped in place, as a failing disk sector or cable does it."""
+    with path.open("r+b") as fh:
+        fh.seek(pos)
+        byte = fh.read(1)[0]
+        fh.seek(pos)
+        fh.write(bytes([byte ^ (1 << bit)]))
 
 
 @pytest.mark.parametrize("damage", ["cut-payload", "cut-header", "garbage", "crc", "zeros"])
@@ -169,6 +190,7 @@ def test_torn_tail_is_truncated_on_open(tmp_path: Path, damage: str) -> None:
     with LocalLog(path, TINY) as log:
         assert log.next_offset == survivors
         assert log.recovered_bytes_dropped > 0
+        assert (log.lost_records, log.lost_ranges) == (0, [])  # a torn tail is no damage
         assert read_all(log) == [(o, payload(o)) for o in range(survivors)]
         assert log.append([b"next"]) == (survivors, survivors + 1)
     with LocalLog(path, TINY) as log:
@@ -176,16 +198,241 @@ def test_torn_tail_is_truncated_on_open(tmp_path: Path, damage: str) -> None:
         assert log.read(survivors) == [(survivors, b"next")]
 
 
-def test_corrupt_sealed_segment_is_reported_not_skipped(tmp_path: Path) -> None:
+# Where one flipped bit lands in a frame: every part of it must be survivable.
+FRAME_SPOTS = {
+    "payload": lambda pos, size: pos + size - 7,
+    "record-length": lambda pos, size: pos + HEADER_SIZE + 1,
+    "magic": lambda pos, size: pos + 1,
+    "first-offset": lambda pos, size: pos + 5,
+    "count": lambda pos, size: pos + 12,
+    "size": lambda pos, size: pos + 17,
+    "body-crc": lambda pos, size: pos + 21,
+    "header-crc": lambda pos, size: pos + 26,
+}
+
+
+def read_dense(log: LocalLog, offset: int = 0) -> list[tuple[int, bytes]]:
+    """Everything readable, read the way delivery reads: each read continues at the last one's end."""
+    out: list[tuple[int, bytes]] = []
+    while len(got := log.read_records(offset, max_records=300)):
+        out.extend(zip(range(got.first, got.end), got.values.to_pylist(), strict=True))
+        offset = got.end
+    return out
+
+
+def damage_errors(caplog: pytest.LogCaptureFixture) -> list[dict[str, Any]]:
+    """The structured fields of the ERROR events that report damaged frames."""
+    return [
+        r.fields  # type: ignore[attr-defined]
+        for r in caplog.records
+        if r.levelno == logging.ERROR and "not a crash" in r.getMessage()
+    ]
+
+
+@pytest.mark.parametrize("spot", FRAME_SPOTS)
+def test_a_damaged_frame_before_intact_ones_loses_only_its_records(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, spot: str
+) -> None:
+    """Frame 2 of 8 damaged while the log was closed: the 7 others keep their records and offsets."""
+    path = tmp_path / "log"
+    with LocalLog(path) as log:
+        for n in range(8):
+            assert log.append(records(n * 1000, 1000)) == (n * 1000, n * 1000 + 1000)
+    segment = segment_files(path)[0]
+    spans = frames(segment)
+    assert [(first, count) for _, first, count in spans] == [(n * 1000, 1000) for n in range(8)]
+    pos, end = spans[1][0], spans[2][0]
+    flip_bit(segment, FRAME_SPOTS[spot](pos, end - pos), bit=3)
+
+    with caplog.at_level(logging.WARNING, logger="loglake.stream.local"), LocalLog(path) as log:
+        assert (log.lost_records, log.lost_ranges) == (1000, [(1000, 2000)])
+        assert log.recovered_bytes_dropped == 0  # nothing cut: the file stays as it is
+        kept = [*range(1000), *range(2000, 8000)]
+        assert read_dense(log) == [(o, payload(o)) for o in kept]
+        assert read_all(log) == [(o, payload(o)) for o in kept]
+        got = log.read_records(1500, max_records=3)  # a read from a lost offset starts after it
+        assert (got.first, got.values.to_pylist()) == (2000, records(2000, 3))
+        assert log.read_records(990, max_records=50).end == 1000  # a read stops where loss begins
+        assert log.next_offset == 8000
+        assert log.append([b"next"]) == (8000, 8001)  # no offset is given out twice
+    assert damage_errors(caplog) == [
+        {
+            "path": str(path),
+            "segment": segment.name,
+            "byte": pos,
+            "damaged_bytes": end - pos,
+            "reason": damage_errors(caplog)[0]["reason"],
+            "first_lost": 1000,
+            "end_lost": 2000,
+            "lost_records": 1000,
+        }
+    ]
+    assert [r.levelname for r in caplog.records] == ["ERROR"]  # no "torn tail" warning
+    with LocalLog(path) as log:  # the damage is reported again on every open; appends stay
+        assert (log.lost_records, log.next_offset) == (1000, 8001)
+        assert log.read(7999) == [(7999, payload(7999)), (8000, b"next")]
+
+
+@pytest.mark.parametrize("where", ["first", "middle", "last"])
+def test_damage_in_a_sealed_segment_is_skipped_when_read(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, where: str
+) -> None:
+    """Several segments; one frame of a middle one damaged (its size field: no header to trust)."""
     path = tmp_path / "log"
     with LocalLog(path, TINY) as log:
-        fill(log, 200)
-    first = segment_files(path)[0]
-    data = bytearray(first.read_bytes())
-    data[HEADER_SIZE + 6] ^= 0xFF  # inside the first frame (the lengths of its records)
-    first.write_bytes(bytes(data))
-    with LocalLog(path, TINY) as log, pytest.raises(StreamError, match="CRC"):
-        log.read(0)
+        fill(log, 600, batch=4)
+    files = segment_files(path)
+    assert len(files) > 5
+    victim = files[3]
+    spans = frames(victim)
+    assert len(spans) >= 3
+    pos, first, count = spans[{"first": 0, "middle": 1, "last": -1}[where]]
+    flip_bit(victim, pos + 17, bit=2)  # the frame's size: where its successor starts is unknown
+    lost = range(first, first + count)
+
+    with (
+        caplog.at_level(logging.WARNING, logger="loglake.stream.local"),
+        LocalLog(path, TINY) as log,
+    ):
+        assert (log.next_offset, log.lost_records) == (600, 0)  # found when a read gets there
+        assert read_dense(log) == [(o, payload(o)) for o in range(600) if o not in lost]
+        assert (log.lost_records, log.lost_ranges) == (count, [(first, first + count)])
+        assert read_all(log) == [(o, payload(o)) for o in range(600) if o not in lost]
+        assert log.append([b"next"]) == (600, 601)
+        # Consumers trim past the damaged segment as usual.
+        assert log.trim(int(files[4].name[:20])) > 0
+        assert log.start_offset == int(files[4].name[:20])
+    errors = damage_errors(caplog)
+    assert [(e["segment"], e["byte"], e["first_lost"], e["lost_records"]) for e in errors] == [
+        (victim.name, pos, first, count)
+    ]
+
+
+def test_damage_at_the_end_of_a_sealed_segment_is_not_a_torn_tail(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The last frame of a sealed segment was fsynced before the next segment was made: its damage
+    is loss to count, even when the next (last) segment is still empty."""
+    path = tmp_path / "log"
+    with LocalLog(path, TINY) as log:
+        fill(log, 300, batch=10)
+    last = segment_files(path)[-1]
+    _, first, count = frames(last)[-1]
+    flip_bit(last, last.stat().st_size - 1)
+    (path / f"{first + count:020d}.log").touch()  # a roll that happened right before the stop
+
+    with (
+        caplog.at_level(logging.WARNING, logger="loglake.stream.local"),
+        LocalLog(path, TINY) as log,
+    ):
+        assert log.next_offset == 300
+        assert read_dense(log) == [(o, payload(o)) for o in range(first)]
+        assert log.lost_ranges == [(first, 300)]
+        assert log.wait(first, timeout=0.05) is False  # nothing readable at or after the loss yet
+        assert log.append([b"next"]) == (300, 301)
+        assert log.wait(first, timeout=5) is True
+        assert log.read(first + 1) == [(300, b"next")]
+    assert len(damage_errors(caplog)) == 1
+    assert log.recovered_bytes_dropped == 0
+
+
+def test_damage_found_while_the_log_is_open_is_skipped(tmp_path: Path) -> None:
+    """A frame rots after it was written and read once: the next read skips it instead of failing."""
+    path = tmp_path / "log"
+    with LocalLog(path, TINY) as log:
+        fill(log, 400, batch=10)
+        assert len(read_all(log)) == 400  # every segment verified and indexed
+        victim = segment_files(path)[2]
+        pos, first, count = frames(victim)[1]
+        flip_bit(victim, pos + HEADER_SIZE + 9)
+        kept = [o for o in range(400) if not first <= o < first + count]
+        assert read_dense(log) == [(o, payload(o)) for o in kept]
+        assert (log.lost_records, log.lost_ranges) == (count, [(first, first + count)])
+        assert read_dense(log) == [(o, payload(o)) for o in kept]  # counted once
+        assert log.lost_records == count
+        # The same in the active segment, with appends going on.
+        active = segment_files(path)[-1]
+        apos, afirst, acount = frames(active)[0]
+        flip_bit(active, apos + HEADER_SIZE + 9)
+        fill(log, 20, batch=10)
+        assert [o for o, _ in read_dense(log, afirst - 1)] == [
+            afirst - 1,
+            *range(afirst + acount, 420),
+        ]
+        assert log.lost_records == count + acount
+
+
+def test_damage_in_the_last_segment_is_kept_unless_it_is_the_tail(tmp_path: Path) -> None:
+    """Two damaged frames of the last segment, an intact one between them: the earlier one is
+    loss, the last one a torn tail (two damaged frames at the end are one torn tail)."""
+    path = tmp_path / "log"
+    with LocalLog(path, TINY) as log:
+        fill(log, 105, batch=5)
+    last = segment_files(path)[-1]
+    spans = frames(last)
+    assert len(spans) >= 3
+    pos, first, count = spans[-3]
+    flip_bit(last, pos + HEADER_SIZE + 5)
+    flip_bit(last, last.stat().st_size - 1)
+    with LocalLog(path, TINY) as log:
+        assert log.lost_ranges == [(first, first + count)]
+        assert log.recovered_bytes_dropped > 0  # the last append was cut
+        assert log.next_offset == 100
+        assert [o for o, _ in read_all(log)] == [o for o in range(100) if o < first or o >= 95]
+
+
+def _write_v1_segment(path: Path, frames_: list[list[bytes]]) -> list[int]:
+    """A segment of the first frame format; returns the byte where each frame starts."""
+    data = b""
+    starts = []
+    for recs in frames_:
+        body = b"".join(len(r).to_bytes(4, "little") for r in recs) + b"".join(recs)
+        starts.append(len(data))
+        data += V1_HEADER.pack(len(recs), len(body), zlib.crc32(body)) + body
+    path.write_bytes(data)
+    return starts
+
+
+def test_segments_of_the_first_format_stay_readable(tmp_path: Path) -> None:
+    path = tmp_path / "log"
+    path.mkdir()
+    _write_v1_segment(path / f"{0:020d}.log", [records(0, 10), records(10, 10)])
+    starts = _write_v1_segment(
+        path / f"{20:020d}.log", [records(20, 10), records(30, 10), records(40, 5)]
+    )
+    with LocalLog(path, TINY) as log:
+        assert log.next_offset == 45
+        assert read_all(log) == [(o, payload(o)) for o in range(45)]
+        assert log.append(records(45, 5)) == (45, 50)  # into a new segment of the current format
+    assert [f.name[:20] for f in segment_files(path)] == [f"{b:020d}" for b in (0, 20, 45)]
+    assert frames(segment_files(path)[-1]) == [(0, 45, 5)]
+    with LocalLog(path, TINY) as log:
+        assert read_all(log) == [(o, payload(o)) for o in range(50)]
+
+    # Damage in the first format: a payload bit (the header's count is right) and a count bit
+    # (the body's record lengths tell the real count) are each one frame's loss.
+    flip_bit(path / f"{20:020d}.log", starts[0] + 12 + 40 + 3)
+    flip_bit(path / f"{0:020d}.log", 1)
+    with LocalLog(path, TINY) as log:
+        assert log.lost_ranges == []  # sealed segments are verified when first read
+        assert read_all(log) == [(o, payload(o)) for o in [*range(10, 20), *range(30, 50)]]
+        assert (log.lost_records, log.lost_ranges) == (20, [(0, 10), (20, 30)])
+
+
+@pytest.mark.parametrize("spot", ["payload", "count", "tail"])
+def test_a_damaged_last_segment_of_the_first_format(tmp_path: Path, spot: str) -> None:
+    path = tmp_path / "log"
+    path.mkdir()
+    segment = path / f"{0:020d}.log"
+    starts = _write_v1_segment(segment, [records(0, 10), records(10, 10), records(20, 10)])
+    flip_bit(segment, {"payload": starts[1] + 60, "count": starts[1], "tail": starts[2] + 60}[spot])
+    lost = range(20, 30) if spot == "tail" else range(10, 20)
+    with LocalLog(path, TINY) as log:
+        end = 20 if spot == "tail" else 30  # a damaged last frame is a torn tail, cut
+        assert log.next_offset == end
+        assert log.lost_records == (0 if spot == "tail" else 10)
+        assert read_all(log) == [(o, payload(o)) for o in range(end) if o not in lost]
+        assert log.append([b"next"]) == (end, end + 1)
 
 
 CHILD = (
@@ -337,7 +584,7 @@ def test_record_too_large_and_empty(tmp_path: Path) -> None:
 
 def test_full_log_refuses_then_trim_frees_space(tmp_path: Path) -> None:
     limits = StreamLimits(segment_bytes=1000, max_bytes=5000)
-    record = b"r" * 84  # 100 bytes framed (12 header + 4 length + 84): 10 appends per segment
+    record = b"r" * 68  # 100 bytes framed (28 header + 4 length + 68): 10 appends per segment
     with LocalLog(tmp_path / "log", limits, fsync=True) as log:
         for _ in range(50):
             log.append([record])
@@ -411,12 +658,19 @@ def test_closed_log_refuses_calls(tmp_path: Path) -> None:
 def test_frames_match_the_documented_format(tmp_path: Path) -> None:
     with LocalLog(tmp_path / "log") as log:
         log.append([b"hello", b"world!"])
+        log.append([b"again"])
     data = (tmp_path / "log" / "00000000000000000000.log").read_bytes()
-    body = (5).to_bytes(4, "little") + (6).to_bytes(4, "little") + b"helloworld!"
-    header = b"".join(
-        n.to_bytes(4, "little") for n in (2, len(body), zlib.crc32(body))
-    )  # record count, body size, CRC32 of the body
-    assert data == header + body
+
+    def frame(first: int, records: list[bytes]) -> bytes:
+        body = b"".join(len(r).to_bytes(4, "little") for r in records) + b"".join(records)
+        head = (
+            b"\xa7LL\xf2"  # magic
+            + first.to_bytes(8, "little")  # first offset
+            + b"".join(n.to_bytes(4, "little") for n in (len(records), len(body), zlib.crc32(body)))
+        )  # record count, body size, CRC32 of the body, then CRC32 of the header so far
+        return head + zlib.crc32(head).to_bytes(4, "little") + body
+
+    assert data == frame(0, [b"hello", b"world!"]) + frame(2, [b"again"])
 
 
 def test_read_records_is_one_arrow_array_and_append_packed_matches_append(
