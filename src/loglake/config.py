@@ -9,6 +9,7 @@ The reference for every key is ``docs/config.md``.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import math
 import os
 import re
@@ -142,12 +143,82 @@ class AuthConfig:
 
 @dataclass(frozen=True)
 class SyslogConfig:
-    """Syslog receivers of ``loglake serve`` (RFC 3164 and 5424); "" turns a listener off."""
+    """Syslog receivers of ``loglake serve`` (RFC 3164 and 5424); "" turns a listener off.
+
+    Syslog has no authentication: a listener beyond loopback needs ``[auth]`` credentials (see
+    :func:`check_syslog_exposure`). A TCP connection silent for ``idle_timeout_seconds`` is closed
+    (0: never); at ``max_connections`` the longest-idle connection makes room for a new one.
+    """
 
     udp: str = "127.0.0.1:5514"
     tcp: str = "127.0.0.1:5514"
     stream: str = "syslog"
     max_message_bytes: int = 64 << 10
+    max_connections: int = 1024
+    idle_timeout_seconds: float = 300.0
+
+
+def parse_address(value: str, key: str) -> tuple[str, int]:
+    """Split ``host:port`` or ``[ipv6]:port`` (e.g. ``"[::1]:5514"``) into ``(host, port)``.
+
+    ``key`` names the setting in messages. An empty host means every IPv4 interface (``0.0.0.0``).
+    Raises :class:`ConfigError` when the port is missing or not in 0-65535, or an IPv6 address is
+    written without brackets.
+    """
+    text = value.strip()
+    if text.startswith("["):
+        host, sep, port = text[1:].partition("]:")
+        if not sep:
+            raise ConfigError(
+                f"{key} = {value!r}: write an IPv6 address as [ADDRESS]:PORT, e.g. [::1]:5514"
+            )
+    else:
+        host, sep, port = text.rpartition(":")
+        if not sep:
+            raise ConfigError(f"{key} = {value!r}: missing port; use HOST:PORT, e.g. 0.0.0.0:5514")
+        if ":" in host:
+            raise ConfigError(
+                f"{key} = {value!r}: write an IPv6 address in brackets, e.g. [{host}]:{port}"
+            )
+    if not port.isdigit() or int(port) > 65535:
+        raise ConfigError(f"{key} = {value!r}: the port must be a number from 0 to 65535")
+    return host or "0.0.0.0", int(port)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (an address or ``localhost``) is a loopback address; a name is not."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False  # a host name may resolve to anything
+    mapped = getattr(address, "ipv4_mapped", None)  # ::ffff:127.0.0.1
+    return address.is_loopback or (mapped is not None and mapped.is_loopback)
+
+
+def check_syslog_exposure(syslog: SyslogConfig, auth: AuthConfig) -> None:
+    """Refuse a syslog listener beyond loopback unless ``[auth]`` has credentials.
+
+    The server's rule (no credentials: loopback only) applied to syslog, which has no
+    authentication of its own: anyone who reaches its port can write to its stream. Raises
+    :class:`ConfigError` for an invalid or exposed address.
+    """
+    for kind in ("udp", "tcp"):
+        value = getattr(syslog, kind)
+        if not value.strip():
+            continue
+        host, _ = parse_address(value, f"syslog.{kind}")
+        if not auth.enabled and not is_loopback(host):
+            raise ConfigError(
+                f"refusing to listen for syslog on {value!r} (syslog.{kind}): it is not a loopback "
+                "address and no [auth] credentials are configured, so loglake listens on loopback "
+                f'only. Either bind syslog to loopback (syslog.{kind} = "127.0.0.1:5514") and '
+                "relay from other machines through rsyslog or syslog-ng, or configure [auth] "
+                "api_keys; syslog itself stays unauthenticated then (anyone who reaches the port "
+                "can write to the stream), so allow only trusted senders with a firewall or a "
+                "private network"
+            )
 
 
 @dataclass(frozen=True)
@@ -341,6 +412,11 @@ def _validate(cfg: Config) -> None:
         raise ConfigError("server.max_header_bytes must be at least 1024")
     if server.header_timeout_s <= 0 or server.body_timeout_s <= 0:
         raise ConfigError("server.header_timeout_s and server.body_timeout_s must be positive")
+    check_syslog_exposure(cfg.syslog, cfg.auth)
+    if cfg.syslog.max_message_bytes < 1 or cfg.syslog.max_connections < 1:
+        raise ConfigError("syslog.max_message_bytes and syslog.max_connections must be positive")
+    if cfg.syslog.idle_timeout_seconds < 0:
+        raise ConfigError("syslog.idle_timeout_seconds must be 0 (never) or more")
     for name, tail in cfg.tail.items():
         if not tail.paths:
             raise ConfigError(f"tail.{name}.paths is empty: list files or globs to follow")

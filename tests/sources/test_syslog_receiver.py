@@ -11,6 +11,7 @@ import contextlib
 import shutil
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -20,7 +21,7 @@ from typing import Any
 import polars as pl
 import pytest
 
-from loglake.config import SyslogConfig
+from loglake.config import SyslogConfig, load_config
 from loglake.errors import ConfigError
 from loglake.formats import get_format
 from loglake.formats.lines import line_batch
@@ -42,13 +43,20 @@ def stream_log(tmp_path: Path) -> Iterator[LocalLog]:
         yield log
 
 
+_CONFIG_KEYS = ("max_message_bytes", "max_connections", "idle_timeout_seconds")
+
+
 @contextlib.contextmanager
 def running(
     log: LocalLog, udp: str = "127.0.0.1:0", tcp: str = "127.0.0.1:0", **options: Any
 ) -> Iterator[SyslogReceiver]:
-    """A started receiver appending to ``log``; stopped (and so flushed) when the block ends."""
-    max_bytes = options.pop("max_message_bytes", 65536)
-    config = SyslogConfig(udp=udp, tcp=tcp, max_message_bytes=max_bytes)
+    """A started receiver appending to ``log``; stopped (and so flushed) when the block ends.
+
+    ``options`` are SyslogConfig settings (``max_message_bytes``, ``max_connections``,
+    ``idle_timeout_seconds``) and SyslogReceiver keyword arguments.
+    """
+    settings = {k: options.pop(k) for k in _CONFIG_KEYS if k in options}
+    config = SyslogConfig(udp=udp, tcp=tcp, **{"max_message_bytes": 65536, **settings})
     receiver = SyslogReceiver(config, log.append, **options)
     receiver.start()
     try:
@@ -521,3 +529,132 @@ def test_ipv6_listeners(stream_log: LocalLog) -> None:
         wait_for(settled(receiver, 2), what="two messages")
     parsed = parse(records(stream_log))
     assert sorted(parsed.get_column("message")) == ["over tcp6", "over udp6"]
+
+
+# -- connections: idle timeout, room for new senders, exposure ------------------------------------
+
+
+def _closed_by_peer(sock: socket.socket) -> bool:
+    """True once the receiver has closed ``sock`` (EOF); waits at most 10 s for it."""
+    sock.settimeout(10)
+    try:
+        return sock.recv(1) == b""
+    except ConnectionResetError:
+        return True
+    except TimeoutError:
+        return False
+
+
+def test_idle_connections_are_closed_after_the_timeout(stream_log: LocalLog) -> None:
+    with running(stream_log, udp="", idle_timeout_seconds=0.3) as receiver:
+        address = receiver.addresses["tcp"]
+        silent = socket.create_connection(address)
+        done = socket.create_connection(address)
+        done.sendall(BSD + b"one message, then silence\n")
+        partial = socket.create_connection(address)
+        partial.sendall(BSD + b"a message without its newline")
+        try:
+            wait_for(
+                lambda: receiver.counters.connections_idle_closed == 3,
+                what="three idle connections closed",
+            )
+            assert all(_closed_by_peer(s) for s in (silent, done, partial))
+            assert receiver.counters.connections == 0
+            # A sender that comes back connects again, as rsyslog and syslog-ng do.
+            send_tcp(address, BSD + b"after reconnecting\n")
+            wait_for(settled(receiver, 3), what="three messages")
+        finally:
+            for sock in (silent, done, partial):
+                sock.close()
+    assert sorted(records(stream_log)) == sorted(
+        [
+            BSD + b"one message, then silence",
+            BSD + b"a message without its newline",  # kept, as when a sender disconnects
+            BSD + b"after reconnecting",
+        ]
+    )
+    c = receiver.counters
+    assert (c.received, c.accepted, c.dropped, c.connections_evicted) == (3, 3, {}, 0)
+
+
+def test_at_the_connection_limit_the_longest_idle_makes_room(stream_log: LocalLog) -> None:
+    """Before, 1,030 idle connections (limit 1,024) locked every new sender out."""
+    idle: list[socket.socket] = []
+    with running(stream_log, udp="", max_connections=8) as receiver:
+        address = receiver.addresses["tcp"]
+        try:
+            for i in range(8):  # one after the other: the first is the longest idle
+                sock = socket.create_connection(address)
+                sock.sendall(BSD + b"idle sender %d\n" % i)
+                idle.append(sock)
+                wait_for(settled(receiver, i + 1), what=f"message of sender {i}")
+            assert receiver.counters.connections == 8
+            new = [BSD + b"new sender %d" % i for i in range(100)]
+            send_tcp(address, b"".join(m + b"\n" for m in new))
+            wait_for(settled(receiver, 108), what="the new sender's messages")
+            assert _closed_by_peer(idle[0])
+            c = receiver.counters
+            assert (c.connections_evicted, c.connections_refused) == (1, 0)
+            # The others stay open and usable.
+            idle[7].sendall(BSD + b"still here\n")
+            wait_for(settled(receiver, 109), what="a message of an idle sender")
+        finally:
+            for sock in idle:
+                sock.close()
+    got = records(stream_log)
+    assert [r for r in got if b"new sender" in r] == new
+    assert BSD + b"still here" in got
+    c = receiver.counters
+    assert (c.received, c.accepted, c.dropped) == (109, 109, {})
+
+
+@pytest.mark.parametrize(
+    "address", ["0.0.0.0:5514", ":5514", "[::]:5514", "192.0.2.10:5514", "syslog.example:514"]
+)
+def test_a_listener_beyond_loopback_needs_auth(tmp_path: Path, address: str) -> None:
+    """Syslog has no authentication: beyond loopback only when [auth] has credentials."""
+    for kind in ("udp", "tcp"):
+        (tmp_path / "loglake.toml").write_text(f'[syslog]\n{kind} = "{address}"\n')
+        with pytest.raises(ConfigError) as err:
+            load_config(home=tmp_path, environ={})
+        message = str(err.value)
+        assert f"syslog.{kind}" in message and "[auth]" in message and "loopback" in message
+        assert "unauthenticated" in message
+    (tmp_path / "loglake.toml").write_text(
+        f'[syslog]\ntcp = "{address}"\nudp = "{address}"\n\n[auth]\napi_keys = ["k"]\n'
+    )
+    assert load_config(home=tmp_path, environ={}).syslog.tcp == address
+
+
+@pytest.mark.parametrize(
+    "address", ["127.0.0.1:5514", "127.0.0.53:0", "localhost:5514", "[::1]:0", ""]
+)
+def test_loopback_listeners_need_no_auth(tmp_path: Path, address: str) -> None:
+    (tmp_path / "loglake.toml").write_text(f'[syslog]\ntcp = "{address}"\nudp = "{address}"\n')
+    assert load_config(home=tmp_path, environ={}).syslog.udp == address
+
+
+def test_loglake_serve_refuses_an_exposed_syslog_listener(tmp_path: Path) -> None:
+    (tmp_path / "loglake.toml").write_text('[syslog]\nudp = "0.0.0.0:0"\ntcp = ""\n')
+    proc = subprocess.run(
+        [sys.executable, "-m", "loglake.cli", "--home", str(tmp_path), "serve", "--port", "0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode != 0
+    assert "refusing to listen for syslog on '0.0.0.0:0' (syslog.udp)" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_connection_settings_are_checked(tmp_path: Path) -> None:
+    for text, message in [
+        ("max_connections = 0", "max_connections must be positive"),
+        ("idle_timeout_seconds = -1", "idle_timeout_seconds must be 0"),
+        ('idle_timeout_seconds = "5m"', "idle_timeout_seconds must be float"),
+    ]:
+        (tmp_path / "loglake.toml").write_text(f"[syslog]\n{text}\n")
+        with pytest.raises(ConfigError, match=message):
+            load_config(home=tmp_path, environ={})
+    with pytest.raises(ConfigError, match="max_connections"):
+        SyslogReceiver(SyslogConfig(max_connections=0), lambda records: (0, 0))

@@ -28,6 +28,14 @@ Design, and why:
   octet-counted (``<len> <msg>``); anything else ends at ``\\n`` or NUL. A count of 10 or more digits
   is a framing error, handled as rsyslog does: counted, and the frame is read as a newline-
   terminated one, so nothing is lost and the connection stays open.
+* **Connections are bounded** (``max_connections``) **and idle ones closed**
+  (``idle_timeout_seconds``): a connection silent that long is closed, and at the limit the
+  longest-idle connection is closed to make room for the new one (nginx reuses idle keep-alive
+  connections the same way), so idle connections cannot lock new senders out. Only a connection
+  with nothing waiting in the kernel is closed (its partial message is kept), so nothing TCP
+  acknowledged is lost; connections paused by backpressure are never closed (their silence is
+  ours). Syslog senders reconnect: rsyslog and syslog-ng notice the close before their next
+  message, ``logger`` connects per message.
 * **Over-long messages are truncated** at ``max_message_bytes`` (the rest of the frame is
   discarded) and counted in ``truncated``, as rsyslog and syslog-ng do: the head of a message
   (PRI, time, host, app) is the valuable part, and dropping it whole would lose that too.
@@ -40,6 +48,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import heapq
 import logging
 import os
 import re
@@ -51,7 +60,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from loglake.config import SyslogConfig
+from loglake.config import SyslogConfig, parse_address
 from loglake.errors import ConfigError
 from loglake.stream.local import EmptyRecordError, RecordTooLargeError, StreamFullError
 
@@ -64,7 +73,6 @@ FLUSH_SECONDS = 0.02  # ... or this long after the first message of a batch arri
 QUEUE_MESSAGES = 100_000  # bounded queue between the I/O thread and the appender
 QUEUE_BYTES = 64 << 20  # ... also bounded in bytes: 100,000 messages of 64 KiB would be 6 GiB
 BATCH_BYTES = 8 << 20  # bytes per append at most
-MAX_CONNECTIONS = 1_024  # TCP connections beyond this are closed at once (and counted)
 STOP_TIMEOUT = 10.0  # stop() gives up appending after this long when the stream stays full
 
 _TCP_CHUNK = 256 << 10  # bytes read from a connection per wake-up (fairness between connections)
@@ -75,6 +83,7 @@ _STOP_READ_BYTES = 8 << 20  # stop() reads at most this much more from each open
 _COUNT_DIGITS = 9  # an octet count has 1-9 digits (< 1 GB); 10 or more is a framing error
 _RETRY_FIRST = 0.05  # first wait after StreamFullError; doubles up to the error's retry_after
 _LOG_EVERY = 10.0  # seconds between two log lines about the same kind of append failure
+_SWEEP_MAX = 5.0  # seconds between two looks for idle TCP connections, at most
 
 # Linux reports, with each datagram, how many the kernel dropped because the socket buffer was full.
 # Python does not export the option; 40 is its number in asm-generic (x86, arm, most architectures),
@@ -104,33 +113,6 @@ def clean_message(raw: bytes) -> bytes:
     if _CONTROL.search(raw) is not None:
         raw = _CONTROL.sub(_octal, raw)
     return raw
-
-
-def parse_address(value: str, key: str) -> tuple[str, int]:
-    """Split ``host:port`` or ``[ipv6]:port`` (e.g. ``"[::1]:5514"``) into ``(host, port)``.
-
-    ``key`` names the setting in messages. An empty host means every IPv4 interface (``0.0.0.0``).
-    Raises :class:`ConfigError` when the port is missing or not in 0-65535, or an IPv6 address is
-    written without brackets.
-    """
-    text = value.strip()
-    if text.startswith("["):
-        host, sep, port = text[1:].partition("]:")
-        if not sep:
-            raise ConfigError(
-                f"{key} = {value!r}: write an IPv6 address as [ADDRESS]:PORT, e.g. [::1]:5514"
-            )
-    else:
-        host, sep, port = text.rpartition(":")
-        if not sep:
-            raise ConfigError(f"{key} = {value!r}: missing port; use HOST:PORT, e.g. 0.0.0.0:5514")
-        if ":" in host:
-            raise ConfigError(
-                f"{key} = {value!r}: write an IPv6 address in brackets, e.g. [{host}]:{port}"
-            )
-    if not port.isdigit() or int(port) > 65535:
-        raise ConfigError(f"{key} = {value!r}: the port must be a number from 0 to 65535")
-    return host or "0.0.0.0", int(port)
 
 
 class TcpFramer:
@@ -288,7 +270,9 @@ class SyslogCounters:
     truncated: int
     framing_errors: int
     connections: int  # open TCP connections
-    connections_refused: int  # closed at once: MAX_CONNECTIONS reached
+    connections_refused: int  # closed at once: max_connections reached, none could make room
+    connections_idle_closed: int  # closed after idle_timeout_seconds without data
+    connections_evicted: int  # closed at max_connections to make room for a new connection
     paused_connections: int  # TCP connections not read because of backpressure
     stream_full: bool  # the last append attempt found the stream full
     pending: int
@@ -307,6 +291,7 @@ class _Connection:
     framer: TcpFramer
     held: list[bytes] = field(default_factory=list)  # read, cleaned, waiting for queue room
     paused: bool = False
+    last_read: float = field(default_factory=time.monotonic)  # when data last came (or accepted)
 
 
 class SyslogReceiver:
@@ -327,11 +312,19 @@ class SyslogReceiver:
         flush_seconds: float = FLUSH_SECONDS,
         queue_messages: int = QUEUE_MESSAGES,
         queue_bytes: int = QUEUE_BYTES,
-        max_connections: int = MAX_CONNECTIONS,
     ) -> None:
         if config.max_message_bytes < 1:
             raise ConfigError(
                 f"syslog.max_message_bytes must be positive, got {config.max_message_bytes}"
+            )
+        if config.max_connections < 1:
+            raise ConfigError(
+                f"syslog.max_connections must be positive, got {config.max_connections}"
+            )
+        if config.idle_timeout_seconds < 0:
+            raise ConfigError(
+                "syslog.idle_timeout_seconds must be 0 (never) or more, "
+                f"got {config.idle_timeout_seconds}"
             )
         self.config = config
         self._append = append
@@ -339,7 +332,11 @@ class SyslogReceiver:
         self._flush_seconds = flush_seconds
         self._queue_messages = max(1, queue_messages)
         self._queue_bytes = max(1, queue_bytes)
-        self._max_connections = max_connections
+        self._max_connections = config.max_connections
+        self._idle_timeout = config.idle_timeout_seconds
+        # Idle connections are looked for this often: closed at most this late.
+        self._sweep_every = min(max(self._idle_timeout / 4, 0.01), _SWEEP_MAX)
+        self._next_sweep = 0.0
         self._binds = {
             kind: parse_address(value, f"syslog.{kind}")
             for kind, value in (("udp", config.udp), ("tcp", config.tcp))
@@ -360,6 +357,8 @@ class SyslogReceiver:
         self._truncated = 0
         self._framing_errors = 0
         self._refused = 0
+        self._idle_closed = 0
+        self._evicted = 0
         self._io_dropped: collections.Counter[str] = collections.Counter()
         self._accepted = 0
         self._app_dropped: collections.Counter[str] = collections.Counter()
@@ -404,6 +403,8 @@ class SyslogReceiver:
             framing_errors=self._framing_errors,
             connections=len(conns),
             connections_refused=self._refused,
+            connections_idle_closed=self._idle_closed,
+            connections_evicted=self._evicted,
             paused_connections=sum(c.paused for c in conns),
             stream_full=self._full,
             pending=received - accepted - sum(dropped.values()),
@@ -631,7 +632,10 @@ class SyslogReceiver:
         selector = self._selector
         assert selector is not None
         while not self._io_stop:
-            for key, _ in selector.select():
+            timeout = None
+            if self._idle_timeout and self._conns:
+                timeout = max(0.0, self._next_sweep - time.monotonic())
+            for key, _ in selector.select(timeout):
                 target: _Connection | Callable[[], object] = key.data
                 try:
                     if isinstance(target, _Connection):
@@ -649,6 +653,15 @@ class SyslogReceiver:
                     )
                     if isinstance(target, _Connection):
                         self._close_conn(target)
+            if self._idle_timeout and time.monotonic() >= self._next_sweep:
+                self._next_sweep = time.monotonic() + self._sweep_every
+                try:
+                    self._close_idle()
+                except Exception as exc:  # a bug must not stop the receiver
+                    log.exception(
+                        "syslog receiver: error while closing idle connections",
+                        extra={"fields": {"stream": self.config.stream, "reason": repr(exc)}},
+                    )
         try:
             self._drain_at_stop()
         finally:
@@ -676,6 +689,7 @@ class SyslogReceiver:
                 if conn.held:
                     return  # no room again; _put asked for another wake-up
             conn.paused = False
+            conn.last_read = time.monotonic()  # its silence was ours, not the sender's
             self._selector.register(conn.sock, selectors.EVENT_READ, conn)
 
     def _count_received(self, raw: list[bytes]) -> list[bytes]:
@@ -741,7 +755,8 @@ class SyslogReceiver:
         return len(raw)
 
     def _accept(self) -> None:
-        """Accept waiting connections (several per wake-up); refuse beyond max_connections."""
+        """Accept waiting connections (several per wake-up); at max_connections, close the
+        longest-idle one to make room, or refuse the new one when none can be closed."""
         lsock, selector = self._tcp, self._selector
         assert lsock is not None and selector is not None
         for _ in range(64):
@@ -754,12 +769,13 @@ class SyslogReceiver:
                     "accept", "syslog TCP: cannot accept a connection: %s", exc, reason=str(exc)
                 )
                 return
-            if len(self._conns) >= self._max_connections:
+            if len(self._conns) >= self._max_connections and not self._make_room():
                 sock.close()
                 self._refused += 1
                 self._log_limited(
                     "refused",
-                    "syslog TCP: %d connections open (the limit); closed a new one from %s",
+                    "syslog TCP: %d connections open (the limit), all busy or paused; "
+                    "closed a new one from %s",
                     len(self._conns),
                     peer,
                     reason="connection limit reached",
@@ -788,6 +804,8 @@ class SyslogReceiver:
         except OSError as exc:  # reset by the peer: what was read so far still counts
             log.debug("syslog TCP connection from %s failed: %s", conn.peer, exc)
             data = b""
+        if data:
+            conn.last_read = time.monotonic()
         framer = conn.framer
         raw = framer.feed(data) if data else framer.finish()
         if framer.truncated or framer.framing_errors:
@@ -813,6 +831,70 @@ class SyslogReceiver:
                 conn.held = messages[taken:]
                 self._pause(conn)
         return True
+
+    def _make_room(self) -> bool:
+        """At max_connections: close the longest-idle connection that has nothing waiting.
+
+        Returns False when none can be closed: every connection is paused by backpressure (their
+        senders wait for us), or the few longest-idle ones all have data waiting (it is read on the
+        next wake-up).
+        """
+        now = time.monotonic()
+        candidates = (c for c in self._conns if not c.paused)
+        for conn in heapq.nsmallest(8, candidates, key=lambda c: c.last_read):
+            outcome = self._close_if_quiet(conn)
+            if outcome == "ended":  # the sender had gone: room without closing anyone
+                return True
+            if outcome == "closed":
+                self._evicted += 1
+                self._log_limited(
+                    "evicted",
+                    "syslog TCP: %d connections open (syslog.max_connections); closed the "
+                    "longest-idle one, from %s (idle %.0f s), to make room for a new sender",
+                    len(self._conns) + 1,
+                    conn.peer,
+                    now - conn.last_read,
+                    reason="connection limit reached",
+                    peer=conn.peer,
+                )
+                return True
+        return False
+
+    def _close_idle(self) -> None:
+        """Close connections without data for idle_timeout_seconds (paused ones excepted)."""
+        deadline = time.monotonic() - self._idle_timeout
+        for conn in [c for c in self._conns if not c.paused and c.last_read <= deadline]:
+            if self._close_if_quiet(conn) == "closed":
+                self._idle_closed += 1
+                log.debug(
+                    "syslog TCP connection from %s closed: idle for %g s",
+                    conn.peer,
+                    self._idle_timeout,
+                    extra={"fields": {"stream": self.config.stream, "peer": conn.peer}},
+                )
+
+    def _close_if_quiet(self, conn: _Connection) -> str:
+        """Close ``conn`` unless data is waiting on it, keeping its partial message: ``"closed"``;
+        ``"busy"`` when data is waiting (left open, read on the next wake-up); ``"ended"`` when the
+        peer had closed it (finished as usual).
+
+        Closing a socket with unread data would reset the connection and lose what TCP already
+        acknowledged.
+        """
+        try:
+            waiting = conn.sock.recv(1, socket.MSG_PEEK)
+        except BlockingIOError:
+            waiting = None
+        except OSError:
+            waiting = b""  # reset: _read_conn finishes it
+        if waiting:
+            return "busy"
+        if waiting == b"":
+            self._read_conn(conn, force=True)  # what the peer sent is taken, then it is closed
+            return "ended"
+        self._put(self._count_received(conn.framer.finish()), force=True)  # one message at most
+        self._close_conn(conn)
+        return "closed"
 
     def _pause(self, conn: _Connection) -> None:
         if not conn.paused:
