@@ -132,12 +132,14 @@ class _Receiver:
     ``script[path]`` lists the answers to the coming requests to ``path`` (then ``ok``): ``ok``
     (200), a status code (``"400"``), ``garbage`` (a line that is not HTTP), ``hang`` (no answer
     until ``release`` is set) or ``drip`` (a status line, then one header byte every 0.1 s, forever).
-    ``requests`` holds ``(path, decoded JSON body)`` of every request, ``hanging`` how many are held.
+    ``requests`` holds ``(path, decoded JSON body)`` of every request, ``headers`` their headers
+    (lower-case names), ``hanging`` how many are held.
     """
 
     def __init__(self) -> None:
         self.script: dict[str, list[str]] = {}
         self.requests: list[tuple[str, Any]] = []
+        self.headers: list[dict[str, str]] = []
         self.hanging = 0
         self.release = threading.Event()
         self._lock = threading.Lock()
@@ -171,6 +173,7 @@ class _Receiver:
         path = request_line.split()[1].decode()
         with self._lock:
             self.requests.append((path, json.loads(body)))
+            self.headers.append(headers)
             steps = self.script.get(path, [])
             action = steps.pop(0) if steps else "ok"
         out = handler.wfile
@@ -440,3 +443,22 @@ def test_an_attempt_is_bounded_in_total_when_the_answer_trickles(
 def test_webhook_urls_are_checked_with_the_rule(url: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         AlertSpec(name="a", query="q", when="true", webhook=url)
+
+
+def test_user_info_in_the_url_is_basic_auth_and_not_logged(
+    scripted: _Receiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    scripted.script["/auth"] = ["401"]
+    host = scripted.url.removeprefix("http://")
+    notifier = Notifier(retries=3)
+    try:
+        with caplog.at_level(logging.INFO, logger="loglake.alerts"):
+            notifier.send(f"http://alerts:s3cret@{host}/auth", NOTE)
+            wait_until(lambda: notifier.failed == 1)
+    finally:
+        notifier.close()
+    (headers,) = scripted.headers  # a 401 is not retried either
+    assert headers["authorization"] == "Basic YWxlcnRzOnMzY3JldA=="  # alerts:s3cret
+    assert headers["content-type"] == "application/json"
+    (error,) = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert f"http://alerts:***@{host}/auth" in error and "s3cret" not in caplog.text

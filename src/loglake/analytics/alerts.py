@@ -17,7 +17,7 @@ Corrections of windows already evaluated do not change an alert's state.
 The :class:`Notifier` sends from one thread per webhook, so that a hanging webhook only delays its
 own notifications. Every value a result row can hold is encoded (:func:`json_value`), and an
 unexpected error while sending costs one notification, counted in ``errors`` and logged, never the
-thread: before, one DATE value killed the thread and every later notification was silently lost.
+thread and with it every later notification.
 """
 
 from __future__ import annotations
@@ -266,9 +266,9 @@ class Notifier:
             log.error(
                 "alert %s: notification to webhook %s dropped: %s",
                 note["alert"],
-                webhook,
+                _shown(webhook),
                 "the notifier is closed" if self._closing.is_set() else "its thread has stopped",
-                extra={"fields": {"alert": note["alert"], "webhook": webhook}},
+                extra={"fields": {"alert": note["alert"], "webhook": _shown(webhook)}},
             )
             return
         try:
@@ -325,7 +325,7 @@ class Notifier:
                         "alert %s: unexpected error while notifying webhook %s; this notification "
                         "is lost, the next ones are sent: %r",
                         note.get("alert"),
-                        webhook,
+                        _shown(webhook),
                         exc,
                         extra={"fields": {"alert": note.get("alert"), "reason": repr(exc)}},
                     )
@@ -334,8 +334,8 @@ class Notifier:
                 log.critical(
                     "alert notifier thread for webhook %s stopped; its notifications are dropped "
                     "until the server restarts",
-                    webhook,
-                    extra={"fields": {"webhook": webhook}},
+                    _shown(webhook),
+                    extra={"fields": {"webhook": _shown(webhook)}},
                 )
 
     def _deliver(self, webhook: str, note: dict[str, Any]) -> None:
@@ -359,7 +359,7 @@ class Notifier:
                     "alert %s: webhook %s refused the notification: %s (not retried: the same "
                     "request would be refused again; check the webhook URL and what it expects)",
                     note["alert"],
-                    webhook,
+                    _shown(webhook),
                     reason,
                     extra={"fields": {"alert": note["alert"], "reason": reason}},
                 )
@@ -369,7 +369,7 @@ class Notifier:
                 log.error(
                     "alert %s: webhook %s failed %d times: %s",
                     note["alert"],
-                    webhook,
+                    _shown(webhook),
                     attempt,
                     reason,
                     extra={"fields": {"alert": note["alert"], "reason": reason}},
@@ -445,6 +445,15 @@ def post_json(url: str, body: bytes, timeout: float) -> tuple[int, str]:
     finally:
         watchdog.cancel()
         conn.close()
+
+
+def _shown(url: str) -> str:
+    """``url`` for the log: a password in it replaced by ``***``."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = f"{parts.username}:***@{parts.netloc.rpartition('@')[2]}"
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
 
 
 def _reason(exc: BaseException) -> str:
