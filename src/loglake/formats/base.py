@@ -60,6 +60,22 @@ class LineBatch:
             reason = reasons.alias("reason")
         return frame.filter(mask).select("line", pl.col("raw").cast(pl.Binary), reason)
 
+    def rejected_lines(self, refusals: pl.DataFrame) -> pl.DataFrame:
+        """Rejected records (as :meth:`rejected` gives them) for the lines of ``refusals``, a frame
+        of ``line`` (line numbers of this batch) and ``reason``: rows the table refused after the
+        format had parsed them. Raises ValueError for a line number outside the batch."""
+        import polars as pl
+
+        lines = refusals.get_column("line").cast(pl.Int64)
+        index = lines - self.first_line
+        outside = (index < 0) | (index >= len(self))
+        if outside.any():
+            raise ValueError(
+                f"line numbers {lines.filter(outside).to_list()[:5]} are not in this batch"
+            )
+        raw = pl.Series("raw", self.raw).gather(index).cast(pl.Binary)
+        return pl.DataFrame([lines.alias("line"), raw, refusals.get_column("reason")])
+
 
 @dataclass(frozen=True)
 class ParseResult:

@@ -10,7 +10,9 @@ A line with no usable time gets the ingest time (``now``) and ``ts_missing = Tru
 
 A key named ``ts`` is the parsed time when it is the time field; otherwise, like keys named
 ``ts_missing`` or ``line``, it is kept as ``<key>_raw``. So are ``source`` and ``ingested_at``,
-which ingest adds to every row (a log's own ``source`` field would otherwise be overwritten). A key
+which ingest adds to every row (a log's own ``source`` field would otherwise be overwritten).
+These names are matched in any case (``Source`` -> ``Source_raw``), as column names are
+case-insensitive in the lake. A key
 seen with null values only becomes a String column of nulls, also inside objects and arrays (an
 Iceberg v2 table has no null type), and integers beyond 64 bits (which Polars reads as Int128, a
 type tables do not have) become their decimal text.
@@ -166,7 +168,9 @@ class JsonFormat:
             event.fill_null(pl.lit(now, dtype=pl.Datetime("us", "UTC"))).alias("ts"),
             event.is_null().alias("ts_missing"),
         ]
-        taken = set(keys)
+        # Column names are case-insensitive in the lake (loglake.lake.conform): `Source` would
+        # land in the `source` column ingest adds, so reserved names are matched in any case.
+        taken = {k.lower() for k in keys}
         for key in keys:
             if key == "ts" and "ts" in self.ts_fields:
                 continue  # replaced by the parsed time
@@ -174,11 +178,11 @@ class JsonFormat:
             storable = _storable(column.dtype)
             if storable != column.dtype:
                 column = column.cast(storable)
-            if key in _RESERVED:
+            if key.lower() in _RESERVED:
                 new = f"{key}_raw"
-                while new in taken:
+                while new.lower() in taken:
                     new += "_raw"
-                taken.add(new)
+                taken.add(new.lower())
                 column = column.alias(new)
             columns.append(column)
         columns.append(lines.alias("line"))

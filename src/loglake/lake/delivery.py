@@ -29,6 +29,7 @@ from loglake.formats.lines import decode
 
 if TYPE_CHECKING:
     from pyiceberg.catalog import Catalog
+    from pyiceberg.manifest import DataFile
     from pyiceberg.table import Table
 
     from loglake.analytics.runner import QueryRunner
@@ -116,6 +117,7 @@ class Delivery:
         if stream.format != "auto":
             self._fixed = get_format(stream.format, config.formats)
         self.stats = DeliveryStats()
+        self._stats_lock = threading.Lock()  # counters are updated by delivery and committer
         self._stop = threading.Event()
         self._thread = threading.Thread(
             target=self._run, name=f"loglake-deliver-{name}", daemon=True
@@ -201,24 +203,23 @@ class Delivery:
 
     # -- the loop --------------------------------------------------------------------------------
 
-    def _writer(self, table: str, frame: pl.DataFrame, time_column: str) -> TableWriter:
-        from loglake.lake.catalog import ensure_table
-        from loglake.lake.writer import TableWriter
+    def _writer(self, table: str) -> TableWriter:
+        """The writer of ``table`` (which is created from the first rows written to it)."""
+        from loglake.lake.writer import TableWriter, load_existing
 
         w = self._writers.get(table)
         if w is None:
             catalog = self._catalog.result()
-            schema = frame.to_arrow(compat_level=pl.CompatLevel.oldest()).schema
-            t = ensure_table(
-                catalog, table, schema, self.config.table(table).partition, time_column
-            )
-            self._committed.setdefault(table, committed_offset(t, self.name) or 0)
+            t = load_existing(catalog, table)
+            if t is not None:
+                self._committed.setdefault(table, committed_offset(t, self.name) or 0)
             w = TableWriter(
                 lambda: (catalog, t),
                 table,
                 10**12,
-                sort_by=time_column,
+                sort_by=_time_column(table),
                 commit_lock=self._commit_lock,
+                partition=self.config.table(table).partition,
             )
             self._writers[table] = w
         return w
@@ -348,7 +349,7 @@ class Delivery:
             self._early_jobs.popleft().result()
 
     def _deliver(self, records: Records) -> int:
-        from loglake.ingest import REJECTED_TABLE, naive_utc, rejected_frame
+        from loglake.ingest import REJECTED_TABLE, naive_utc
 
         raw = records.values
         batch = LineBatch(
@@ -394,18 +395,36 @@ class Delivery:
             parsed = naive_utc(parsed).select(
                 pl.exclude("line"), pl.col("line"), pl.lit(batch.source).alias("source"), at
             )
-            self._writer(self.table, parsed, "ts").add(parsed)
-            self.stats.delivered += parsed.height
-            rows += parsed.height
+            # Records that do not fit the table (a value of another type than its column's) are
+            # rejected like unparsable ones: one drifting record must never hold up the stream.
+            refused = self._writer(self.table).add(parsed)
+            if refused.height:
+                rejected = pl.concat([rejected, batch.rejected_lines(refused)])
+            with self._stats_lock:
+                self.stats.delivered += parsed.height - refused.height
+            rows += parsed.height - refused.height
         if rejected.height:
             rejected = rejected.filter(pl.col("line") >= self._committed.get(REJECTED_TABLE, 0))
         if rejected.height:
             name = fmt.name if fmt else "unrecognized"
-            frame = rejected_frame(rejected, batch.source, name, self.table, _now_naive())
-            self._writer(REJECTED_TABLE, frame, "ingested_at").add(frame)
-            self.stats.rejected += rejected.height
+            self._reject(rejected, name)
             rows += rejected.height
         return rows
+
+    def _reject(self, rejected: pl.DataFrame, format_name: str) -> None:
+        """Queue rejected records (``line``, ``raw``, ``reason``) for ``logs.rejected``."""
+        from loglake.errors import LakeError
+        from loglake.ingest import REJECTED_TABLE, rejected_frame
+
+        source = f"stream:{self.name}"
+        frame = rejected_frame(rejected, source, format_name, self.table, _now_naive())
+        if self._writer(REJECTED_TABLE).add(frame).height:
+            raise LakeError(
+                f"internal error: {REJECTED_TABLE} refused rejected records; does its schema "
+                "still match loglake's?"
+            )
+        with self._stats_lock:
+            self.stats.rejected += rejected.height
 
     def _maintain(self) -> None:
         """The maintenance thread: compaction, snapshot expiry and removal of unreferenced files."""
@@ -442,7 +461,9 @@ class Delivery:
 
         catalog = self._catalog.result()
         for name, writer in list(self._writers.items()):
-            time_column = "ingested_at" if name.endswith(".rejected") else "ts"
+            if not writer.exists:
+                continue  # created with its first rows, not written yet
+            time_column = _time_column(name)
             with self._commit_lock:
                 # A table object of its own: pyiceberg caches lazily inside table metadata, so
                 # the writer's object, read by the committer thread meanwhile, is not copied here.
@@ -472,6 +493,8 @@ class Delivery:
         self._expired_at = self.stats.commits
         orphans_due = time.monotonic() - self._orphans_at >= _ORPHANS_EVERY_S
         for name, writer in list(self._writers.items()):
+            if not writer.exists:
+                continue
             with self._commit_lock:
                 expire_snapshots(catalog.load_table(name))  # see _compact: an object of its own
                 table = catalog.load_table(name)
@@ -491,6 +514,11 @@ class Delivery:
         thread parses the next records. One commit is in flight at most: the next waits for it
         (and re-raises its error here, which restarts delivery from the committed offsets).
         """
+        from loglake.ingest import REJECTED_TABLE
+
+        # The committer may reject records no data file can hold: it needs this writer, which
+        # only this thread creates.
+        self._writer(REJECTED_TABLE)
         sealed = {table: writer.seal() for table, writer in self._writers.items()}
         query_rows, self._query_rows = self._query_rows, []
         self._inflight_rows = query_rows
@@ -519,6 +547,77 @@ class Delivery:
         runner = self.runner
         self._query_jobs.append(self._query_thread.submit(runner.feed, rows, position, time.time()))
 
+    def _write_rows(
+        self, writer: TableWriter, frames: list[pl.DataFrame]
+    ) -> tuple[list[DataFile], pl.DataFrame]:
+        """Write ``frames`` as data files (uncommitted); also the rows that cannot be written.
+
+        Rows are conformed to the table when they are added, so a write fails for its data only
+        through a bug or a limit of the file format. Such a failure is not retried (it would fail
+        again on every retry and stall the stream): the rows are split in halves until the rows
+        that fail alone are found; they come back as ``line`` and ``reason``, all others are
+        written. A transient error (disk, catalog) is raised, for delivery to retry.
+        """
+        try:
+            return writer.write_frames(frames), _NO_ROWS
+        except Exception as exc:
+            if is_transient(exc):
+                raise
+            rows = pl.concat(frames, how="diagonal_relaxed") if len(frames) > 1 else frames[0]
+            log.warning(
+                "stream %s: %d records cannot be written to %s (%s); looking for the records "
+                "that fail, to reject them",
+                self.name,
+                rows.height,
+                writer.name,
+                exc,
+                extra={"fields": {"stream": self.name, "table": writer.name, "reason": str(exc)}},
+            )
+            return self._isolate(writer, rows, exc)
+
+    def _isolate(
+        self, writer: TableWriter, rows: pl.DataFrame, error: Exception
+    ) -> tuple[list[DataFile], pl.DataFrame]:
+        """Write ``rows`` (whose write as a whole failed with ``error``) by halves."""
+        if rows.height <= 1:
+            reason = f"cannot be written to {writer.name}: {type(error).__name__}: {error}"
+            refused = pl.DataFrame(
+                {"line": rows.get_column("line").cast(pl.Int64), "reason": [reason] * rows.height},
+                schema={"line": pl.Int64, "reason": pl.String},
+            )
+            return [], refused
+        files: list[DataFile] = []
+        refused_parts: list[pl.DataFrame] = []
+        half = rows.height // 2
+        for part in (rows.slice(0, half), rows.slice(half)):
+            try:
+                files += writer.write_frames([part])
+            except Exception as exc:
+                if is_transient(exc):
+                    raise
+                more, refused = self._isolate(writer, part, exc)
+                files += more
+                refused_parts.append(refused)
+        return files, pl.concat(refused_parts) if refused_parts else _NO_ROWS
+
+    def _refused_records(self, refused: pl.DataFrame) -> pl.DataFrame:
+        """Rejected records (for ``logs.rejected``) of rows no data file could hold, their raw
+        bytes read back from the stream's log (not trimmed before this commit)."""
+        from loglake.ingest import REJECTED_TABLE, rejected_frame
+
+        refused = refused.filter(pl.col("line") >= self._committed.get(REJECTED_TABLE, 0))
+        raw = [
+            self.log.read_records(line, max_records=1).values[0].as_py()
+            for line in refused.get_column("line").to_list()
+        ]
+        records = refused.select("line", pl.Series("raw", raw, dtype=pl.Binary), pl.col("reason"))
+        with self._stats_lock:
+            self.stats.delivered -= refused.height
+            self.stats.rejected += refused.height
+        source = f"stream:{self.name}"
+        fmt = self._fixed.name if self._fixed else "auto"
+        return rejected_frame(records, source, fmt, self.table, _now_naive())
+
     def _check_queries(self, wait: bool = False) -> None:
         """Re-raise a failed query run here (delivery then restarts from the committed state)."""
         while self._query_jobs and (wait or self._query_jobs[0].done()):
@@ -537,18 +636,31 @@ class Delivery:
     ) -> None:
         """The committer thread: write the sealed rows as Parquet, commit them with the offset,
         then run the continuous queries over what is now in the lake."""
-        started = time.perf_counter()
-        props = {offset_property(self.name): str(position)}
         from loglake.ingest import REJECTED_TABLE
-
-        # Rejected lines first: a crash between the two commits re-reads from the data table's
-        # offset, and the rejected table's own offset keeps its lines from being added twice.
         from loglake.query.plan import extend_plan
 
+        started = time.perf_counter()
+        props = {offset_property(self.name): str(position)}
+        # Parquet is written before taking the lock: only the commits themselves are serialized.
+        # Data tables first, so records no data file can hold become rejected records of this
+        # same commit instead of failing it again on every retry.
+        written: dict[str, list[DataFile]] = {}
+        unwritable: list[pl.DataFrame] = []
+        for table in sorted(sealed, key=lambda t: t == REJECTED_TABLE):
+            writer = self._writers[table]
+            if table == REJECTED_TABLE:
+                written[table] = writer.write_frames([*sealed[table], *unwritable])
+            else:
+                written[table], refused = self._write_rows(writer, sealed[table])
+                if refused.height:
+                    unwritable.append(self._refused_records(refused))
+        # Rejected lines first: a crash between the two commits re-reads from the data table's
+        # offset, and the rejected table's own offset keeps its lines from being added twice.
         for table in sorted(sealed, key=lambda t: t != REJECTED_TABLE):
             writer = self._writers[table]
-            # Parquet is written before taking the lock: only the commit itself is serialized.
-            files = writer.write_frames(sealed[table])
+            files = written[table]
+            if not files:
+                continue  # nothing for this table (which may not even exist yet)
             with self._commit_lock:
                 before = writer.table.metadata_location
                 if writer.commit(props, files):
@@ -581,6 +693,38 @@ class Delivery:
         self.log.trim(trim_at)
         if self.stats.commits % _COMPACT_EVERY == 0:
             self._maintain_due.set()
+
+
+_NO_ROWS = pl.DataFrame(schema={"line": pl.Int64, "reason": pl.String})
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether ``exc`` (or an error it was raised from) may pass on a retry: disk, network, a
+    locked or concurrently changed catalog; anything else is tied to the data written."""
+    import sqlite3
+
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, OSError | TimeoutError | sqlite3.OperationalError):
+            return True
+        if type(cause).__name__ in _TRANSIENT_NAMES:
+            return True
+        cause = cause.__cause__ or cause.__context__
+    return False
+
+
+# pyiceberg's errors for a commit that lost a race or a catalog that did not answer (matched by
+# name: importing pyiceberg here would slow every import of this module).
+_TRANSIENT_NAMES = frozenset(
+    {"CommitFailedException", "CommitStateUnknownException", "ServiceUnavailableError"}
+)
+
+
+def _time_column(table: str) -> str:
+    """The column a table is sorted and partitioned by: rejected records by their arrival."""
+    return "ingested_at" if table.endswith(".rejected") else "ts"
 
 
 def _now_naive() -> datetime:

@@ -4,12 +4,17 @@ A :class:`TableWriter` collects Polars frames, writes them as Parquet data files
 (memory stays bounded by ``flush_rows``), and on :meth:`TableWriter.commit` adds all files written since
 the last commit in ONE Iceberg snapshot whose summary carries the caller's properties (e.g. the ingest
 run id), so readers never see half an ingest and the bookkeeping commits atomically with the data.
+
+Rows enter through :meth:`TableWriter.add`, which conforms them to the table first
+(:mod:`loglake.lake.conform`): rows that cannot be stored come back to the caller as rejected, so
+no value can make a write fail, and the table gains new columns and object members as they come.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
@@ -18,75 +23,95 @@ from typing import TYPE_CHECKING, Any
 import polars as pl
 
 from loglake.errors import LakeError
+from loglake.lake.conform import conform, reshape, table_columns, union_type
 
 if TYPE_CHECKING:
     import pyarrow as pa
+    from polars._typing import PolarsDataType
     from pyiceberg.catalog import Catalog
     from pyiceberg.manifest import DataFile
     from pyiceberg.table import Table
 
 
-def _to_json_text(expr: pl.Expr, dtype: pl.DataType) -> pl.Expr:
-    if isinstance(dtype, pl.Struct):
-        return expr.struct.json_encode()
-    if isinstance(dtype, pl.List):
-        return pl.struct(expr.alias("v")).struct.json_encode().str.slice(5).str.strip_suffix("}")
-    return expr.cast(pl.String)
-
-
 def align(frame: pl.DataFrame, target: pa.Schema) -> pl.DataFrame:
-    """Cast ``frame`` to the column order and types of ``target``; missing columns become null.
+    """``frame`` in the column order and types of ``target``; missing columns and members are null.
 
-    A value that cannot be cast to a string column (a nested object where the table has text) is
-    written as JSON text; any other impossible cast raises LakeError naming the column.
+    For conformed rows (:func:`loglake.lake.conform.conform`) and rows read back from the table's
+    own files (compaction); anything else that does not fit raises LakeError naming the column.
     """
-    target_frame = pl.from_arrow(target.empty_table())
-    assert isinstance(target_frame, pl.DataFrame)
-    exprs: list[pl.Expr] = []
-    for name, dtype in target_frame.schema.items():
-        if name not in frame.columns:
-            exprs.append(pl.lit(None, dtype=dtype).alias(name))
-            continue
-        have = frame.schema[name]
-        if have == dtype:
-            exprs.append(pl.col(name))
-        elif dtype == pl.String:
-            exprs.append(_to_json_text(pl.col(name), have).alias(name))
+    exprs: list[pl.Series] = []
+    for name, dtype in table_columns(target).items():
+        if name in frame.columns:
+            exprs.append(reshape(frame.get_column(name), dtype).alias(name))
         else:
-            exprs.append(pl.col(name).cast(dtype, strict=True))
+            exprs.append(pl.repeat(None, frame.height, dtype=dtype, eager=True).alias(name))
+    return pl.DataFrame(exprs, height=frame.height) if exprs else frame.clear()
+
+
+_EVOLVE_ATTEMPTS = 5  # schema changes lost to a concurrent commit are retried this often
+
+
+def _has_new_members(have: PolarsDataType, got: PolarsDataType) -> bool:
+    """Whether objects of type ``got`` have members (at any depth) that ``have`` lacks; other
+    differences are not schema changes (a column's type never changes)."""
+    if isinstance(have, pl.Struct) and isinstance(got, pl.Struct):
+        members = {f.name: f.dtype for f in have.fields}
+        return any(
+            f.name not in members or _has_new_members(members[f.name], f.dtype) for f in got.fields
+        )
+    if isinstance(have, pl.List) and isinstance(got, pl.List):
+        return _has_new_members(have.inner, got.inner)
+    return False
+
+
+def load_existing(catalog: Catalog, name: str) -> Table | None:
+    """Table ``name``, or None when it does not exist (yet)."""
+    from pyiceberg.exceptions import NoSuchTableError
+
     try:
-        return frame.select(exprs)
-    except pl.exceptions.PolarsError as exc:
-        raise LakeError(f"a batch does not fit the table's columns: {exc}") from exc
+        return catalog.load_table(name)
+    except NoSuchTableError:
+        return None
 
 
 class TableWriter:
     """Buffers frames for one table and writes them as Parquet data files, committed together.
 
-    Not thread-safe; one writer per table per process. If :meth:`commit` fails, nothing of this
-    writer's files becomes visible (they are orphans for maintenance to remove), and the caller's
-    bookkeeping (which is in the same snapshot) is not advanced either.
+    Every frame given to :meth:`add` is conformed to the table first (its rows that cannot be
+    stored come back to the caller, who keeps them as rejected lines); the table is created from
+    the first conformed rows when it does not exist yet, partitioned by ``partition(sort_by)``.
+    Not thread-safe, except that :meth:`add` may run in one thread while :meth:`write_frames` and
+    :meth:`commit` run in another. If :meth:`commit` fails, nothing of this writer's files becomes
+    visible (they are orphans for maintenance to remove), and the caller's bookkeeping (which is in
+    the same snapshot) is not advanced either.
     """
 
     def __init__(
         self,
-        open_table: Callable[[], tuple[Catalog, Table]],
+        open_table: Callable[[], tuple[Catalog, Table | None]],
         name: str,
         flush_rows: int,
         sort_by: str | None = "ts",
         commit_lock: AbstractContextManager[Any] | None = None,
+        partition: str = "none",
     ):
-        # The catalog and table are opened on first use, normally in the writer thread, so the
-        # caller goes on parsing while pyiceberg loads and the table is created.
+        # The catalog and table are opened on first use; ``open_table`` gives None for a table
+        # that does not exist yet, which is then created from the first rows added.
         self._open_table = open_table
         self._catalog: Catalog | None = None
         self._table: Table | None = None
+        self._opened = False
         self._name = name
         self.flush_rows = flush_rows
         self.sort_by = sort_by
+        self.partition = partition
         # Held around schema changes when another thread also commits to the table (delivery's
         # maintenance thread); the caller holds it around commit() itself.
         self._commit_lock = commit_lock or nullcontext()
+        # Columns (and object members) of rows added but perhaps not yet in the table's schema,
+        # which evolves only when their files are written: later rows must conform to them too.
+        self._pending: dict[str, PolarsDataType] = {}
+        self._columns_of: tuple[object, dict[str, PolarsDataType]] | None = None
         self._buffer: list[pl.DataFrame] = []
         self._buffered_rows = 0
         self._files: list[DataFile] = []
@@ -97,57 +122,163 @@ class TableWriter:
         # Parquet files are written in a background thread while the caller parses the next batch;
         # at most one write is in flight, so memory holds at most two buffers.
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="loglake-write")
-        self._pending: Future[None] | None = None
+        self._pending_write: Future[None] | None = None
 
     @property
     def name(self) -> str:
         return self._name
 
+    def _open(self) -> None:
+        if not self._opened:
+            self._catalog, self._table = self._open_table()
+            self._opened = True
+
     @property
     def catalog(self) -> Catalog:
-        if self._catalog is None:
-            self._catalog, self._table = self._open_table()
+        self._open()
+        assert self._catalog is not None
         return self._catalog
 
     @property
+    def exists(self) -> bool:
+        """Whether the table exists (it is created when the first conformed rows are written)."""
+        self._open()
+        return self._table is not None
+
+    @property
     def table(self) -> Table:
+        """The table; created now from the columns of the rows added so far if it does not exist."""
+        self._open()
         if self._table is None:
-            self._catalog, self._table = self._open_table()
+            self._create()
+        assert self._table is not None
         return self._table
 
     @table.setter
     def table(self, value: Table) -> None:
         self._table = value
 
-    def add(self, frame: pl.DataFrame) -> None:
-        """Queue rows; writes Parquet files when ``flush_rows`` rows are buffered."""
+    def columns(self) -> dict[str, PolarsDataType]:
+        """The columns rows must fit: the table's, with those of rows added but not yet written."""
+        self._open()
+        table = self._table
+        if table is None:
+            known: dict[str, PolarsDataType] = {}
+        else:
+            schema = table.schema()
+            if self._columns_of is None or self._columns_of[0] is not schema:
+                from pyiceberg.io.pyarrow import schema_to_pyarrow
+
+                arrow = schema_to_pyarrow(schema, include_field_ids=False)
+                self._columns_of = (schema, dict(table_columns(arrow)))
+            known = dict(self._columns_of[1])
+        for name, dtype in self._pending.items():
+            known[name] = union_type(known[name], dtype) or known[name] if name in known else dtype
+        return known
+
+    def reserved(self) -> list[str]:
+        """Names a new column may not take: the table's partition fields (or the planned one)."""
+        self._open()
+        if self._table is not None:
+            return [field.name for field in self._table.spec().fields]
+        if self.partition != "none" and self.sort_by:
+            return [f"{self.sort_by}_{self.partition}"]
+        return []
+
+    def add(self, frame: pl.DataFrame) -> pl.DataFrame:
+        """Conform ``frame`` to the table and queue the rows that fit; returns the others as
+        ``line`` (from ``frame``) and ``reason``, for the caller to keep as rejected lines.
+
+        Writes Parquet files when ``flush_rows`` rows are buffered. Raises LakeError only when
+        the lake cannot be written (never for the rows' content).
+        """
+        refusals = pl.DataFrame(schema={"line": pl.Int64, "reason": pl.String})
         if frame.height == 0:
-            return
-        self._buffer.append(frame)
-        self._buffered_rows += frame.height
+            return refusals
+        result = conform(frame, self.columns(), self.reserved())
+        if result.refused.any():
+            if "line" not in frame.columns:
+                raise LakeError(f"internal error: rows refused by {self.name} carry no line number")
+            refusals = pl.DataFrame(
+                [
+                    frame.get_column("line").filter(result.refused).cast(pl.Int64),
+                    result.reasons.filter(result.refused).alias("reason"),
+                ]
+            )
+        rows = result.rows
+        known = self.columns()
+        for name, dtype in rows.schema.items():
+            if known.get(name) != dtype:
+                have = self._pending.get(name)
+                self._pending[name] = union_type(have, dtype) or have if have else dtype
+        if rows.height == 0:
+            return refusals
+        self._buffer.append(rows)
+        self._buffered_rows += rows.height
         if self._buffered_rows >= self.flush_rows:
             self._wait()
             frames, self._buffer, self._buffered_rows = self._buffer, [], 0
-            self._pending = self._pool.submit(self._write, frames)
+            self._pending_write = self._pool.submit(self._write, frames)
+        return refusals
 
     def _wait(self) -> None:
         """Wait for the write in flight; re-raises its error here, in the caller's thread."""
-        if self._pending is not None:
-            pending, self._pending = self._pending, None
+        if self._pending_write is not None:
+            pending, self._pending_write = self._pending_write, None
             pending.result()
 
-    def _ensure_columns(self, frame: pl.DataFrame) -> None:
-        """Evolve the table schema when ``frame`` brings columns the table does not have yet."""
-        have = set(self.table.schema().column_names)
-        if all(c in have for c in frame.columns):
-            return
+    def _create(self, frame: pl.DataFrame | None = None) -> None:
+        """Create the table from the columns of the rows added so far (and of ``frame``)."""
         from loglake.lake.catalog import ensure_table
 
-        new = frame.select([c for c in frame.columns if c not in have]).to_arrow(
-            compat_level=pl.CompatLevel.oldest()
-        )
+        columns = dict(self._pending)
+        for name, dtype in (frame.schema if frame is not None else {}).items():
+            columns.setdefault(name, dtype)
+        if not columns:
+            raise LakeError(f"table {self.name} does not exist and no rows were added to it")
+        empty = pl.DataFrame(schema=columns).to_arrow(compat_level=pl.CompatLevel.oldest())
         with self._commit_lock:
-            self.table = ensure_table(self.catalog, self.name, new.schema, partition="none")
+            self._table = ensure_table(
+                self.catalog, self.name, empty.schema, self.partition, self.sort_by or "ts"
+            )
+
+    def _ensure_columns(self, frame: pl.DataFrame) -> None:
+        """Evolve the table schema when ``frame`` brings columns or object members it lacks."""
+        self._open()
+        if self._table is None:
+            self._create(frame)
+        have = table_columns(self._arrow_schema())
+        grown = [
+            name
+            for name, dtype in frame.schema.items()
+            if name not in have or _has_new_members(have[name], dtype)
+        ]
+        if not grown:
+            return
+        from pyiceberg.exceptions import CommitFailedException
+
+        new = frame.select(grown).to_arrow(compat_level=pl.CompatLevel.oldest()).schema
+        with self._commit_lock:
+            for attempt in range(_EVOLVE_ATTEMPTS):
+                table = self.catalog.load_table(self.name)
+                try:
+                    # By name, object members included: existing columns keep their types.
+                    with table.update_schema() as update:
+                        update.union_by_name(new)
+                    break
+                except CommitFailedException as exc:
+                    # Another writer changed the table since it was loaded: reload and retry.
+                    if attempt + 1 == _EVOLVE_ATTEMPTS:
+                        raise LakeError(f"cannot add new columns to {self.name}: {exc}") from exc
+                    time.sleep(0.05 * 2**attempt)
+                except Exception as exc:
+                    raise LakeError(f"cannot add new columns to {self.name}: {exc}") from exc
+            self.table = self.catalog.load_table(self.name)
+
+    def _arrow_schema(self) -> pa.Schema:
+        from pyiceberg.io.pyarrow import schema_to_pyarrow
+
+        return schema_to_pyarrow(self.table.schema(), include_field_ids=False)
 
     def flush(self) -> None:
         """Write all buffered rows as Parquet data files (not yet visible to readers) and wait."""
@@ -164,7 +295,7 @@ class TableWriter:
             self._pool.shutdown(wait=True)
 
     def _write(self, frames: list[pl.DataFrame]) -> None:
-        from pyiceberg.io.pyarrow import _dataframe_to_data_files, schema_to_pyarrow
+        from pyiceberg.io.pyarrow import _dataframe_to_data_files
 
         frame = pl.concat(frames, how="diagonal_relaxed") if len(frames) > 1 else frames[0]
         self._ensure_columns(frame)
@@ -176,7 +307,7 @@ class TableWriter:
             # Sorted files give tight per-row-group time ranges, so time filters skip more data,
             # and the time partitions become contiguous slices.
             frame = frame.sort(self.sort_by)
-        target = schema_to_pyarrow(self.table.schema(), include_field_ids=False)
+        target = self._arrow_schema()
         aligned = align(frame, target)
         split = self._time_partitioning(aligned)
         if split is None:

@@ -1,0 +1,178 @@
+"""Stream delivery in-process: a real durable log, a real catalog, the real consumer thread.
+
+A record that does not fit its table (type drift) is rejected with its raw bytes and a reason,
+and the records behind it land: one record can never stall a stream.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pytest
+
+from loglake.config import Config, load_config, stream_config
+from loglake.lake.catalog import open_catalog
+from loglake.lake.delivery import Delivery, is_transient
+from loglake.query.engine import Connection
+from loglake.stream.local import LocalLog
+
+DEADLINE_S = 120.0
+
+
+def wait_for(condition: Callable[[], bool], what: str, timeout: float = DEADLINE_S) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+@pytest.fixture()
+def config(home: Path) -> Config:
+    return load_config(home)
+
+
+@pytest.fixture()
+def stream_log(tmp_path: Path) -> Iterator[LocalLog]:
+    log = LocalLog(tmp_path / "stream", fsync=False)
+    yield log
+    log.close()
+
+
+@pytest.fixture()
+def deliver(config: Config, stream_log: LocalLog) -> Iterator[Callable[..., Delivery]]:
+    """``deliver(**settings)``: a started Delivery of stream ``app`` on ``stream_log``."""
+    started: list[Delivery] = []
+    pool = ThreadPoolExecutor(max_workers=1)
+
+    def start(**settings: Any) -> Delivery:
+        catalog: Future[Any] = pool.submit(open_catalog, config)
+        stream = stream_config("app", {"format": "json", "buffer_seconds": 0.1, **settings})
+        delivery = Delivery(config, "app", stream, stream_log, catalog)
+        delivery.start()
+        started.append(delivery)
+        return delivery
+
+    yield start
+    for delivery in started:
+        delivery.stop()
+    pool.shutdown()
+
+
+def query(config: Config, sql: str) -> list[dict[str, Any]]:
+    with Connection(config) as con:
+        return con.sql(sql).pl().to_dicts()
+
+
+def line(**fields: Any) -> bytes:
+    return json.dumps({"ts": "2024-05-01T12:00:00Z", **fields}).encode()
+
+
+def test_a_drifting_record_is_rejected_and_the_stream_goes_on(
+    config: Config, stream_log: LocalLog, deliver: Callable[..., Delivery]
+) -> None:
+    delivery = deliver()
+    stream_log.append([line(n=1)])
+    wait_for(lambda: delivery.stats.position >= 1, "the first record's commit")
+    # `n` is a BIGINT column now; "abc" cannot be stored in it.
+    stream_log.append([line(n="abc", why="drift")])
+    stream_log.append([line(n=i, seq=i) for i in range(1000)])
+    end = stream_log.next_offset
+    wait_for(lambda: delivery.stats.position >= end, "every record's commit")
+
+    assert delivery.stats.delivered == 1001 and delivery.stats.rejected == 1
+    assert query(config, 'SELECT count(*) AS n, count(seq) AS seq FROM "logs"."json"') == [
+        {"n": 1001, "seq": 1000}
+    ]
+    assert query(config, "SELECT line, reason, raw, target_table FROM logs.rejected") == [
+        {
+            "line": 1,
+            "reason": 'type drift: column "n" is BIGINT, this record has string "abc"',
+            "raw": line(n="abc", why="drift"),
+            "target_table": "logs.json",
+        }
+    ]
+
+
+def test_keys_differing_only_in_case_fill_one_column(
+    config: Config, stream_log: LocalLog, deliver: Callable[..., Delivery]
+) -> None:
+    delivery = deliver()
+    stream_log.append([line(ip="10.0.0.1")])
+    wait_for(lambda: delivery.stats.position >= 1, "the first commit")
+    stream_log.append([line(IP="10.0.0.2"), line(Ip="10.0.0.3", ip="10.0.0.3")])
+    stream_log.append([line(IP="10.0.0.4", ip="10.0.0.5")])  # two values for one column
+    end = stream_log.next_offset
+    wait_for(lambda: delivery.stats.position >= end, "every record's commit")
+
+    rows = query(config, 'SELECT ip FROM "logs"."json" ORDER BY line')
+    assert rows == [{"ip": "10.0.0.1"}, {"ip": "10.0.0.2"}, {"ip": "10.0.0.3"}]
+    with Connection(config) as con:
+        names = con.sql('SELECT * FROM "logs"."json" LIMIT 0').columns
+    assert [n for n in names if n.lower() == "ip"] == ["ip"]
+    assert query(config, "SELECT line, reason FROM logs.rejected") == [
+        {
+            "line": 3,
+            "reason": 'keys "IP" and "ip" differ only in case and hold different values '
+            "(column names are case-insensitive)",
+        }
+    ]
+
+
+def test_rows_a_data_file_cannot_hold_are_rejected_one_by_one(
+    config: Config, stream_log: LocalLog, deliver: Callable[..., Delivery]
+) -> None:
+    """The safety net behind conformance: a write that fails for its data is not retried
+    forever; the rows that fail alone are rejected with their raw bytes, the others written."""
+    delivery = deliver()
+    stream_log.append([line(small=1)])
+    wait_for(lambda: delivery.stats.position >= 1, "the table's creation")
+    records = [line(small=i) for i in range(1, 9)]
+    first, _ = stream_log.append(records)
+    writer = delivery._writers["logs.json"]
+    # Rows handed to the writer without conformance: one value beyond the column's range.
+    frame = pl.DataFrame(
+        {
+            "small": pl.Series([1, 2, 3, 2**40, 5, 6, 7, 8], dtype=pl.Int64),
+            "line": pl.int_range(first, first + 8, eager=True),
+        }
+    )
+    with delivery._commit_lock:
+        table = writer.table
+        with table.update_schema() as update:
+            update.add_column("tiny", _int_type())
+        writer.table = writer.catalog.load_table("logs.json")
+    files, refused = delivery._write_rows(writer, [frame.rename({"small": "tiny"})])
+    assert refused.get_column("line").to_list() == [first + 3]
+    assert "cannot be written to logs.json" in refused.get_column("reason")[0]
+    assert sum(f.record_count for f in files) == 7
+    rejected = delivery._refused_records(refused)
+    assert rejected.get_column("raw").to_list() == [records[3]]
+
+
+def _int_type() -> Any:
+    from pyiceberg.types import IntegerType
+
+    return IntegerType()
+
+
+def test_transient_errors_are_told_from_data_errors() -> None:
+    import sqlite3
+
+    assert is_transient(OSError(28, "No space left on device"))
+    assert is_transient(sqlite3.OperationalError("database is locked"))
+    try:
+        try:
+            raise sqlite3.OperationalError("database is locked")
+        except sqlite3.OperationalError as exc:
+            raise ValueError("commit failed") from exc
+    except ValueError as wrapped:
+        assert is_transient(wrapped)
+    assert not is_transient(ValueError("cannot cast"))
+    assert not is_transient(KeyError("element_type"))
