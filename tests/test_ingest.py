@@ -188,12 +188,32 @@ def test_empty_input_and_an_endless_line(run_cli: RunCli, tmp_path: Path) -> Non
     long.write_bytes(ok + b"x" * (5 << 20) + b"\n" + ok)
     cfg = tmp_path / "small-chunks.toml"
     cfg.write_text("[ingest]\nchunk_bytes = 1048576\n")  # lines over 4 MiB get cut
-    read, parsed, rejected = counts(
-        run_cli("--config", str(cfg), "ingest", "--format", "combined", str(long)).stdout
+    out = run_cli("--config", str(cfg), "ingest", "--format", "combined", str(long)).stdout
+    assert counts(out) == (3, 2, 1) and "logs.rejected: +2 rows" in out
+    pieces = query_json(
+        run_cli,
+        "SELECT line, octet_length(raw) AS n, reason, replace(text, 'x', '') = '' AS xs "
+        "FROM logs.rejected ORDER BY n DESC",
     )
-    assert parsed == 2 and rejected >= 2 and read == parsed + rejected
-    sizes = query_json(run_cli, "SELECT sum(octet_length(raw)) AS n FROM logs.rejected")
-    assert sizes == [{"n": 5 << 20}]  # every byte of the endless line is kept
+    assert pieces == [  # every byte of the endless line is kept, in two pieces of line 2
+        {
+            "line": 2,
+            "n": 4 << 20,
+            "reason": "line longer than 4,194,304 bytes, kept in pieces: piece 1 from byte 0",
+            "xs": True,
+        },
+        {
+            "line": 2,
+            "n": 1 << 20,
+            "reason": "line longer than 4,194,304 bytes, kept in pieces: piece 2 from byte "
+            "4,194,304 (the last)",
+            "xs": True,
+        },
+    ]
+    assert query_json(run_cli, "SELECT line FROM logs.access ORDER BY line") == [
+        {"line": 1},
+        {"line": 3},
+    ]
 
 
 @pytest.mark.slow

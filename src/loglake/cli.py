@@ -125,6 +125,11 @@ def ingest(
     click.echo(stats.summary())
     for name, rows in sorted(stats.tables.items()):
         click.echo(f"  {name}: +{rows:,} rows")
+    # The other inputs are committed; a failed one makes the exit status say so (for cron, CI).
+    for name, problem in stats.failed.items():
+        click.echo(f"error: {name}: {problem}", err=True)
+    if stats.failed:
+        sys.exit(1)
 
 
 def _json_default(value: Any) -> Any:

@@ -4,6 +4,10 @@ One run reads every input in bounded chunks, parses each chunk as a whole column
 buffers it for its table; rejected lines go to ``logs.rejected``. At the end each table gets one Iceberg
 commit whose snapshot summary names the run, and the ingest ledger marks the inputs done, so running
 the same inputs again is a no-op (unless ``force``).
+
+Input never aborts a run: any byte sequence splits into lines, a line too long to hold is kept in
+pieces, and an input that cannot be read is reported in ``IngestStats.failed`` while the others are
+ingested and committed.
 """
 
 from __future__ import annotations
@@ -14,21 +18,21 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import polars as pl
 
 from loglake.enrich import get_enricher
-from loglake.errors import LoglakeError
+from loglake.errors import LakeError, LoglakeError, SourceError
 from loglake.formats import detect_format, get_format
 from loglake.formats.lines import line_batch
 from loglake.lake.catalog import ensure_table, open_catalog
 from loglake.lake.ledger import Ledger
 from loglake.lake.writer import TableWriter
 from loglake.sources import list_inputs
-from loglake.sources.base import Input, open_decompressed, read_chunks
+from loglake.sources.base import MAX_LINE_CHUNKS, Chunk, Input, open_decompressed, read_chunks
 
 if TYPE_CHECKING:
     from pyiceberg.catalog import Catalog
@@ -53,15 +57,20 @@ class IngestStats:
     bytes_read: int = 0
     inputs: int = 0
     skipped: int = 0
+    resumed: int = 0  # inputs read on after the lines a failed earlier run stored
     seconds: float = 0.0
     tables: dict[str, int] = field(default_factory=dict)
     formats: dict[str, str] = field(default_factory=dict)  # input name -> format used
+    failed: dict[str, str] = field(default_factory=dict)  # input or source name -> what happened
 
     def summary(self) -> str:
         rate = self.read / self.seconds if self.seconds else 0.0
+        extra = (f"; {self.resumed} resumed" if self.resumed else "") + (
+            f"; {len(self.failed)} failed" if self.failed else ""
+        )
         return (
             f"read {self.read:,} lines = parsed {self.parsed:,} + rejected {self.rejected:,} "
-            f"from {self.inputs} input(s) ({self.skipped} already ingested, skipped) "
+            f"from {self.inputs} input(s) ({self.skipped} already ingested, skipped{extra}) "
             f"in {self.seconds:.2f} s ({rate:,.0f} lines/s)"
         )
 
@@ -129,9 +138,13 @@ class _Run:
 
 def _batches(
     inp: Input, chunk_bytes: int, counter_out: list[object]
-) -> Iterator[tuple[bytes, int]]:
-    raw = inp.open()
-    stream, counting = open_decompressed(raw)
+) -> Iterator[tuple[Chunk, int]]:
+    """Chunks of ``inp`` and the raw bytes read so far; any failure to read is a SourceError."""
+    try:
+        raw = inp.open()
+        stream, counting = open_decompressed(raw)
+    except OSError as exc:
+        raise SourceError(f"cannot open: {exc}") from exc
     counter_out.append(counting)
     try:
         for chunk in read_chunks(stream, chunk_bytes):
@@ -141,7 +154,7 @@ def _batches(
             stream.close()
 
 
-def _prefetch(it: Iterator[tuple[bytes, int]], depth: int = 2) -> Iterator[tuple[bytes, int]]:
+def _prefetch(it: Iterator[tuple[Chunk, int]], depth: int = 2) -> Iterator[tuple[Chunk, int]]:
     """Read (and decompress) the next chunks in a thread while the current one is parsed."""
     q: queue.Queue[object] = queue.Queue(maxsize=depth)
     done = object()
@@ -178,61 +191,173 @@ def ingest(
 
     ``format`` is a format name or string (None or ``auto``: detected per input from its first lines);
     ``table`` overrides the format's default table. Inputs already ingested (same path, size and
-    mtime/ETag) are skipped unless ``force``. Raises LoglakeError for unreadable inputs or a lake that
-    cannot be written; bad lines never raise, they are counted and kept in ``logs.rejected``.
+    mtime/ETag) are skipped unless ``force``. Bad lines never raise, they are counted and kept in
+    ``logs.rejected``; a source or input that cannot be listed or read is reported in
+    ``stats.failed`` and the others are ingested and committed. Raises LoglakeError for a lake
+    that cannot be written, or a pending run that cannot be checked (the catalog is unreachable).
     """
     started = time.perf_counter()
     stats = IngestStats()
     ledger = Ledger(config.state_dir / "ledger.db")
-    # Opening the catalog imports pyiceberg (about a second); do it while the first chunks parse.
-    opening = ThreadPoolExecutor(max_workers=1).submit(open_catalog, config)
-    if ledger.has_pending():  # a run died between its commit and its ledger update: settle first
-        catalog = opening.result()
-        ledger.settle(lambda t, rid: _run_committed(catalog, t, rid))
-    run = _Run(config, opening, uuid.uuid4().hex)
+    try:
+        # Opening the catalog imports pyiceberg (about a second); do it while the first chunks parse.
+        opening = ThreadPoolExecutor(max_workers=1).submit(open_catalog, config)
+        if ledger.has_pending():  # a run died between its commit and its ledger update: settle
+            catalog = opening.result()
+            ledger.settle(lambda t, rid: _run_committed(catalog, t, rid))
+        run = _Run(config, opening, uuid.uuid4().hex)
+        try:
+            _ingest_all(run, ledger, stats, sources, format, table, force, progress)
+        finally:
+            for w in run.writers.values():
+                w.close()
+    finally:
+        ledger.close()
+    stats.seconds = time.perf_counter() - started
+    return stats
+
+
+def _list_all(sources: list[str], config: Config, stats: IngestStats) -> list[Input]:
+    """Every input the sources name; a source that cannot be listed goes to ``stats.failed``."""
+    inputs: list[Input] = []
+    for spec in sources:
+        try:
+            inputs.extend(list_inputs(spec, config))
+        except (SourceError, OSError) as exc:
+            stats.failed[spec] = str(exc)
+    return inputs
+
+
+def _ingest_all(
+    run: _Run,
+    ledger: Ledger,
+    stats: IngestStats,
+    sources: list[str],
+    format: str | None,
+    table: str | None,
+    force: bool,
+    progress: ProgressFn | None,
+) -> None:
+    config = run.config
     fixed: Format | None = None
     if format and format != "auto":
         fixed = get_format(format, config.formats, **_format_options(config))
     done_inputs: list[tuple[str, str, int]] = []
+    partial: list[tuple[str, str, int, str]] = []
     seen: set[str] = set()
-    lines_total = 0
-    bytes_before = 0
-    try:
-        inputs = [inp for spec in sources for inp in list_inputs(spec, config)]
-        for inp in inputs:
-            fp = inp.fingerprint
-            if fp and ((not force and ledger.is_done(fp)) or fp in seen):
-                stats.skipped += 1  # already in the lake, or named twice in this run
-                continue
+    totals = [0, 0]  # lines and raw bytes read, for the progress bar
+    for inp in _list_all(sources, config, stats):
+        fp = inp.fingerprint
+        if fp and ((not force and ledger.is_done(fp)) or fp in seen):
+            stats.skipped += 1  # already in the lake, or named twice in this run
+            continue
+        if fp:
+            seen.add(fp)
+        after = ledger.resume_after(fp) if fp and not force else 0
+        stats.inputs += 1
+        stats.resumed += bool(after)
+        last, error = _read_input(run, stats, inp, fixed, table, after, totals, progress)
+        if error is None:
             if fp:
-                seen.add(fp)
-            stats.inputs += 1
-            counters: list[object] = []
-            fmt = fixed
-            line_no = 1
-            for chunk, consumed in _prefetch(_batches(inp, config.ingest.chunk_bytes, counters)):
-                batch = line_batch(chunk, line_no, inp.name)
-                if fmt is None:
-                    fmt = detect_format(batch.text.head(_DETECT_LINES), **_format_options(config))
-                    stats.formats[inp.name] = fmt.name if fmt else "unrecognized"
-                _ingest_batch(run, stats, batch, fmt, table)
-                line_no += len(batch)
-                lines_total += len(batch)
-                if progress:
-                    progress(lines_total, bytes_before + consumed)
-            if counters:
-                bytes_before += counters[0].count  # type: ignore[attr-defined]
-            stats.formats.setdefault(inp.name, fmt.name if fmt else "unrecognized")
+                done_inputs.append((fp, inp.name, last))
+            continue
+        if last > after:
+            kept = f"lines {after + 1:,} to {last:,} are stored"
             if fp:
-                done_inputs.append((fp, inp.name, line_no - 1))
-        stats.bytes_read = bytes_before
-        _commit(run, ledger, done_inputs, stats)
-    finally:
-        for w in run.writers.values():
-            w.close()
-        ledger.close()
-    stats.seconds = time.perf_counter() - started
-    return stats
+                partial.append((fp, inp.name, last, error))
+                kept += "; the next ingest of it goes on after them"
+        else:
+            kept = "nothing new of it is stored" if after else "nothing of it is stored"
+        stats.failed[inp.name] = f"{error} ({kept})"
+    stats.bytes_read = totals[1]
+    _commit(run, ledger, done_inputs, stats, partial)
+
+
+def _read_input(
+    run: _Run,
+    stats: IngestStats,
+    inp: Input,
+    fmt: Format | None,
+    table: str | None,
+    after: int,
+    totals: list[int],
+    progress: ProgressFn | None,
+) -> tuple[int, str | None]:
+    """Read, parse and buffer the lines of ``inp`` that come after line ``after``.
+
+    Returns the number of its last complete line handed on, and None, or the error that stopped
+    the reading (what came before it is kept: complete lines only).
+    """
+    config = run.config
+    counters: list[object] = []
+    line_no = 1  # number of the next line of the input
+    chunks = _prefetch(_batches(inp, config.ingest.chunk_bytes, counters))
+    error: str | None = None
+    while True:
+        try:
+            item = next(chunks, None)
+        except SourceError as exc:
+            error = str(exc)
+            break
+        if item is None:
+            break
+        chunk, consumed = item
+        if chunk.piece:
+            if line_no > after:
+                _reject_piece(run, stats, chunk, line_no, inp.name, fmt, table)
+            line_no += chunk.last
+            continue
+        batch = line_batch(chunk.data, line_no, inp.name)
+        if fmt is None:
+            fmt = detect_format(batch.text.head(_DETECT_LINES), **_format_options(config))
+            stats.formats[inp.name] = fmt.name if fmt else "unrecognized"
+        count = len(batch)
+        if line_no + count - 1 > after:
+            if line_no <= after:  # stored by an earlier run whose reading failed after it
+                skip = after - line_no + 1
+                batch = replace(
+                    batch, text=batch.text[skip:], raw=batch.raw[skip:], first_line=after + 1
+                )
+            _ingest_batch(run, stats, batch, fmt, table)
+            totals[0] += len(batch)
+        line_no += count
+        if progress:
+            progress(totals[0], totals[1] + consumed)
+    if counters:
+        totals[1] += counters[0].count  # type: ignore[attr-defined]
+    if fmt is not None or error is None:
+        stats.formats.setdefault(inp.name, fmt.name if fmt else "unrecognized")
+    return line_no - 1, error
+
+
+def _reject_piece(
+    run: _Run,
+    stats: IngestStats,
+    chunk: Chunk,
+    line: int,
+    source: str,
+    fmt: Format | None,
+    table: str | None,
+) -> None:
+    """Keep one piece of an over-long line in ``logs.rejected``; the line counts once."""
+    size = run.config.ingest.chunk_bytes * MAX_LINE_CHUNKS
+    reason = (
+        f"line longer than {size:,} bytes, kept in pieces: piece {chunk.piece} from byte "
+        f"{(chunk.piece - 1) * size:,}{' (the last)' if chunk.last else ''}"
+    )
+    rejected = pl.DataFrame(
+        {"line": [line], "raw": [chunk.data], "reason": [reason]},
+        schema={"line": pl.Int64, "raw": pl.Binary, "reason": pl.String},
+    )
+    fmt_name = fmt.name if fmt else "unrecognized"
+    frame = rejected_frame(
+        rejected, source, fmt_name, table or (fmt.default_table if fmt else "?"), run.at
+    )
+    run.writer(REJECTED_TABLE, frame, time_column="ingested_at").add(frame)
+    if chunk.piece == 1:
+        stats.read += 1
+        stats.rejected += 1
+    stats.tables[REJECTED_TABLE] = stats.tables.get(REJECTED_TABLE, 0) + 1
 
 
 def _format_options(config: Config) -> dict[str, object]:
@@ -291,12 +416,16 @@ def naive_utc(frame: pl.DataFrame) -> pl.DataFrame:
 
 
 def _commit(
-    run: _Run, ledger: Ledger, done_inputs: list[tuple[str, str, int]], stats: IngestStats
+    run: _Run,
+    ledger: Ledger,
+    done_inputs: list[tuple[str, str, int]],
+    stats: IngestStats,
+    partial: list[tuple[str, str, int, str]],
 ) -> None:
     for w in run.writers.values():
         w.flush()
     tables = [name for name, w in run.writers.items() if w.rows_written]
-    ledger.mark_pending(run.run_id, done_inputs, tables)
+    ledger.mark_pending(run.run_id, done_inputs, tables, partial)
     # Rejected lines first: if the process dies between the two commits, a re-run re-adds at most
     # rejected lines, never data rows.
     order = sorted(run.writers, key=lambda t: t != REJECTED_TABLE)
@@ -309,11 +438,28 @@ def _commit(
 
 
 def _run_committed(catalog: Catalog, table: str, run_id: str) -> bool:
+    """Whether a snapshot of ``table`` carries ``run_id``.
+
+    False only when it certainly does not: the table (or its namespace) does not exist, or none of
+    its snapshots names the run. Any other failure (catalog locked or unreachable, metadata
+    unreadable) raises LakeError, so the ledger keeps the run pending instead of forgetting it and
+    having its inputs ingested twice.
+    """
+    from pyiceberg.exceptions import NoSuchNamespaceError
+    from pyiceberg.exceptions import NoSuchTableError as IcebergNoSuchTable
+
     try:
         t = catalog.load_table(table)
-    except Exception:
+        snapshots = t.snapshots()
+    except (IcebergNoSuchTable, NoSuchNamespaceError):
         return False
-    for snap in t.snapshots():
+    except Exception as exc:
+        raise LakeError(
+            f"cannot check whether the interrupted ingest run {run_id} was committed to {table}: "
+            f"{exc}; its inputs stay pending in the ledger, so nothing is ingested twice: run the "
+            "ingest again once the catalog is reachable"
+        ) from exc
+    for snap in snapshots:
         summary = snap.summary
         if summary is not None and summary.additional_properties.get(RUN_PROPERTY) == run_id:
             return True

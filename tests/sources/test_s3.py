@@ -54,7 +54,7 @@ def loaded_bucket(s3_client: Any, s3_bucket: str, sample: bytes) -> tuple[str, d
 def _read_all(inp: Input) -> tuple[list[bytes], int]:
     """Decompressed chunks of ``inp``, the way the ingest pipeline reads it, and raw bytes read."""
     stream, counting = open_decompressed(inp.open())
-    chunks = list(read_chunks(stream, CHUNK))
+    chunks = [chunk.data for chunk in read_chunks(stream, CHUNK)]
     return chunks, counting.count
 
 

@@ -51,6 +51,17 @@ def catalog_properties(config: Config) -> dict[str, str]:
     return props
 
 
+# Creating a namespace or table races with other writers (two tables of one ingest, two streams of
+# the server, two processes): a creation that fails is retried this many times, with a short
+# growing pause, before its error is raised.
+_ATTEMPTS = 6
+_OPEN_ATTEMPTS = 3
+
+
+def _backoff(attempt: int) -> None:
+    time.sleep(min(0.02 * 2**attempt, 0.5) * (0.5 + random.random()))
+
+
 def open_catalog(config: Config) -> Catalog:
     """Open (and for the embedded default, create) the catalog. Raises LakeError when unreachable.
 
@@ -62,11 +73,13 @@ def open_catalog(config: Config) -> Catalog:
     if config.catalog.type == "sql" and not config.catalog.uri:
         config.home.mkdir(parents=True, exist_ok=True)
         (config.home / "warehouse").mkdir(exist_ok=True)
-    for attempt in range(_ATTEMPTS):
+    # Few attempts: the creation race fails at once, while a locked catalog costs SQLite's busy
+    # timeout (5 s) per attempt.
+    for attempt in range(_OPEN_ATTEMPTS):
         try:
             return load_catalog(config.catalog.name, **catalog_properties(config))
         except Exception as exc:
-            if attempt + 1 < _ATTEMPTS:
+            if attempt + 1 < _OPEN_ATTEMPTS:
                 _backoff(attempt)
                 continue
             raise LakeError(
@@ -74,16 +87,6 @@ def open_catalog(config: Config) -> Catalog:
                 "check [catalog] in loglake.toml"
             ) from exc
     raise AssertionError("unreachable")
-
-
-# Creating a namespace or table races with other writers (two tables of one ingest, two streams of
-# the server, two processes): a creation that fails is retried this many times, with a short
-# growing pause, before its error is raised.
-_ATTEMPTS = 6
-
-
-def _backoff(attempt: int) -> None:
-    time.sleep(min(0.02 * 2**attempt, 0.5) * (0.5 + random.random()))
 
 
 def load_table(catalog: Catalog, name: str) -> Table:
