@@ -76,3 +76,14 @@ def test_catalog_elsewhere_and_other_engines_read_the_tables(
     assert duckdb.sql(f"SELECT count(*) FROM read_parquet({files})").fetchall() == [(10_000,)]
     listing = run_cli("--config", str(cfg), "tables").stdout
     assert "logs.access" in listing and "10,000" in listing
+
+
+def test_serve_refuses_addresses_beyond_loopback_without_credentials(
+    run_cli: RunCli, home: Path
+) -> None:
+    """The rule lives where the server starts: every address but loopback needs a credential."""
+    for host in ("0.0.0.0", "", "::", "10.1.2.3", "my-host.example"):
+        proc = run_cli("serve", "--host", host, "--port", "0", check=False)
+        assert proc.returncode == 2, (host, proc.stderr)
+        assert "loopback only" in proc.stderr and "[auth] api_keys" in proc.stderr
+        assert "Traceback" not in proc.stderr

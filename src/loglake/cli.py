@@ -267,43 +267,23 @@ def demo(ctx: click.Context, lines: int) -> None:
     run_demo(_config(ctx), lines, echo=click.echo)
 
 
-_LOOPBACK = ("127.0.0.1", "localhost", "::1")
-
-
 @cli.command()
 @click.option("--host", default=None, help="Address to listen on (default 127.0.0.1).")
 @click.option("--port", type=click.IntRange(0, 65535), default=None, help="Port (default 8080).")
 @click.pass_context
 def serve(ctx: click.Context, host: str | None, port: int | None) -> None:
     """Run the streaming server: HTTP ingest into durable streams, delivered to the lake."""
+    from loglake.server.app import serve as run_server
+
     config = _config(ctx)
-    host = host or config.server.host
-    port = config.server.port if port is None else port
-    if host not in _LOOPBACK and not host.startswith("127.") and not config.auth.enabled:
-        raise ConfigError(
-            f"refusing to listen on {host}: no API keys are configured, so the server binds to "
-            "loopback only (127.0.0.1 or ::1); set [auth] api_keys / aws_credentials to listen "
-            "elsewhere"
-        )
-    import uvicorn
-
-    from loglake.server.app import create_app
-    from loglake.server.logs import configure_logging
-
-    # The options win over [server]; the start-up event reads the address from there.
-    config = dataclasses.replace(
-        config, server=dataclasses.replace(config.server, host=host, port=port)
+    # The options win over [server]; the server checks the address it is given (loopback only
+    # without credentials) and the start-up event reports it.
+    server = dataclasses.replace(
+        config.server,
+        host=config.server.host if host is None else host,
+        port=config.server.port if port is None else port,
     )
-    configure_logging(config.server.log_format, config.server.log_level)
-    uvicorn.run(
-        create_app(config),
-        host=host,
-        port=port,
-        log_config=None,  # keep the handler configured above (uvicorn's would replace it)
-        log_level=config.server.log_level,
-        access_log=False,
-        timeout_graceful_shutdown=30,
-    )
+    run_server(dataclasses.replace(config, server=server))
 
 
 @cli.command()

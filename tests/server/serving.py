@@ -48,17 +48,18 @@ class Server:
     home: Path
     port: int
     proc: subprocess.Popen[bytes] | None = None
+    host: str | None = None  # --host; the tests still connect through 127.0.0.1
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
     @classmethod
-    def started(cls, home: Path, config: str) -> Server:
+    def started(cls, home: Path, config: str, host: str | None = None) -> Server:
         """A server on a free port with ``config`` as ``home``/loglake.toml, started."""
         home.mkdir(parents=True, exist_ok=True)
         (home / "loglake.toml").write_text(config)
-        srv = cls(home, free_port())
+        srv = cls(home, free_port(), host=host)
         srv.start()
         return srv
 
@@ -68,8 +69,9 @@ class Server:
         return env
 
     def start(self) -> None:
+        host = [] if self.host is None else ["--host", self.host]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "loglake.cli", "serve", "--port", str(self.port)],
+            [sys.executable, "-m", "loglake.cli", "serve", "--port", str(self.port), *host],
             env=self.env(),
             stdout=subprocess.DEVNULL,
             stderr=open(self.home / "server.log", "ab"),  # noqa: SIM115

@@ -7,6 +7,7 @@ botocore's signer; the disk-full paths use a stream with a tiny disk budget.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import signal
 import time
@@ -314,10 +315,12 @@ def test_sigv4_auth_on_a_real_server(tmp_path: Path) -> None:
         good = srv.client("kinesis")
         good.create_stream(StreamName="signed")
         reply = good.put_records(
-            StreamName="signed", Records=[{"Data": b"hello\n", "PartitionKey": "k"}]
+            StreamName="signed", Records=[{"Data": b'{"msg": "hello"}\n', "PartitionKey": "k"}]
         )
         assert reply["FailedRecordCount"] == 0
-        srv.client("firehose").put_record(DeliveryStreamName="signed", Record={"Data": b"hi"})
+        srv.client("firehose").put_record(
+            DeliveryStreamName="signed", Record={"Data": b'{"msg": "hi"}'}
+        )
 
         with pytest.raises(ClientError) as exc:
             srv.client("kinesis", secret="wrong").put_record(
@@ -329,9 +332,104 @@ def test_sigv4_auth_on_a_real_server(tmp_path: Path) -> None:
         assert _code(exc) == "UnrecognizedClientException"
         status, body, _ = _raw(srv, "Kinesis_20131202.ListStreams", b"{}")
         assert status == 403 and body["__type"] == "MissingAuthenticationTokenException"
-        assert srv.next_offset("signed") == 2  # only the two signed records
+        # Only the two signed records reached the lake.
+        srv.wait_rows("SELECT count(*) AS n FROM logs.signed", 2, timeout=120)
     finally:
         srv.stop(signal.SIGKILL)
+
+
+@pytest.mark.slow
+def test_only_aws_credentials_open_only_the_aws_api(tmp_path: Path) -> None:
+    """With [auth.aws_credentials] alone the server may listen beyond loopback, and then every
+    route but the health probes and SigV4-signed AWS calls answers 401 (no API key exists)."""
+    home = tmp_path / "lake"
+    srv = Server.started(home, AUTH_CONFIG + '[syslog]\nudp = ""\ntcp = ""\n', host="0.0.0.0")
+    try:
+        kinesis = srv.client("kinesis")
+        kinesis.create_stream(StreamName="signed")
+        kinesis.put_record(StreamName="signed", Data=b'{"msg": "hello"}', PartitionKey="k")
+        query = b'{"stream": "signed", "window": "tumbling 1m", "sql": "SELECT 1 AS x FROM stream"}'
+        for method, path, body in [
+            ("GET", "/v1/streams", None),
+            ("PUT", "/v1/streams/open", b"{}"),
+            ("DELETE", "/v1/streams/signed", None),
+            ("POST", "/v1/streams/signed/records", b"x\n"),
+            ("GET", "/metrics", None),
+            ("GET", "/v1/queries", None),
+            ("PUT", "/v1/queries/open", query),
+            ("GET", "/v1/alerts", None),
+            ("POST", "/", b"{}"),  # not an AWS call (no X-Amz-Target): a native one
+            ("GET", "/nope", None),
+        ]:
+            status, reply, headers = request(
+                method, f"{srv.url}{path}", body, {"Authorization": "Bearer anything"}
+            )
+            assert status == 401, (method, path, reply)
+            assert reply["error"]["code"] == "unauthorized"
+            assert "[auth] api_keys" in reply["error"]["message"]
+            assert headers["www-authenticate"] == "Bearer"
+        assert request("GET", f"{srv.url}/healthz")[0] == 200
+        assert request("GET", f"{srv.url}/readyz")[0] == 200
+        # The signed call went through.
+        srv.wait_rows("SELECT count(*) AS n FROM logs.signed", 1, timeout=120)
+        started = next(
+            json.loads(x)
+            for x in (home / "server.log").read_text().splitlines()
+            if "loglake serve started" in x
+        )
+        assert started["listen"] == f"0.0.0.0:{srv.port}"
+        assert started["auth"] == "sigv4 (native API closed: no api_keys)"
+    finally:
+        srv.stop(signal.SIGKILL)
+
+
+def test_aws_bodies_with_other_encodings_or_too_many_lines_are_refused(server: Server) -> None:
+    kinesis = server.client("kinesis")
+    kinesis.create_stream(StreamName="bounded")
+
+    def brotli(request: Any, **_: Any) -> None:
+        request.headers["Content-Encoding"] = "br"
+
+    kinesis.meta.events.register("before-sign.kinesis.PutRecord", brotli)
+    with pytest.raises(ClientError) as exc:
+        kinesis.put_record(StreamName="bounded", Data=b"x", PartitionKey="k")
+    assert _code(exc) == "UnsupportedMediaTypeException"
+    assert exc.value.response["ResponseMetadata"]["HTTPStatusCode"] == 415
+    assert "gzip or identity" in exc.value.response["Error"]["Message"]
+    kinesis.meta.events.unregister("before-sign.kinesis.PutRecord", brotli)
+    # 500,000 lines in one 1 MB blob: more records than server.max_records_per_request (100,000).
+    with pytest.raises(kinesis.exceptions.InvalidArgumentException) as exc:
+        kinesis.put_record(StreamName="bounded", Data=b"a\n" * 500_000, PartitionKey="k")
+    assert "server.max_records_per_request" in exc.value.response["Error"]["Message"]
+    with pytest.raises(kinesis.exceptions.InvalidArgumentException):
+        kinesis.put_records(
+            StreamName="bounded",
+            Records=[{"Data": b"a\n" * 30_000, "PartitionKey": "k"} for _ in range(4)],
+        )
+    assert kinesis.describe_stream_summary(StreamName="bounded")  # still there, untouched
+    # A gzip body (SigV4 signs it as sent) is inflated like the native API's.
+    import base64
+    import gzip
+
+    payload = json.dumps(
+        {
+            "StreamName": "bounded",
+            "Data": base64.b64encode(b'{"n": 1}\n{"n": 2}').decode(),
+            "PartitionKey": "k",
+        }
+    ).encode()
+    status, body, _ = request(
+        "POST",
+        f"{server.url}/",
+        gzip.compress(payload),
+        {
+            "X-Amz-Target": "Kinesis_20131202.PutRecord",
+            "Content-Type": "application/x-amz-json-1.1",
+            "Content-Encoding": "gzip",
+        },
+    )
+    assert status == 200 and body["SequenceNumber"] == f"{0:056d}"
+    server.wait_rows("SELECT count(*) AS n FROM logs.bounded", 2, timeout=120)
 
 
 def _signed(

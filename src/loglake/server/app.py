@@ -2,40 +2,46 @@
 
 Routes: ``GET /healthz`` (the process answers), ``GET /readyz`` (every stream has resumed from its
 committed offset), ``GET /metrics`` (Prometheus), ``PUT /v1/streams/{stream}`` (create),
-``GET /v1/streams`` (list), ``POST /v1/streams/{stream}/records`` (append lines; answered only once
-they are on disk) and ``POST /`` (the Kinesis/Firehose-compatible API, see aws.py).
+``DELETE /v1/streams/{stream}`` (delete one created through the API), ``GET /v1/streams`` (list),
+``POST /v1/streams/{stream}/records`` (append lines; answered only once they are on disk), the
+continuous-query routes under ``/v1/queries`` and ``/v1/alerts``, and ``POST /`` (the
+Kinesis/Firehose-compatible API, see aws.py).
 
-Every error has one JSON shape: ``{"error": {"code": "...", "message": "..."}}`` with a 4xx/5xx status;
-when the stream's disk budget is used up the answer is 503 with ``Retry-After``.
+Every error has one JSON shape: ``{"error": {"code": "...", "message": "..."}}`` with a 4xx/5xx status,
+unknown routes and unexpected failures included; when the stream's disk budget is used up the answer
+is 503 with ``Retry-After``. Request heads, bodies and records per request are bounded (protocol.py,
+body.py). :func:`serve` is the one place the server is started.
 """
 
 from __future__ import annotations
 
-import gzip
 import hmac
+import ipaddress
 import json
 import logging
 import re
 import sys
-import zlib
 from collections.abc import Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from loglake.config import StreamConfig
 from loglake.errors import ConfigError, FormatError, LoglakeError
-from loglake.server.body import BodyTooLarge, read_body
+from loglake.server.body import BodyError, content_encoding, decode_body, lines, read_body
 from loglake.server.runtime import (
+    DELETE_WAIT_S,
     NoSuchQueryError,
     NoSuchStreamError,
     QueryExistsError,
     Runtime,
+    StreamBusyError,
+    TooManyStreamsError,
 )
 from loglake.stream.local import RecordTooLargeError, StreamFullError
 
@@ -56,15 +62,30 @@ log = logging.getLogger("loglake.serve")
 
 Handler = Callable[[Request], Awaitable[Response]]
 
+#: Settings a stream created through the API may have (ready_queries belongs in the config file).
+API_STREAM_SETTINGS = ("format", "table", "buffer_seconds", "buffer_records", "max_log_bytes")
+_CREATE_BODY_LIMIT = 64 << 10  # a JSON object of a few settings
+
 
 def _errors(handler: Handler) -> Handler:
-    """Map loglake's errors to HTTP answers; anything else is a 500 that names itself."""
+    """Map errors to HTTP answers in the one shape; anything unexpected is a logged 500."""
 
     async def wrapped(request: Request) -> Response:
         try:
             return await handler(request)
+        except BodyError as exc:
+            # The body may be unread or half read: the connection cannot carry another request.
+            return error(exc.status, exc.code, str(exc), {"Connection": "close"})
         except NoSuchStreamError as exc:
             return error(404, "no_such_stream", str(exc))
+        except NoSuchQueryError as exc:
+            return error(404, "no_such_query", str(exc))
+        except QueryExistsError as exc:
+            return error(409, "query_exists", str(exc))
+        except TooManyStreamsError as exc:
+            return error(409, "too_many_streams", str(exc))
+        except StreamBusyError as exc:
+            return error(409, "stream_busy", str(exc))
         except StreamFullError as exc:
             retry = max(1, round(exc.retry_after))
             return error(503, "stream_full", str(exc), {"Retry-After": str(retry)})
@@ -72,43 +93,32 @@ def _errors(handler: Handler) -> Handler:
             return error(413, "record_too_large", str(exc))
         except (ConfigError, FormatError) as exc:
             return error(400, "invalid_request", str(exc))
-        except LoglakeError as exc:
-            log.error(
-                "%s %s failed: %s",
-                request.method,
-                request.url.path,
-                exc,
-                exc_info=True,
-                extra={"fields": {"stream": request.path_params.get("stream"), "reason": str(exc)}},
-            )
-            return error(500, "internal", str(exc))
+        except Exception as exc:
+            return _internal(request, exc)
 
     return wrapped
 
 
-async def _body(request: Request, limit: int) -> bytes:
-    """The request body, decompressed, at most ``limit`` bytes (413 beyond, without reading it all)."""
-    try:
-        body = await read_body(request, limit)
-    except BodyTooLarge as exc:
-        raise _TooLarge(f"{exc} (server.max_body_bytes)") from exc
-    if request.headers.get("content-encoding", "").lower() == "gzip":
-        try:
-            decompressor = zlib.decompressobj(16 + zlib.MAX_WBITS)
-            body = decompressor.decompress(body, limit * 4)
-            if decompressor.unconsumed_tail:
-                raise _TooLarge(f"gzip body inflates past {limit * 4} bytes")
-        except (zlib.error, gzip.BadGzipFile) as exc:
-            raise _BadRequest(f"Content-Encoding: gzip but the body is not gzip: {exc}") from exc
-    return body
+def _internal(request: Request, exc: Exception) -> Response:
+    """A logged 500 in the API's shape (LoglakeErrors say what failed; others name their type)."""
+    log.error(
+        "%s %s failed: %s",
+        request.method,
+        request.url.path,
+        exc,
+        exc_info=exc,
+        extra={"fields": {"stream": request.path_params.get("stream"), "reason": str(exc)}},
+    )
+    message = str(exc) if isinstance(exc, LoglakeError) else f"internal error: {type(exc).__name__}"
+    return error(500, "internal", message)
 
 
-class _TooLarge(Exception):
-    pass
-
-
-class _BadRequest(Exception):
-    pass
+async def _body(request: Request, limit: int, timeout: float, setting: str = "") -> bytes:
+    """The request body, decompressed: at most ``limit`` bytes as sent and as inflated, arrived
+    within ``timeout`` seconds. Raises :class:`BodyError` (415, 413, 408, 400)."""
+    encoding = content_encoding(request)  # before reading: an unsupported body is not taken
+    body = await read_body(request, limit, timeout, setting)
+    return decode_body(body, encoding, limit)
 
 
 SWITCH_INTERVAL_S = 0.0005
@@ -119,10 +129,12 @@ SSE_HEARTBEAT_S = 15.0
 def create_app(config: Config) -> Any:
     """The ASGI app; the :class:`Runtime` starts with the app's lifespan and stops gracefully.
 
-    The Starlette app is reachable as ``.app`` (``.app.app`` behind :class:`BearerAuth`).
+    The Starlette app is reachable as ``.app`` (``.app.app`` behind :class:`BearerAuth`, which is
+    installed whenever any credential is configured).
     """
     runtime = Runtime(config)
-    limit = config.server.max_body_bytes
+    server = config.server
+    limit = server.max_body_bytes
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -136,57 +148,69 @@ def create_app(config: Config) -> Any:
         finally:
             await run_in_threadpool(runtime.stop)
 
+    @_errors
     async def metrics(request: Request) -> Response:
         return Response(render_metrics(runtime), media_type="text/plain; version=0.0.4")
 
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
+    @_errors
     async def readyz(request: Request) -> Response:
         if runtime.ready:
-            return JSONResponse({"status": "ready", "streams": sorted(runtime.streams)})
-        problems = [e for s in runtime.streams.values() for e in s.delivery.stats.errors]
+            return JSONResponse(
+                {"status": "ready", "streams": sorted(runtime.streams), "skipped": runtime.skipped}
+            )
+        problems = [e for s in list(runtime.streams.values()) for e in s.delivery.stats.errors]
         return error(
             503, "not_ready", "; ".join(problems) or "streams are resuming", {"Retry-After": "1"}
         )
 
     @_errors
     async def list_streams(request: Request) -> Response:
-        return JSONResponse({"streams": [_describe(s) for s in runtime.streams.values()]})
+        return JSONResponse({"streams": [_describe(s) for s in list(runtime.streams.values())]})
 
     @_errors
-    async def create_stream(request: Request) -> Response:
+    async def manage_stream(request: Request) -> Response:
+        """PUT: create a stream from a JSON body of settings (201; 200 when it exists). DELETE:
+        delete one created through the API (``?force=true``: without waiting for delivery)."""
         name = request.path_params["stream"]
+        if request.method == "DELETE":
+            force = _flag(request, "force")
+            wait = _seconds(request, "timeout", DELETE_WAIT_S, 300.0)
+            return JSONResponse(await run_in_threadpool(runtime.delete, name, force, wait))
+        raw = await _body(request, _CREATE_BODY_LIMIT, server.body_timeout_s)
         try:
-            raw = await _body(request, 64 << 10)
-            options: dict[str, Any] = json.loads(raw) if raw.strip() else {}
-        except (ValueError, _TooLarge, _BadRequest) as exc:
+            options: Any = json.loads(raw) if raw.strip() else {}
+        except (ValueError, RecursionError) as exc:
             return error(
                 400, "invalid_request", f"body must be a JSON object of stream settings: {exc}"
             )
         if not isinstance(options, dict):
             return error(400, "invalid_request", "body must be a JSON object of stream settings")
-        allowed = {"format", "table", "buffer_seconds", "buffer_records", "max_log_bytes"}
-        unknown = set(options) - allowed
+        unknown = set(options) - set(API_STREAM_SETTINGS)
         if unknown:
             return error(
                 400,
                 "invalid_request",
-                f"unknown settings {sorted(unknown)}; valid: {sorted(allowed)}",
+                f"unknown settings {sorted(unknown)}; valid: {sorted(API_STREAM_SETTINGS)}"
+                + (
+                    "; ready_queries is set in the config file"
+                    if "ready_queries" in unknown
+                    else ""
+                ),
             )
-        try:
-            settings = StreamConfig(**options)
-        except TypeError as exc:
-            return error(400, "invalid_request", str(exc))
-        stream, created = await run_in_threadpool(runtime.create, name, settings)
+        stream, created = await run_in_threadpool(runtime.create, name, options)
         return JSONResponse(_describe(stream), 201 if created else 200)
 
+    @_errors
     async def list_queries(request: Request) -> Response:
         queries = running_queries(runtime)
         return JSONResponse(
             {"queries": [_describe_query(n, st, q) for n, (st, q) in sorted(queries.items())]}
         )
 
+    @_errors
     async def query_events(request: Request) -> Response:
         """Server-Sent Events: one ``result`` event per new result row of the query, as JSON."""
         import asyncio
@@ -226,27 +250,23 @@ def create_app(config: Config) -> Any:
         created through the API."""
         name = request.path_params["query"]
         if request.method == "DELETE":
-            try:
-                await run_in_threadpool(runtime.delete_query, name)
-            except NoSuchQueryError as exc:
-                return error(404, "no_such_query", str(exc))
+            await run_in_threadpool(runtime.delete_query, name)
             return JSONResponse({"deleted": name})
         try:
-            body = json.loads(await _body(request, limit) or b"null")
-        except _TooLarge as exc:
-            return error(413, "body_too_large", str(exc))
-        except (_BadRequest, ValueError) as exc:
+            body = json.loads(
+                await _body(request, limit, server.body_timeout_s, "server.max_body_bytes")
+                or b"null"
+            )
+        except (ValueError, RecursionError) as exc:
             return error(400, "invalid_request", f"the body must be a JSON object: {exc}")
         if not isinstance(body, dict):
             return error(400, "invalid_request", "the body must be a JSON object of settings")
-        try:
-            created = await run_in_threadpool(runtime.create_query, name, body)
-        except QueryExistsError as exc:
-            return error(409, "query_exists", str(exc))
+        created = await run_in_threadpool(runtime.create_query, name, body)
         found = running_queries(runtime).get(name)
         described = _describe_query(name, found[0], found[1]) if found else {"name": name}
         return JSONResponse(described, 201 if created else 200)
 
+    @_errors
     async def list_alerts(request: Request) -> Response:
         alerts = []
         for name, (_, q) in sorted(running_queries(runtime).items()):
@@ -269,6 +289,7 @@ def create_app(config: Config) -> Any:
                 )
         return JSONResponse({"alerts": alerts})
 
+    @_errors
     async def query_results(request: Request) -> Response:
         """The latest result rows of a query, oldest first (``?limit=N``, default 100)."""
         name = request.path_params["query"]
@@ -293,22 +314,12 @@ def create_app(config: Config) -> Any:
     @_errors
     async def put_records(request: Request) -> Response:
         stream = runtime.get(request.path_params["stream"])
-        try:
-            body = await _body(request, limit)
-        except _TooLarge as exc:
-            return error(413, "body_too_large", str(exc))
-        except _BadRequest as exc:
-            return error(400, "invalid_request", str(exc))
+        body = await _body(request, limit, server.body_timeout_s, "server.max_body_bytes")
         kind = request.headers.get("content-type", "text/plain").split(";")[0].strip().lower()
-        lines = body.split(b"\n")
         records: list[bytes] = []
         rejected: list[dict[str, Any]] = []
         is_json = kind in ("application/x-ndjson", "application/json", "application/jsonl")
-        for index, line in enumerate(lines):
-            if line.endswith(b"\r"):
-                line = line[:-1]
-            if not line.strip():
-                continue  # blank lines (and the final newline) are not records
+        for index, line in lines(body, server.max_records_per_request):
             if is_json:
                 reason = _json_problem(line)
                 if reason:
@@ -319,7 +330,7 @@ def create_app(config: Config) -> Any:
         counters.received += len(records) + len(rejected)
         counters.rejected += len(rejected)
         try:
-            first, nxt = await run_in_threadpool(stream.log.append, records)
+            first, nxt = await run_in_threadpool(stream.append, records)
         except StreamFullError:
             counters.refused_full += len(records)
             raise
@@ -333,6 +344,17 @@ def create_app(config: Config) -> Any:
             }
         )
 
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        message = exc.detail
+        if exc.status_code == 404:
+            message = f"no route {request.method} {request.url.path}; see docs/streaming.md"
+        return error(exc.status_code, code, message, dict(exc.headers or {}))
+
+    async def unexpected(request: Request, exc: Exception) -> Response:
+        return _internal(request, exc)
+
     from loglake.server.aws import make_aws_endpoint
 
     aws_endpoint = make_aws_endpoint(runtime, config)
@@ -344,7 +366,7 @@ def create_app(config: Config) -> Any:
             Route("/readyz", readyz),
             Route("/metrics", metrics),
             Route("/v1/streams", list_streams),
-            Route("/v1/streams/{stream}", create_stream, methods=["PUT"]),
+            Route("/v1/streams/{stream}", manage_stream, methods=["PUT", "DELETE"]),
             Route("/v1/streams/{stream}/records", put_records, methods=["POST"]),
             Route("/v1/queries", list_queries),
             Route("/v1/queries/{query}", manage_query, methods=["PUT", "DELETE"]),
@@ -352,13 +374,38 @@ def create_app(config: Config) -> Any:
             Route("/v1/queries/{query}/events", query_events),
             Route("/v1/alerts", list_alerts),
         ],
+        exception_handlers={HTTPException: http_error, Exception: unexpected},
         lifespan=lifespan,
     )
     routes.state.runtime = runtime
     app: Any = IngestFastPath(routes, put_records, aws_endpoint)
-    if config.auth.api_keys:
+    if config.auth.enabled:
         app = BearerAuth(app, keys=config.auth.api_keys)
     return app
+
+
+def _flag(request: Request, name: str) -> bool:
+    """A true/false query parameter (absent: false); ConfigError for anything else."""
+    value = request.query_params.get(name, "false").strip().lower()
+    if value in ("true", "1", "yes"):
+        return True
+    if value in ("false", "0", "no", ""):
+        return False
+    raise ConfigError(f"?{name}={value[:50]!r}: use true or false")
+
+
+def _seconds(request: Request, name: str, default: float, most: float) -> float:
+    """A query parameter of seconds in [0, most] (absent: ``default``); ConfigError otherwise."""
+    value = request.query_params.get(name)
+    if value is None:
+        return default
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not 0 <= seconds <= most:  # also refuses nan
+        raise ConfigError(f"?{name}={value[:50]!r}: use a number of seconds from 0 to {most:g}")
+    return seconds
 
 
 _RECORDS_PATH = re.compile(r"/v1/streams/([^/]+)/records")
@@ -393,21 +440,17 @@ class IngestFastPath:
         try:
             response = await handler(Request(scope, receive))
         except Exception as exc:  # what Starlette's ServerErrorMiddleware would do, in our shape
-            log.error(
-                "POST %s failed: %s",
-                scope["path"],
-                exc,
-                exc_info=True,
-                extra={"fields": {"path": scope["path"], "reason": str(exc)}},
-            )
-            response = error(500, "internal", f"internal error: {type(exc).__name__}")
+            response = _internal(Request(scope, receive), exc)
         await response(scope, receive, send)
 
 
 class BearerAuth:
     """Requires ``Authorization: Bearer <key>`` on every route but the health probes.
 
-    The AWS-compatible endpoint (``POST /`` with ``X-Amz-Target``) authenticates with SigV4 instead.
+    Installed whenever any credential is configured. The AWS-compatible endpoint (``POST /`` with
+    ``X-Amz-Target``) authenticates with SigV4 instead. With no API keys (only AWS credentials)
+    every other route answers 401, saying to configure ``[auth] api_keys``: configuring one kind
+    of credential never leaves the rest of the API open.
     """
 
     def __init__(self, app: Any, keys: tuple[str, ...]) -> None:
@@ -419,21 +462,70 @@ class BearerAuth:
             await self.app(scope, receive, send)
             return
         headers = dict(scope["headers"])
-        if scope["path"] == "/" and b"x-amz-target" in headers:
+        if scope["path"] == "/" and scope["method"] == "POST" and b"x-amz-target" in headers:
             await self.app(scope, receive, send)
             return
-        given = headers.get(b"authorization", b"")
-        token = given[7:].strip() if given[:7].lower() == b"bearer " else b""
-        if token and any(hmac.compare_digest(token, k) for k in self.keys):
-            await self.app(scope, receive, send)
-            return
-        reply = error(
-            401,
-            "unauthorized",
-            "missing or wrong API key: send Authorization: Bearer <key> with a key from [auth] api_keys",
-            {"WWW-Authenticate": "Bearer"},
-        )
+        if not self.keys:
+            message = (
+                "this route needs an API key and none is configured: add [auth] api_keys to the "
+                "config file and send Authorization: Bearer <key> (only the AWS-compatible API "
+                "is open, with SigV4)"
+            )
+        else:
+            given = headers.get(b"authorization", b"")
+            token = given[7:].strip() if given[:7].lower() == b"bearer " else b""
+            if token and any(hmac.compare_digest(token, k) for k in self.keys):
+                await self.app(scope, receive, send)
+                return
+            message = (
+                "missing or wrong API key: send Authorization: Bearer <key> with a key from "
+                "[auth] api_keys"
+            )
+        reply = error(401, "unauthorized", message, {"WWW-Authenticate": "Bearer"})
         await reply(scope, receive, send)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (an address, or ``localhost``) only accepts connections from this machine."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to anything
+
+
+def serve(config: Config) -> None:
+    """Run ``loglake serve`` on ``config.server.host``/``port`` until SIGTERM/SIGINT.
+
+    The one place the server is started, so its rules hold for every caller: a host other than a
+    loopback address is refused (ConfigError) unless a credential is configured (``[auth]
+    api_keys`` or ``aws_credentials``); request heads are bounded in size and time
+    (``server.max_header_bytes``, ``server.header_timeout_s``).
+    """
+    host = config.server.host
+    if not is_loopback(host) and not config.auth.enabled:
+        raise ConfigError(
+            f"refusing to listen on {host!r}: no credentials are configured, so the server binds to "
+            "loopback only (127.0.0.1 or ::1); set [auth] api_keys (and [auth.aws_credentials] for "
+            "the AWS-compatible API) to listen elsewhere"
+        )
+    import uvicorn
+
+    from loglake.server.logs import configure_logging
+    from loglake.server.protocol import limited_protocol
+
+    configure_logging(config.server.log_format, config.server.log_level)
+    uvicorn.run(
+        create_app(config),
+        host=host,
+        port=config.server.port,
+        http=limited_protocol(config.server.max_header_bytes, config.server.header_timeout_s),
+        log_config=None,  # keep the handler configured above (uvicorn's would replace it)
+        log_level=config.server.log_level,
+        access_log=False,
+        timeout_graceful_shutdown=30,
+    )
 
 
 def render_metrics(runtime: Runtime) -> str:
@@ -621,8 +713,6 @@ def running_queries(runtime: Runtime) -> dict[str, tuple[str, Any]]:
 
 
 def _describe_query(name: str, stream: str, q: Any) -> dict[str, Any]:
-    from datetime import UTC, datetime
-
     stats = q.engine.stats
     mark = stats.watermark
     return {
@@ -630,9 +720,7 @@ def _describe_query(name: str, stream: str, q: Any) -> dict[str, Any]:
         "stream": stream,
         "table": q.table,
         "window": q.spec.window.kind,
-        "watermark": None
-        if mark is None
-        else datetime.fromtimestamp(mark / 1e6, UTC).replace(tzinfo=None).isoformat(),
+        "watermark": _timestamp(mark),
         "records": stats.records,
         "windows": stats.windows,
         "corrections": stats.corrections,
@@ -647,6 +735,18 @@ def _describe_query(name: str, stream: str, q: Any) -> dict[str, Any]:
         "emit_delay_p50_s": _round(_quantile(stats.emit_delays, 0.5)),
         "emit_delay_p99_s": _round(_quantile(stats.emit_delays, 0.99)),
     }
+
+
+def _timestamp(micros: int | None) -> str | None:
+    """ISO text of a UTC time in microseconds; a time no date can hold is shown as its number."""
+    from datetime import UTC, datetime
+
+    if micros is None:
+        return None
+    try:
+        return datetime.fromtimestamp(micros / 1e6, UTC).replace(tzinfo=None).isoformat()
+    except (OverflowError, OSError, ValueError):
+        return str(micros)
 
 
 def _round(value: float | None) -> float | None:
@@ -665,6 +765,8 @@ def _json_problem(line: bytes) -> str | None:
         value = json.loads(line)
     except ValueError as exc:
         return f"invalid JSON: {exc}"
+    except RecursionError:
+        return "JSON nested too deeply to parse"
     if not isinstance(value, dict):
         return "not a JSON object"
     return None

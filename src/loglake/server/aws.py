@@ -33,11 +33,21 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
-from loglake.config import STREAM_NAME, StreamConfig
+from loglake.config import STREAM_NAME, STREAM_NAME_RULE
 from loglake.errors import ConfigError, FormatError, LoglakeError
 from loglake.server import sigv4
-from loglake.server.body import BodyTooLarge, read_body
-from loglake.server.runtime import NoSuchStreamError
+from loglake.server.body import (
+    BadEncoding,
+    BodyTimeout,
+    BodyTooLarge,
+    TooManyRecords,
+    UnsupportedEncoding,
+    content_encoding,
+    decode_body,
+    lines,
+    read_body,
+)
+from loglake.server.runtime import NoSuchStreamError, StreamBusyError, TooManyStreamsError
 from loglake.stream.local import RecordTooLargeError, StreamError, StreamFullError
 
 if TYPE_CHECKING:
@@ -161,7 +171,8 @@ def _name_problem(name: str, where: str, max_len: int) -> str | None:
     if not STREAM_NAME.fullmatch(name):
         return (
             f"Value '{name}' at '{where}' failed to satisfy constraint: "
-            "Member must satisfy regular expression pattern: [a-zA-Z0-9_.-]+"
+            f"Member must satisfy regular expression pattern: [a-zA-Z0-9_.-]+ (loglake: "
+            f"{STREAM_NAME_RULE})"
         )
     return None
 
@@ -196,18 +207,13 @@ def _firehose_name(body: dict[str, Any]) -> str:
     return name
 
 
-def split_lines(data: bytes) -> list[bytes]:
+def split_lines(data: bytes, max_records: int = 1 << 62) -> list[bytes]:
     """The records of one ``Data`` blob: its lines, ``\\r\\n`` or ``\\n`` ended, blank ones dropped.
 
     Blank lines are not records, as in the native API (the log also refuses empty records).
+    Raises :class:`TooManyRecords` past ``max_records``.
     """
-    lines = []
-    for line in data.split(b"\n"):
-        if line.endswith(b"\r"):
-            line = line[:-1]
-        if line.strip():
-            lines.append(line)
-    return lines
+    return [line for _, line in lines(data, max_records)]
 
 
 def _sequence_number(offset: int) -> str:
@@ -247,20 +253,32 @@ class _Appended:
     error: Exception | None = None
 
 
-async def _append(stream: Stream, blobs: Sequence[bytes]) -> _Appended:
+async def _append(stream: Stream, blobs: Sequence[bytes], max_records: int) -> _Appended:
     """Append the lines of every blob as one durable append (one fsync for the whole call).
 
     A blob's first offset is where its first line went; a blob without lines gets the offset its
     first line would have had. :class:`StreamFullError` and other :class:`StreamError` are returned
     (not raised) so batch calls can report them per record; nothing of the call is then written.
+    More than ``max_records`` lines in the whole call refuse it (InvalidArgumentException).
     """
-    per_blob = [split_lines(b) for b in blobs]
-    flat = [line for lines in per_blob for line in lines]
+    per_blob = []
+    left = max_records
+    for blob in blobs:
+        try:
+            per_blob.append(split_lines(blob, left))
+        except TooManyRecords:
+            raise AwsError(
+                "InvalidArgumentException",
+                f"the call holds more than {max_records} lines (records of the stream) "
+                "(server.max_records_per_request); split it into smaller calls",
+            ) from None
+        left -= len(per_blob[-1])
+    flat = [line for blob_lines in per_blob for line in blob_lines]
     counters = stream.counters
     counters.received += len(flat)
     try:
         if flat:
-            first, _ = await run_in_threadpool(stream.log.append, flat)
+            first, _ = await run_in_threadpool(stream.append, flat)
         else:
             first = stream.log.next_offset
     except StreamFullError as exc:
@@ -280,10 +298,14 @@ async def _append(stream: Stream, blobs: Sequence[bytes]) -> _Appended:
     counters.accepted += len(flat)
     starts = []
     position = first
-    for lines in per_blob:
+    for blob_lines in per_blob:
         starts.append(position)
-        position += len(lines)
+        position += len(blob_lines)
     return _Appended(starts)
+
+
+def _max_records(runtime: Runtime) -> int:
+    return runtime.config.server.max_records_per_request
 
 
 def _raise_single(call: _Call, error: Exception) -> None:
@@ -345,7 +367,7 @@ async def _kinesis_put_record(runtime: Runtime, call: _Call) -> dict[str, Any]:
     if problems:
         raise _validation(problems)
     stream = _get(runtime, call, name)
-    done = await _append(stream, [data])
+    done = await _append(stream, [data], _max_records(runtime))
     if done.error is not None:
         _raise_single(call, done.error)
     return {
@@ -391,7 +413,7 @@ async def _kinesis_put_records(runtime: Runtime, call: _Call) -> dict[str, Any]:
         # AWS's own code and wording for this limit.
         raise AwsError("InvalidArgumentException", "Records size exceeds 5 MB limit")
     stream = _get(runtime, call, name)
-    done = await _append(stream, blobs)
+    done = await _append(stream, blobs, _max_records(runtime))
     if done.error is None:
         results: list[dict[str, Any]] = [
             {"SequenceNumber": _sequence_number(s), "ShardId": SHARD_ID} for s in done.starts
@@ -539,7 +561,7 @@ async def _firehose_put_record(runtime: Runtime, call: _Call) -> dict[str, Any]:
     if problems:
         raise _validation(problems)
     stream = _get(runtime, call, name)
-    done = await _append(stream, [data])
+    done = await _append(stream, [data], _max_records(runtime))
     if done.error is not None:
         _raise_single(call, done.error)
     return {"RecordId": _record_id(done.starts[0], secrets.token_hex(8), 0), "Encrypted": False}
@@ -560,7 +582,7 @@ async def _firehose_put_record_batch(runtime: Runtime, call: _Call) -> dict[str,
     if sum(len(b) for b in blobs) > FIREHOSE_MAX_CALL:
         raise AwsError("InvalidArgumentException", "Records size exceeds 4 MB limit")
     stream = _get(runtime, call, name)
-    done = await _append(stream, blobs)
+    done = await _append(stream, blobs, _max_records(runtime))
     if done.error is None:
         nonce = secrets.token_hex(8)
         responses: list[dict[str, Any]] = [
@@ -636,9 +658,13 @@ def _get(runtime: Runtime, call: _Call, name: str) -> Stream:
 async def _create(runtime: Runtime, call: _Call, name: str) -> None:
     """Create a stream with the defaults (format auto, table ``logs.<name>``); it must be new."""
     try:
-        _, created = await run_in_threadpool(runtime.create, name, StreamConfig())
+        _, created = await run_in_threadpool(runtime.create, name, {})
     except (ConfigError, FormatError) as exc:
         raise AwsError("InvalidArgumentException", str(exc)) from exc
+    except TooManyStreamsError as exc:
+        raise AwsError("LimitExceededException", str(exc)) from exc  # Kinesis's code for it
+    except StreamBusyError as exc:
+        raise AwsError("ResourceInUseException", str(exc)) from exc
     if not created:
         kind = "Stream" if call.service == "kinesis" else "Firehose"
         raise AwsError(
@@ -674,6 +700,8 @@ def _respond(
 
 def _error(error: AwsError) -> Response:
     headers = {"x-amzn-ErrorType": error.code}
+    if error.status in (408, 413, 415):
+        headers["Connection"] = "close"  # the body may be unread: no further request on it
     if error.retry_after is not None:
         headers["Retry-After"] = str(max(1, round(error.retry_after)))
     return _respond(error.status, {"__type": error.code, "message": error.message}, headers)
@@ -707,11 +735,16 @@ def make_aws_endpoint(runtime: Runtime, config: Config) -> Handler:
 
     async def _handle(request: Request) -> Response:
         try:
-            body = await read_body(request, MAX_BODY)
+            encoding = content_encoding(request)  # before reading: such a body is not taken
+            body = await read_body(request, MAX_BODY, config.server.body_timeout_s)
+        except UnsupportedEncoding as exc:
+            raise AwsError("UnsupportedMediaTypeException", str(exc), 415) from None
         except BodyTooLarge:
             raise AwsError(
                 "InvalidArgumentException", f"request body is over {MAX_BODY} bytes", 413
             ) from None
+        except BodyTimeout as exc:
+            raise AwsError("RequestTimeoutException", str(exc), 408) from None
         region = DEFAULT_REGION
         if credentials:
             verdict = sigv4.verify(
@@ -741,6 +774,14 @@ def make_aws_endpoint(runtime: Runtime, config: Config) -> Handler:
                 "UnknownOperationException",
                 f"operation {target[:100]!r} is not supported by loglake; supported: {supported}",
             )
+        try:
+            body = decode_body(body, encoding, MAX_BODY)  # after SigV4: it signs the body as sent
+        except BodyTooLarge:
+            raise AwsError(
+                "InvalidArgumentException", f"request body inflates past {MAX_BODY} bytes", 413
+            ) from None
+        except BadEncoding as exc:
+            raise _serialization(str(exc)) from None
         kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if "cbor" in kind:
             raise _serialization(

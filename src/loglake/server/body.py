@@ -1,6 +1,16 @@
-"""Reading request bodies with a limit, shared by the native and the AWS-compatible APIs."""
+"""Request bodies within limits, shared by the native and the AWS-compatible APIs.
+
+A body is read within ``server.body_timeout_s`` and at most ``server.max_body_bytes``; a gzip body is
+inflated to at most ``server.max_body_bytes`` too (a 16 KB bomb never becomes 8 million records); any
+other content encoding is refused; a body holds at most ``server.max_records_per_request`` records.
+Each refusal is a :class:`BodyError` that carries its HTTP status and error code.
+"""
 
 from __future__ import annotations
+
+import asyncio
+import zlib
+from collections.abc import Iterable, Iterator
 
 from starlette.requests import Request
 
@@ -8,22 +18,170 @@ from starlette.requests import Request
 #: client gets the 413 answer instead of a reset connection; a larger body is cut off.
 DRAIN_LIMIT = 64 << 20
 
+#: Content-Encoding values a body may have ("x-gzip" is gzip's old name, RFC 9110 8.4.1.3).
+SUPPORTED_ENCODINGS = ("gzip", "identity")
+_GZIP = ("gzip", "x-gzip")
 
-class BodyTooLarge(Exception):
-    """The request body is over the route's limit (answered with 413)."""
+
+class BodyError(Exception):
+    """A request body that is refused; ``status`` and ``code`` make the HTTP answer."""
+
+    status = 400
+    code = "invalid_request"
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, at most ``limit`` bytes; raises :class:`BodyTooLarge` beyond."""
+class BodyTooLarge(BodyError):
+    """The body, as sent or inflated, is over the limit (413)."""
+
+    status = 413
+    code = "body_too_large"
+
+
+class BodyTimeout(BodyError):
+    """The body did not arrive within the time allowed (408)."""
+
+    status = 408
+    code = "body_timeout"
+
+
+class BadEncoding(BodyError):
+    """The body is not what its Content-Encoding says (400)."""
+
+
+class UnsupportedEncoding(BodyError):
+    """A Content-Encoding other than gzip or identity (415)."""
+
+    status = 415
+    code = "unsupported_encoding"
+
+
+class TooManyRecords(BodyError):
+    """More records (non-blank lines) in one request than allowed (413)."""
+
+    status = 413
+    code = "too_many_records"
+
+
+def content_encoding(request: Request) -> str:
+    """``"gzip"`` or ``"identity"`` from the request's Content-Encoding; UnsupportedEncoding else.
+
+    Checked before the body is read, so an unsupported body is never stored as records.
+    """
+    codings = [
+        c.strip().lower()
+        for value in request.headers.getlist("content-encoding")
+        for c in value.split(",")
+    ]
+    codings = [c for c in codings if c and c != "identity"]
+    if not codings:
+        return "identity"
+    if len(codings) == 1 and codings[0] in _GZIP:
+        return "gzip"
+    raise UnsupportedEncoding(
+        f"Content-Encoding {', '.join(codings)[:100]!r} is not supported; send the body as "
+        f"{' or '.join(SUPPORTED_ENCODINGS)} (or without Content-Encoding)"
+    )
+
+
+async def read_body(request: Request, limit: int, timeout: float, setting: str = "") -> bytes:
+    """The body as sent, at most ``limit`` bytes, arrived within ``timeout`` seconds.
+
+    Raises :class:`BodyTooLarge` (after dropping the rest, up to :data:`DRAIN_LIMIT`, within the
+    same deadline; its message names ``setting``, the limit's config key, when there is one) or
+    :class:`BodyTimeout`.
+    """
     chunks = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            async for rest in request.stream():
-                size += len(rest)
-                if size > DRAIN_LIMIT:
+    too_large = False
+    try:
+        async with asyncio.timeout(timeout):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    too_large = True
+                    async for rest in request.stream():
+                        size += len(rest)
+                        if size > DRAIN_LIMIT:
+                            break
                     break
-            raise BodyTooLarge(f"body is over the limit of {limit} bytes")
-        chunks.append(chunk)
+                chunks.append(chunk)
+    except TimeoutError:
+        if not too_large:
+            raise BodyTimeout(
+                f"the request body did not arrive within {timeout:g} s (server.body_timeout_s); "
+                "send it faster or in smaller requests"
+            ) from None
+    if too_large:
+        where = f" ({setting})" if setting else ""
+        raise BodyTooLarge(f"body is over the limit of {limit} bytes{where}; send smaller requests")
     return b"".join(chunks)
+
+
+def decode_body(body: bytes, encoding: str, limit: int) -> bytes:
+    """``body`` without its content encoding (see :func:`content_encoding`), at most ``limit`` bytes.
+
+    Every member of a multi-member gzip body is inflated (``cat a.gz b.gz`` is valid gzip). Raises
+    :class:`BodyTooLarge` as soon as the output passes ``limit`` (without inflating the rest) and
+    :class:`BadEncoding` for a body that is not gzip, is cut short or has trailing garbage.
+    """
+    if encoding != "gzip":
+        return body
+    out: list[bytes] = []
+    size = 0
+    data = body
+    while data:
+        inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        try:
+            # At most one byte past the limit: enough to know the body is too large.
+            piece = inflater.decompress(data, limit - size + 1)
+        except zlib.error as exc:
+            raise BadEncoding(f"Content-Encoding: gzip but the body is not gzip: {exc}") from exc
+        size += len(piece)
+        if size > limit:
+            raise BodyTooLarge(
+                f"the gzip body inflates past the limit of {limit} bytes (server.max_body_bytes "
+                "counts decompressed bytes); send smaller requests"
+            )
+        if not inflater.eof:
+            raise BadEncoding("Content-Encoding: gzip but the gzip body is cut short")
+        out.append(piece)
+        data = inflater.unused_data
+    return b"".join(out)
+
+
+def lines(data: bytes, max_records: int) -> Iterator[tuple[int, bytes]]:
+    """``(index, line)`` of each record of ``data``: each non-blank line, ``\\r\\n`` or ``\\n`` ended.
+
+    ``index`` is the 0-based line number in the body. Raises :class:`TooManyRecords` when a record
+    past ``max_records`` is reached, having held no more than that many lines.
+    """
+    count = 0
+    for index, line in enumerate(_split(data, max_records)):
+        if line.endswith(b"\r"):
+            line = line[:-1]
+        if not line.strip():
+            continue  # blank lines (and the final newline) are not records
+        count += 1
+        if count > max_records:
+            raise TooManyRecords(
+                f"the request holds more than {max_records} records "
+                "(server.max_records_per_request); split it into smaller requests"
+            )
+        yield index, line
+
+
+def _split(data: bytes, max_lines: int) -> Iterable[bytes]:
+    # bytes.split is fast but makes every line at once; past the limit, lines are made one at a time
+    # so that the records limit also bounds memory.
+    if data.count(b"\n") < max_lines:
+        return data.split(b"\n")
+    return _one_by_one(data)
+
+
+def _one_by_one(data: bytes) -> Iterator[bytes]:
+    """The pieces of ``data.split(b"\\n")``, one at a time."""
+    start = 0
+    while (end := data.find(b"\n", start)) >= 0:
+        yield data[start:end]
+        start = end + 1
+    yield data[start:]

@@ -1,9 +1,11 @@
 """What ``loglake serve`` runs: the streams, each a durable log plus its delivery into the lake.
 
 Streams come from ``[streams.NAME]`` in the config and from the API (kept in
-``state/streams.json`` so they survive restarts). Each has a :class:`LocalLog` under
-``$LOGLAKE_HOME/streams/NAME`` and a :class:`Delivery` thread. The catalog is opened in the
-background at start; ``/readyz`` answers 200 once every delivery has resumed from its offset.
+``state/streams.json`` so they survive restarts; at most ``server.max_streams``). Each has a
+:class:`LocalLog` under ``$LOGLAKE_HOME/streams/NAME`` and a :class:`Delivery` thread. The catalog
+is opened in the background at start; ``/readyz`` answers 200 once every delivery has resumed from
+its offset. Saved streams and queries are checked like the config file's; an entry that fails is
+logged, skipped and listed (``skipped``), never a reason to stay unready.
 """
 
 from __future__ import annotations
@@ -13,13 +15,15 @@ import json
 import logging
 import os
 import threading
+import time
+from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from loglake import __version__
-from loglake.config import STREAM_NAME, StreamConfig, SyslogConfig
-from loglake.errors import ConfigError, LoglakeError
+from loglake.config import StreamConfig, SyslogConfig, stream_config
+from loglake.errors import ConfigError, FormatError, LoglakeError
 from loglake.formats import get_format
 from loglake.lake.catalog import open_catalog
 from loglake.lake.delivery import Delivery
@@ -46,6 +50,18 @@ class QueryExistsError(LoglakeError):
     """A continuous query of that name exists with other settings (HTTP 409)."""
 
 
+class TooManyStreamsError(LoglakeError):
+    """Creating a stream would pass ``server.max_streams`` (HTTP 409)."""
+
+
+class StreamBusyError(LoglakeError):
+    """A stream cannot be deleted (or re-created) now; the message says why and what to do (409)."""
+
+
+#: How long DELETE /v1/streams/NAME waits, by default, for delivery to commit what was acknowledged.
+DELETE_WAIT_S = 60.0
+
+
 @dataclass
 class IngestCounters:
     """What the ingest APIs did for one stream (the delivery keeps its own counters)."""
@@ -65,6 +81,38 @@ class Stream:
     log: LocalLog
     delivery: Delivery
     counters: IngestCounters = field(default_factory=IngestCounters)
+    _gate: threading.Condition = field(default_factory=threading.Condition, repr=False)
+    _appending: int = 0  # appends of the ingest APIs in progress
+    _closed: bool = False  # being deleted: the ingest APIs append no more
+
+    def append(self, records: Sequence[bytes]) -> tuple[int, int]:
+        """Append for an ingest API: :meth:`LocalLog.append`, or NoSuchStreamError once the stream
+        is being deleted (so every acknowledged record is one the deletion waits for)."""
+        with self._gate:
+            if self._closed:
+                raise NoSuchStreamError(f"stream {self.name!r} is being deleted")
+            self._appending += 1
+        try:
+            return self.log.append(records)
+        finally:
+            with self._gate:
+                self._appending -= 1
+                self._gate.notify_all()
+
+    def close_appends(self) -> None:
+        """Refuse further appends and wait for those in progress (they are acknowledged)."""
+        with self._gate:
+            self._closed = True
+            self._gate.wait_for(lambda: self._appending == 0)
+
+    def reopen_appends(self) -> None:
+        with self._gate:
+            self._closed = False
+
+    @property
+    def undelivered(self) -> int:
+        """Acknowledged records not yet committed to the lake."""
+        return max(0, self.log.next_offset - self.delivery.stats.position)
 
 
 class Runtime:
@@ -83,6 +131,12 @@ class Runtime:
         self.feeders: list[Any] = []  # syslog receiver and file tails: started after the streams
         self.syslog: Any = None
         self._first_offsets: dict[str, int] = {}  # each log's next offset when opened
+        # Saved entries that failed their checks at start: what /readyz and the start-up event
+        # show, and the raw settings, kept in the saved files until someone fixes or deletes them.
+        self.skipped: list[dict[str, str]] = []
+        self._skipped_streams: dict[str, Any] = {}
+        self._skipped_queries: dict[str, Any] = {}
+        self._deleting: set[str] = set()
 
     def start(self) -> None:
         """Open every configured and previously created stream and start its delivery, then the
@@ -126,7 +180,8 @@ class Runtime:
             "listen": f"{host}:{server.port}",
             "url": f"http://{host}:{server.port}",
             "home": str(self.config.home),
-            "auth": " + ".join(modes) or "none, loopback only",
+            "auth": (" + ".join(modes) or "none, loopback only")
+            + ("" if auth.api_keys or not auth.enabled else " (native API closed: no api_keys)"),
             "streams": {
                 name: {"format": s.config.format, "table": s.delivery.table}
                 for name, s in sorted(self.streams.items())
@@ -136,6 +191,7 @@ class Runtime:
                 name: {"paths": list(t.paths), "stream": t.stream}
                 for name, t in sorted(self.config.tail.items())
             },
+            "skipped": self.skipped,
         }
 
     def _start_syslog(self) -> None:
@@ -217,20 +273,120 @@ class Runtime:
             )
         return stream
 
-    def create(self, name: str, stream: StreamConfig) -> tuple[Stream, bool]:
-        """Create a stream (or return the existing one). Returns (stream, created)."""
-        if not STREAM_NAME.fullmatch(name):
-            raise ConfigError(f"stream name {name!r}: use 1-128 letters, digits, '_', '-' or '.'")
+    def stream_settings(self, name: str, settings: Mapping[str, Any]) -> StreamConfig:
+        """``settings`` of stream ``name`` checked as the config file's are, and its format known.
+
+        Raises ConfigError or FormatError naming what is wrong.
+        """
+        stream = stream_config(name, settings)
         if stream.format != "auto":
             get_format(stream.format, self.config.formats)  # refuse unknown formats now
-        if stream.table and stream.table.count(".") != 1:
-            raise ConfigError(f"table {stream.table!r} must be NAMESPACE.NAME")
+        return stream
+
+    def create(self, name: str, settings: Mapping[str, Any]) -> tuple[Stream, bool]:
+        """Create a stream from API settings (or return the existing one): (stream, created).
+
+        Raises ConfigError / FormatError (bad settings), TooManyStreamsError (``server.max_streams``
+        reached) or StreamBusyError (a stream of that name is being deleted).
+        """
+        stream = self.stream_settings(name, settings)
         with self._lock:
             if name in self.streams:
                 return self.streams[name], False
+            if name in self._deleting:
+                raise StreamBusyError(f"stream {name!r} is being deleted; create it again later")
+            limit = self.config.server.max_streams
+            if len(self.streams) >= limit:
+                raise TooManyStreamsError(
+                    f"the server has {len(self.streams)} streams, its limit (server.max_streams = "
+                    f"{limit}); delete one (DELETE /v1/streams/NAME) or raise server.max_streams"
+                )
             opened = self._open(name, stream)
+            self._skipped_streams.pop(name, None)  # replaced by valid settings
             self._save()
             return opened, True
+
+    def delete(
+        self, name: str, force: bool = False, wait_s: float = DELETE_WAIT_S
+    ) -> dict[str, Any]:
+        """Delete a stream created through the API: stop its delivery and forget it.
+
+        Appends stop first (in-flight ones finish and are acknowledged). Without ``force`` it waits
+        up to ``wait_s`` seconds for delivery to commit every acknowledged record, and refuses
+        (StreamBusyError, the stream goes on) if some are still undelivered then. With ``force``
+        it stops at once (delivery still commits what it can on the way out). The log folder is
+        kept: its next offset keeps a re-created stream of that name from reusing offsets (the
+        lake's exactly-once bookkeeping counts on them), and records left in it are delivered if
+        the stream is created again. Its table and rows stay in the lake. Raises
+        NoSuchStreamError, or StreamBusyError for a stream of the config file, one that syslog or
+        a tail feeds, or one that continuous queries read.
+        """
+        with self._lock:
+            stream = self.get(name)
+            if name in self.config.streams:
+                raise StreamBusyError(
+                    f"stream {name!r} is declared in the config file; remove [streams.{name}] "
+                    "there and restart"
+                )
+            fed = [f"tail.{t}" for t, tail in self.config.tail.items() if tail.stream == name]
+            if self.syslog is not None and self.config.syslog.stream == name:
+                fed.append("syslog")
+            if fed:
+                raise StreamBusyError(
+                    f"stream {name!r} is fed by {', '.join(fed)} of the config file; change "
+                    "that first"
+                )
+            readers = sorted(q for q, c in self.config.queries.items() if c.stream == name)
+            if readers:
+                raise StreamBusyError(
+                    f"continuous queries read stream {name!r} ({', '.join(readers)}); delete "
+                    "them first (DELETE /v1/queries/NAME)"
+                )
+            del self.streams[name]
+            self._deleting.add(name)
+        try:
+            return self._delete(stream, force, wait_s)
+        finally:
+            with self._lock:
+                self._deleting.discard(name)
+
+    def _delete(self, stream: Stream, force: bool, wait_s: float) -> dict[str, Any]:
+        stream.close_appends()
+        if not force:
+            deadline = time.monotonic() + wait_s
+            while stream.undelivered and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if stream.undelivered:
+                errors = stream.delivery.stats.errors
+                why = f" (delivery: {errors[-1]})" if errors else ""
+                with self._lock:
+                    self.streams[stream.name] = stream
+                stream.reopen_appends()
+                raise StreamBusyError(
+                    f"stream {stream.name!r} holds {stream.undelivered} acknowledged records not "
+                    f"delivered to the lake after {wait_s:g} s{why}; it goes on. Retry "
+                    "later, or add ?force=true to stop it now (those records stay in its log "
+                    "folder and are delivered if a stream of that name is created again)"
+                )
+        stream.delivery.stop()  # commits what it can first, as at shutdown
+        left = stream.undelivered
+        position = stream.delivery.stats.position
+        stream.log.close()
+        with self._lock:
+            self._save()
+        fields = {"stream": stream.name, "delivered_offset": position, "undelivered": left}
+        if left:
+            log.warning(
+                "stream %s deleted with %d acknowledged records not delivered (force); they stay "
+                "in %s and are delivered if the stream is created again",
+                stream.name,
+                left,
+                stream.log.path,
+                extra={"fields": fields},
+            )
+        else:
+            log.info("stream %s deleted", stream.name, extra={"fields": fields})
+        return {"deleted": stream.name, "delivered_offset": position, "undelivered": left}
 
     # -- continuous queries created through the API ---------------------------------------------
 
@@ -238,14 +394,7 @@ class Runtime:
         """Create ``[queries.NAME]`` from API settings and start it; False if it already existed
         with the same settings. Raises ConfigError (bad settings), NoSuchStreamError, or
         QueryExistsError (same name, other settings)."""
-        from loglake.analytics.engine import Sandbox
-        from loglake.config import continuous_query, query_spec
-
-        query = continuous_query(name, settings)
-
-        trial = dataclasses.replace(self.config, queries={**self.config.queries, name: query})
-        query_spec(trial, name)  # settings checked before anything else
-        Sandbox(query.sql, name)  # refuses SQL that is not one SELECT, now
+        query = self._checked_query(name, settings)
         with self._lock:
             stream = self.get(query.stream)
             existing = self.config.queries.get(name)
@@ -258,6 +407,7 @@ class Runtime:
                 )
             config = dataclasses.replace(self.config, queries={**self.config.queries, name: query})
             self.config = config
+            self._skipped_queries.pop(name, None)  # replaced by valid settings
             self._save_queries()
         stream.delivery.add_query(name, config)
         return True
@@ -279,30 +429,64 @@ class Runtime:
         if stream is not None:
             stream.delivery.remove_query(name, self.config)
 
-    def _load_saved_queries(self) -> None:
-        try:
-            raw = json.loads(self._saved_queries.read_text())
-        except FileNotFoundError:
-            return
-        except ValueError as exc:
-            raise ConfigError(
-                f"{self._saved_queries} is not valid JSON ({exc}); fix or remove it"
-            ) from exc
-        from loglake.config import continuous_query
+    def _checked_query(self, name: str, settings: Any) -> Any:
+        """``[queries.NAME]`` from API or saved settings, checked as the config file's are, and its
+        SQL by the sandbox. Raises ConfigError (or the sandbox's error) naming the problem."""
+        from loglake.analytics.engine import Sandbox
+        from loglake.config import continuous_query, query_spec
 
-        saved = {
-            name: continuous_query(name, values)
-            for name, values in raw.items()
-            if name not in self.config.queries
-        }
+        query = continuous_query(name, settings)
+        trial = dataclasses.replace(self.config, queries={**self.config.queries, name: query})
+        query_spec(trial, name)  # settings checked before anything else
+        Sandbox(query.sql, name)  # refuses SQL that is not one SELECT, now
+        return query
+
+    def _load_saved_queries(self) -> None:
+        saved = {}
+        for name, values in self._read_saved(self._saved_queries).items():
+            if name in self.config.queries:
+                continue  # the config file's declaration wins
+            try:
+                saved[name] = self._checked_query(name, values)
+            except Exception as exc:  # whatever the check raises, one entry never stops the start
+                self._skip("query", name, exc, self._saved_queries)
+                self._skipped_queries[name] = values
         if saved:
             self.config = dataclasses.replace(self.config, queries={**saved, **self.config.queries})
 
+    def _read_saved(self, path: Any) -> dict[str, Any]:
+        """The entries of a saved-state file ({} when there is none)."""
+        try:
+            raw = json.loads(path.read_text())
+        except FileNotFoundError:
+            return {}
+        except ValueError as exc:
+            raise ConfigError(f"{path} is not valid JSON ({exc}); fix or remove it") from exc
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path} must hold a JSON object of NAME: settings; fix or remove it")
+        return raw
+
+    def _skip(self, kind: str, name: str, exc: Exception, path: Any) -> None:
+        """Log and list a saved entry that failed its checks; it stays in its file."""
+        reason = str(exc)
+        log.error(
+            "saved %s %r skipped: %s (fix or remove it in %s and restart)",
+            kind,
+            name,
+            reason,
+            path,
+            extra={"fields": {kind: name, "reason": reason, "path": str(path)}},
+        )
+        self.skipped.append({"kind": kind, "name": name, "reason": reason, "file": str(path)})
+
     def _save_queries(self) -> None:
         created = {
-            name: dataclasses.asdict(q)
-            for name, q in self.config.queries.items()
-            if name not in self._file_queries
+            **self._skipped_queries,
+            **{
+                name: dataclasses.asdict(q)
+                for name, q in self.config.queries.items()
+                if name not in self._file_queries
+            },
         }
         self._saved_queries.parent.mkdir(parents=True, exist_ok=True)
         tmp = self._saved_queries.with_suffix(".tmp")
@@ -326,19 +510,25 @@ class Runtime:
         return opened
 
     def _load_saved(self) -> dict[str, StreamConfig]:
-        try:
-            raw = json.loads(self._saved.read_text())
-        except FileNotFoundError:
-            return {}
-        except ValueError as exc:
-            raise ConfigError(f"{self._saved} is not valid JSON ({exc}); fix or remove it") from exc
-        return {name: StreamConfig(**values) for name, values in raw.items()}
+        saved = {}
+        for name, values in self._read_saved(self._saved).items():
+            if name in self.config.streams:
+                continue  # the config file's declaration wins
+            try:
+                saved[name] = self.stream_settings(name, values)
+            except (ConfigError, FormatError) as exc:
+                self._skip("stream", name, exc, self._saved)
+                self._skipped_streams[name] = values
+        return saved
 
     def _save(self) -> None:
         created = {
-            name: dataclasses.asdict(s.config)
-            for name, s in self.streams.items()
-            if name not in self.config.streams
+            **self._skipped_streams,
+            **{
+                name: dataclasses.asdict(s.config)
+                for name, s in self.streams.items()
+                if name not in self.config.streams
+            },
         }
         self._saved.parent.mkdir(parents=True, exist_ok=True)
         tmp = self._saved.with_suffix(".tmp")
