@@ -192,7 +192,8 @@ def query(ctx: click.Context, sql: str, fmt: str, output: str | None, dialect: s
     from loglake.query.engine import Connection
 
     config = _config(ctx)
-    with Connection(config) as con:
+    # This process does nothing else: the query runs here, and its memory limit bounds the process.
+    with Connection(config, isolated=False) as con:
         _query(con, config, sql, fmt, output, dialect)
 
 
@@ -207,6 +208,8 @@ def _query(
         result = con.sql(sql, dialect=dialect)
         pq.write_table(result.arrow(), output, compression="zstd")
         click.echo(f"{len(result):,} rows written to {output}", err=True)
+        if result.truncated:
+            click.echo(f"warning: the result was cut at its {result.cut_by} limit", err=True)
         return
     names, rows = con.rows(sql, dialect=dialect)
     if output:
@@ -215,7 +218,14 @@ def _query(
         click.echo(f"{n:,} rows written to {output}", err=True)
     else:
         n = _write_rows(sys.stdout, fmt, names, rows)
-    if n >= config.query.max_rows:
+    result = con.last_result
+    if result is not None and result.cut_by == "bytes":
+        click.echo(
+            f"warning: output stopped at query.max_result_bytes = "
+            f"{config.query.max_result_bytes:,} bytes ({n:,} rows)",
+            err=True,
+        )
+    elif n >= config.query.max_rows:
         click.echo(
             f"warning: output stopped at query.max_rows = {config.query.max_rows:,} rows", err=True
         )

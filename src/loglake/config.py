@@ -83,10 +83,15 @@ class IngestConfig:
 
 @dataclass(frozen=True)
 class QueryConfig:
-    """Limits applied to every user query."""
+    """Limits applied to every user query (and every window of a continuous query).
+
+    ``memory_limit`` bounds the process the query runs in, not only DuckDB's buffers; results stop
+    at ``max_rows`` rows or ``max_result_bytes`` bytes, whichever comes first.
+    """
 
     timeout_s: float = 60.0
     max_rows: int = 1_000_000
+    max_result_bytes: int = 256 << 20
     memory_limit: str = "4GB"
 
 
@@ -314,6 +319,31 @@ class Config:
         return self.tables.get(name, TableConfig())
 
 
+_SIZE_UNITS = {
+    "b": 1,
+    "kb": 1000,
+    "mb": 1000**2,
+    "gb": 1000**3,
+    "tb": 1000**4,
+    "kib": 1 << 10,
+    "mib": 1 << 20,
+    "gib": 1 << 30,
+    "tib": 1 << 40,
+}
+
+
+def parse_size(text: str) -> int:
+    """Bytes in a size such as ``512MB``, ``4GB`` or ``1.5GiB`` (DuckDB's units: KB = 1000 bytes).
+
+    Raises ValueError for anything else.
+    """
+    match = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([a-zA-Z]*)\s*", text)
+    unit = (match.group(2).lower() or "b") if match else ""
+    if not match or unit not in _SIZE_UNITS:
+        raise ValueError(f"{text!r} is not a size like 512MB or 4GB")
+    return int(float(match.group(1)) * _SIZE_UNITS[unit])
+
+
 def continuous_query(name: str, settings: Mapping[str, Any]) -> ContinuousQueryConfig:
     """``[queries.NAME]`` from TOML or JSON settings (lists become tuples); ConfigError if bad."""
     if not isinstance(settings, Mapping):
@@ -394,8 +424,15 @@ def _validate(cfg: Config) -> None:
             raise ConfigError(f"table name {name!r} must be NAMESPACE.TABLE, e.g. logs.web")
     if cfg.ingest.chunk_bytes < 1 << 16:
         raise ConfigError("ingest.chunk_bytes must be at least 65536")
-    if cfg.query.max_rows < 1 or cfg.query.timeout_s <= 0:
-        raise ConfigError("query.max_rows and query.timeout_s must be positive")
+    if cfg.query.max_rows < 1 or cfg.query.timeout_s <= 0 or cfg.query.max_result_bytes < 1:
+        raise ConfigError(
+            "query.max_rows, query.max_result_bytes and query.timeout_s must be positive"
+        )
+    try:
+        if parse_size(cfg.query.memory_limit) < 64 << 20:
+            raise ConfigError("query.memory_limit must be at least 64MB")
+    except ValueError as exc:
+        raise ConfigError(f"query.memory_limit: {exc}") from exc
     if cfg.server.log_format not in LOG_FORMATS:
         raise ConfigError(
             f"server.log_format = {cfg.server.log_format!r}; choose one of {', '.join(LOG_FORMATS)}"

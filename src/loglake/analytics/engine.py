@@ -64,7 +64,8 @@ import pyarrow as pa
 
 from loglake.analytics.anomaly import AnomalySpec, RobustZ
 from loglake.analytics.windows import WindowSpec
-from loglake.errors import ConfigError, LoglakeError
+from loglake.errors import ConfigError, LoglakeError, QueryError
+from loglake.query.policy import check_read_only
 
 TS = "ts"
 _T = "__ts_us"  # event time as integer microseconds, the engine's working column
@@ -623,13 +624,13 @@ class Sandbox:
         con.execute("SET enable_external_access = false")
         con.execute("SET lock_configuration = true")
         try:
-            statements = con.extract_statements(sql)
-        except duckdb.Error as exc:
-            raise ConfigError(f"queries.{name}: the SQL does not parse: {exc}") from exc
-        if len(statements) != 1 or statements[0].type.name != "SELECT":
-            raise ConfigError(
-                f"queries.{name}: the SQL must be one SELECT over the relation `stream`"
+            check_read_only(
+                con, sql, ["stream"], ": a continuous query reads only the relation `stream`"
             )
+        except QueryError as exc:
+            raise ConfigError(
+                f"queries.{name}.sql: {exc}; write one SELECT over the relation `stream`"
+            ) from exc
         self._con = con
 
     def run(self, rows: pl.DataFrame) -> pl.DataFrame:

@@ -29,6 +29,7 @@ import polars as pl
 from loglake.analytics.alerts import Alert, Notifier
 from loglake.analytics.engine import ContinuousQuery, ContinuousQueryError, QuerySpec
 from loglake.errors import LoglakeError
+from loglake.sqltext import ident, literal
 
 if TYPE_CHECKING:
     from concurrent.futures import Future
@@ -382,15 +383,15 @@ class QueryRunner:
             q.gauges = _gauges(out, q.prometheus_labels)
 
     def _window_rows(self, spec: QuerySpec, start: int, stop: int, key: str | None) -> str:
-        """SQL for the stream's rows of the lake table in a time range (and session key)."""
+        """The condition on the lake table that selects the stream's rows of one window."""
         where = (
-            f"source = 'stream:{self.stream}' AND ts >= TIMESTAMP '{_literal(start)}' "
-            f"AND ts < TIMESTAMP '{_literal(stop)}'"
+            f"source = {literal('stream:' + self.stream)} "
+            f"AND ts >= TIMESTAMP {literal(_literal(start))} "
+            f"AND ts < TIMESTAMP {literal(_literal(stop))}"
         )
         if spec.key:
-            value = str(key).replace("'", "''")
-            where += f" AND coalesce(CAST({_ident(spec.key)} AS VARCHAR), '') = '{value}'"
-        return f"SELECT * FROM {self.source_table} WHERE {where}"
+            where += f" AND coalesce(CAST({ident(spec.key)} AS VARCHAR), '') = {literal(str(key))}"
+        return where
 
     def _connection(self) -> Any:
         from loglake.query.engine import Connection
@@ -403,18 +404,20 @@ class QueryRunner:
         return lake
 
     def _executor(self, spec: QuerySpec) -> Any:
-        """Runs the query's SQL in the lake with ``stream`` bound to the window's rows.
+        """Runs the query's SQL in the lake sandbox with ``stream`` bound to the window's rows.
 
         DuckDB then reads only the columns the SQL uses, from the files of the window's time
         range, and aggregates as it reads: far less work than fetching every column of a minute
-        of a busy stream and handing it over. The lake is read-only here, as for ``loglake query``.
+        of a busy stream and handing it over. The SQL sees nothing but ``stream`` (no other table,
+        no file) and runs under the limits of ``loglake query``, in a sandbox process of its own.
         """
 
         def execute(start: int, stop: int, key: str | None) -> pl.DataFrame:
             rows = self._window_rows(spec, start, stop, key)
-            sql = f"WITH stream AS ({rows}) SELECT * FROM ({spec.sql}) AS result"
             try:
-                result = self._connection().sql(sql)
+                result = self._connection().window(
+                    spec.sql, self.source_table, rows, [(start, stop)]
+                )
             except LoglakeError as exc:
                 raise ContinuousQueryError(
                     f"continuous query {spec.name} failed on a window: {exc}"
@@ -468,10 +471,6 @@ def _offer(queue: Any, rows: list[dict[str, Any]]) -> None:
 
 def _literal(micros: int) -> str:
     return datetime.fromtimestamp(micros / 1_000_000, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
-
-
-def _ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 def _json_value(value: Any) -> Any:

@@ -11,18 +11,27 @@ statements are accepted; each query has a time limit and a row limit.
 
 from __future__ import annotations
 
-import threading
 import weakref
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import duckdb
 
+from loglake.config import parse_size
 from loglake.errors import NoSuchTableError, QueryError, QueryRefusedError
 from loglake.query.plan import TablePlan, current_locations, get_plan, table_names
+from loglake.query.policy import Checked, check_read_only
+from loglake.query.worker import (
+    Limits,
+    SandboxSettings,
+    Worker,
+    first_line,
+    open_sandbox,
+)
+from loglake.query.worker import run as run_sandboxed
+from loglake.sqltext import ident, literal, qualified
 
 if TYPE_CHECKING:
     import pandas
@@ -31,16 +40,20 @@ if TYPE_CHECKING:
 
     from loglake.config import Config
 
-_ALLOWED_STATEMENTS = {"SELECT", "EXPLAIN"}
 _US = 1_000_000
 
 
 @dataclass
 class Result:
-    """A finished query's rows, materialized once; converts to Arrow, Polars or pandas."""
+    """A finished query's rows, materialized once; converts to Arrow, Polars or pandas.
+
+    ``truncated`` is True when a limit cut the rows; ``cut_by`` names it (``rows``: query.max_rows,
+    ``bytes``: query.max_result_bytes).
+    """
 
     table: pa.Table
     truncated: bool
+    cut_by: str | None = None
 
     def arrow(self) -> pa.Table:
         return self.table
@@ -69,34 +82,44 @@ class Result:
 class Connection:
     """A read-only, sandboxed SQL session over the lake of one config.
 
-    Created by :func:`loglake.connect`. Not thread-safe: use one per thread.
+    Created by :func:`loglake.connect`. Not thread-safe: use one per thread. Statements are checked
+    here (:mod:`loglake.query.policy`) and run in a sandbox with time, result and memory limits
+    (:mod:`loglake.query.worker`): by default in a child process of its own; with
+    ``isolated=False`` in this process, whose memory is then limited for good (for a process that
+    does nothing else, such as ``loglake query``).
     """
 
-    def __init__(self, config: Config):
+    def __init__(self, config: Config, *, isolated: bool = True):
         self.config = config
-        self._con = duckdb.connect(":memory:")
-        # Close DuckDB before the interpreter tears down: an open connection at exit can abort the
-        # process ("exception not rethrown") after the output was already written.
-        weakref.finalize(self, self._con.close)
-        warehouse = config.warehouse
-        root = warehouse[len("file://") :] if warehouse.startswith("file://") else str(config.home)
-        self._setup(root)
+        q = config.query
+        # Parsing only: the policy reads DuckDB's own parse tree of each statement.
+        self._parser = duckdb.connect(":memory:")
+        weakref.finalize(self, self._parser.close)
+        self.settings = SandboxSettings(
+            root=_readable_root(config),
+            memory_limit=q.memory_limit,
+            memory_bytes=parse_size(q.memory_limit),
+            result_bytes=q.max_result_bytes,
+        )
+        self._worker: Worker | None = None
+        self._local: duckdb.DuckDBPyConnection | None = None
+        if isolated:
+            worker = self._worker = Worker(self.settings)
+            weakref.finalize(self, worker.close)
+        else:
+            local = self._local = open_sandbox(self.settings, bound_process=True)
+            # Close DuckDB before the interpreter tears down: an open connection at exit can abort
+            # the process ("exception not rethrown") after the output was already written.
+            weakref.finalize(self, local.close)
         self._created_schemas: set[str] = set()
-
-    def _setup(self, root: str) -> None:
-        q = self.config.query
-        con = self._con
-        con.execute("SET TimeZone = 'UTC'")
-        con.execute(f"SET memory_limit = '{q.memory_limit}'")
-        con.execute("SET parquet_metadata_cache = true")
-        con.execute("SET autoinstall_known_extensions = false")
-        con.execute("SET autoload_known_extensions = false")
-        con.execute("SET allowed_directories = $dirs", {"dirs": [root.rstrip("/") + "/"]})
-        con.execute("SET enable_external_access = false")
-        con.execute("SET lock_configuration = true")
+        self.last_result: Result | None = None  # of rows(), for its truncation notice
 
     def close(self) -> None:
-        self._con.close()
+        if self._worker is not None:
+            self._worker.close()
+        if self._local is not None:
+            self._local.close()
+        self._parser.close()
 
     def __enter__(self) -> Connection:
         return self
@@ -104,130 +127,142 @@ class Connection:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    @property
+    def limits(self) -> Limits:
+        q = self.config.query
+        return Limits(timeout_s=q.timeout_s, max_rows=q.max_rows, max_bytes=q.max_result_bytes)
+
     # -- statements --------------------------------------------------------------------------------
 
-    def _check(self, sql: str) -> None:
-        try:
-            statements = self._con.extract_statements(sql)
-        except duckdb.Error as exc:
-            raise QueryError(_clean(exc)) from exc
-        if len(statements) != 1:
-            raise QueryRefusedError(
-                f"send exactly one SQL statement (got {len(statements)}); split them into separate queries"
-            )
-        kind = statements[0].type.name
-        if kind not in _ALLOWED_STATEMENTS:
-            raise QueryRefusedError(
-                f"{kind} statements are not allowed: the lake is read-only here; only SELECT "
-                "(with WITH, UNION, ...) and EXPLAIN are accepted"
-            )
+    def _lake_tables(self) -> tuple[dict[str, str] | None, list[str]]:
+        locations = current_locations(self.config)
+        known = sorted(locations) if locations is not None else table_names(self.config)
+        return locations, known
 
-    def _bind(self, sql: str) -> None:
-        """Create a view for every lake table the query names, over the files it can need."""
+    def _views(
+        self,
+        checked: Checked | None,
+        locations: dict[str, str] | None,
+        known: list[str],
+        only: dict[str, list[tuple[int | None, int | None]] | None] | None = None,
+    ) -> list[str]:
+        """Statements that bind every lake table the query reads to a view over the files it can
+        need (``only``: these tables and ranges instead of what the statement reads).
+
+        Which tables: DuckDB's parse tree (``checked.tables``), so that every table read is bound
+        afresh and no view of an earlier query is ever reused. Which files: the time ranges the
+        pruner finds; a table it does not find keeps all its files.
+        """
         from loglake.query.prune import referenced_tables
 
-        locations = current_locations(self.config)
-        known = set(locations) if locations is not None else set(table_names(self.config))
-        wanted = referenced_tables(sql, known)
+        if only is not None:
+            wanted = only
+        else:
+            assert checked is not None
+            by_name = {name.lower(): name for name in known}
+            found = {k.lower(): v for k, v in referenced_tables(checked.select, set(known)).items()}
+            wanted = {by_name[t]: found.get(t) for t in sorted(checked.tables) if t in by_name}
+        setup: list[str] = []
         for name, ranges in wanted.items():
             plan = get_plan(self.config, name, locations.get(name) if locations else None)
-            self._create_view(plan, ranges)
+            setup.extend(self._view(plan, ranges))
+        return setup
 
-    def _create_view(
+    def _view(
         self, plan: TablePlan, ranges: list[tuple[int | None, int | None]] | None
-    ) -> None:
-        namespace, table = plan.name.split(".", 1)
+    ) -> list[str]:
+        namespace, _ = plan.name.split(".", 1)
+        statements = []
         if namespace not in self._created_schemas:
-            self._con.execute(f'CREATE SCHEMA IF NOT EXISTS "{namespace}"')
+            statements.append(f"CREATE SCHEMA IF NOT EXISTS {ident(namespace)}")
             self._created_schemas.add(namespace)
         files = plan.files
         if ranges is not None:
             files = [f for f in files if _overlaps(f.ts_min, f.ts_max, ranges)]
-        cols = ", ".join(f'"{c}"' for c, _ in plan.columns)
+        cols = ", ".join(ident(c) for c, _ in plan.columns)
+        opts = ", union_by_name = true" if plan.evolved else ""
         if files:
-            paths = ", ".join("'" + f.path.replace("'", "''") + "'" for f in files)
-            opts = ", union_by_name = true" if plan.evolved else ""
+            paths = ", ".join(literal(f.path) for f in files)
             source = f"SELECT {cols} FROM read_parquet([{paths}]{opts})"
         elif plan.files:
             # Nothing can match: keep the real schema by reading one file's footer only.
-            one = plan.files[0].path.replace("'", "''")
-            opts = ", union_by_name = true" if plan.evolved else ""
-            source = f"SELECT {cols} FROM read_parquet(['{one}']{opts}) WHERE false"
+            source = f"SELECT {cols} FROM read_parquet([{literal(plan.files[0].path)}]{opts}) WHERE false"
         else:
-            typed = ", ".join(f'CAST(NULL AS {t}) AS "{c}"' for c, t in plan.columns)
+            typed = ", ".join(f"CAST(NULL AS {t}) AS {ident(c)}" for c, t in plan.columns)
             source = f"SELECT {typed} WHERE false"
-        self._con.execute(f'CREATE OR REPLACE VIEW "{namespace}"."{table}" AS {source}')
+        statements.append(f"CREATE OR REPLACE VIEW {qualified(plan.name)} AS {source}")
+        return statements
 
-    @contextmanager
-    def _guard(self) -> Iterator[None]:
-        """Apply the time limit and turn DuckDB's errors into loglake's, for one query."""
-        timer = threading.Timer(self.config.query.timeout_s, self._con.interrupt)
-        timer.daemon = True
-        timer.start()
+    def _run(self, setup: list[str], sql: str) -> tuple[pa.Table, str | None]:
         try:
-            yield
-        except duckdb.InterruptException as exc:
-            raise QueryError(
-                f"query stopped after {self.config.query.timeout_s:g} s (query.timeout_s); "
-                "narrow the time range or raise the limit"
-            ) from exc
-        except duckdb.PermissionException as exc:
-            raise QueryRefusedError(f"refused by the sandbox: {_clean(exc)}") from exc
-        except duckdb.CatalogException as exc:
-            raise QueryError(_clean(exc) + _table_hint(self.config)) from exc
-        except duckdb.Error as exc:
-            raise QueryError(_clean(exc)) from exc
-        finally:
-            timer.cancel()
+            if self._worker is not None:
+                return self._worker.run(setup, sql, self.limits)
+            assert self._local is not None
+            return run_sandboxed(self._local, setup, sql, self.limits)
+        except QueryError as exc:
+            if "Catalog Error" in str(exc) and "does not exist" in str(exc):
+                raise QueryError(str(exc) + _table_hint(self.config)) from exc
+            raise
 
     def sql(self, sql: str, dialect: str | None = None) -> Result:
-        """Run one read-only statement and return its rows (at most ``query.max_rows``).
+        """Run one read-only statement and return its rows (at most ``query.max_rows`` rows and
+        ``query.max_result_bytes`` bytes; ``truncated`` says when a limit cut them).
 
         ``dialect`` (e.g. ``athena``, ``trino``) transpiles the SQL to DuckDB's first. Raises
-        QueryRefusedError for anything but a read, QueryError for errors in the SQL.
+        QueryRefusedError for anything but a read of lake tables, QueryError for errors in the SQL,
+        a query over ``query.timeout_s`` or one that needs more than ``query.memory_limit``.
         """
-        import pyarrow as pa
-
         sql = transpile(sql, dialect)
-        self._check(sql)
-        self._bind(sql)
-        limit = self.config.query.max_rows
-        with self._guard():
-            reader = self._con.sql(sql).to_arrow_reader(min(limit + 1, 1_000_000))
-            batches = []
-            rows = 0
-            for batch in reader:
-                batches.append(batch)
-                rows += batch.num_rows
-                if rows > limit:
-                    break
-            table = pa.Table.from_batches(batches, schema=reader.schema)
-        truncated = table.num_rows > limit
-        return Result(table.slice(0, limit) if truncated else table, truncated)
+        locations, known = self._lake_tables()
+        checked = check_read_only(self._parser, sql, known, _scope_hint(known))
+        try:
+            setup = self._views(checked, locations, known)
+        except duckdb.Error as exc:
+            raise QueryError(first_line(exc)) from exc
+        table, cut = self._run(setup, checked.text)
+        return Result(table, cut is not None, cut)
+
+    def window(
+        self,
+        sql: str,
+        table: str,
+        rows: str,
+        ranges: list[tuple[int | None, int | None]],
+    ) -> Result:
+        """Run a continuous query's ``sql`` over one window: the relation ``stream`` is the rows of
+        lake ``table`` that the trusted condition ``rows`` selects, and nothing else is in scope
+        (no other table, no file). Same limits and errors as :meth:`sql`."""
+        statement = check_read_only(
+            self._parser,
+            sql,
+            ["stream"],
+            ": a continuous query reads only the relation `stream` (its window's records)",
+        ).text
+        locations, known = self._lake_tables()
+        setup = self._views(None, locations, known, only={table: ranges}) if table in known else []
+        source = (
+            f"SELECT * FROM {qualified(table)} WHERE {rows}"
+            if table in known
+            else "SELECT NULL::TIMESTAMP AS ts WHERE false"
+        )
+        wrapped = f"WITH stream AS ({source}) SELECT * FROM (\n{statement}\n) AS result"
+        table_out, cut = self._run(setup, wrapped)
+        return Result(table_out, cut is not None, cut)
 
     def rows(
         self, sql: str, dialect: str | None = None
     ) -> tuple[list[str], Iterator[tuple[Any, ...]]]:
-        """Column names and an iterator of row tuples (no pyarrow needed: the CLI's fast path)."""
-        sql = transpile(sql, dialect)
-        self._check(sql)
-        self._bind(sql)
-        with self._guard():
-            cursor = self._con.execute(sql)
-        names = [d[0] for d in cursor.description or []]
-        limit = self.config.query.max_rows
+        """Column names and an iterator of row tuples, with the limits of :meth:`sql`."""
+        result = self.sql(sql, dialect)
+        self.last_result = result
+        table = result.table
 
         def it() -> Iterator[tuple[Any, ...]]:
-            sent = 0
-            while sent < limit:
-                with self._guard():
-                    chunk = cursor.fetchmany(min(10_000, limit - sent))
-                if not chunk:
-                    return
-                sent += len(chunk)
-                yield from chunk
+            for batch in table.to_batches():
+                columns = [c.to_pylist() for c in batch.columns]
+                yield from zip(*columns, strict=True)
 
-        return names, it()
+        return list(table.column_names), it()
 
 
 def transpile(sql: str, dialect: str | None) -> str:
@@ -254,13 +289,19 @@ def _overlaps(lo: int | None, hi: int | None, ranges: list[tuple[int | None, int
     return any((rhi is None or lo <= rhi) and (rlo is None or hi >= rlo) for rlo, rhi in ranges)
 
 
-def _clean(exc: BaseException) -> str:
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-
-
 def _table_hint(config: Config) -> str:
-    names = table_names(config)
+    return _scope_hint(table_names(config))
+
+
+def _scope_hint(names: list[str]) -> str:
     return f" (lake tables: {', '.join(names) or 'none yet; run loglake ingest'})"
+
+
+def _readable_root(config: Config) -> str | None:
+    """The one folder user SQL may read: a local warehouse; nothing for a remote one (the data
+    home also holds the config, with its keys, and the stream logs)."""
+    warehouse = config.warehouse
+    return warehouse[len("file://") :] if warehouse.startswith("file://") else None
 
 
 def to_micros(value: datetime) -> int:
