@@ -32,7 +32,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from loglake.errors import ConfigError, FormatError, LoglakeError
+from loglake.errors import ConfigError, FormatError, LoglakeError, QueryError
 from loglake.server.body import BodyError, content_encoding, decode_body, lines, read_body
 from loglake.server.runtime import (
     DELETE_WAIT_S,
@@ -93,6 +93,8 @@ def _errors(handler: Handler) -> Handler:
             return error(413, "record_too_large", str(exc))
         except (ConfigError, FormatError) as exc:
             return error(400, "invalid_request", str(exc))
+        except QueryError as exc:  # SQL of a continuous query that the sandbox refuses
+            return error(400, "invalid_query", str(exc))
         except Exception as exc:
             return _internal(request, exc)
 

@@ -63,6 +63,10 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         if self._refusal is not None:
             return  # answered and closing: what the client still sends is ignored
         self._message_ended = False
+        if self._in_head and self._head_timer is None:
+            # Bytes after a response (which cancel uvicorn's keep-alive timer) start the clock
+            # even when they do not begin a request (stray line ends).
+            self._arm_head_timer()
         super().data_received(data)
         if self._refusal is None and self._in_head and not self._message_ended:
             self._raw_head_bytes += len(data)
