@@ -224,3 +224,17 @@ def test_query_names_and_durations_are_bounded(tmp_path: Path) -> None:
             load_config(home=tmp_path, environ={})
     (tmp_path / "loglake.toml").write_text(good + 'lateness = "365d"\n')
     assert load_config(home=tmp_path, environ={}).queries["hits"].lateness == "365d"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '[tail.app]\npaths = ["/var/log/app.log"]\nstream = ".."\n',
+        '[syslog]\nstream = "."\n',
+        '[streams.".."]\nformat = "json"\n',
+    ],
+)
+def test_every_stream_name_of_the_file_is_a_safe_folder_name(tmp_path: Path, text: str) -> None:
+    (tmp_path / "loglake.toml").write_text(text)
+    with pytest.raises(ConfigError, match="not only dots"):
+        load_config(home=tmp_path, environ={})

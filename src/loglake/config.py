@@ -97,7 +97,9 @@ class QueryConfig:
 
 @dataclass(frozen=True)
 class ServerConfig:
-    """``loglake serve``: where it listens and how it logs. Without API keys it only binds to loopback.
+    """``loglake serve``: where it listens, its request limits and how it logs.
+
+    Without any credential (``[auth]``) it only binds to loopback addresses.
 
     ``log_format`` (``json`` or ``text``) and ``log_level`` shape its stderr events.
     """
@@ -461,6 +463,10 @@ def _validate(cfg: Config) -> None:
             raise ConfigError(f"tail.{name}.start_at = {tail.start_at!r}; choose beginning or end")
         if not tail.stream:
             raise ConfigError(f"tail.{name}.stream is missing: name the stream its lines go to")
+        if not STREAM_NAME.fullmatch(tail.stream):
+            raise ConfigError(f"tail.{name}.stream {tail.stream[:200]!r}: use {STREAM_NAME_RULE}")
+    if not STREAM_NAME.fullmatch(cfg.syslog.stream):
+        raise ConfigError(f"syslog.stream {cfg.syslog.stream[:200]!r}: use {STREAM_NAME_RULE}")
     for name in cfg.queries:
         query_spec(cfg, name)  # raises ConfigError naming the setting that is wrong
     for name in cfg.alerts:
