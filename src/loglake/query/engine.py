@@ -259,10 +259,21 @@ class Connection:
 
         def it() -> Iterator[tuple[Any, ...]]:
             for batch in table.to_batches():
-                columns = [c.to_pylist() for c in batch.columns]
+                columns = [_python_values(c) for c in batch.columns]
                 yield from zip(*columns, strict=True)
 
         return list(table.column_names), it()
+
+
+def _python_values(column: pa.Array) -> list[Any]:
+    """A column's values as Python objects, as DuckDB's own fetch gives them: an integer sum
+    (HUGEINT, Arrow decimal with scale 0) is an int, not a Decimal."""
+    import pyarrow as pa
+
+    values = column.to_pylist()
+    if pa.types.is_decimal(column.type) and column.type.scale == 0:
+        return [None if v is None else int(v) for v in values]
+    return values
 
 
 def transpile(sql: str, dialect: str | None) -> str:
