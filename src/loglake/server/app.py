@@ -164,6 +164,7 @@ def create_app(config: Config) -> Any:
                 {"status": "ready", "streams": sorted(runtime.streams), "skipped": runtime.skipped}
             )
         problems = [e for s in list(runtime.streams.values()) for e in s.delivery.stats.errors]
+        problems += runtime.dead_workers()
         return error(
             503, "not_ready", "; ".join(problems) or "streams are resuming", {"Retry-After": "1"}
         )
@@ -575,6 +576,12 @@ def render_metrics(runtime: Runtime) -> str:
         [(s.name, max(0, s.log.next_offset - s.delivery.stats.position)) for s in streams],
     )
     add(
+        "loglake_stream_lost_records_total",
+        "counter",
+        "Acknowledged records lost to damage of the stream's log on disk (skipped, logged).",
+        [(s.name, s.log.lost_records) for s in streams],
+    )
+    add(
         "loglake_stream_buffered_bytes",
         "gauge",
         "Bytes of the stream's durable log on disk.",
@@ -666,15 +673,23 @@ def render_metrics(runtime: Runtime) -> str:
     ]
     lines.append(
         "# HELP loglake_alert_webhook_notifications_total Alert notifications by webhook "
-        "outcome: sent, failed (every attempt failed) or dropped (too many waiting)."
+        "outcome: sent, failed (every attempt failed), dropped (too many waiting) or errors "
+        "(an unexpected error in the notifier; logged)."
     )
     lines.append("# TYPE loglake_alert_webhook_notifications_total counter")
     for stream_name, notifier in notifiers:
-        for outcome in ("sent", "failed", "dropped"):
+        for outcome in ("sent", "failed", "dropped", "errors"):
             lines.append(
                 f'loglake_alert_webhook_notifications_total{{stream="{stream_name}",'
                 f'outcome="{outcome}"}} {getattr(notifier, outcome):g}'
             )
+    lines.append(
+        "# HELP loglake_alert_notifier_up 1 while every webhook thread of the stream's alert "
+        "notifier runs, 0 once one has died (then /readyz answers 503)."
+    )
+    lines.append("# TYPE loglake_alert_notifier_up gauge")
+    for stream_name, notifier in notifiers:
+        lines.append(f'loglake_alert_notifier_up{{stream="{stream_name}"}} {int(notifier.alive)}')
     exported = [(n, q) for n, (_, q) in queries.items() if q.prometheus_labels is not None]
     if exported:
         lines.append(

@@ -261,7 +261,24 @@ class Runtime:
 
     @property
     def ready(self) -> bool:
-        return all(s.delivery.ready.is_set() for s in self.streams.values()) and self.catalog.done()
+        return (
+            all(s.delivery.ready.is_set() for s in self.streams.values())
+            and self.catalog.done()
+            and not self.dead_workers()
+        )
+
+    def dead_workers(self) -> list[str]:
+        """Worker threads that died (the streams' alert notifiers), as messages for /readyz."""
+        dead = []
+        for stream in list(self.streams.values()):
+            runner = stream.delivery.runner
+            notifier = runner.notifier if runner is not None else None
+            if notifier is not None and not notifier.alive:
+                dead.append(
+                    f"stream {stream.name}: the alert notifier stopped (see the log); "
+                    "alerts are not sent until the server restarts"
+                )
+        return dead
 
     def get(self, name: str) -> Stream:
         stream = self.streams.get(name)
