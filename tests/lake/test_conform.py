@@ -200,3 +200,18 @@ def test_reshape_matches_members_by_name() -> None:
         None,
         [],
     ]
+
+
+def test_a_spelling_without_storable_value_does_not_hide_a_clash() -> None:
+    frame = pl.DataFrame(
+        {
+            "ab": pl.Series([{}], dtype=pl.Struct({})),
+            "AB": [1],
+            "Ab": [2],
+        }
+    )
+    result = conform(frame, {})
+    assert result.reasons.to_list() == [
+        'keys "AB" and "Ab" differ only in case and hold different values '
+        "(column names are case-insensitive)"
+    ]

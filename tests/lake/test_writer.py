@@ -12,7 +12,7 @@ import pytest
 
 from loglake.config import load_config
 from loglake.lake.catalog import open_catalog
-from loglake.lake.writer import TableWriter, load_existing
+from loglake.lake.writer import TableWriter, load_existing, peek_table
 
 MakeWriter = Callable[..., TableWriter]
 
@@ -128,3 +128,25 @@ def test_a_table_is_not_created_for_nothing(catalog: Any, make_writer: MakeWrite
     writer = make_writer()
     assert not writer.commit()
     assert not catalog.table_exists("logs.t")
+
+
+def test_peeked_columns_are_the_opened_tables(catalog: Any, make_writer: MakeWriter) -> None:
+    """Batch ingest conforms its first rows to what the metadata file says, before pyiceberg is
+    loaded: that must be exactly what the opened table says, or rows would be refused wrongly."""
+    writer = make_writer()
+    writer.add(
+        rows(
+            n=[1],
+            f=[1.5],
+            b=[True],
+            s=["x"],
+            p=[{"a": 1, "l": [{"q": "z"}]}],
+            tags=[["a"]],
+        ).with_columns(pl.col("n").cast(pl.Int32).alias("small"))
+    )
+    writer.commit()
+    peeked = peek_table(catalog.load_table("logs.t").metadata_location)
+    opened = make_writer()
+    assert peeked is not None
+    assert peeked == (opened.columns(), ["ts_day"])
+    assert peek_table(None) == ({}, None)

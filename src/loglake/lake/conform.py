@@ -182,6 +182,8 @@ def _fit(s: pl.Series, target: PolarsDataType | None, path: str) -> _Fit:
 def _new(s: pl.Series, path: str) -> _Fit:
     """A column (or object member) the table does not have yet, in a type it can store."""
     dtype = s.dtype
+    if _storable(dtype):
+        return s, None
     if isinstance(dtype, pl.Struct):
         return _fit_struct(s, None, path)
     if isinstance(dtype, pl.List | pl.Array):
@@ -198,17 +200,39 @@ def _new(s: pl.Series, path: str) -> _Fit:
     return s, None
 
 
+_UNSTORABLE = (pl.Null, pl.Int128, pl.UInt128, pl.UInt8, pl.UInt16, pl.UInt32, pl.UInt64)
+
+
+def _storable(dtype: PolarsDataType) -> bool:
+    """Whether a new column of ``dtype`` can be stored as it is: no type a table cannot hold, no
+    empty object, no object members whose names differ only in case (checked at every depth)."""
+    if isinstance(dtype, pl.Struct):
+        names = {f.name.lower() for f in dtype.fields}
+        return (
+            bool(dtype.fields)
+            and len(names) == len(dtype.fields)
+            and all(_storable(f.dtype) for f in dtype.fields)
+        )
+    if isinstance(dtype, pl.List):
+        return _storable(dtype.inner)
+    if isinstance(dtype, pl.Array | pl.Categorical | pl.Enum):
+        return False
+    return dtype not in _UNSTORABLE
+
+
 def _merge(variants: list[pl.Series], target: PolarsDataType | None, path: str) -> _Fit:
     """One column from the spellings of one name that differ only in case (usually just one)."""
     if len(variants) == 1:
         return _fit(variants[0], target, path)
     fitted: list[pl.Series] = []
+    spellings: list[str] = []
     reasons: pl.Series | None = None
     for variant in variants:
         values, why = _fit(variant, target, path)
         reasons = _first_reason(reasons, why)
         if values is not None:
             fitted.append(values)
+            spellings.append(variant.name)
     if not fitted:
         return None, reasons
     common: PolarsDataType = fitted[0].dtype
@@ -238,7 +262,7 @@ def _merge(variants: list[pl.Series], target: PolarsDataType | None, path: str) 
         held = both.select(pl.col(names).is_not_null()).to_numpy()[rows.to_numpy()]
         texts = [
             f"{where}keys "
-            + " and ".join(f'"{v.name}"' for v, has in zip(variants, row, strict=True) if has)
+            + " and ".join(f'"{n}"' for n, has in zip(spellings, row, strict=True) if has)
             + " differ only in case and hold different values (column names are case-insensitive)"
             for row in held
         ]

@@ -64,6 +64,60 @@ def _has_new_members(have: PolarsDataType, got: PolarsDataType) -> bool:
     return False
 
 
+#: A table's columns and partition field names (None for a table that does not exist).
+TablePeek = tuple[dict[str, "PolarsDataType"], list[str] | None]
+
+_ICEBERG_TYPES: dict[str, PolarsDataType] = {
+    "boolean": pl.Boolean(),
+    "int": pl.Int32(),
+    "long": pl.Int64(),
+    "float": pl.Float32(),
+    "double": pl.Float64(),
+    "date": pl.Date(),
+    "timestamp": pl.Datetime("us"),
+    "timestamptz": pl.Datetime("us", "UTC"),
+    "string": pl.String(),
+    "binary": pl.Binary(),
+}
+
+
+def peek_table(metadata_location: str | None) -> TablePeek | None:
+    """A table's columns (as :func:`~loglake.lake.conform.table_columns` gives them) and partition
+    field names, read from its metadata file without pyiceberg, which takes about a second to
+    import: batch ingest conforms its first rows meanwhile. ``metadata_location`` None means the
+    table does not exist. None when the file cannot be read or holds a type not handled here
+    (the caller then opens the table)."""
+    if metadata_location is None:
+        return {}, None
+    from urllib.parse import unquote, urlparse
+
+    parsed = urlparse(metadata_location)
+    if parsed.scheme not in ("", "file") or not metadata_location.endswith(".metadata.json"):
+        return None
+    try:
+        with open(unquote(parsed.path), "rb") as f:
+            meta = json.load(f)
+        schema = next(s for s in meta["schemas"] if s["schema-id"] == meta["current-schema-id"])
+        spec = next(s for s in meta["partition-specs"] if s["spec-id"] == meta["default-spec-id"])
+        columns = {f["name"]: _iceberg_type(f["type"]) for f in schema["fields"]}
+        return columns, [f["name"] for f in spec["fields"]]
+    except (OSError, ValueError, KeyError, TypeError, StopIteration):
+        return None
+
+
+def _iceberg_type(spec: Any) -> PolarsDataType:
+    """A type of Iceberg's JSON schema as Polars has it; ValueError for a type not handled."""
+    if isinstance(spec, str):
+        if spec in _ICEBERG_TYPES:
+            return _ICEBERG_TYPES[spec]
+        raise ValueError(f"type {spec} not handled")
+    if spec["type"] == "struct":
+        return pl.Struct({f["name"]: _iceberg_type(f["type"]) for f in spec["fields"]})
+    if spec["type"] == "list":
+        return pl.List(_iceberg_type(spec["element"]))
+    raise ValueError(f"type {spec['type']} not handled")
+
+
 def load_existing(catalog: Catalog, name: str) -> Table | None:
     """Table ``name``, or None when it does not exist (yet)."""
     from pyiceberg.exceptions import NoSuchTableError
@@ -94,10 +148,15 @@ class TableWriter:
         sort_by: str | None = "ts",
         commit_lock: AbstractContextManager[Any] | None = None,
         partition: str = "none",
+        peek: Callable[[], TablePeek | None] | None = None,
     ):
         # The catalog and table are opened on first use; ``open_table`` gives None for a table
         # that does not exist yet, which is then created from the first rows added.
         self._open_table = open_table
+        # Until the table is opened (the first write), rows may be conformed to what ``peek``
+        # reads of it, so the caller goes on parsing while pyiceberg loads.
+        self._peek = peek
+        self._peeked: TablePeek | None = None
         self._catalog: Catalog | None = None
         self._table: Table | None = None
         self._opened = False
@@ -160,10 +219,11 @@ class TableWriter:
 
     def columns(self) -> dict[str, PolarsDataType]:
         """The columns rows must fit: the table's, with those of rows added but not yet written."""
-        self._open()
-        table = self._table
-        if table is None:
-            known: dict[str, PolarsDataType] = {}
+        peeked = self._peek_table()
+        if peeked is not None:
+            known: dict[str, PolarsDataType] = dict(peeked[0])
+        elif (table := self._opened_table()) is None:
+            known = {}
         else:
             schema = table.schema()
             if self._columns_of is None or self._columns_of[0] is not schema:
@@ -176,11 +236,27 @@ class TableWriter:
             known[name] = union_type(known[name], dtype) or known[name] if name in known else dtype
         return known
 
+    def _peek_table(self) -> TablePeek | None:
+        """What ``peek`` read of the table, while the table is not opened yet."""
+        if self._opened or self._peek is None:
+            return None
+        if self._peeked is None:
+            self._peeked = self._peek()
+            if self._peeked is None:
+                self._peek = None  # it cannot tell: open the table
+        return self._peeked
+
+    def _opened_table(self) -> Table | None:
+        self._open()
+        return self._table
+
     def reserved(self) -> list[str]:
         """Names a new column may not take: the table's partition fields (or the planned one)."""
-        self._open()
-        if self._table is not None:
-            return [field.name for field in self._table.spec().fields]
+        peeked = self._peek_table()
+        if peeked is not None and peeked[1] is not None:
+            return peeked[1]
+        if peeked is None and (table := self._opened_table()) is not None:
+            return [field.name for field in table.spec().fields]
         if self.partition != "none" and self.sort_by:
             return [f"{self.sort_by}_{self.partition}"]
         return []
