@@ -15,6 +15,7 @@ from typing import Any
 
 import polars as pl
 import pytest
+from pyiceberg.types import IntegerType
 
 from loglake.config import Config, load_config, stream_config
 from loglake.lake.catalog import open_catalog
@@ -131,35 +132,31 @@ def test_rows_a_data_file_cannot_hold_are_rejected_one_by_one(
     """The safety net behind conformance: a write that fails for its data is not retried
     forever; the rows that fail alone are rejected with their raw bytes, the others written."""
     delivery = deliver()
-    stream_log.append([line(small=1)])
-    wait_for(lambda: delivery.stats.position >= 1, "the table's creation")
-    records = [line(small=i) for i in range(1, 9)]
+    records = [line(small=i) for i in range(8)]
     first, _ = stream_log.append(records)
+    end = stream_log.next_offset
+    wait_for(lambda: delivery.stats.position >= end, "the records' commit")
     writer = delivery._writers["logs.json"]
-    # Rows handed to the writer without conformance: one value beyond the column's range.
+    with delivery._commit_lock:
+        with writer.table.update_schema() as update:
+            update.add_column("tiny", IntegerType())
+        writer.table = writer.catalog.load_table("logs.json")
+    # Rows that did not pass conformance: one value is beyond the INTEGER column's range.
     frame = pl.DataFrame(
         {
-            "small": pl.Series([1, 2, 3, 2**40, 5, 6, 7, 8], dtype=pl.Int64),
+            "tiny": pl.Series([1, 2, 3, 2**40, 5, 6, 7, 8], dtype=pl.Int64),
             "line": pl.int_range(first, first + 8, eager=True),
         }
     )
-    with delivery._commit_lock:
-        table = writer.table
-        with table.update_schema() as update:
-            update.add_column("tiny", _int_type())
-        writer.table = writer.catalog.load_table("logs.json")
-    files, refused = delivery._write_rows(writer, [frame.rename({"small": "tiny"})])
-    assert refused.get_column("line").to_list() == [first + 3]
-    assert "cannot be written to logs.json" in refused.get_column("reason")[0]
-    assert sum(f.record_count for f in files) == 7
-    rejected = delivery._refused_records(refused)
-    assert rejected.get_column("raw").to_list() == [records[3]]
+    delivered = delivery.stats.delivered
+    delivery._commit_sealed({"logs.json": [frame]}, end)
 
-
-def _int_type() -> Any:
-    from pyiceberg.types import IntegerType
-
-    return IntegerType()
+    assert query(config, 'SELECT sum(tiny)::BIGINT AS s FROM "logs"."json"') == [{"s": 32}]
+    rejected = query(config, "SELECT line, reason, raw FROM logs.rejected")
+    assert [(r["line"], r["raw"]) for r in rejected] == [(first + 3, records[3])]
+    assert rejected[0]["reason"].startswith("cannot be written to logs.json: ")
+    # The refused row counts as rejected instead of delivered.
+    assert (delivery.stats.delivered, delivery.stats.rejected) == (delivered - 1, 1)
 
 
 def test_transient_errors_are_told_from_data_errors() -> None:

@@ -205,24 +205,26 @@ class Delivery:
 
     def _writer(self, table: str) -> TableWriter:
         """The writer of ``table`` (which is created from the first rows written to it)."""
-        from loglake.lake.writer import TableWriter, load_existing
-
         w = self._writers.get(table)
         if w is None:
-            catalog = self._catalog.result()
-            t = load_existing(catalog, table)
-            if t is not None:
-                self._committed.setdefault(table, committed_offset(t, self.name) or 0)
-            w = TableWriter(
-                lambda: (catalog, t),
-                table,
-                10**12,
-                sort_by=_time_column(table),
-                commit_lock=self._commit_lock,
-                partition=self.config.table(table).partition,
-            )
-            self._writers[table] = w
+            w = self._writers[table] = self._make_writer(table)
         return w
+
+    def _make_writer(self, table: str) -> TableWriter:
+        from loglake.lake.writer import TableWriter, load_existing
+
+        catalog = self._catalog.result()
+        t = load_existing(catalog, table)
+        if t is not None:
+            self._committed.setdefault(table, committed_offset(t, self.name) or 0)
+        return TableWriter(
+            lambda: (catalog, t),
+            table,
+            10**12,
+            sort_by=_time_column(table),
+            commit_lock=self._commit_lock,
+            partition=self.config.table(table).partition,
+        )
 
     def _resume_position(self) -> int:
         """Where to start reading: the lowest offset any of our tables has not committed yet."""
@@ -514,11 +516,6 @@ class Delivery:
         thread parses the next records. One commit is in flight at most: the next waits for it
         (and re-raises its error here, which restarts delivery from the committed offsets).
         """
-        from loglake.ingest import REJECTED_TABLE
-
-        # The committer may reject records no data file can hold: it needs this writer, which
-        # only this thread creates.
-        self._writer(REJECTED_TABLE)
         sealed = {table: writer.seal() for table, writer in self._writers.items()}
         query_rows, self._query_rows = self._query_rows, []
         self._inflight_rows = query_rows
@@ -573,13 +570,17 @@ class Delivery:
                 exc,
                 extra={"fields": {"stream": self.name, "table": writer.name, "reason": str(exc)}},
             )
-            return self._isolate(writer, rows, exc)
+            return self._isolate(writer, rows, exc, [_ISOLATE_WRITES])
 
     def _isolate(
-        self, writer: TableWriter, rows: pl.DataFrame, error: Exception
+        self, writer: TableWriter, rows: pl.DataFrame, error: Exception, budget: list[int]
     ) -> tuple[list[DataFile], pl.DataFrame]:
-        """Write ``rows`` (whose write as a whole failed with ``error``) by halves."""
-        if rows.height <= 1:
+        """Write ``rows`` (whose write as a whole failed with ``error``) by halves.
+
+        At most ``budget[0]`` more writes are tried: when most rows fail (a problem of the whole
+        batch, not of a few records), the rows left are rejected together instead of one write
+        per row."""
+        if rows.height <= 1 or budget[0] <= 0:
             reason = f"cannot be written to {writer.name}: {type(error).__name__}: {error}"
             refused = pl.DataFrame(
                 {"line": rows.get_column("line").cast(pl.Int64), "reason": [reason] * rows.height},
@@ -590,12 +591,13 @@ class Delivery:
         refused_parts: list[pl.DataFrame] = []
         half = rows.height // 2
         for part in (rows.slice(0, half), rows.slice(half)):
+            budget[0] -= 1
             try:
                 files += writer.write_frames([part])
             except Exception as exc:
                 if is_transient(exc):
                     raise
-                more, refused = self._isolate(writer, part, exc)
+                more, refused = self._isolate(writer, part, exc, budget)
                 files += more
                 refused_parts.append(refused)
         return files, pl.concat(refused_parts) if refused_parts else _NO_ROWS
@@ -644,20 +646,24 @@ class Delivery:
         # Parquet is written before taking the lock: only the commits themselves are serialized.
         # Data tables first, so records no data file can hold become rejected records of this
         # same commit instead of failing it again on every retry.
+        writers = {table: self._writers[table] for table in sealed}
         written: dict[str, list[DataFile]] = {}
         unwritable: list[pl.DataFrame] = []
-        for table in sorted(sealed, key=lambda t: t == REJECTED_TABLE):
-            writer = self._writers[table]
-            if table == REJECTED_TABLE:
-                written[table] = writer.write_frames([*sealed[table], *unwritable])
-            else:
-                written[table], refused = self._write_rows(writer, sealed[table])
+        for table, frames in sealed.items():
+            if table != REJECTED_TABLE:
+                written[table], refused = self._write_rows(writers[table], frames)
                 if refused.height:
                     unwritable.append(self._refused_records(refused))
+        if unwritable and REJECTED_TABLE not in writers:
+            # Only the delivery thread registers writers; this one serves this commit only.
+            writers[REJECTED_TABLE] = self._make_writer(REJECTED_TABLE)
+        if REJECTED_TABLE in writers:
+            frames = [*sealed.get(REJECTED_TABLE, []), *unwritable]
+            written[REJECTED_TABLE] = writers[REJECTED_TABLE].write_frames(frames)
         # Rejected lines first: a crash between the two commits re-reads from the data table's
         # offset, and the rejected table's own offset keeps its lines from being added twice.
-        for table in sorted(sealed, key=lambda t: t != REJECTED_TABLE):
-            writer = self._writers[table]
+        for table in sorted(writers, key=lambda t: t != REJECTED_TABLE):
+            writer = writers[table]
             files = written[table]
             if not files:
                 continue  # nothing for this table (which may not even exist yet)
@@ -667,6 +673,9 @@ class Delivery:
                     self._committed[table] = position
                     # Keep the query plan cache current at a cost that does not grow with the table.
                     extend_plan(self.config, table, writer.table, before, writer.last_committed)
+        for table, writer in writers.items():
+            if self._writers.get(table) is not writer:
+                writer.close()
         self.stats.commits += 1
         self.stats.position = position
         self.stats.last_commit_seconds = time.perf_counter() - started
@@ -695,6 +704,7 @@ class Delivery:
             self._maintain_due.set()
 
 
+_ISOLATE_WRITES = 256  # writes tried to find the rows of a batch that cannot be written
 _NO_ROWS = pl.DataFrame(schema={"line": pl.Int64, "reason": pl.String})
 
 
