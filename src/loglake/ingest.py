@@ -28,9 +28,9 @@ from loglake.enrich import get_enricher
 from loglake.errors import LakeError, LoglakeError, SourceError
 from loglake.formats import detect_format, get_format
 from loglake.formats.lines import line_batch
-from loglake.lake.catalog import ensure_table, open_catalog
+from loglake.lake.catalog import open_catalog
 from loglake.lake.ledger import Ledger
-from loglake.lake.writer import TableWriter
+from loglake.lake.writer import TablePeek, TableWriter, load_existing, peek_table
 from loglake.sources import list_inputs
 from loglake.sources.base import MAX_LINE_CHUNKS, Chunk, Input, open_decompressed, read_chunks
 
@@ -114,17 +114,31 @@ class _Run:
         self.writers: dict[str, TableWriter] = {}
         self.enrichers: dict[str, Enricher] = {}
 
-    def writer(self, table: str, frame: pl.DataFrame, time_column: str = "ts") -> TableWriter:
+    def writer(self, table: str, time_column: str = "ts") -> TableWriter:
+        """The run's writer of ``table`` (created, with the table, from the first rows it takes)."""
         w = self.writers.get(table)
         if w is None:
-            schema = frame.to_arrow(compat_level=pl.CompatLevel.oldest()).schema
-            partition = self.config.table(table).partition
 
-            def open_table() -> tuple[Catalog, Table]:
+            def open_table() -> tuple[Catalog, Table | None]:
                 catalog = self._catalog.result()
-                return catalog, ensure_table(catalog, table, schema, partition, time_column)
+                return catalog, load_existing(catalog, table)
 
-            w = TableWriter(open_table, table, self.config.ingest.flush_rows, sort_by=time_column)
+            def peek() -> TablePeek | None:
+                # The embedded catalog's table list is read without pyiceberg, so the first
+                # chunks are conformed and parsed on while the catalog opens.
+                from loglake.query.plan import current_locations
+
+                locations = current_locations(self.config)
+                return None if locations is None else peek_table(locations.get(table))
+
+            w = TableWriter(
+                open_table,
+                table,
+                self.config.ingest.flush_rows,
+                sort_by=time_column,
+                partition=self.config.table(table).partition,
+                peek=peek,
+            )
             self.writers[table] = w
         return w
 
@@ -353,7 +367,8 @@ def _reject_piece(
     frame = rejected_frame(
         rejected, source, fmt_name, table or (fmt.default_table if fmt else "?"), run.at
     )
-    run.writer(REJECTED_TABLE, frame, time_column="ingested_at").add(frame)
+    if run.writer(REJECTED_TABLE, time_column="ingested_at").add(frame).height:
+        raise LoglakeError(f"internal error: {REJECTED_TABLE} refused a piece of a long line")
     if chunk.piece == 1:
         stats.read += 1
         stats.rejected += 1
@@ -386,12 +401,21 @@ def _ingest_batch(
             pl.lit(batch.source).alias("source"),
             pl.lit(run.at).alias("ingested_at"),
         )
-        run.writer(target, parsed).add(parsed)
-        stats.parsed += parsed.height
-        stats.tables[target] = stats.tables.get(target, 0) + parsed.height
+        # Rows that do not fit the table (a value of another type than its column's) are
+        # rejected lines like those the format refused, so a drifting key never stops the run.
+        refused = run.writer(target).add(parsed)
+        if refused.height:
+            rejected = pl.concat([rejected, batch.rejected_lines(refused)])
+        stored = parsed.height - refused.height
+        stats.parsed += stored
+        stats.tables[target] = stats.tables.get(target, 0) + stored
     if rejected.height:
         frame = rejected_frame(rejected, batch.source, fmt_name, target, run.at)
-        run.writer(REJECTED_TABLE, frame, time_column="ingested_at").add(frame)
+        if run.writer(REJECTED_TABLE, time_column="ingested_at").add(frame).height:
+            raise LoglakeError(
+                f"internal error: {REJECTED_TABLE} refused rejected lines; does its schema still "
+                "match loglake's? (was another format ingested into it with --table?)"
+            )
         stats.rejected += rejected.height
         stats.tables[REJECTED_TABLE] = stats.tables.get(REJECTED_TABLE, 0) + rejected.height
     if stats.parsed + stats.rejected != stats.read:  # a format bug, never the input's fault
