@@ -224,6 +224,28 @@ def test_reserved_keys_are_renamed() -> None:
     assert row["source_raw"] == "app"
 
 
+def test_reserved_keys_are_matched_in_any_case() -> None:
+    """Column names are case-insensitive in the lake: a log's own `Source` would otherwise meet
+    the `source` column ingest adds (and every record holding it be refused as a clash)."""
+    result = parse(['{"Source": "app", "LINE": 3, "TS": "x", "Source_raw": 1}'], now=NOW)
+    assert result.parsed.columns == [
+        "ts",
+        "ts_missing",
+        "Source_raw_raw",
+        "LINE_raw",
+        "TS_raw",
+        "Source_raw",
+        "line",
+    ]
+    row = result.parsed.row(0, named=True)
+    assert (row["Source_raw_raw"], row["LINE_raw"], row["TS_raw"], row["Source_raw"]) == (
+        "app",
+        3,
+        "x",
+        1,
+    )
+
+
 # -- rejects -------------------------------------------------------------------------------------
 
 

@@ -215,3 +215,11 @@ def test_a_spelling_without_storable_value_does_not_hide_a_clash() -> None:
         'keys "AB" and "Ab" differ only in case and hold different values '
         "(column names are case-insensitive)"
     ]
+
+
+def test_a_table_that_already_has_two_spellings_fills_the_first() -> None:
+    """Tables written before names were case-insensitive may have `ip` and `IP`: new values of
+    either spelling go to the first one (table order), so they all meet in one column."""
+    columns = {"ip": pl.String(), "IP": pl.String()}
+    result = conform(pl.DataFrame({"IP": ["10.0.0.9"]}), columns)
+    assert result.rows.to_dicts() == [{"ip": "10.0.0.9"}]
