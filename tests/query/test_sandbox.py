@@ -293,3 +293,22 @@ def test_cli_memory_and_byte_limits(run_cli, home: Path, json_lake: Config) -> N
     out = run_cli("--config", str(conf), "query", "--format", "csv", sql, env=env)
     assert len(out.stdout) <= 20_000_000 + 1000
     assert "query.max_result_bytes" in out.stderr
+
+
+def test_a_column_newer_than_the_files_read_is_null(tmp_path: Path) -> None:
+    """Pruning down to files written before a column existed made the table unqueryable
+    ("Referenced column m not found"); files are read by Iceberg field id, so it is NULL there."""
+    config = load_config(home=tmp_path, environ={})
+    old = tmp_path / "old.jsonl"
+    old.write_text('{"ts": "2020-01-01T00:00:00Z", "n": 1}\n')
+    new = tmp_path / "new.jsonl"
+    new.write_text('{"ts": "2024-01-01T00:00:00Z", "n": 2, "m": "x", "p": {"a": 1}}\n')
+    assert ingest(config, [str(old)], format="json").parsed == 1
+    assert ingest(config, [str(new)], format="json").parsed == 1
+    with Connection(config) as c:
+        assert c.sql("SELECT n, m FROM logs.json WHERE ts < '2021-01-01'").fetchall() == [(1, None)]
+        assert c.sql("SELECT n, m, p FROM logs.json ORDER BY n").fetchall() == [
+            (1, None, None),
+            (2, "x", {"a": 1}),
+        ]
+        assert c.sql("SELECT count(*) FROM logs.json WHERE ts > '2030-01-01'").fetchall() == [(0,)]

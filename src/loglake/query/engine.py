@@ -111,7 +111,6 @@ class Connection:
             # Close DuckDB before the interpreter tears down: an open connection at exit can abort
             # the process ("exception not rethrown") after the output was already written.
             weakref.finalize(self, local.close)
-        self._created_schemas: set[str] = set()
         self.last_result: Result | None = None  # of rows(), for its truncation notice
 
     def close(self) -> None:
@@ -172,23 +171,22 @@ class Connection:
         self, plan: TablePlan, ranges: list[tuple[int | None, int | None]] | None
     ) -> list[str]:
         namespace, _ = plan.name.split(".", 1)
-        statements = []
-        if namespace not in self._created_schemas:
-            statements.append(f"CREATE SCHEMA IF NOT EXISTS {ident(namespace)}")
-            self._created_schemas.add(namespace)
+        # Every time: a worker that was restarted (after a time-out) starts with no schemas.
+        statements = [f"CREATE SCHEMA IF NOT EXISTS {ident(namespace)}"]
         files = plan.files
         if ranges is not None:
             files = [f for f in files if _overlaps(f.ts_min, f.ts_max, ranges)]
-        cols = ", ".join(ident(c) for c, _ in plan.columns)
-        opts = ", union_by_name = true" if plan.evolved else ""
         if files:
-            paths = ", ".join(literal(f.path) for f in files)
-            source = f"SELECT {cols} FROM read_parquet([{paths}]{opts})"
+            source = f"SELECT * FROM read_parquet([{_paths(files)}], schema = {_schema_map(plan)})"
         elif plan.files:
             # Nothing can match: keep the real schema by reading one file's footer only.
-            source = f"SELECT {cols} FROM read_parquet([{literal(plan.files[0].path)}]{opts}) WHERE false"
+            source = (
+                f"SELECT * FROM read_parquet([{_paths(plan.files[:1])}], "
+                f"schema = {_schema_map(plan)}) WHERE false"
+            )
         else:
-            typed = ", ".join(f"CAST(NULL AS {t}) AS {ident(c)}" for c, t in plan.columns)
+            pairs = zip(_names(plan), _types(plan), strict=True)
+            typed = ", ".join(f"CAST(NULL AS {t}) AS {ident(c)}" for c, t in pairs)
             source = f"SELECT {typed} WHERE false"
         statements.append(f"CREATE OR REPLACE VIEW {qualified(plan.name)} AS {source}")
         return statements
@@ -263,6 +261,40 @@ class Connection:
                 yield from zip(*columns, strict=True)
 
         return list(table.column_names), it()
+
+
+def _paths(files: list[Any]) -> str:
+    return ", ".join(literal(f.path) for f in files)
+
+
+def _types(plan: TablePlan) -> list[str]:
+    return [t for _, t in plan.columns]
+
+
+def _names(plan: TablePlan) -> list[str]:
+    """Column names as queries see them. Names are case-insensitive (as in Athena); a table that
+    predates that rule may have two spellings of one name: the later column is shown as
+    ``NAME_<field id>`` so both stay readable."""
+    seen: set[str] = set()
+    names = []
+    ids = plan.field_ids or [0] * len(plan.columns)
+    for (name, _), field_id in zip(plan.columns, ids, strict=True):
+        if name.lower() in seen:
+            name = f"{name}_{field_id}"
+        seen.add(name.lower())
+        names.append(name)
+    return names
+
+
+def _schema_map(plan: TablePlan) -> str:
+    """DuckDB's ``schema`` parameter of read_parquet: each column read by its Iceberg field id, so a
+    column that a file predates is NULL there (the table's schema evolved after the file was
+    written) instead of an error, and a renamed column keeps its values."""
+    entries = ", ".join(
+        f"{field_id}: {{name: {literal(name)}, type: {literal(dtype)}, default_value: NULL}}"
+        for field_id, name, dtype in zip(plan.field_ids, _names(plan), _types(plan), strict=True)
+    )
+    return f"MAP {{{entries}}}"
 
 
 def _python_values(column: pa.Array) -> list[Any]:

@@ -15,6 +15,7 @@ import os
 import sqlite3
 import time
 from dataclasses import asdict, dataclass
+from dataclasses import field as dataclass_field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlparse
@@ -24,7 +25,7 @@ if TYPE_CHECKING:
 
     from loglake.config import Config
 
-_PLAN_VERSION = 1
+_PLAN_VERSION = 2  # 2: field ids
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,9 @@ class TablePlan:
     files: list[FilePlan]
     last_commit_ms: int | None = None
     version: int = _PLAN_VERSION
+    # Iceberg field id of each column (same order): files are read by id, as Iceberg readers do,
+    # so a column that a file predates reads as NULL instead of failing the query.
+    field_ids: list[int] = dataclass_field(default_factory=list)
 
     @property
     def rows(self) -> int:
@@ -141,6 +145,7 @@ def _table_plan(name: str, table: Table, field: Any, files: list[FilePlan]) -> T
         evolved=len(table.schemas()) > 1,
         files=files,
         last_commit_ms=snapshot.timestamp_ms if snapshot else None,
+        field_ids=[f.field_id for f in schema.fields],
     )
 
 
