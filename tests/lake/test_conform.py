@@ -223,3 +223,24 @@ def test_a_table_that_already_has_two_spellings_fills_the_first() -> None:
     columns = {"ip": pl.String(), "IP": pl.String()}
     result = conform(pl.DataFrame({"IP": ["10.0.0.9"]}), columns)
     assert result.rows.to_dicts() == [{"ip": "10.0.0.9"}]
+
+
+def test_keys_with_a_nul_character_refuse_only_the_records_that_use_them() -> None:
+    """A NUL in a key (top level, in an object, in an array of objects) made Polars panic when the
+    frame went to Arrow, which killed a stream's delivery thread; no column name can hold one."""
+    frame = pl.DataFrame(
+        {
+            "n": [1, 2, 3, 4],
+            "x\x00y": [None, 4, None, None],
+            "o": [{"a\x00b": 1, "c": 2}, None, {"a\x00b": None, "c": 3}, None],
+            "l": [None, None, None, [{"q\x00": 1, "r": 2}]],
+        }
+    )
+    result = conform(frame, {})
+    assert result.refused.to_list() == [True, True, False, True]
+    assert result.reasons.to_list()[:2] == [
+        'key "o.a\\u0000b" contains a NUL character, which no column name can hold',
+        'key "x\\u0000y" contains a NUL character, which no column name can hold',
+    ]
+    assert result.rows.to_dicts() == [{"n": 3, "o": {"c": 3}, "l": None}]
+    assert "\x00" not in str(result.rows.to_arrow().schema)

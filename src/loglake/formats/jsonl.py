@@ -66,9 +66,11 @@ _JSON_WS = " \t\r\n"
 _VALUE_STARTS = ['"', "{", "[", "-", "t", "f", "n", *"0123456789"]
 _NOT_JSON = "invalid JSON: Expecting value: line 1 column 1 (char 0)"
 #: Deepest nesting accepted. Polars' schema inference slows down steeply with depth (about 1 s at
-#: 300 levels, 9 s at 600, for one line), so one pathological line could stall a whole batch; real
-#: logs nest a few levels (GitHub events: 6).
-MAX_DEPTH = 64
+#: 300 levels, 9 s at 600, for one line), so one pathological line could stall a whole batch; and
+#: Parquet readers refuse deep schemas (pyarrow: 100 levels; each array takes two, so 50 nested
+#: arrays made the table's files unreadable by pyarrow and pyiceberg). Real logs nest a few levels
+#: (GitHub events: 6); Elasticsearch's default depth limit is 20.
+MAX_DEPTH = 32
 _TOO_DEEP = f"JSON nested deeper than {MAX_DEPTH} levels"
 # What a failing decode raises: Polars errors, and (on inputs its authors did not foresee) a Rust
 # panic, which Python sees as a BaseException; either must send the batch to the fallback.

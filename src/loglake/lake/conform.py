@@ -33,7 +33,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
@@ -81,13 +81,14 @@ def conform(
     raises for the data itself: every row either fits or is refused with a reason.
     """
     known = _by_lower(columns)
-    if _fits_as_is(frame, columns, known):
+    frame, nul_reasons = _without_nul_members(frame)
+    if nul_reasons is None and _fits_as_is(frame, columns, known):
         return Conformed(frame, _repeat(False, frame.height), _nulls(frame.height))
     groups = _groups(frame.columns)
     taken = set(groups)
     blocked = {name.lower() for name in reserved}
     out: list[pl.Series] = []
-    reasons: pl.Series | None = None
+    reasons: pl.Series | None = nul_reasons
     for lower, spellings in groups.items():
         name = known.get(lower, spellings[0])
         target = columns.get(name)
@@ -100,7 +101,10 @@ def conform(
             taken.add(name.lower())
             name = known.get(name.lower(), name)
             target = columns.get(name)
-        fitted, why = _merge([frame.get_column(s) for s in spellings], target, name)
+        if target is None and "\x00" in name:
+            fitted, why = _nameless([frame.get_column(s) for s in spellings], name)
+        else:
+            fitted, why = _merge([frame.get_column(s) for s in spellings], target, name)
         reasons = _first_reason(reasons, why)
         if fitted is not None:
             out.append(fitted.alias(name))
@@ -179,6 +183,63 @@ def _fit(s: pl.Series, target: PolarsDataType | None, path: str) -> _Fit:
     return _fit_scalar(s, target, path)
 
 
+def _has_nul_name(dtype: PolarsDataType) -> bool:
+    if isinstance(dtype, pl.Struct):
+        return any("\x00" in f.name or _has_nul_name(f.dtype) for f in dtype.fields)
+    if isinstance(dtype, pl.List | pl.Array):
+        return _has_nul_name(dtype.inner)
+    return False
+
+
+def _without_nul_members(frame: pl.DataFrame) -> tuple[pl.DataFrame, pl.Series | None]:
+    """Object members whose key holds a NUL character (no Arrow, Parquet or SQL name can) taken
+    out of nested columns: rows with a value under such a key are refused, the others keep the
+    rest of their values. Rare, so done value by value, and only for columns that have one."""
+    names = [n for n, dtype in frame.schema.items() if _has_nul_name(dtype)]
+    if not names:
+        return frame, None
+    reasons: list[str | None] = [None] * frame.height
+    cleaned = {}
+    for name in names:
+        values = []
+        for row, value in enumerate(frame.get_column(name).to_list()):
+            bad: list[str] = []
+            values.append(_drop_nul_keys(value, name, bad))
+            if bad and reasons[row] is None:
+                shown = bad[0].replace("\x00", "\\u0000")
+                reasons[row] = (
+                    f'key "{shown}" contains a NUL character, which no column name can hold'
+                )
+        cleaned[name] = pl.Series(name, values, strict=False)
+    return frame.with_columns(**cleaned), pl.Series("reason", reasons, dtype=pl.String)
+
+
+def _drop_nul_keys(value: Any, path: str, bad: list[str]) -> Any:
+    if isinstance(value, dict):
+        out = {}
+        for key, member in value.items():
+            if "\x00" in key:
+                if member is not None:
+                    bad.append(f"{path}.{key}")
+                continue
+            out[key] = _drop_nul_keys(member, f"{path}.{key}", bad)
+        return out
+    if isinstance(value, list):
+        return [_drop_nul_keys(v, f"{path}[]", bad) for v in value]
+    return value
+
+
+def _nameless(variants: list[pl.Series], path: str) -> _Fit:
+    """A key no column can be named after (it holds a NUL character: Arrow, Parquet and SQL names
+    cannot): the rows that have a value for it are refused, nothing is stored for it."""
+    present = variants[0].is_not_null()
+    for other in variants[1:]:
+        present = present | other.is_not_null()
+    shown = path.replace("\x00", "\\u0000")
+    text = f'key "{shown}" contains a NUL character, which no column name can hold'
+    return None, pl.Series("reason", [text if p else None for p in present], dtype=pl.String)
+
+
 def _new(s: pl.Series, path: str) -> _Fit:
     """A column (or object member) the table does not have yet, in a type it can store."""
     dtype = s.dtype
@@ -205,12 +266,14 @@ _UNSTORABLE = (pl.Null, pl.Int128, pl.UInt128, pl.UInt8, pl.UInt16, pl.UInt32, p
 
 def _storable(dtype: PolarsDataType) -> bool:
     """Whether a new column of ``dtype`` can be stored as it is: no type a table cannot hold, no
-    empty object, no object members whose names differ only in case (checked at every depth)."""
+    empty object, no object members whose names differ only in case or hold a NUL character
+    (checked at every depth)."""
     if isinstance(dtype, pl.Struct):
         names = {f.name.lower() for f in dtype.fields}
         return (
             bool(dtype.fields)
             and len(names) == len(dtype.fields)
+            and not any("\x00" in f.name for f in dtype.fields)
             and all(_storable(f.dtype) for f in dtype.fields)
         )
     if isinstance(dtype, pl.List):
@@ -283,9 +346,11 @@ def _fit_struct(s: pl.Series, target: pl.Struct | None, path: str) -> _Fit:
     reasons: pl.Series | None = None
     for lower, spellings in _groups(fields.columns).items():
         name = known.get(lower, spellings[0])
-        values, why = _merge(
-            [fields.get_column(n) for n in spellings], wanted.get(name), f"{path}.{name}"
-        )
+        variants = [fields.get_column(n) for n in spellings]
+        if name not in wanted and "\x00" in name:
+            values, why = _nameless(variants, f"{path}.{name}")
+        else:
+            values, why = _merge(variants, wanted.get(name), f"{path}.{name}")
         reasons = _first_reason(reasons, why)
         if values is not None:
             built[name] = values

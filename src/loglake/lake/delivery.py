@@ -166,6 +166,14 @@ class Delivery:
         self._thread.start()
         self._maintainer.start()
 
+    @property
+    def alive(self) -> bool:
+        """False once a started delivery or maintenance thread has ended without being stopped."""
+        if self._stop.is_set():
+            return True
+        started = [t for t in (self._thread, self._maintainer) if t.ident is not None]
+        return all(t.is_alive() for t in started)
+
     def stop(self, timeout: float = 30.0) -> None:
         """Deliver and commit what the log holds now, then stop. Called on graceful shutdown.
 
@@ -266,7 +274,11 @@ class Delivery:
             try:
                 self._deliver_until_stopped()
                 break
-            except Exception as exc:
+            except BaseException as exc:
+                # Also a library's panic (pyo3's PanicException is a BaseException): the thread
+                # must not die on it; only interpreter shutdown ends it.
+                if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                    raise
                 reason = f"{type(exc).__name__}: {exc}"
                 log.error(
                     "stream %s: delivery failed (%s); retrying from the last commit in %.0f s",
@@ -402,8 +414,6 @@ class Delivery:
             refused = self._writer(self.table).add(parsed)
             if refused.height:
                 rejected = pl.concat([rejected, batch.rejected_lines(refused)])
-            with self._stats_lock:
-                self.stats.delivered += parsed.height - refused.height
             rows += parsed.height - refused.height
         if rejected.height:
             rejected = rejected.filter(pl.col("line") >= self._committed.get(REJECTED_TABLE, 0))
@@ -425,8 +435,6 @@ class Delivery:
                 f"internal error: {REJECTED_TABLE} refused rejected records; does its schema "
                 "still match loglake's?"
             )
-        with self._stats_lock:
-            self.stats.rejected += rejected.height
 
     def _maintain(self) -> None:
         """The maintenance thread: compaction, snapshot expiry and removal of unreferenced files."""
@@ -445,7 +453,7 @@ class Delivery:
                 self._compact()
                 if self.stats.commits - self._expired_at >= _EXPIRE_EVERY:
                     self._expire()
-            except Exception as exc:  # maintenance is an optimisation: report, never stop delivery
+            except (Exception, pl.exceptions.PanicException) as exc:  # report, never stop delivery
                 log.warning(
                     "stream %s: maintenance failed: %s",
                     self.name,
@@ -613,9 +621,6 @@ class Delivery:
             for line in refused.get_column("line").to_list()
         ]
         records = refused.select("line", pl.Series("raw", raw, dtype=pl.Binary), pl.col("reason"))
-        with self._stats_lock:
-            self.stats.delivered -= refused.height
-            self.stats.rejected += refused.height
         source = f"stream:{self.name}"
         fmt = self._fixed.name if self._fixed else "auto"
         return rejected_frame(records, source, fmt, self.table, _now_naive())
@@ -671,6 +676,13 @@ class Delivery:
                 before = writer.table.metadata_location
                 if writer.commit(props, files):
                     self._committed[table] = position
+                    # Counted once committed: a commit that fails and is retried counts once.
+                    rows = sum(f.record_count for f in files)
+                    with self._stats_lock:
+                        if table == REJECTED_TABLE:
+                            self.stats.rejected += rows
+                        else:
+                            self.stats.delivered += rows
                     # Keep the query plan cache current at a cost that does not grow with the table.
                     extend_plan(self.config, table, writer.table, before, writer.last_committed)
         for table, writer in writers.items():

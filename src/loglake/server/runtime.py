@@ -268,9 +268,14 @@ class Runtime:
         )
 
     def dead_workers(self) -> list[str]:
-        """Worker threads that died (the streams' alert notifiers), as messages for /readyz."""
+        """Worker threads that died (delivery, maintenance, alert notifiers), for /readyz."""
         dead = []
         for stream in list(self.streams.values()):
+            if not stream.delivery.alive:
+                dead.append(
+                    f"stream {stream.name}: a delivery thread stopped (see the log); "
+                    "records are acknowledged but not delivered until the server restarts"
+                )
             runner = stream.delivery.runner
             notifier = runner.notifier if runner is not None else None
             if notifier is not None and not notifier.alive:
