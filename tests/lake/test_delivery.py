@@ -155,8 +155,8 @@ def test_rows_a_data_file_cannot_hold_are_rejected_one_by_one(
     rejected = query(config, "SELECT line, reason, raw FROM logs.rejected")
     assert [(r["line"], r["raw"]) for r in rejected] == [(first + 3, records[3])]
     assert rejected[0]["reason"].startswith("cannot be written to logs.json: ")
-    # The refused row counts as rejected instead of delivered.
-    assert (delivery.stats.delivered, delivery.stats.rejected) == (delivered - 1, 1)
+    # Counted once committed: the 7 rows written as delivered, the refused one as rejected.
+    assert (delivery.stats.delivered, delivery.stats.rejected) == (delivered + 7, 1)
 
 
 def test_transient_errors_are_told_from_data_errors() -> None:

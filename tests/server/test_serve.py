@@ -551,5 +551,9 @@ def test_delivery_retries_after_a_failed_commit_and_delivers_once(tmp_path: Path
         srv.wait_rows("SELECT count(*) AS n FROM logs.access", 100, timeout=90)
         got = srv.query("SELECT count(*) AS n, count(DISTINCT path) AS d FROM logs.access")
         assert got == [{"n": 100, "d": 100}]
+        # Counted once committed: the failed attempts do not count the same rows again.
+        status, listing = request("GET", f"{srv.url}/v1/streams")
+        web = next(s for s in listing["streams"] if s["name"] == "web")
+        assert status == 200 and (web["delivered"], web["rejected"]) == (100, 0)
     finally:
         srv.stop(signal.SIGKILL)
