@@ -139,6 +139,8 @@ STATEMENTS = [
     "PIVOT logs.json ON n USING count(*)",
     "COMMENT ON VIEW logs.json IS 'x'",
     "DESCRIBE pg_catalog.pg_settings",
+    "SET VARIABLE x = 1",
+    "COPY FROM DATABASE memory TO x",
 ]
 
 
