@@ -87,3 +87,21 @@ def test_serve_refuses_addresses_beyond_loopback_without_credentials(
         assert proc.returncode == 2, (host, proc.stderr)
         assert "loopback only" in proc.stderr and "[auth] api_keys" in proc.stderr
         assert "Traceback" not in proc.stderr
+
+
+def test_home_and_config_are_accepted_after_every_subcommand(run_cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """`loglake serve --config FILE` (as the streaming docs write it) was refused: No such option."""
+    import loglake.cli
+
+    missing = str(tmp_path / "missing.toml")
+    args = {"ingest": [str(tmp_path)], "query": ["SELECT 1"]}
+    for name in sorted(loglake.cli.cli.commands):
+        if name == "generate":
+            continue  # reads no config
+        out = run_cli(name, *args.get(name, []), "--config", missing, check=False)
+        assert out.returncode == 2 and "does not exist" in out.stderr, (name, out.stderr)
+    conf = tmp_path / "limits.toml"
+    conf.write_text("[query]\nmax_rows = 1\n")
+    lake = tmp_path / "other-home"
+    out = run_cli("query", "--home", str(lake), "--config", str(conf), "SELECT * FROM range(5)")
+    assert out.stdout.count("\n") < 8 and "query.max_rows = 1" in out.stderr

@@ -328,6 +328,33 @@ def _size(n: int) -> str:
     return f"{n} B"
 
 
+def _remember(key: str) -> Callable[[click.Context, click.Parameter, Any], None]:
+    def callback(ctx: click.Context, param: click.Parameter, value: Any) -> None:
+        if value is not None:
+            ctx.ensure_object(dict)[key] = value
+
+    return callback
+
+
+# --home and --config are accepted after the subcommand too (`loglake serve --config FILE`), as the
+# streaming docs write them; given there, they win over the same option before it.
+for _command in cli.commands.values():
+    _command.params += [
+        click.Option(
+            ["--home"],
+            expose_value=False,
+            callback=_remember("home"),
+            help="Data folder (default ./loglake-data).",
+        ),
+        click.Option(
+            ["--config", "config_file"],
+            expose_value=False,
+            callback=_remember("config_file"),
+            help="TOML config file.",
+        ),
+    ]
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the console script: runs the CLI, turns LoglakeError into a one-line message."""
     try:
