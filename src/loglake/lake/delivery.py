@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 import polars as pl
 
+from loglake.errors import is_transient
 from loglake.formats import detect_format, get_format
 from loglake.formats.base import LineBatch
 from loglake.formats.lines import decode
@@ -718,30 +719,6 @@ class Delivery:
 
 _ISOLATE_WRITES = 256  # writes tried to find the rows of a batch that cannot be written
 _NO_ROWS = pl.DataFrame(schema={"line": pl.Int64, "reason": pl.String})
-
-
-def is_transient(exc: BaseException) -> bool:
-    """Whether ``exc`` (or an error it was raised from) may pass on a retry: disk, network, a
-    locked or concurrently changed catalog; anything else is tied to the data written."""
-    import sqlite3
-
-    seen: set[int] = set()
-    cause: BaseException | None = exc
-    while cause is not None and id(cause) not in seen:
-        seen.add(id(cause))
-        if isinstance(cause, OSError | TimeoutError | sqlite3.OperationalError):
-            return True
-        if type(cause).__name__ in _TRANSIENT_NAMES:
-            return True
-        cause = cause.__cause__ or cause.__context__
-    return False
-
-
-# pyiceberg's errors for a commit that lost a race or a catalog that did not answer (matched by
-# name: importing pyiceberg here would slow every import of this module).
-_TRANSIENT_NAMES = frozenset(
-    {"CommitFailedException", "CommitStateUnknownException", "ServiceUnavailableError"}
-)
 
 
 def _time_column(table: str) -> str:
