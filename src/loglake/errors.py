@@ -70,6 +70,27 @@ class QueryRefusedError(QueryError):
     code = "query_refused"
 
 
+class NoSuchStreamError(LoglakeError):
+    """A request names a stream that does not exist (HTTP 404)."""
+
+    status = 404
+    code = "no_such_stream"
+
+
+class TooManyStreamsError(LoglakeError):
+    """Creating a stream would pass ``server.max_streams`` (HTTP 409)."""
+
+    status = 409
+    code = "too_many_streams"
+
+
+class StreamBusyError(LoglakeError):
+    """A stream cannot be deleted (or re-created) now; the message says why and what to do (409)."""
+
+    status = 409
+    code = "stream_busy"
+
+
 def is_transient(exc: BaseException) -> bool:
     """Whether ``exc`` (or an error it was raised from) may pass on a retry: a transient
     :class:`LoglakeError`, disk, network, a locked or concurrently changed catalog. Anything else is

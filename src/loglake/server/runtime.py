@@ -23,7 +23,14 @@ from typing import TYPE_CHECKING, Any
 
 from loglake import __version__
 from loglake.config import StreamConfig, SyslogConfig, stream_config
-from loglake.errors import ConfigError, FormatError, LoglakeError
+from loglake.errors import (
+    ConfigError,
+    FormatError,
+    LoglakeError,
+    NoSuchStreamError,
+    StreamBusyError,
+    TooManyStreamsError,
+)
 from loglake.formats import get_format
 from loglake.lake.catalog import open_catalog
 from loglake.lake.delivery import Delivery
@@ -38,24 +45,12 @@ if TYPE_CHECKING:
 log = logging.getLogger("loglake.serve")
 
 
-class NoSuchStreamError(LoglakeError):
-    """A request names a stream that does not exist (HTTP 404)."""
-
-
 class NoSuchQueryError(LoglakeError):
     """A continuous query name that the server does not run (HTTP 404)."""
 
 
 class QueryExistsError(LoglakeError):
     """A continuous query of that name exists with other settings (HTTP 409)."""
-
-
-class TooManyStreamsError(LoglakeError):
-    """Creating a stream would pass ``server.max_streams`` (HTTP 409)."""
-
-
-class StreamBusyError(LoglakeError):
-    """A stream cannot be deleted (or re-created) now; the message says why and what to do (409)."""
 
 
 #: How long DELETE /v1/streams/NAME waits, by default, for delivery to commit what was acknowledged.
