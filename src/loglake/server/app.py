@@ -10,7 +10,7 @@ Kinesis/Firehose-compatible API, see aws.py).
 Every error has one JSON shape: ``{"error": {"code": "...", "message": "..."}}`` with a 4xx/5xx status,
 unknown routes and unexpected failures included; when the stream's disk budget is used up the answer
 is 503 with ``Retry-After``. Request heads, bodies and records per request are bounded (protocol.py,
-body.py). :func:`serve` is the one place the server is started.
+sources/http_body.py). :func:`serve` is the one place the server is started.
 """
 
 from __future__ import annotations
@@ -33,7 +33,6 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from loglake.errors import ConfigError, FormatError, LoglakeError, QueryError
-from loglake.server.body import BodyError, content_encoding, decode_body, lines, read_body
 from loglake.server.runtime import (
     DELETE_WAIT_S,
     NoSuchQueryError,
@@ -43,6 +42,7 @@ from loglake.server.runtime import (
     StreamBusyError,
     TooManyStreamsError,
 )
+from loglake.sources.http_body import BodyError, content_encoding, decode_body, lines, read_body
 from loglake.stream.local import RecordTooLargeError, StreamFullError
 
 if TYPE_CHECKING:

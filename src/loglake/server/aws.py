@@ -36,7 +36,8 @@ from starlette.responses import Response
 from loglake.config import STREAM_NAME, STREAM_NAME_RULE
 from loglake.errors import ConfigError, FormatError, LoglakeError
 from loglake.server import sigv4
-from loglake.server.body import (
+from loglake.server.runtime import NoSuchStreamError, StreamBusyError, TooManyStreamsError
+from loglake.sources.http_body import (
     BadEncoding,
     BodyTimeout,
     BodyTooLarge,
@@ -47,7 +48,6 @@ from loglake.server.body import (
     lines,
     read_body,
 )
-from loglake.server.runtime import NoSuchStreamError, StreamBusyError, TooManyStreamsError
 from loglake.stream.local import RecordTooLargeError, StreamError, StreamFullError
 
 if TYPE_CHECKING:

@@ -8,7 +8,8 @@ JSON error shape and closing the connection:
 
 - 431 once a request's line and headers pass ``server.max_header_bytes``;
 - 408 when they have not all arrived ``server.header_timeout_s`` after the connection opened or
-  the request began (the body has its own deadline, ``server.body_timeout_s``, in body.py).
+  the request began (the body has its own deadline, ``server.body_timeout_s``, in
+  sources/http_body.py).
 """
 
 from __future__ import annotations

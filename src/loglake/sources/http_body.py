@@ -1,4 +1,5 @@
-"""Request bodies within limits, shared by the native and the AWS-compatible APIs.
+"""Request bodies within limits, shared by the HTTP sources (native, Kinesis, Firehose) and the
+server's management API.
 
 A body is read within ``server.body_timeout_s`` and at most ``server.max_body_bytes``; a gzip body is
 inflated to at most ``server.max_body_bytes`` too (a 16 KB bomb never becomes 8 million records); any
