@@ -39,7 +39,9 @@ class SourceCounters:
     the client. ``dropped``: reason -> records not appended for another reason (``stream_full``,
     ``too_large``, ``backpressure``...). Once a source has stopped,
     ``received == accepted + rejected + sum(dropped)``. ``extra``: counters of this protocol only
-    (name -> value, e.g. syslog's ``connections_idle_closed``), rendered on /metrics too.
+    (name -> value, e.g. syslog's ``connections_idle_closed``), rendered on /metrics as
+    ``loglake_source_NAME_total``. ``gauges``: levels of this protocol only, which go up and down
+    (e.g. syslog's open ``connections``), rendered as ``loglake_source_NAME``.
 
     Updated by the source's own threads under :attr:`lock`; read any time (a snapshot may be a
     moment old, never torn for a single value).
@@ -50,6 +52,7 @@ class SourceCounters:
     rejected: int = 0
     dropped: dict[str, int] = field(default_factory=dict)
     extra: dict[str, int] = field(default_factory=dict)
+    gauges: dict[str, float] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def drop(self, reason: str, records: int = 1) -> None:
