@@ -18,6 +18,15 @@ class LoglakeError(Exception):
     status = 500  # the HTTP status the API answers with
     code = "internal"  # the machine-readable ``error.code`` of the API's JSON shape
     transient = False  # retrying the same operation may succeed
+    retry_after: float | None = None  # seconds a client should wait before retrying, if known
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """HTTP headers the API answers this error with: ``Retry-After`` when ``retry_after`` is
+        set (whole seconds, at least 1); subclasses add their own."""
+        if self.retry_after is None:
+            return {}
+        return {"Retry-After": str(max(1, round(self.retry_after)))}
 
 
 class ConfigError(LoglakeError):

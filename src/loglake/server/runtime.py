@@ -48,9 +48,15 @@ log = logging.getLogger("loglake.serve")
 class NoSuchQueryError(LoglakeError):
     """A continuous query name that the server does not run (HTTP 404)."""
 
+    status = 404
+    code = "no_such_query"
+
 
 class QueryExistsError(LoglakeError):
     """A continuous query of that name exists with other settings (HTTP 409)."""
+
+    status = 409
+    code = "query_exists"
 
 
 #: How long DELETE /v1/streams/NAME waits, by default, for delivery to commit what was acknowledged.

@@ -101,6 +101,10 @@ class StreamFullError(StreamError):
     Nothing of the refused append was written. The HTTP API turns this into 503 + Retry-After.
     """
 
+    status = 503
+    code = "stream_full"
+    transient = True  # trimming frees the budget once delivery has committed
+
     def __init__(self, message: str, retry_after: float = RETRY_AFTER_S) -> None:
         super().__init__(message)
         self.retry_after = retry_after
@@ -108,6 +112,9 @@ class StreamFullError(StreamError):
 
 class RecordTooLargeError(StreamError):
     """One record is larger than ``max_record_bytes``; a client error (HTTP 413), never retried."""
+
+    status = 413
+    code = "record_too_large"
 
 
 class EmptyRecordError(StreamError):
