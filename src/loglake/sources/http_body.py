@@ -15,6 +15,8 @@ from collections.abc import Iterable, Iterator
 
 from starlette.requests import Request
 
+from loglake.errors import LoglakeError
+
 #: Past the limit the rest of a body is still read (and dropped) up to this many bytes, so the
 #: client gets the 413 answer instead of a reset connection; a larger body is cut off.
 DRAIN_LIMIT = 64 << 20
@@ -24,11 +26,19 @@ SUPPORTED_ENCODINGS = ("gzip", "identity")
 _GZIP = ("gzip", "x-gzip")
 
 
-class BodyError(Exception):
-    """A request body that is refused; ``status`` and ``code`` make the HTTP answer."""
+class BodyError(LoglakeError):
+    """A request body that is refused; ``status`` and ``code`` make the HTTP answer.
+
+    The answer closes the connection: the body may be unread or half read, so the connection
+    cannot carry another request.
+    """
 
     status = 400
     code = "invalid_request"
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {**super().headers, "Connection": "close"}
 
 
 class BodyTooLarge(BodyError):
@@ -96,15 +106,15 @@ async def read_body(request: Request, limit: int, timeout: float, setting: str =
     too_large = False
     try:
         async with asyncio.timeout(timeout):
+            # One iteration of the stream throughout: Starlette refuses a second request.stream()
+            # ("Stream consumed"), which made every body over the limit a 500.
             async for chunk in request.stream():
                 size += len(chunk)
                 if size > limit:
                     too_large = True
-                    async for rest in request.stream():
-                        size += len(rest)
-                        if size > DRAIN_LIMIT:
-                            break
-                    break
+                    if size > DRAIN_LIMIT:
+                        break
+                    continue  # dropped: read only so that the client gets the answer
                 chunks.append(chunk)
     except TimeoutError:
         if not too_large:
