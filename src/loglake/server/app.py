@@ -33,6 +33,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from loglake.errors import ConfigError, FormatError, LoglakeError, QueryError
+from loglake.server.metrics import CONTENT_TYPE, build_registry, quantile, render_metrics
 from loglake.server.runtime import (
     DELETE_WAIT_S,
     NoSuchQueryError,
@@ -135,6 +136,7 @@ def create_app(config: Config) -> Any:
     installed whenever any credential is configured).
     """
     runtime = Runtime(config)
+    registry = build_registry(runtime)
     server = config.server
     limit = server.max_body_bytes
 
@@ -152,7 +154,7 @@ def create_app(config: Config) -> Any:
 
     @_errors
     async def metrics(request: Request) -> Response:
-        return Response(render_metrics(runtime), media_type="text/plain; version=0.0.4")
+        return Response(render_metrics(registry), media_type=CONTENT_TYPE)
 
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
@@ -531,193 +533,6 @@ def serve(config: Config) -> None:
     )
 
 
-def render_metrics(runtime: Runtime) -> str:
-    """Prometheus text exposition of every stream's counters and gauges."""
-    metrics: list[tuple[str, str, str, list[tuple[str, float]]]] = []
-
-    def add(name: str, kind: str, text: str, values: list[tuple[str, float]]) -> None:
-        metrics.append((name, kind, text, values))
-
-    streams = list(runtime.streams.values())
-    add(
-        "loglake_stream_records_received_total",
-        "counter",
-        "Records that arrived at an ingest API.",
-        [(s.name, s.counters.received) for s in streams],
-    )
-    add(
-        "loglake_stream_records_accepted_total",
-        "counter",
-        "Records acknowledged (durable).",
-        [(s.name, s.counters.accepted) for s in streams],
-    )
-    add(
-        "loglake_stream_records_rejected_total",
-        "counter",
-        "Records refused at the API or rejected by the parser at delivery.",
-        [(s.name, s.counters.rejected + s.delivery.stats.rejected) for s in streams],
-    )
-    add(
-        "loglake_stream_records_refused_full_total",
-        "counter",
-        "Records refused because the stream's disk budget was used up (503).",
-        [(s.name, s.counters.refused_full) for s in streams],
-    )
-    add(
-        "loglake_stream_records_delivered_total",
-        "counter",
-        "Rows committed to the lake.",
-        [(s.name, s.delivery.stats.delivered) for s in streams],
-    )
-    add(
-        "loglake_stream_consumer_lag_records",
-        "gauge",
-        "Acknowledged records not yet committed to the lake.",
-        [(s.name, max(0, s.log.next_offset - s.delivery.stats.position)) for s in streams],
-    )
-    add(
-        "loglake_stream_lost_records_total",
-        "counter",
-        "Acknowledged records lost to damage of the stream's log on disk (skipped, logged).",
-        [(s.name, s.log.lost_records) for s in streams],
-    )
-    add(
-        "loglake_stream_buffered_bytes",
-        "gauge",
-        "Bytes of the stream's durable log on disk.",
-        [(s.name, s.log.size_bytes) for s in streams],
-    )
-    add(
-        "loglake_stream_commits_total",
-        "counter",
-        "Iceberg commits made by delivery.",
-        [(s.name, s.delivery.stats.commits) for s in streams],
-    )
-    add(
-        "loglake_stream_compacted_files_total",
-        "counter",
-        "Small data files merged away by compaction.",
-        [(s.name, s.delivery.stats.compacted_files) for s in streams],
-    )
-    fsyncs = {s.name: list(s.log.fsync_seconds) for s in streams}
-    for label, q in (("p50", 0.5), ("p99", 0.99), ("max", 1.0)):
-        add(
-            f"loglake_stream_fsync_{label}_seconds",
-            "gauge",
-            f"{label} of the latest 1,024 group-commit fsync durations (acknowledgements wait "
-            "for them).",
-            [(n, _quantile(v, q) or 0.0) for n, v in fsyncs.items()],
-        )
-    add(
-        "loglake_stream_removed_files_total",
-        "counter",
-        "Files no snapshot references any more (replaced by compaction, manifests of expired "
-        "snapshots), deleted.",
-        [(s.name, s.delivery.stats.removed_files) for s in streams],
-    )
-    add(
-        "loglake_stream_commit_seconds",
-        "gauge",
-        "Duration of the latest lake commit.",
-        [(s.name, s.delivery.stats.last_commit_seconds) for s in streams],
-    )
-    lines: list[str] = []
-    for name, kind, text, values in metrics:
-        lines.append(f"# HELP {name} {text}")
-        lines.append(f"# TYPE {name} {kind}")
-        for stream, value in values:
-            lines.append(f'{name}{{stream="{stream}"}} {value:g}')
-    queries = running_queries(runtime)
-    for name, kind, text, get in (
-        ("loglake_query_windows_total", "counter", "Windows emitted (first result).", "windows"),
-        (
-            "loglake_query_corrections_total",
-            "counter",
-            "Windows re-emitted after late records.",
-            "corrections",
-        ),
-        (
-            "loglake_query_too_late_total",
-            "counter",
-            "Records that arrived after their windows were final (kept in the lake only).",
-            "too_late",
-        ),
-        ("loglake_query_records_total", "counter", "Records taken into windows.", "records"),
-        (
-            "loglake_query_failed_windows_total",
-            "counter",
-            "Windows whose SQL failed (logged; no result).",
-            "failed_windows",
-        ),
-        (
-            "loglake_query_prepared_total",
-            "counter",
-            "Window results computed before the watermark passed the window's end.",
-            "prepared",
-        ),
-        (
-            "loglake_query_prepared_used_total",
-            "counter",
-            "Prepared window results emitted as they were (no record arrived for them since).",
-            "prepared_used",
-        ),
-    ):
-        lines.append(f"# HELP {name} {text}")
-        lines.append(f"# TYPE {name} {kind}")
-        for qname, (_, q) in queries.items():
-            lines.append(f'{name}{{query="{qname}"}} {getattr(q.engine.stats, get):g}')
-    notifiers = [
-        (stream.name, stream.delivery.runner.notifier)
-        for stream in list(runtime.streams.values())
-        if stream.delivery.runner is not None and stream.delivery.runner.notifier is not None
-    ]
-    lines.append(
-        "# HELP loglake_alert_webhook_notifications_total Alert notifications by webhook "
-        "outcome: sent, failed (every attempt failed), dropped (too many waiting) or errors "
-        "(an unexpected error in the notifier; logged)."
-    )
-    lines.append("# TYPE loglake_alert_webhook_notifications_total counter")
-    for stream_name, notifier in notifiers:
-        for outcome in ("sent", "failed", "dropped", "errors"):
-            lines.append(
-                f'loglake_alert_webhook_notifications_total{{stream="{stream_name}",'
-                f'outcome="{outcome}"}} {getattr(notifier, outcome):g}'
-            )
-    lines.append(
-        "# HELP loglake_alert_notifier_up 1 while every webhook thread of the stream's alert "
-        "notifier runs, 0 once one has died (then /readyz answers 503)."
-    )
-    lines.append("# TYPE loglake_alert_notifier_up gauge")
-    for stream_name, notifier in notifiers:
-        lines.append(f'loglake_alert_notifier_up{{stream="{stream_name}"}} {int(notifier.alive)}')
-    exported = [(n, q) for n, (_, q) in queries.items() if q.prometheus_labels is not None]
-    if exported:
-        lines.append(
-            "# HELP loglake_query_result A numeric result of the latest window of a query "
-            "(prometheus = true)."
-        )
-        lines.append("# TYPE loglake_query_result gauge")
-        for qname, q in exported:
-            for tags, column, value in q.gauges:
-                extra = "".join(f',{k}="{_escape(v)}"' for k, v in sorted(tags.items()))
-                lines.append(
-                    f'loglake_query_result{{query="{qname}",column="{column}"{extra}}} {value:g}'
-                )
-    lines.append(
-        "# HELP loglake_query_watermark_seconds Event time up to which windows are closed."
-    )
-    lines.append("# TYPE loglake_query_watermark_seconds gauge")
-    for qname, (_, q) in queries.items():
-        mark = q.engine.stats.watermark
-        if mark is not None:
-            lines.append(f'loglake_query_watermark_seconds{{query="{qname}"}} {mark / 1e6:.3f}')
-    return "\n".join(lines) + "\n"
-
-
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-
 def running_queries(runtime: Runtime) -> dict[str, tuple[str, Any]]:
     """Every continuous query of the server: name -> (stream, RunningQuery)."""
     out: dict[str, tuple[str, Any]] = {}
@@ -749,8 +564,8 @@ def _describe_query(name: str, stream: str, q: Any) -> dict[str, Any]:
         "emitted_early": stats.emitted_early,
         "failed_windows": stats.failed_windows,
         "errors": list(stats.errors),
-        "emit_delay_p50_s": _round(_quantile(stats.emit_delays, 0.5)),
-        "emit_delay_p99_s": _round(_quantile(stats.emit_delays, 0.99)),
+        "emit_delay_p50_s": _round(quantile(stats.emit_delays, 0.5)),
+        "emit_delay_p99_s": _round(quantile(stats.emit_delays, 0.99)),
     }
 
 
@@ -768,13 +583,6 @@ def _timestamp(micros: int | None) -> str | None:
 
 def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 4)
-
-
-def _quantile(values: Any, q: float) -> float | None:
-    ordered = sorted(values)
-    if not ordered:
-        return None
-    return float(ordered[min(len(ordered) - 1, int(q * len(ordered)))])
 
 
 def _json_problem(line: bytes) -> str | None:
