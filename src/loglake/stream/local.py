@@ -104,6 +104,7 @@ class StreamFullError(StreamError):
     status = 503
     code = "stream_full"
     transient = True  # trimming frees the budget once delivery has committed
+    retry_after: float = RETRY_AFTER_S
 
     def __init__(self, message: str, retry_after: float = RETRY_AFTER_S) -> None:
         super().__init__(message)
