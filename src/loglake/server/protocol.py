@@ -9,16 +9,19 @@ JSON error shape and closing the connection:
 - 431 once a request's line and headers pass ``server.max_header_bytes``;
 - 408 when they have not all arrived ``server.header_timeout_s`` after the connection opened or
   the request began (the body has its own deadline, ``server.body_timeout_s``, in
-  sources/http_body.py).
+  sources/http_body.py);
+- 400 for bytes that are not HTTP/1.1 (a garbage request line, a bad header, a bad chunk size),
+  which uvicorn answers in text/plain.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+
+from loglake.server.errors import error_body
 
 
 def limited_protocol(max_header_bytes: int, header_timeout_s: float) -> type[asyncio.Protocol]:
@@ -123,6 +126,17 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     # -- refusals ----------------------------------------------------------------------------
 
+    def send_400_response(self, msg: str) -> None:
+        """uvicorn's answer to bytes its parser refuses (it logs ``msg`` itself), in our shape."""
+        if self._refusal is None:
+            self._refusal = (
+                400,
+                "invalid_request",
+                "the request is not valid HTTP/1.1 (request line, headers or chunked body); "
+                "send a well-formed request",
+            )
+        self._answer()
+
     def _refuse_head_too_large(self) -> None:
         self._refusal = (
             431,
@@ -162,8 +176,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         if self.transport.is_closing():
             return
         status, code, message = self._refusal
-        error = {"error": {"code": code, "message": message}}
-        body = json.dumps(error, separators=(",", ":")).encode()
+        body = error_body(code, message)
         head = [STATUS_LINE[status]]
         for name, value in self.server_state.default_headers:
             head.append(name + b": " + value + b"\r\n")
