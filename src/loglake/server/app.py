@@ -27,24 +27,23 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
-from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from loglake.errors import ConfigError, FormatError, LoglakeError, QueryError
-from loglake.server.metrics import CONTENT_TYPE, build_registry, quantile, render_metrics
-from loglake.server.runtime import (
-    DELETE_WAIT_S,
-    NoSuchQueryError,
-    NoSuchStreamError,
-    QueryExistsError,
-    Runtime,
-    StreamBusyError,
-    TooManyStreamsError,
+from loglake.analytics.alerts import json_value
+from loglake.errors import ConfigError, QueryError, QueryRefusedError
+from loglake.server.errors import (
+    EXCEPTION_HANDLERS,
+    BadRequestError,
+    NotReadyError,
+    UnauthorizedError,
+    error_response,
 )
-from loglake.sources.http_body import BodyError, content_encoding, decode_body, lines, read_body
-from loglake.stream.local import RecordTooLargeError, StreamFullError
+from loglake.server.metrics import CONTENT_TYPE, build_registry, quantile, render_metrics
+from loglake.server.runtime import DELETE_WAIT_S, NoSuchQueryError, Runtime
+from loglake.sources.http_body import content_encoding, decode_body, lines, read_body
+from loglake.stream.local import StreamFullError
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -52,68 +51,11 @@ if TYPE_CHECKING:
     from loglake.config import Config
 
 
-def error(
-    status: int, code: str, message: str, headers: dict[str, str] | None = None
-) -> JSONResponse:
-    """The one error shape of the API."""
-    return JSONResponse({"error": {"code": code, "message": message}}, status, headers=headers)
-
-
 log = logging.getLogger("loglake.serve")
 
 Handler = Callable[[Request], Awaitable[Response]]
 
-#: Settings a stream created through the API may have (ready_queries belongs in the config file).
-API_STREAM_SETTINGS = ("format", "table", "buffer_seconds", "buffer_records", "max_log_bytes")
 _CREATE_BODY_LIMIT = 64 << 10  # a JSON object of a few settings
-
-
-def _errors(handler: Handler) -> Handler:
-    """Map errors to HTTP answers in the one shape; anything unexpected is a logged 500."""
-
-    async def wrapped(request: Request) -> Response:
-        try:
-            return await handler(request)
-        except BodyError as exc:
-            # The body may be unread or half read: the connection cannot carry another request.
-            return error(exc.status, exc.code, str(exc), {"Connection": "close"})
-        except NoSuchStreamError as exc:
-            return error(404, "no_such_stream", str(exc))
-        except NoSuchQueryError as exc:
-            return error(404, "no_such_query", str(exc))
-        except QueryExistsError as exc:
-            return error(409, "query_exists", str(exc))
-        except TooManyStreamsError as exc:
-            return error(409, "too_many_streams", str(exc))
-        except StreamBusyError as exc:
-            return error(409, "stream_busy", str(exc))
-        except StreamFullError as exc:
-            retry = max(1, round(exc.retry_after))
-            return error(503, "stream_full", str(exc), {"Retry-After": str(retry)})
-        except RecordTooLargeError as exc:
-            return error(413, "record_too_large", str(exc))
-        except (ConfigError, FormatError) as exc:
-            return error(400, "invalid_request", str(exc))
-        except QueryError as exc:  # SQL of a continuous query that the sandbox refuses
-            return error(400, "invalid_query", str(exc))
-        except Exception as exc:
-            return _internal(request, exc)
-
-    return wrapped
-
-
-def _internal(request: Request, exc: Exception) -> Response:
-    """A logged 500 in the API's shape (LoglakeErrors say what failed; others name their type)."""
-    log.error(
-        "%s %s failed: %s",
-        request.method,
-        request.url.path,
-        exc,
-        exc_info=exc,
-        extra={"fields": {"stream": request.path_params.get("stream"), "reason": str(exc)}},
-    )
-    message = str(exc) if isinstance(exc, LoglakeError) else f"internal error: {type(exc).__name__}"
-    return error(500, "internal", message)
 
 
 async def _body(request: Request, limit: int, timeout: float, setting: str = "") -> bytes:
@@ -152,14 +94,12 @@ def create_app(config: Config) -> Any:
         finally:
             await run_in_threadpool(runtime.stop)
 
-    @_errors
     async def metrics(request: Request) -> Response:
         return Response(render_metrics(registry), media_type=CONTENT_TYPE)
 
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
-    @_errors
     async def readyz(request: Request) -> Response:
         if runtime.ready:
             return JSONResponse(
@@ -167,15 +107,11 @@ def create_app(config: Config) -> Any:
             )
         problems = [e for s in list(runtime.streams.values()) for e in s.delivery.stats.errors]
         problems += runtime.dead_workers()
-        return error(
-            503, "not_ready", "; ".join(problems) or "streams are resuming", {"Retry-After": "1"}
-        )
+        raise NotReadyError("; ".join(problems) or "streams are resuming")
 
-    @_errors
     async def list_streams(request: Request) -> Response:
         return JSONResponse({"streams": [_describe(s) for s in list(runtime.streams.values())]})
 
-    @_errors
     async def manage_stream(request: Request) -> Response:
         """PUT: create a stream from a JSON body of settings (201; 200 when it exists). DELETE:
         delete one created through the API (``?force=true``: without waiting for delivery)."""
@@ -185,37 +121,17 @@ def create_app(config: Config) -> Any:
             wait = _seconds(request, "timeout", DELETE_WAIT_S, 300.0)
             return JSONResponse(await run_in_threadpool(runtime.delete, name, force, wait))
         raw = await _body(request, _CREATE_BODY_LIMIT, server.body_timeout_s)
-        try:
-            options: Any = json.loads(raw) if raw.strip() else {}
-        except (ValueError, RecursionError) as exc:
-            return error(
-                400, "invalid_request", f"body must be a JSON object of stream settings: {exc}"
-            )
-        if not isinstance(options, dict):
-            return error(400, "invalid_request", "body must be a JSON object of stream settings")
-        unknown = set(options) - set(API_STREAM_SETTINGS)
-        if unknown:
-            return error(
-                400,
-                "invalid_request",
-                f"unknown settings {sorted(unknown)}; valid: {sorted(API_STREAM_SETTINGS)}"
-                + (
-                    "; ready_queries is set in the config file"
-                    if "ready_queries" in unknown
-                    else ""
-                ),
-            )
+        options = _json_object(raw.strip() or b"{}", "stream settings")
+        # Parsed by the config's parser: the API's subset of settings, refused keys named.
         stream, created = await run_in_threadpool(runtime.create, name, options)
         return JSONResponse(_describe(stream), 201 if created else 200)
 
-    @_errors
     async def list_queries(request: Request) -> Response:
         queries = running_queries(runtime)
         return JSONResponse(
             {"queries": [_describe_query(n, st, q) for n, (st, q) in sorted(queries.items())]}
         )
 
-    @_errors
     async def query_events(request: Request) -> Response:
         """Server-Sent Events: one ``result`` event per new result row of the query, as JSON."""
         import asyncio
@@ -223,10 +139,7 @@ def create_app(config: Config) -> Any:
         from starlette.responses import StreamingResponse
 
         name = request.path_params["query"]
-        found = running_queries(runtime).get(name)
-        if found is None:
-            return error(404, "no_such_query", f"continuous query {name!r} does not exist")
-        q = found[1]
+        q = _running_query(runtime, name)
         queue: asyncio.Queue[list[dict[str, Any]]] = asyncio.Queue(SSE_QUEUE)
         q.subscribe(asyncio.get_running_loop(), queue)
 
@@ -240,7 +153,7 @@ def create_app(config: Config) -> Any:
                         yield b": keep-alive\n\n"  # a comment line: clients ignore it
                         continue
                     for row in rows:
-                        yield b"event: result\ndata: " + json.dumps(row).encode() + b"\n\n"
+                        yield b"event: result\ndata: " + _json_bytes(row) + b"\n\n"
             finally:
                 q.unsubscribe(queue)
 
@@ -248,7 +161,6 @@ def create_app(config: Config) -> Any:
             events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
         )
 
-    @_errors
     async def manage_query(request: Request) -> Response:
         """PUT: create a continuous query from a JSON body of [queries.NAME] settings (201, or 200
         when it exists with the same settings; 409 with other ones). DELETE: stop and forget one
@@ -257,21 +169,18 @@ def create_app(config: Config) -> Any:
         if request.method == "DELETE":
             await run_in_threadpool(runtime.delete_query, name)
             return JSONResponse({"deleted": name})
+        raw = await _body(request, limit, server.body_timeout_s, "server.max_body_bytes")
+        body = _json_object(raw or b"null", "[queries.NAME] settings")
         try:
-            body = json.loads(
-                await _body(request, limit, server.body_timeout_s, "server.max_body_bytes")
-                or b"null"
-            )
-        except (ValueError, RecursionError) as exc:
-            return error(400, "invalid_request", f"the body must be a JSON object: {exc}")
-        if not isinstance(body, dict):
-            return error(400, "invalid_request", "the body must be a JSON object of settings")
-        created = await run_in_threadpool(runtime.create_query, name, body)
+            created = await run_in_threadpool(runtime.create_query, name, body)
+        except QueryRefusedError as exc:
+            # The SQL is one of the query's settings: refused SQL is a bad request, like any other
+            # bad setting (400 invalid_query), not a forbidden one.
+            raise QueryError(str(exc)) from exc
         found = running_queries(runtime).get(name)
         described = _describe_query(name, found[0], found[1]) if found else {"name": name}
         return JSONResponse(described, 201 if created else 200)
 
-    @_errors
     async def list_alerts(request: Request) -> Response:
         alerts = []
         for name, (_, q) in sorted(running_queries(runtime).items()):
@@ -294,29 +203,13 @@ def create_app(config: Config) -> Any:
                 )
         return JSONResponse({"alerts": alerts})
 
-    @_errors
     async def query_results(request: Request) -> Response:
         """The latest result rows of a query, oldest first (``?limit=N``, default 100)."""
         name = request.path_params["query"]
-        found = running_queries(runtime).get(name)
-        if found is None:
-            known = ", ".join(sorted(running_queries(runtime))) or "none"
-            return error(
-                404,
-                "no_such_query",
-                f"continuous query {name!r} does not exist (queries: {known}); declare it under "
-                f"[queries.{name}]",
-            )
-        try:
-            limit = int(request.query_params.get("limit", "100"))
-        except ValueError:
-            return error(400, "invalid_request", "limit must be an integer")
-        if limit < 1:
-            return error(400, "invalid_request", "limit must be at least 1")
-        rows = found[1].latest(limit)
-        return JSONResponse({"query": name, "rows": rows})
+        q = _running_query(runtime, name)
+        rows = q.latest(_count(request, "limit", 100))
+        return JSONResponse({"query": name, "rows": json_value(rows)})
 
-    @_errors
     async def put_records(request: Request) -> Response:
         stream = runtime.get(request.path_params["stream"])
         body = await _body(request, limit, server.body_timeout_s, "server.max_body_bytes")
@@ -349,17 +242,6 @@ def create_app(config: Config) -> Any:
             }
         )
 
-    async def http_error(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, HTTPException)
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        message = exc.detail
-        if exc.status_code == 404:
-            message = f"no route {request.method} {request.url.path}; see docs/streaming.md"
-        return error(exc.status_code, code, message, dict(exc.headers or {}))
-
-    async def unexpected(request: Request, exc: Exception) -> Response:
-        return _internal(request, exc)
-
     from loglake.server.aws import make_aws_endpoint
 
     aws_endpoint = make_aws_endpoint(runtime, config)
@@ -379,7 +261,7 @@ def create_app(config: Config) -> Any:
             Route("/v1/queries/{query}/events", query_events),
             Route("/v1/alerts", list_alerts),
         ],
-        exception_handlers={HTTPException: http_error, Exception: unexpected},
+        exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
     )
     routes.state.runtime = runtime
@@ -396,7 +278,7 @@ def _flag(request: Request, name: str) -> bool:
         return True
     if value in ("false", "0", "no", ""):
         return False
-    raise ConfigError(f"?{name}={value[:50]!r}: use true or false")
+    raise BadRequestError(f"?{name}={value[:50]!r}: use true or false")
 
 
 def _seconds(request: Request, name: str, default: float, most: float) -> float:
@@ -409,8 +291,46 @@ def _seconds(request: Request, name: str, default: float, most: float) -> float:
     except ValueError:
         seconds = -1.0
     if not 0 <= seconds <= most:  # also refuses nan
-        raise ConfigError(f"?{name}={value[:50]!r}: use a number of seconds from 0 to {most:g}")
+        raise BadRequestError(f"?{name}={value[:50]!r}: use a number of seconds from 0 to {most:g}")
     return seconds
+
+
+def _count(request: Request, name: str, default: int) -> int:
+    """A query parameter of a whole number, at least 1 (absent: ``default``); BadRequestError
+    otherwise."""
+    value = request.query_params.get(name)
+    if value is None:
+        return default
+    try:
+        count = int(value)
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise BadRequestError(f"?{name}={value[:50]!r}: use a whole number of at least 1")
+    return count
+
+
+def _json_object(raw: bytes, what: str) -> dict[str, Any]:
+    """``raw`` parsed as a JSON object of ``what``; BadRequestError for anything else (invalid
+    JSON or UTF-8, another JSON type, nesting too deep for the parser)."""
+    try:
+        value = json.loads(raw)
+    except RecursionError:
+        raise BadRequestError(
+            f"the body must be a JSON object of {what}; it is nested too deeply to parse"
+        ) from None
+    except ValueError as exc:
+        raise BadRequestError(f"the body must be a JSON object of {what}: {exc}") from None
+    if not isinstance(value, dict):
+        raise BadRequestError(
+            f"the body must be a JSON object of {what}, not {type(value).__name__}"
+        )
+    return value
+
+
+def _json_bytes(value: Any) -> bytes:
+    """``value`` (result rows: dates, decimals, blobs...) as compact JSON (see json_value)."""
+    return json.dumps(json_value(value), separators=(",", ":"), allow_nan=False).encode()
 
 
 _RECORDS_PATH = re.compile(r"/v1/streams/([^/]+)/records")
@@ -440,13 +360,32 @@ class IngestFastPath:
                 scope["path_params"] = {"stream": match.group(1)}
                 handler = self.records
         if handler is None:
-            await self.app(scope, receive, send)
+            await self._routed(scope, receive, send)
             return
+        request = Request(scope, receive)
         try:
-            response = await handler(Request(scope, receive))
-        except Exception as exc:  # what Starlette's ServerErrorMiddleware would do, in our shape
-            response = _internal(Request(scope, receive), exc)
+            response = await handler(request)
+        except Exception as exc:  # the ingest routes' errors, rendered as the routed ones are
+            response = error_response(request, exc)
         await response(scope, receive, send)
+
+    async def _routed(self, scope: Any, receive: Any, send: Any) -> None:
+        """The Starlette app. Its handler for unexpected errors answers (and logs) them, then
+        Starlette raises them again for the server to log; an error whose answer was sent in full
+        is not raised further (uvicorn would log it a second time and drop the connection)."""
+        answered = False
+
+        async def sent(message: Any) -> None:
+            nonlocal answered
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                answered = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sent)
+        except Exception:
+            if not answered:
+                raise
 
 
 class BearerAuth:
@@ -486,7 +425,7 @@ class BearerAuth:
                 "missing or wrong API key: send Authorization: Bearer <key> with a key from "
                 "[auth] api_keys"
             )
-        reply = error(401, "unauthorized", message, {"WWW-Authenticate": "Bearer"})
+        reply = error_response(None, UnauthorizedError(message))
         await reply(scope, receive, send)
 
 
@@ -531,6 +470,18 @@ def serve(config: Config) -> None:
         access_log=False,
         timeout_graceful_shutdown=30,
     )
+
+
+def _running_query(runtime: Runtime, name: str) -> Any:
+    """The running continuous query ``name``; NoSuchQueryError naming the ones there are."""
+    found = running_queries(runtime).get(name)
+    if found is None:
+        known = ", ".join(sorted(running_queries(runtime))) or "none"
+        raise NoSuchQueryError(
+            f"continuous query {name!r} does not exist (queries: {known}); declare it under "
+            f"[queries.{name}] or create it with PUT /v1/queries/{name}"
+        )
+    return found[1]
 
 
 def running_queries(runtime: Runtime) -> dict[str, tuple[str, Any]]:
