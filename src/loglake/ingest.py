@@ -24,13 +24,16 @@ from typing import TYPE_CHECKING
 
 import polars as pl
 
-from loglake.enrich import get_enricher
 from loglake.errors import LakeError, LoglakeError, SourceError
 from loglake.formats import detect_format, get_format
 from loglake.formats.lines import line_batch
+from loglake.formats.step import BatchStep
 from loglake.lake.catalog import open_catalog
 from loglake.lake.ledger import Ledger
+from loglake.lake.rejected import REJECTED_TABLE, empty_rejected, rejected_frame
+from loglake.lake.tables import Tables
 from loglake.lake.writer import TablePeek, TableWriter, load_existing, peek_table
+from loglake.query.plan import plan_hook
 from loglake.sources import list_inputs
 from loglake.sources.base import MAX_LINE_CHUNKS, Chunk, Input, open_decompressed, read_chunks
 
@@ -39,10 +42,8 @@ if TYPE_CHECKING:
     from pyiceberg.table import Table
 
     from loglake.config import Config
-    from loglake.enrich import Enricher
     from loglake.formats.base import Format, LineBatch
 
-REJECTED_TABLE = "logs.rejected"
 RUN_PROPERTY = "loglake.run-id"
 _DETECT_LINES = 2000
 
@@ -78,30 +79,6 @@ class IngestStats:
 ProgressFn = Callable[[int, int], None]  # (lines so far, bytes so far)
 
 
-def rejected_frame(
-    rejected: pl.DataFrame, source: str, fmt: str, table: str, at: datetime
-) -> pl.DataFrame:
-    # Rejected lines are few: decoding them one by one for the readable `text` column is cheap.
-    text = pl.Series(
-        "text",
-        [
-            b.decode("utf-8", errors="backslashreplace")
-            for b in rejected.get_column("raw").to_list()
-        ],
-        dtype=pl.String,
-    )
-    return rejected.with_columns(text).select(
-        pl.lit(at).alias("ingested_at"),
-        pl.lit(source).alias("source"),
-        pl.col("line"),
-        pl.col("reason"),
-        pl.lit(fmt).alias("format"),
-        pl.lit(table).alias("target_table"),
-        pl.col("text"),
-        pl.col("raw"),
-    )
-
-
 class _Run:
     """State of one ingest run: catalog, writers per table, enrichers, counters."""
 
@@ -112,7 +89,10 @@ class _Run:
         # The lake stores times as UTC without a zone (Iceberg `timestamp`): see docs/decisions/0005.
         self.at = datetime.now(UTC).replace(tzinfo=None)
         self.writers: dict[str, TableWriter] = {}
-        self.enrichers: dict[str, Enricher] = {}
+        self.step = BatchStep(unrecognized="format not recognized; pass --format")
+        # One lock per table and the post-commit hook keeping the query plan cache current.
+        self.tables = Tables()
+        self.tables.on_commit(plan_hook(config))
 
     def writer(self, table: str, time_column: str = "ts") -> TableWriter:
         """The run's writer of ``table`` (created, with the table, from the first rows it takes)."""
@@ -138,16 +118,10 @@ class _Run:
                 sort_by=time_column,
                 partition=self.config.table(table).partition,
                 peek=peek,
+                tables=self.tables,
             )
             self.writers[table] = w
         return w
-
-    def enrich(self, fmt: Format, frame: pl.DataFrame) -> pl.DataFrame:
-        for name in fmt.enrich:
-            if name not in self.enrichers:
-                self.enrichers[name] = get_enricher(name)
-            frame = self.enrichers[name].enrich(frame)
-        return frame
 
 
 def _batches(
@@ -383,30 +357,17 @@ def _ingest_batch(
     run: _Run, stats: IngestStats, batch: LineBatch, fmt: Format | None, table: str | None
 ) -> None:
     stats.read += len(batch)
-    if fmt is None:
-        reasons = pl.Series(["format not recognized; pass --format"] * len(batch), dtype=pl.String)
-        rejected = batch.rejected(pl.Series([True] * len(batch)), reasons)
-        fmt_name, target = "unrecognized", table or "?"
-        parsed = None
-    else:
-        result = fmt.parse(batch)
-        rejected = result.rejected
-        parsed = result.parsed
-        fmt_name, target = fmt.name, table or fmt.default_table
-    if parsed is not None and parsed.height:
-        parsed = run.enrich(fmt, parsed)  # type: ignore[arg-type]
-        parsed = naive_utc(parsed).select(
-            pl.exclude("line"),
-            pl.col("line"),
-            pl.lit(batch.source).alias("source"),
-            pl.lit(run.at).alias("ingested_at"),
-        )
+    step = run.step.run(batch, fmt, run.at)
+    rejected, rows = step.rejected, step.rows
+    fmt_name = step.format_name
+    target = table or (fmt.default_table if fmt is not None else "?")
+    if rows is not None and rows.height:
         # Rows that do not fit the table (a value of another type than its column's) are
         # rejected lines like those the format refused, so a drifting key never stops the run.
-        refused = run.writer(target).add(parsed)
+        refused = run.writer(target).add(rows)
         if refused.height:
             rejected = pl.concat([rejected, batch.rejected_lines(refused)])
-        stored = parsed.height - refused.height
+        stored = rows.height - refused.height
         stats.parsed += stored
         stats.tables[target] = stats.tables.get(target, 0) + stored
     if rejected.height:
@@ -423,20 +384,6 @@ def _ingest_batch(
             f"internal error: {fmt_name} accounted for {stats.parsed + stats.rejected} of "
             f"{stats.read} lines; please report this with the input"
         )
-
-
-def naive_utc(frame: pl.DataFrame) -> pl.DataFrame:
-    """Zone-aware time columns as UTC wall time without a zone, the lake's representation.
-
-    DuckDB truncates and casts zone-less timestamps 4-10x faster than zone-aware ones (which go
-    through ICU): `date_trunc('hour', ts)` over 10M rows 50 ms vs 571 ms.
-    """
-    exprs = [
-        pl.col(name).dt.convert_time_zone("UTC").dt.replace_time_zone(None)
-        for name, dtype in frame.schema.items()
-        if isinstance(dtype, pl.Datetime) and dtype.time_zone is not None
-    ]
-    return frame.with_columns(exprs) if exprs else frame
 
 
 def _commit(
@@ -456,9 +403,22 @@ def _commit(
     for name in order:
         run.writers[name].commit({RUN_PROPERTY: run.run_id, "loglake.inputs": str(stats.inputs)})
     ledger.mark_done(run.run_id)
-    from loglake.query.plan import refresh_plans
+    if tables and REJECTED_TABLE not in tables:
+        ensure_rejected_table(run._catalog.result(), run.config)
 
-    refresh_plans(run.config, {n: w.table for n, w in run.writers.items()})
+
+def ensure_rejected_table(catalog: Catalog, config: Config) -> None:
+    """Create ``logs.rejected`` empty unless it exists: queries over it (the README's tour asks it
+    what was rejected) then answer "nothing" after a clean run instead of "no such table"."""
+    from loglake.lake.catalog import ensure_table
+
+    if catalog.table_exists(REJECTED_TABLE):
+        return
+    schema = empty_rejected().to_arrow(compat_level=pl.CompatLevel.oldest()).schema
+    table = ensure_table(
+        catalog, REJECTED_TABLE, schema, config.table(REJECTED_TABLE).partition, "ingested_at"
+    )
+    plan_hook(config)(REJECTED_TABLE, table, None, [])
 
 
 def _run_committed(catalog: Catalog, table: str, run_id: str) -> bool:

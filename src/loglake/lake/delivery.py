@@ -237,7 +237,7 @@ class Delivery:
 
     def _resume_position(self) -> int:
         """Where to start reading: the lowest offset any of our tables has not committed yet."""
-        from loglake.ingest import REJECTED_TABLE
+        from loglake.lake.rejected import REJECTED_TABLE
 
         catalog = self._catalog.result()
         offsets = []
@@ -364,7 +364,8 @@ class Delivery:
             self._early_jobs.popleft().result()
 
     def _deliver(self, records: Records) -> int:
-        from loglake.ingest import REJECTED_TABLE, naive_utc
+        from loglake.formats.step import naive_utc
+        from loglake.lake.rejected import REJECTED_TABLE
 
         raw = records.values
         batch = LineBatch(
@@ -427,7 +428,7 @@ class Delivery:
     def _reject(self, rejected: pl.DataFrame, format_name: str) -> None:
         """Queue rejected records (``line``, ``raw``, ``reason``) for ``logs.rejected``."""
         from loglake.errors import LakeError
-        from loglake.ingest import REJECTED_TABLE, rejected_frame
+        from loglake.lake.rejected import REJECTED_TABLE, rejected_frame
 
         source = f"stream:{self.name}"
         frame = rejected_frame(rejected, source, format_name, self.table, _now_naive())
@@ -614,7 +615,7 @@ class Delivery:
     def _refused_records(self, refused: pl.DataFrame) -> pl.DataFrame:
         """Rejected records (for ``logs.rejected``) of rows no data file could hold, their raw
         bytes read back from the stream's log (not trimmed before this commit)."""
-        from loglake.ingest import REJECTED_TABLE, rejected_frame
+        from loglake.lake.rejected import REJECTED_TABLE, rejected_frame
 
         refused = refused.filter(pl.col("line") >= self._committed.get(REJECTED_TABLE, 0))
         raw = [
@@ -644,7 +645,7 @@ class Delivery:
     ) -> None:
         """The committer thread: write the sealed rows as Parquet, commit them with the offset,
         then run the continuous queries over what is now in the lake."""
-        from loglake.ingest import REJECTED_TABLE
+        from loglake.lake.rejected import REJECTED_TABLE
         from loglake.query.plan import extend_plan
 
         started = time.perf_counter()

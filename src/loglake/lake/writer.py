@@ -32,6 +32,8 @@ if TYPE_CHECKING:
     from pyiceberg.manifest import DataFile
     from pyiceberg.table import Table
 
+    from loglake.lake.tables import Tables
+
 
 def align(frame: pl.DataFrame, target: pa.Schema) -> pl.DataFrame:
     """``frame`` in the column order and types of ``target``; missing columns and members are null.
@@ -149,6 +151,7 @@ class TableWriter:
         commit_lock: AbstractContextManager[Any] | None = None,
         partition: str = "none",
         peek: Callable[[], TablePeek | None] | None = None,
+        tables: Tables | None = None,
     ):
         # The catalog and table are opened on first use; ``open_table`` gives None for a table
         # that does not exist yet, which is then created from the first rows added.
@@ -164,8 +167,13 @@ class TableWriter:
         self.flush_rows = flush_rows
         self.sort_by = sort_by
         self.partition = partition
-        # Held around schema changes when another thread also commits to the table (delivery's
-        # maintenance thread); the caller holds it around commit() itself.
+        # Held around schema changes and commits when other threads also commit to the table
+        # (other streams, maintenance): the table's lock of ``tables``, which also runs the
+        # post-commit hooks and shares the newest table object among its writers.
+        self._tables = tables
+        self._shared = tables.get(name) if tables is not None else None
+        if self._shared is not None:
+            commit_lock = self._shared.lock
         self._commit_lock = commit_lock or nullcontext()
         # Columns (and object members) of rows added but perhaps not yet in the table's schema,
         # which evolves only when their files are written: later rows must conform to them too.
@@ -350,6 +358,8 @@ class TableWriter:
                 except Exception as exc:
                     raise LakeError(f"cannot add new columns to {self.name}: {exc}") from exc
             self.table = self.catalog.load_table(self.name)
+            if self._shared is not None:
+                self._shared.seen(self.table)
 
     def _arrow_schema(self) -> pa.Schema:
         from pyiceberg.io.pyarrow import schema_to_pyarrow
@@ -573,13 +583,20 @@ class TableWriter:
         props = {
             k: v if isinstance(v, str) else json.dumps(v) for k, v in (properties or {}).items()
         }
-        try:
-            tx = self.table.transaction()
-            with tx.update_snapshot(snapshot_properties=props).merge_append() as append:
-                for data_file in files:
-                    append.append_data_file(data_file)
-            self.table = tx.commit_transaction()
-        except Exception as exc:
-            raise LakeError(f"commit to {self.name} failed: {exc}") from exc
-        self.last_committed = files
+        with self._commit_lock:
+            if self._shared is not None:
+                # On top of the newest metadata another writer of this process committed.
+                self.table = self._shared.newest(self.table) or self.table
+            before = self.table.metadata_location
+            try:
+                tx = self.table.transaction()
+                with tx.update_snapshot(snapshot_properties=props).merge_append() as append:
+                    for data_file in files:
+                        append.append_data_file(data_file)
+                self.table = tx.commit_transaction()
+            except Exception as exc:
+                raise LakeError(f"commit to {self.name} failed: {exc}") from exc
+            self.last_committed = files
+            if self._tables is not None:
+                self._tables.committed(self.name, self.table, before, files)
         return True

@@ -247,6 +247,19 @@ def refresh_plans(config: Config, tables: dict[str, Table]) -> None:
         save_plan(config, build_plan(name, table, time_column))
 
 
+def plan_hook(config: Config) -> Any:
+    """A post-commit hook (:meth:`loglake.lake.tables.Tables.on_commit`) keeping the plan cache of
+    ``config``'s lake current: an append extends the cached plan, a rewrite re-plans the table."""
+
+    def hook(name: str, table: Table, before: str | None, added: list[Any]) -> None:
+        if before is None:
+            refresh_plans(config, {name: table})
+        else:
+            extend_plan(config, name, table, before, added)
+
+    return hook
+
+
 PLAN_WAIT_S = 0.5  # how long a query waits for a writer to store the plan of its new commit
 
 
