@@ -432,11 +432,12 @@ def label_names(
     ``exported_NAME`` (Prometheus's rule for a target label that collides with its own); one
     equal to an earlier column's label gets ``_2``, ``_3``... (columns taken in sorted order, so
     the mapping does not depend on the order of a result's columns)."""
-    taken = set(reserved)
+    own = set(reserved)
+    taken = set(own)
     out: dict[str, str] = {}
     for column in sorted(set(columns)):
         name = sanitise_name(column)
-        if name in taken:
+        if name in own:
             name = f"exported_{name}"
         base, n = name, 1
         while name in taken:
