@@ -44,7 +44,7 @@ from typing import Any
 import polars as pl
 
 from loglake import __version__
-from loglake.errors import ConfigError
+from loglake.config.queries import AlertSpec
 
 log = logging.getLogger("loglake.alerts")
 
@@ -55,41 +55,6 @@ TIMEOUT_S = 5.0  # one attempt in total: connect, send, the answer's status line
 RETRIED_STATUS = frozenset({408, 429})  # 4xx answers worth retrying; other 4xx would fail again
 CLOSE_TIMEOUT_S = 2.0  # close() waits this long for queued notifications
 _ANSWER_BYTES = 512  # of a refusing answer's body, quoted in the log (e.g. "invalid_payload")
-
-
-@dataclass(frozen=True)
-class AlertSpec:
-    """One alert rule. ``cooldown`` is in seconds."""
-
-    name: str
-    query: str
-    when: str
-    for_windows: int = 1
-    cooldown: float = 300.0
-    webhook: str = ""
-    severity: str = "warning"
-
-    def __post_init__(self) -> None:
-        if self.for_windows < 1 or self.cooldown < 0:
-            raise ConfigError(f"alerts.{self.name}: for must be >= 1 and cooldown >= 0")
-        if self.webhook:
-            _check_webhook(self.webhook, f"alerts.{self.name}.webhook")
-
-
-def _check_webhook(url: str, key: str) -> None:
-    """Raise :class:`ConfigError` unless ``url`` is an ``http(s)://HOST[:PORT]/...`` URL."""
-    example = "e.g. https://hooks.example.com/loglake"
-    if not url.startswith(("http://", "https://")):
-        raise ConfigError(f"{key} = {url!r} must be an http(s):// URL, {example}")
-    if any(c.isspace() or ord(c) < 0x20 or ord(c) == 0x7F for c in url):
-        raise ConfigError(f"{key} = {url!r} contains spaces or control characters; %-encode them")
-    parts = urllib.parse.urlsplit(url)
-    try:
-        parts.port  # noqa: B018  (parsing it is the check)
-    except ValueError as exc:
-        raise ConfigError(f"{key} = {url!r}: the port must be a number from 0 to 65535") from exc
-    if not parts.hostname:
-        raise ConfigError(f"{key} = {url!r} has no host, {example}")
 
 
 @dataclass

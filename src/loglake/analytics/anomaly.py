@@ -15,23 +15,15 @@ A window emitted again (a correction) replaces its earlier value in the history 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from loglake.config.queries import AnomalySpec
+
+__all__ = ["AnomalySpec", "RobustZ"]
+
 MAD_TO_SIGMA = 1.4826
-
-
-@dataclass(frozen=True)
-class AnomalySpec:
-    """Which result column to watch and how strict to be."""
-
-    column: str
-    by: tuple[str, ...] = ()  # result columns that tell series apart (e.g. status)
-    threshold: float = 4.0
-    history: int = 60
-    min_history: int = 10
 
 
 class RobustZ:

@@ -62,8 +62,8 @@ from typing import Any
 import polars as pl
 import pyarrow as pa
 
-from loglake.analytics.anomaly import AnomalySpec, RobustZ
-from loglake.analytics.windows import WindowSpec
+from loglake.analytics.anomaly import RobustZ
+from loglake.config.queries import QuerySpec
 from loglake.errors import ConfigError, LoglakeError, QueryError
 from loglake.query.policy import check_read_only
 
@@ -76,31 +76,6 @@ MAX_PREPARES = 2  # preparations of one window's result at most (late records un
 
 class ContinuousQueryError(LoglakeError):
     """A continuous query's SQL failed on a window's records."""
-
-
-@dataclass(frozen=True)
-class QuerySpec:
-    """What a continuous query computes. Durations are microseconds."""
-
-    name: str
-    sql: str
-    window: WindowSpec
-    lateness: int = 5_000_000
-    allowed_lateness: int = 60_000_000
-    idle_timeout: int = 10_000_000
-    key: str | None = None  # session windows: one session per value of this column
-    anomaly: AnomalySpec | None = None  # score a numeric result column (anomaly_score, is_anomaly)
-
-    def __post_init__(self) -> None:
-        if self.key and not self.window.is_session:
-            raise ConfigError(
-                f"queries.{self.name}: key is for session windows; tumbling and hopping windows "
-                "group with GROUP BY in the SQL"
-            )
-        if self.lateness < 0 or self.allowed_lateness < 0 or self.idle_timeout <= 0:
-            raise ConfigError(
-                f"queries.{self.name}: lateness and allowed_lateness must be >= 0, idle_timeout > 0"
-            )
 
 
 @dataclass

@@ -1,5 +1,8 @@
 """Ready-made continuous queries for access-log streams (``ready_queries = true`` on a stream).
 
+:func:`load_config` adds them to ``[queries]`` (a query of the file of the same name wins), so they
+are checked like any other.
+
 Each runs over tumbling one-minute windows and writes to ``analytics.<stream>_<name>``. They read
 the columns every access-log format has (``status``, ``bytes``, ``path``, ``client``,
 ``user_agent``), so they work for combined, common, vhost and nginx streams alike.
@@ -7,7 +10,7 @@ the columns every access-log format has (``status``, ``bytes``, ``path``, ``clie
 
 from __future__ import annotations
 
-from loglake.config import ContinuousQueryConfig
+from loglake.config.queries import ContinuousQueryConfig
 
 #: name -> (SQL over one window's records, anomaly column or "")
 READY_QUERIES: dict[str, tuple[str, str]] = {
