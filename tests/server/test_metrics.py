@@ -33,7 +33,6 @@ from loglake.analytics.windows import WindowSpec
 from loglake.lake.delivery import DeliveryStats
 from loglake.server import metrics
 from loglake.server.metrics import RuntimeCollector, build_registry, label_names, render_metrics
-from loglake.server.runtime import IngestCounters
 from loglake.sources.live import SourceCounters
 from loglake.stream.local import LocalLog, StreamLimits
 from loglake.supervise import Supervisor, Worker
@@ -137,9 +136,8 @@ def runtime(tmp_path: Path, webhook: str) -> Iterator[SimpleNamespace]:
     wait_for(lambda: notifier.sent == 1 and notifier.failed == 1, "two notifications")
     runner = SimpleNamespace(queries={"q1": running_query()}, notifier=notifier)
     stats = DeliveryStats(delivered=BIG, rejected=2, commits=3, position=1)
-    counters = IngestCounters(received=5, accepted=4, rejected=1, refused_full=0)
     stream = SimpleNamespace(
-        name="web", log=log, counters=counters, delivery=SimpleNamespace(stats=stats, runner=runner)
+        name="web", log=log, delivery=SimpleNamespace(stats=stats, runner=runner)
     )
     supervisor = Supervisor()
     release = threading.Event()
@@ -158,7 +156,10 @@ def runtime(tmp_path: Path, webhook: str) -> Iterator[SimpleNamespace]:
     syslog.drop("backpressure", 2)
     syslog.extra["connections_idle_closed"] = 3
     syslog.gauges["connections"] = 2
+    http = SourceCounters(received=8, accepted=4, rejected=1)
+    http.drop("stream_full", 3)
     sources = [
+        FixedSource("http", {"web": http}, []),
         FixedSource("syslog", {"web": syslog}, []),
         FixedSource("tail.app", {"web": SourceCounters(received=BIG, accepted=BIG)}, ["down"]),
     ]
@@ -201,11 +202,12 @@ def test_values_are_exact_at_any_magnitude(runtime: SimpleNamespace) -> None:
     found = samples(text)
     assert value(found, "loglake_stream_records_delivered_total", stream="web") == BIG
     assert value(found, "loglake_stream_lost_records_total", stream="web") == BIG
-    # A stream's totals add its ingest counters and every source's: 5 + 10 + BIG received.
-    assert value(found, "loglake_stream_records_received_total", stream="web") == 15 + BIG
+    # A stream's totals add every source's: 8 + 10 + BIG received.
+    assert value(found, "loglake_stream_records_received_total", stream="web") == 18 + BIG
     assert value(found, "loglake_stream_records_accepted_total", stream="web") == 11 + BIG
-    # Rejected at the API (1), by a source (1), by the parser at delivery (2).
+    # Rejected by the HTTP source (1) and syslog (1), by the parser at delivery (2).
     assert value(found, "loglake_stream_records_rejected_total", stream="web") == 4
+    assert value(found, "loglake_stream_records_refused_full_total", stream="web") == 3
     assert value(found, "loglake_stream_log_records_appended_total", stream="web") == 3
     assert value(found, "loglake_stream_next_offset", stream="web") == 3
     assert value(found, "loglake_stream_consumer_lag_records", stream="web") == 2
@@ -290,6 +292,19 @@ def test_a_component_that_fails_to_read_costs_only_its_samples(runtime: SimpleNa
     assert "loglake_stream_records_delivered_total" in text
 
 
+def test_a_delivery_counter_without_a_metric_is_still_shown(runtime: SimpleNamespace) -> None:
+    @dataclasses.dataclass
+    class NewerStats(DeliveryStats):
+        batches_split: int = 7
+
+    runtime.streams["web"].delivery.stats = NewerStats(delivered=1)
+    text = scrape(runtime)
+    assert "# TYPE loglake_unmapped_delivery_batches_split untyped" in text
+    found = samples(text)
+    assert value(found, "loglake_unmapped_delivery_batches_split", stream="web") == 7
+    assert value(found, "loglake_stream_records_delivered_total", stream="web") == 1
+
+
 # -- every counter a component keeps is on /metrics -------------------------------------------------
 
 
@@ -321,7 +336,6 @@ def numeric_properties(obj: Any) -> set[str]:
 
 def test_counter_maps_cover_every_numeric_field(tmp_path: Path) -> None:
     assert numeric_fields(DeliveryStats) == set(metrics.DELIVERY_FIELDS)
-    assert numeric_fields(IngestCounters) == set(metrics.INGEST_FIELDS)
     assert numeric_fields(QueryStats) == set(metrics.QUERY_FIELDS)
     assert numeric_fields(SourceCounters) == set(metrics.SOURCE_FIELDS)
     assert numeric_fields(Worker) | {"running"} == set(metrics.WORKER_FIELDS)
@@ -346,7 +360,6 @@ def test_every_mapped_metric_is_in_a_scrape(runtime: SimpleNamespace) -> None:
     found = {name for name, _ in samples(scrape(runtime))}
     maps: list[Mapping[str, str | tuple[str, ...]]] = [
         metrics.DELIVERY_FIELDS,
-        metrics.INGEST_FIELDS,
         metrics.QUERY_FIELDS,
         metrics.NOTIFIER_FIELDS,
         metrics.WORKER_FIELDS,
@@ -360,9 +373,7 @@ def test_every_mapped_metric_is_in_a_scrape(runtime: SimpleNamespace) -> None:
     # Every declared family has samples over these components (none silently empty).
     assert set(metrics.METRICS) - found == set()
     # No numeric field fell through to the untyped fallback.
-    assert not [
-        n for n in found if n.startswith(("loglake_stream_delivery_", "loglake_stream_ingest_"))
-    ]
+    assert not [n for n in found if n.startswith("loglake_unmapped_")]
 
 
 # -- a real server ------------------------------------------------------------------------------------

@@ -9,8 +9,8 @@ exact (a float64 holds every integer up to 2**53) and label values are escaped. 
 Which field of which component becomes which metric is written down once, in the ``*_FIELDS``
 maps below; ``tests/server/test_metrics.py`` checks that every numeric field of every counter
 class is in its map, so a counter added later without a metric fails the tests. A numeric field
-of a stats dataclass missing from its map is still shown, as ``loglake_stream_delivery_FIELD``
-(or ``loglake_query_FIELD``...) with type ``untyped``, so nothing is invisible in between.
+of a stats dataclass missing from its map is still shown, as ``loglake_unmapped_delivery_FIELD``
+(or ``loglake_unmapped_query_FIELD``) with type ``untyped``, so nothing is invisible in between.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def _metric(name: str, kind: str, text: str, *labels: str) -> str:
     return name
 
 
-# -- streams: ingest counters (runtime.IngestCounters) and every source's, summed per stream -------
+# -- streams: what every live source did for the stream, summed (see SOURCE_FIELDS) ----------------
 
 RECEIVED = _metric(
     "loglake_stream_records_received_total",
@@ -72,14 +72,6 @@ REFUSED_FULL = _metric(
     "as stream_full).",
     "stream",
 )
-
-#: runtime.IngestCounters field -> metric (label: stream).
-INGEST_FIELDS: dict[str, str] = {
-    "received": RECEIVED,
-    "accepted": ACCEPTED,
-    "rejected": REJECTED,
-    "refused_full": REFUSED_FULL,
-}
 
 # -- streams: delivery (the stream's consumer into the lake) ---------------------------------------
 
@@ -490,7 +482,7 @@ class _Samples:
         **labels: str,
     ) -> None:
         """Every mapped field of ``obj`` that exists and is a number, but those in ``skip`` (the
-        caller converts them); with ``unmapped`` (``loglake_stream_delivery``...), the numeric
+        caller converts them); with ``unmapped`` (``loglake_unmapped_delivery``...), the numeric
         dataclass fields missing from ``fields`` too, as ``UNMAPPED_FIELD`` (untyped)."""
         for name, metric in fields.items():
             if isinstance(metric, tuple) or name in skip:
@@ -561,11 +553,8 @@ class RuntimeCollector:
         name = stream.name
         for metric in (RECEIVED, ACCEPTED, REJECTED, REFUSED_FULL):
             out.add(metric, 0.0, stream=name)  # every stream has them, fed by any component
-        counters = getattr(stream, "counters", None)
-        if counters is not None:
-            out.fields(counters, INGEST_FIELDS, "loglake_stream_ingest", stream=name)
         stats = stream.delivery.stats
-        out.fields(stats, DELIVERY_FIELDS, "loglake_stream_delivery", stream=name)
+        out.fields(stats, DELIVERY_FIELDS, "loglake_unmapped_delivery", stream=name)
         log_ = stream.log
         out.fields(log_, LOG_FIELDS, None, stream=name)
         fsyncs = list(log_.fsync_seconds)
@@ -585,7 +574,7 @@ class RuntimeCollector:
 
     def _query(self, out: _Samples, qname: str, q: Any) -> None:
         stats = q.engine.stats
-        out.fields(stats, QUERY_FIELDS, "loglake_query", ("watermark",), query=qname)
+        out.fields(stats, QUERY_FIELDS, "loglake_unmapped_query", ("watermark",), query=qname)
         if stats.watermark is not None:  # µs in the engine; Prometheus times are seconds
             out.add(WATERMARK, stats.watermark / 1e6, query=qname)
         delays = list(stats.emit_delays)
