@@ -209,8 +209,9 @@ severity = "critical"
         assert '"msg": "alert errors_high firing' in log_text
         opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
         metrics = opener.open(f"{srv.url}/metrics", timeout=10).read().decode()
-        sent = 'loglake_alert_webhook_notifications_total{stream="web",outcome="sent"} 2'
-        failed = 'loglake_alert_webhook_notifications_total{stream="web",outcome="failed"} 0'
+        # prometheus-client sorts labels and prints values as floats.
+        sent = 'loglake_alert_webhook_notifications_total{outcome="sent",stream="web"} 2.0\n'
+        failed = 'loglake_alert_webhook_notifications_total{outcome="failed",stream="web"} 0.0\n'
         assert sent in metrics and failed in metrics
     finally:
         srv.stop(signal.SIGKILL)
@@ -355,10 +356,10 @@ def test_latest_window_results_as_prometheus_gauges(tmp_path: Path) -> None:
             if ln.startswith("loglake_query_result{")
         }
         assert samples == {
-            'loglake_query_result{query="status_per_minute",column="hits",status="200"}': 54,
-            'loglake_query_result{query="status_per_minute",column="bytes",status="200"}': 162,
-            'loglake_query_result{query="status_per_minute",column="hits",status="404"}': 6,
-            'loglake_query_result{query="status_per_minute",column="bytes",status="404"}': 18,
+            'loglake_query_result{column="hits",query="status_per_minute",status="200"}': 54,
+            'loglake_query_result{column="bytes",query="status_per_minute",status="200"}': 162,
+            'loglake_query_result{column="hits",query="status_per_minute",status="404"}': 6,
+            'loglake_query_result{column="bytes",query="status_per_minute",status="404"}': 18,
         }
     finally:
         srv.stop(signal.SIGKILL)
