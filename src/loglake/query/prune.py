@@ -3,13 +3,16 @@
 A range is only taken from a top-level ``AND`` conjunct of the WHERE clause of the very SELECT whose
 FROM/JOIN names the table, comparing the table's time column with a constant (``>``, ``>=``, ``<``,
 ``<=``, ``=``, ``BETWEEN``). Anything else (OR, functions, subqueries, parameters) means "no pruning",
-so pruning can only skip files whose rows that query would have filtered out anyway.
+so pruning can only skip files whose rows that query would have filtered out anyway. A constant is
+read as DuckDB reads it (a cast to DATE drops the time of day); one whose reading DuckDB could make
+differently (an offset compared with a column whose zone is unknown here, a cast that rounds to
+seconds or milliseconds) is not used either.
 """
 
 from __future__ import annotations
 
 import re
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime, timedelta
 
 from sqlglot import exp, parse_one
 from sqlglot.errors import ParseError
@@ -21,26 +24,69 @@ def _time_column(table: str) -> str:
     return "ingested_at" if table == "logs.rejected" else "ts"
 
 
-def _micros(node: exp.Expression) -> int | None:
-    """The constant timestamp ``node`` stands for, or None when it is not a plain constant."""
-    if isinstance(node, exp.Cast):
-        return _micros(node.this)
+_EPOCH = datetime(1970, 1, 1)
+_ISO = re.compile(
+    r"\d{4}-\d{2}-\d{2}([ T]\d{2}:\d{2}(:\d{2}(\.\d+)?)?)?(\s*(Z|UTC|[+-]\d{2}(:?\d{2})?))?"
+)
+_T = exp.DataType.Type
+# Casts DuckDB stores with microsecond precision or finer, so the value is the text's (truncated
+# to µs, which only widens a range). TIMESTAMP_S and TIMESTAMP_MS round: left unpruned.
+_EXACT = {_T.TIMESTAMP, _T.TIMESTAMPNTZ, _T.DATETIME, _T.TIMESTAMP_NS}
+
+
+def _constant(node: exp.Expression) -> datetime | None:
+    """The timestamp DuckDB reads ``node`` as, when it is a constant whose reading is certain.
+
+    Naive results are UTC (the session time zone); an aware result carries the offset its text
+    gave, which only a comparison with a zone-aware value honours.
+    """
     if isinstance(node, (exp.TsOrDsToTimestamp, exp.TimeStrToTime)):
-        return _micros(node.this)
+        node = exp.Cast(this=node.this, to=exp.DataType.build("TIMESTAMP"))
+    if isinstance(node, exp.Cast):
+        to = node.to.this
+        value = _constant(node.this)
+        if value is None:
+            return None
+        if to == _T.TIMESTAMPTZ:
+            return value.astimezone(UTC).replace(tzinfo=None) if value.tzinfo else value
+        if _shifted(value):
+            return None  # a zone-less cast drops the offset in some DuckDB versions, not in others
+        value = value.replace(tzinfo=None)
+        if to == _T.DATE:
+            return datetime(value.year, value.month, value.day)  # the time of day is dropped
+        return value if to in _EXACT else None
     if not isinstance(node, exp.Literal) or not node.is_string:
         return None
     text = node.this.strip()
+    if not _ISO.fullmatch(text):
+        return None  # Python reads forms DuckDB does not (ISO weeks, compact dates)
     try:
-        value = datetime.fromisoformat(text.replace(" UTC", "+00:00"))
+        value = datetime.fromisoformat(text.replace(" UTC", "+00:00").replace("UTC", "+00:00"))
     except ValueError:
-        try:
-            d = date.fromisoformat(text)
-        except ValueError:
-            return None
-        value = datetime(d.year, d.month, d.day)
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)  # the session time zone is UTC
-    return int(value.timestamp()) * 1_000_000 + value.microsecond
+        return None
+    return value
+
+
+def _shifted(value: datetime) -> bool:
+    """Whether the text of ``value`` named an offset from UTC other than zero."""
+    offset = value.utcoffset()
+    return offset is not None and offset != timedelta(0)
+
+
+def _micros(node: exp.Expression) -> int | None:
+    """The constant timestamp ``node`` stands for in µs since the epoch (UTC), or None when it is
+    not a plain constant or its meaning depends on the column's type.
+
+    A string with an offset compared with a zone-less column is read without the offset, with a
+    zone-aware one at that offset; the pruner does not know the column's type, so it does not
+    prune by such a string.
+    """
+    value = _constant(node)
+    if value is None or _shifted(value):
+        return None
+    value = value.replace(tzinfo=None)  # naive, or UTC
+    # Integer arithmetic: float seconds put times before 1970 on the wrong side of a second.
+    return (value - _EPOCH) // timedelta(microseconds=1)
 
 
 def _is_time_column(node: exp.Expression, column: str, aliases: set[str], single: bool) -> bool:
@@ -99,7 +145,9 @@ def _scope_range(table: exp.Table, name: str) -> Range | None:
         *(select.args.get("joins") or []),
     ]
     single = len([s for s in sources if s is not None]) == 1
-    aliases = {table.alias_or_name, name, table.name}
+    # An aliased table is known by its alias only (DuckDB refuses its name then): another table
+    # may be aliased as this one's name, and its filter says nothing about this one's rows.
+    aliases = {table.alias} if table.alias else {table.name}
     column = _time_column(name)
     lo: int | None = None
     hi: int | None = None
