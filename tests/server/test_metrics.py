@@ -27,9 +27,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from serving import Server, request
 
 from loglake.analytics.alerts import Notifier
-from loglake.analytics.engine import ContinuousQuery, QuerySpec, QueryStats
+from loglake.analytics.engine import ContinuousQuery, QueryStats
 from loglake.analytics.runner import RunningQuery, _gauges
-from loglake.analytics.windows import WindowSpec
+from loglake.config.queries import QuerySpec, WindowSpec
 from loglake.lake.delivery import DeliveryStats
 from loglake.server import metrics
 from loglake.server.metrics import RuntimeCollector, build_registry, label_names, render_metrics
