@@ -15,7 +15,7 @@ from typing import ClassVar
 import pytest
 from serving import Server, request
 
-from loglake.analytics.ready import READY_QUERIES
+from loglake.config.ready import READY_QUERIES
 
 CONFIG = """
 [streams.web]

@@ -22,7 +22,17 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from loglake import __version__
-from loglake.config import StreamConfig, SyslogConfig, stream_config
+from loglake.config import (
+    ContinuousQueryConfig,
+    Origin,
+    StreamConfig,
+    SyslogConfig,
+    continuous_query,
+    query_spec,
+    read_saved,
+    saved_stream_settings,
+    stream_config,
+)
 from loglake.errors import (
     ConfigError,
     FormatError,
@@ -296,12 +306,15 @@ class Runtime:
             )
         return stream
 
-    def stream_settings(self, name: str, settings: Mapping[str, Any]) -> StreamConfig:
-        """``settings`` of stream ``name`` checked as the config file's are, and its format known.
+    def stream_settings(
+        self, name: str, settings: Mapping[str, Any], origin: Origin = "api"
+    ) -> StreamConfig:
+        """``settings`` of stream ``name`` from the API or saved state, parsed as the config
+        file's are (:func:`loglake.config.stream_config`), and its format known.
 
         Raises ConfigError or FormatError naming what is wrong.
         """
-        stream = stream_config(name, settings)
+        stream = stream_config(name, settings, origin)
         if stream.format != "auto":
             get_format(stream.format, self.config.formats)  # refuse unknown formats now
         return stream
@@ -452,11 +465,10 @@ class Runtime:
         if stream is not None:
             stream.delivery.remove_query(name, self.config)
 
-    def _checked_query(self, name: str, settings: Any) -> Any:
-        """``[queries.NAME]`` from API or saved settings, checked as the config file's are, and its
+    def _checked_query(self, name: str, settings: Any) -> ContinuousQueryConfig:
+        """``[queries.NAME]`` from API or saved settings, parsed as the config file's are, and its
         SQL by the sandbox. Raises ConfigError (or the sandbox's error) naming the problem."""
         from loglake.analytics.engine import Sandbox
-        from loglake.config import continuous_query, query_spec
 
         query = continuous_query(name, settings)
         trial = dataclasses.replace(self.config, queries={**self.config.queries, name: query})
@@ -466,7 +478,7 @@ class Runtime:
 
     def _load_saved_queries(self) -> None:
         saved = {}
-        for name, values in self._read_saved(self._saved_queries).items():
+        for name, values in read_saved(self._saved_queries).items():
             if name in self.config.queries:
                 continue  # the config file's declaration wins
             try:
@@ -476,18 +488,6 @@ class Runtime:
                 self._skipped_queries[name] = values
         if saved:
             self.config = dataclasses.replace(self.config, queries={**saved, **self.config.queries})
-
-    def _read_saved(self, path: Any) -> dict[str, Any]:
-        """The entries of a saved-state file ({} when there is none)."""
-        try:
-            raw = json.loads(path.read_text())
-        except FileNotFoundError:
-            return {}
-        except ValueError as exc:
-            raise ConfigError(f"{path} is not valid JSON ({exc}); fix or remove it") from exc
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{path} must hold a JSON object of NAME: settings; fix or remove it")
-        return raw
 
     def _skip(self, kind: str, name: str, exc: Exception, path: Any) -> None:
         """Log and list a saved entry that failed its checks; it stays in its file."""
@@ -534,11 +534,11 @@ class Runtime:
 
     def _load_saved(self) -> dict[str, StreamConfig]:
         saved = {}
-        for name, values in self._read_saved(self._saved).items():
+        for name, values in read_saved(self._saved).items():
             if name in self.config.streams:
                 continue  # the config file's declaration wins
             try:
-                saved[name] = self.stream_settings(name, values)
+                saved[name] = self.stream_settings(name, values, "state")
             except (ConfigError, FormatError) as exc:
                 self._skip("stream", name, exc, self._saved)
                 self._skipped_streams[name] = values
@@ -548,7 +548,7 @@ class Runtime:
         created = {
             **self._skipped_streams,
             **{
-                name: dataclasses.asdict(s.config)
+                name: saved_stream_settings(s.config)
                 for name, s in self.streams.items()
                 if name not in self.config.streams
             },

@@ -299,8 +299,8 @@ class SyslogReceiver:
 
     ``append`` is called from one thread only, the receiver's appender, with batches of non-empty
     one-line records; it must return once they are durable. The keyword arguments tune batching and
-    bounds (defaults: the module constants) and exist for tests and benchmarks. Raises
-    :class:`ConfigError` for an invalid address or ``max_message_bytes``.
+    bounds (defaults: the module constants) and exist for tests and benchmarks. The config
+    checked its own values when it was built (:class:`SyslogConfig`).
     """
 
     def __init__(
@@ -313,20 +313,7 @@ class SyslogReceiver:
         queue_messages: int = QUEUE_MESSAGES,
         queue_bytes: int = QUEUE_BYTES,
     ) -> None:
-        if config.max_message_bytes < 1:
-            raise ConfigError(
-                f"syslog.max_message_bytes must be positive, got {config.max_message_bytes}"
-            )
-        if config.max_connections < 1:
-            raise ConfigError(
-                f"syslog.max_connections must be positive, got {config.max_connections}"
-            )
-        if config.idle_timeout_seconds < 0:
-            raise ConfigError(
-                "syslog.idle_timeout_seconds must be 0 (never) or more, "
-                f"got {config.idle_timeout_seconds}"
-            )
-        self.config = config
+        self.config = config  # valid: SyslogConfig checks its own values when built
         self._append = append
         self._batch_records = max(1, batch_records)
         self._flush_seconds = flush_seconds

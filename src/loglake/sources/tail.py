@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from loglake.config import TailConfig
-from loglake.errors import ConfigError, LoglakeError, SourceError
+from loglake.errors import LoglakeError, SourceError
 from loglake.stream.local import StreamFullError
 
 log = logging.getLogger(__name__)
@@ -119,8 +119,7 @@ class Tailer:
     ``append`` is the stream's append (``LocalLog.append``): it must return only once the records are
     durable and raise :class:`StreamFullError` when the stream is full. ``state_path`` is the JSON
     file holding each file's acknowledged position (``$LOGLAKE_HOME/state/tail/NAME.json``).
-    Construction loads it and raises :class:`SourceError` if it exists but cannot be read, or
-    :class:`ConfigError` for an invalid config.
+    Construction loads it and raises :class:`SourceError` if it exists but cannot be read.
 
     Counters (read them any time): ``lines`` and ``bytes`` appended, ``files_followed`` (files
     opened, in total), ``rotations``, ``truncations``, ``errors`` (problems met; an unreadable file
@@ -138,15 +137,7 @@ class Tailer:
         *,
         rotate_wait: float = ROTATE_WAIT_S,
     ) -> None:
-        if config.start_at not in ("beginning", "end"):
-            raise ConfigError(
-                f"tail.{name}.start_at = {config.start_at!r}; choose beginning or end"
-            )
-        if not config.paths:
-            raise ConfigError(f"tail.{name}.paths is empty: list files or globs to follow")
-        if config.poll_seconds <= 0:
-            raise ConfigError(f"tail.{name}.poll_seconds must be positive")
-        self.name = name
+        self.name = name  # config is valid: TailConfig checks its own values when built
         self.config = config
         self.state_path = Path(state_path)
         self.rotate_wait = rotate_wait
