@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import threading
 import time
 from dataclasses import asdict, dataclass
 from dataclasses import field as dataclass_field
@@ -235,7 +236,9 @@ def _read_cached(path: Path) -> TablePlan | None:
 def save_plan(config: Config, plan: TablePlan) -> None:
     path = _plan_file(config, plan.name)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    # One temporary file per thread: query threads of one process may store the same table's
+    # plan at the same moment, and a shared one would be replaced away under another's feet.
+    tmp = path.with_suffix(f".tmp{os.getpid()}-{threading.get_ident()}")
     tmp.write_text(json.dumps(asdict(plan)))
     os.replace(tmp, path)  # atomic: a concurrent reader sees the old plan or the new one
 
