@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -238,3 +241,268 @@ def test_every_stream_name_of_the_file_is_a_safe_folder_name(tmp_path: Path, tex
     (tmp_path / "loglake.toml").write_text(text)
     with pytest.raises(ConfigError, match="not only dots"):
         load_config(home=tmp_path, environ={})
+
+
+# -- one strict parser for the TOML file, the HTTP API and saved state (issue 10, finding 1) ------
+
+_QUERY = {"stream": "s", "window": "tumbling 1m", "sql": "SELECT count(*) AS n FROM stream"}
+
+# (section, settings, message): each refused with the key named, the type and what was given.
+_WRONG = [
+    ("streams", {"buffer_records": True}, "streams.s.buffer_records must be int, got True"),
+    ("streams", {"max_log_bytes": 1.5e6}, "streams.s.max_log_bytes must be int, got 1500000.0"),
+    ("streams", {"buffer_seconds": "2"}, "streams.s.buffer_seconds must be float, got '2'"),
+    (
+        "streams",
+        {"colour": "red"},
+        "unknown key streams.s.colour; valid keys in [streams.s]: buffer_records, "
+        "buffer_seconds, format, max_log_bytes",  # (the file's list goes on: ready_queries)
+    ),
+    (
+        "streams",
+        {"table": ["logs", "x"]},
+        "streams.s.table must be str, got ['logs', 'x'] (a list)",
+    ),
+    ("queries", {**_QUERY, "anomaly_history": True}, "queries.q.anomaly_history must be int"),
+    ("queries", {**_QUERY, "anomaly_threshold": "4"}, "queries.q.anomaly_threshold must be float"),
+    ("queries", {**_QUERY, "colour": "red"}, "unknown key queries.q.colour; valid keys"),
+    (
+        "queries",
+        {**_QUERY, "anomaly_by": "status"},
+        "queries.q.anomaly_by must be a list of strings, got 'status' (a string)",
+    ),
+    (
+        "queries",
+        {**_QUERY, "anomaly_by": ["status", 5]},
+        "queries.q.anomaly_by[1] must be str, got 5 (an integer)",
+    ),
+    ("queries", {**_QUERY, "prometheus": 1}, "queries.q.prometheus must be bool, got 1"),
+]
+
+
+def _toml_table(header: str, settings: dict[str, object]) -> str:
+    def value(v: object) -> str:
+        if isinstance(v, list):
+            return "[" + ", ".join(value(x) for x in v) + "]"
+        return _toml(v)
+
+    return f"[{header}]\n" + "".join(f"{k} = {value(v)}\n" for k, v in settings.items())
+
+
+def _through_every_path(tmp_path: Path, section: str, settings: dict[str, object]) -> list[object]:
+    """``settings`` of ``[streams.s]`` / ``[queries.q]`` parsed as the config file, the HTTP API
+    and the server's saved state have them parsed; each result or the ConfigError raised."""
+    from loglake.config import continuous_query, read_saved, stream_config
+
+    name = "s" if section == "streams" else "q"
+    results: list[object] = []
+    home = tmp_path / "home"
+    (home / "state").mkdir(parents=True, exist_ok=True)
+    # The file (a [queries] entry needs its stream declared).
+    text = _toml_table(f"{section}.{name}", settings)
+    (home / "loglake.toml").write_text(text + ("[streams.s]\n" if section == "queries" else ""))
+    try:
+        cfg = load_config(home=home, environ={})
+        results.append(cfg.streams["s"] if section == "streams" else cfg.queries["q"])
+    except ConfigError as exc:
+        results.append(exc)
+    # The API: PUT /v1/streams/NAME and PUT /v1/queries/NAME hand the JSON body to these.
+    body = json.loads(json.dumps(settings))
+    try:
+        results.append(
+            stream_config(name, body, "api")
+            if section == "streams"
+            else continuous_query(name, body)
+        )
+    except ConfigError as exc:
+        results.append(exc)
+    # Saved state: state/streams.json and state/queries.json, read back at start.
+    saved = home / "state" / f"{section}.json"
+    saved.write_text(json.dumps({name: settings}))
+    values = read_saved(saved)[name]
+    try:
+        results.append(
+            stream_config(name, values, "state")
+            if section == "streams"
+            else continuous_query(name, values)
+        )
+    except ConfigError as exc:
+        results.append(exc)
+    return results
+
+
+@pytest.mark.parametrize(("section", "settings", "message"), _WRONG)
+def test_a_wrong_setting_is_refused_the_same_way_by_file_api_and_saved_state(
+    tmp_path: Path, section: str, settings: dict[str, object], message: str
+) -> None:
+    results = _through_every_path(tmp_path, section, settings)
+    assert [type(r) for r in results] == [ConfigError] * 3, results
+    for refused in results:
+        assert message in str(refused)
+
+
+def test_the_same_settings_give_the_same_typed_config_through_every_path(tmp_path: Path) -> None:
+    import dataclasses
+
+    from loglake.config import (
+        ContinuousQueryConfig,
+        StreamConfig,
+        continuous_query,
+        saved_stream_settings,
+        stream_config,
+    )
+
+    stream = {
+        "format": "json",
+        "table": "logs.app",
+        "buffer_seconds": 2,
+        "buffer_records": 10,
+        "max_log_bytes": 1 << 20,
+    }
+    expected = StreamConfig(
+        format="json",
+        table="logs.app",
+        buffer_seconds=2.0,
+        buffer_records=10,
+        max_log_bytes=1 << 20,
+    )
+    assert _through_every_path(tmp_path, "streams", stream) == [expected] * 3
+    assert isinstance(expected.buffer_seconds, float)
+    # What the server saves of it reads back as the same config.
+    saved = json.loads(json.dumps(saved_stream_settings(expected)))
+    assert stream_config("s", saved, "state") == expected
+
+    query = {**_QUERY, "anomaly_column": "n", "anomaly_by": ["status"], "anomaly_threshold": 3}
+    got = _through_every_path(tmp_path, "queries", query)
+    expected_query = ContinuousQueryConfig(
+        stream="s",
+        window="tumbling 1m",
+        sql=_QUERY["sql"],
+        anomaly_column="n",
+        anomaly_by=("status",),
+        anomaly_threshold=3.0,
+    )
+    assert got == [expected_query] * 3
+    # The server saves a query as dataclasses.asdict (tuples become JSON lists): read back equal.
+    saved = json.loads(json.dumps(dataclasses.asdict(expected_query)))
+    assert continuous_query("q", saved) == expected_query
+
+
+def test_ready_queries_is_the_config_files_alone() -> None:
+    from loglake.config import StreamConfig, stream_config
+
+    with pytest.raises(ConfigError, match="ready_queries is set in the config file"):
+        stream_config("s", {"ready_queries": True}, "api")
+    with pytest.raises(ConfigError, match="ready_queries is set in the config file"):
+        stream_config("s", {"ready_queries": False}, "api")
+    # Saved state written before the API's settings were saved alone holds ready_queries = false.
+    assert stream_config("s", {"ready_queries": False}, "state") == StreamConfig()
+    with pytest.raises(ConfigError, match="ready_queries is set in the config file"):
+        stream_config("s", {"ready_queries": True}, "state")
+    assert stream_config("s", {"ready_queries": True}) == StreamConfig(ready_queries=True)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[catalog.properties]\npool = 5\n", "catalog.properties.pool must be str, got 5"),
+        ('[auth]\napi_keys = "k"\n', "auth.api_keys must be a list of strings, got 'k'"),
+        ("[auth]\napi_keys = [1]\n", "auth.api_keys[0] must be str, got 1 (an integer)"),
+        ('[auth]\naws_credentials = ["a"]\n', "auth.aws_credentials must be a table of strings"),
+        ("[formats]\nmine = 1\n", "formats.mine must be str"),
+        ('[server]\nport = "80"\n', "server.port must be int, got '80' (a string)"),
+        ("[server]\nport = 70000\n", "server.port = 70000; use 0 to 65535"),
+        ("[syslog]\nmax_connections = true\n", "syslog.max_connections must be int, got True"),
+        ("[ingest]\nflush_rows = 1.5\n", "ingest.flush_rows must be int, got 1.5 (a number)"),
+        ("[query]\ntimeout_s = false\n", "query.timeout_s must be float, got False"),
+        ('[tables]\n"logs.x" = 5\n', "[tables.logs.x] must be a table of settings, got 5"),
+        ("streams = 5\n", "[streams] must be a table, got 5 (an integer)"),
+        ("[streams]\ns = 5\n", "[streams.s] must be a table of settings, got 5"),
+        ("home = 5\n", "home must be str, got 5"),
+        ('[tail.app]\npaths = "/var/log/app.log"\nstream = "s"\n', "tail.app.paths must be a list"),
+        ('[tail.app]\npaths = ["a"]\nstream = "s"\npoll_seconds = 0\n', "tail.app.poll_seconds"),
+        (
+            '[tail.app]\npaths = ["a"]\nstream = "s"\nstart_at = true\n',
+            "tail.app.start_at must be str",
+        ),
+        ('[tail.app]\npaths = ["a"]\nstream = "s"\nstart_at = "middle"\n', "tail.app.start_at ="),
+        ("[tail.app]\npaths = []\nstream = 's'\n", "tail.app.paths is empty"),
+        ('[alerts.a]\nquery = "q"\nwhen = "n > 1"\nfor_windows = 2\n', "write `for`"),
+        (
+            '[alerts.a]\nquery = "q"\nwhen = "n > 1"\nfor = "2"\n',
+            "alerts.a.for_windows must be int",
+        ),
+    ],
+)
+def test_every_section_is_parsed_strictly(tmp_path: Path, text: str, message: str) -> None:
+    (tmp_path / "loglake.toml").write_text(text)
+    with pytest.raises(ConfigError) as refused:
+        load_config(home=tmp_path, environ={})
+    assert message in str(refused.value)
+
+
+def test_source_configs_check_themselves_so_sources_can_trust_them() -> None:
+    from loglake.config import SyslogConfig, TailConfig
+
+    with pytest.raises(ConfigError, match=re.escape("tail.NAME.start_at = 'middle'")):
+        TailConfig(paths=("x",), stream="s", start_at="middle")
+    with pytest.raises(ConfigError, match=re.escape("tail.NAME.poll_seconds = 0")):
+        TailConfig(paths=("x",), stream="s", poll_seconds=0)
+    with pytest.raises(ConfigError, match=re.escape("syslog.max_message_bytes must be positive")):
+        SyslogConfig(max_message_bytes=0)
+    with pytest.raises(ConfigError, match=re.escape("syslog.udp = 'nonsense': missing port")):
+        SyslogConfig(udp="nonsense")
+
+
+def test_config_imports_no_analytics_module(tmp_path: Path) -> None:
+    """The config layer is at the bottom: loading a config with queries, alerts and ready-made
+    queries checks them all without importing loglake.analytics."""
+    (tmp_path / "loglake.toml").write_text(
+        '[streams.web]\nformat = "combined"\nready_queries = true\n'
+        '[queries.hits]\nstream = "web"\nwindow = "hopping 5m every 1m"\n'
+        'sql = "SELECT count(*) AS n FROM stream"\nanomaly_column = "n"\n'
+        '[alerts.many]\nquery = "hits"\nwhen = "n > 100"\nfor = 2\ncooldown = "1m"\n'
+    )
+    code = (
+        "import sys\n"
+        "from loglake.config import load_config, query_spec, alert_spec\n"
+        f"cfg = load_config(home={str(tmp_path)!r}, environ={{}})\n"
+        "print(len(cfg.queries), query_spec(cfg, 'hits').window.slide, alert_spec(cfg, 'many').cooldown)\n"
+        "print([m for m in sys.modules if m.startswith('loglake.analytics')])\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    ).stdout.splitlines()
+    assert out == ["8 60000000 60.0", "[]"]  # 7 ready-made queries + hits
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ('window = "tumbling 1x"\n', "queries.hits.window: '1x' is not a duration"),
+        ('window = "hopping 5m every 2m"\n', "queries.hits.window: 'hopping 5m every 2m'"),
+        ('window = "sliding 1m"\n', "queries.hits.window: 'sliding 1m' is not a window"),
+        ('window = "tumbling 1m"\nkey = "client"\n', "queries.hits: key is for session windows"),
+        (
+            'window = "tumbling 1m"\n[alerts.a]\nquery = "hits"\nwhen = "n > 1"\ncooldown = "x"\n',
+            "alerts.a.cooldown: 'x' is not a duration",
+        ),
+        (
+            'window = "tumbling 1m"\n[alerts.a]\nquery = "hits"\nwhen = "n > 1"\nwebhook = "ftp://x"\n',
+            "alerts.a.webhook = 'ftp://x' must be an http(s):// URL",
+        ),
+        (
+            'window = "tumbling 1m"\n[alerts.a]\nquery = "nope"\nwhen = "n > 1"\n',
+            "alerts.a.query 'nope' is not a [queries.NAME]",
+        ),
+    ],
+)
+def test_windows_and_alerts_are_checked_when_the_config_loads(
+    tmp_path: Path, extra: str, message: str
+) -> None:
+    (tmp_path / "loglake.toml").write_text(
+        '[queries.hits]\nstream = "web"\nsql = "SELECT count(*) AS n FROM stream"\n' + extra
+    )
+    with pytest.raises(ConfigError) as refused:
+        load_config(home=tmp_path, environ={})
+    assert message in str(refused.value)
