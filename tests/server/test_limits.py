@@ -223,6 +223,16 @@ def test_stream_count_is_bounded(server: Server) -> None:
         ({"buffer_seconds": -1}, "buffer_seconds = -1.0; use more than 0"),
         ({"max_log_bytes": 10}, "max_log_bytes = 10; use at least 65536"),
         ({"ready_queries": True}, "ready_queries is set in the config file"),
+        (
+            {"buffer_seconds": "2"},
+            "streams.checked.buffer_seconds must be float, got '2' (a string)",
+        ),
+        ({"table": ["logs", "x"]}, "streams.checked.table must be str, got ['logs', 'x'] (a list)"),
+        (
+            {"colour": "red"},
+            "unknown key streams.checked.colour; valid keys in [streams.checked]: buffer_records, "
+            "buffer_seconds, format, max_log_bytes, table",
+        ),
     ],
 )
 def test_stream_settings_from_the_api_are_checked(
@@ -255,6 +265,17 @@ def test_query_names_and_durations_from_the_api_are_checked(server: Server) -> N
     assert status == 400
     assert "queries.late.lateness" in reply["error"]["message"]
     assert "365d" in reply["error"]["message"]
+    typed = {**query, "anomaly_column": "n", "anomaly_by": "status"}
+    status, reply, _ = request(server, "PUT", "/v1/queries/typed", json.dumps(typed).encode())
+    assert status == 400 and reply["error"]["code"] == "invalid_request"
+    assert (
+        "queries.typed.anomaly_by must be a list of strings, got 'status'"
+        in reply["error"]["message"]
+    )
+    status, reply, _ = request(
+        server, "PUT", "/v1/queries/odd", json.dumps({**query, "x": 1}).encode()
+    )
+    assert status == 400 and "unknown key queries.odd.x; valid keys" in reply["error"]["message"]
     status, reply, _ = request(server, "GET", "/v1/queries")
     assert status == 200 and reply == {"queries": []}
 
