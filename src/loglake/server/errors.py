@@ -69,8 +69,9 @@ def error_response(request: Request | None, exc: BaseException) -> JSONResponse:
     """The answer to ``exc`` raised while serving ``request`` (None when there is no request yet).
 
     A LoglakeError answers with its status, code, message and headers; an HTTPException (the
-    router's 404 and 405) with its status; anything else with a logged 500. An error with a 5xx
-    status is logged with its traceback, the request's method and path, and its stream if any.
+    router's 404 and 405) with its status; anything else with a 500. Every 500 is logged with its
+    traceback, the request's method and path, and its stream if any (a 503 is a state the client
+    waits out, not logged per request).
     """
     headers: dict[str, str] = {}
     if isinstance(exc, LoglakeError):
@@ -89,7 +90,7 @@ def error_response(request: Request | None, exc: BaseException) -> JSONResponse:
     else:
         status, code = 500, "internal"
         message = f"internal error: {type(exc).__name__}; the server log has the details"
-    if status >= 500:
+    if status == 500:
         _log(request, exc)
     return JSONResponse({"error": {"code": code, "message": message}}, status, headers=headers)
 

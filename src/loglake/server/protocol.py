@@ -127,14 +127,28 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     # -- refusals ----------------------------------------------------------------------------
 
     def send_400_response(self, msg: str) -> None:
-        """uvicorn's answer to bytes its parser refuses (it logs ``msg`` itself), in our shape."""
-        if self._refusal is None:
-            self._refusal = (
-                400,
-                "invalid_request",
-                "the request is not valid HTTP/1.1 (request line, headers or chunked body); "
-                "send a well-formed request",
-            )
+        """uvicorn's answer to bytes its parser refuses (it logs ``msg`` itself), in our shape.
+
+        A request being served whose body turns out malformed (a bad chunk) is answered at once
+        too, and the connection closed: the app reading that body sees the client gone.
+        """
+        if self._refusal is not None:
+            return
+        self._refusal = (
+            400,
+            "invalid_request",
+            "the request is not valid HTTP/1.1 (request line, headers or chunked body); "
+            "send a well-formed request",
+        )
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete and cycle.more_body:
+            # The body of the request being served (not a pipelined next request) is malformed.
+            self._cancel_head_timer()
+            if cycle.response_started:
+                self.transport.close()  # too late for another status line
+            else:
+                self._write_refusal()
+            return
         self._answer()
 
     def _refuse_head_too_large(self) -> None:
@@ -175,6 +189,11 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             return
         if self.transport.is_closing():
             return
+        self._write_refusal()
+
+    def _write_refusal(self) -> None:
+        """Write the refusal as a whole response and close the connection."""
+        assert self._refusal is not None
         status, code, message = self._refusal
         body = error_body(code, message)
         head = [STATUS_LINE[status]]

@@ -1,0 +1,553 @@
+"""One error shape for every route of the HTTP API, against a real server subprocess.
+
+Every route the app has gets bad input (malformed and deeply nested JSON, wrong types, unknown
+settings and names, bad query parameters, wrong methods, unsupported encodings) and must answer a
+4xx with ``content-type: application/json`` and ``{"error": {"code": ..., "message": ...}}``; the
+routes are read from the app itself, so a route added without a bad-input case here fails the test.
+The AWS-compatible endpoint answers in AWS's shape (its protocol). Also: an unexpected failure is a
+logged 500 in the shape, malformed HTTP is a JSON 400, and continuous-query results of every SQL
+type are JSON.
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import http.client
+import json
+import re
+import signal
+import socket
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from serving import Server
+from starlette.applications import Starlette
+
+from loglake.config import load_config
+from loglake.server.app import BearerAuth, create_app
+
+CONFIG = """
+[streams.web]
+format = "combined"
+buffer_seconds = 0.2
+
+[streams.events]
+format = "json"
+buffer_seconds = 0.2
+
+[streams.typed]
+format = "json"
+buffer_seconds = 0.2
+
+[server]
+max_records_per_request = 10
+
+[syslog]
+udp = ""
+tcp = ""
+
+[queries.typed]
+stream = "typed"
+window = "tumbling 1m"
+lateness = "0s"
+sql = '''
+SELECT DATE '2024-03-01' AS d, TIMESTAMP '2024-03-01 10:00:00' AS at,
+       1.25::DECIMAL(10, 2) AS dec, sum(n)::DECIMAL(18, 0) AS total, 'ab'::BLOB AS b,
+       [DATE '2024-01-02'] AS l, {'a': 1.5::DECIMAL(4, 1), 'b': 'x'::BLOB} AS s,
+       'nan'::DOUBLE AS f, count(*) AS hits
+FROM stream
+'''
+"""
+
+JSON = "application/json"
+AWS = "application/x-amz-json-1.1"
+KINESIS = "Kinesis_20131202."
+DEEP = b"[" * 100_000 + b"]" * 100_000  # past the JSON parser's recursion limit
+DEEP_SMALL = b"[" * 30_000 + b"]" * 30_000  # as deep, within the 64 KiB of stream settings
+QUERY = {"stream": "web", "window": "tumbling 1m", "sql": "SELECT count(*) AS n FROM stream"}
+
+
+@dataclass(frozen=True)
+class Bad:
+    """One bad request and the error it must get (``code`` is AWS's ``__type`` for ``aws``)."""
+
+    method: str
+    path: str
+    status: int
+    code: str
+    body: bytes | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    says: str = ""  # a part of the message (e.g. the key named)
+    aws: bool = False
+
+
+def amz(operation: str, body: bytes, status: int, code: str, **headers: str) -> Bad:
+    target = {"X-Amz-Target": KINESIS + operation, "Content-Type": AWS, **headers}
+    return Bad("POST", "/", status, code, body, target, aws=True)
+
+
+def js(value: Any) -> bytes:
+    return json.dumps(value).encode()
+
+
+#: Every route (path and method, as the app declares them) -> bad requests it must refuse.
+BAD: dict[tuple[str, str], list[Bad]] = {
+    ("/", "POST"): [
+        amz("PutRecord", b"{not json", 400, "SerializationException"),
+        amz("PutRecord", DEEP, 400, "SerializationException"),
+        amz("PutRecord", b"[]", 400, "SerializationException"),
+        amz("Nope", b"{}", 400, "UnknownOperationException"),
+        amz(
+            "PutRecord",
+            js({"StreamName": "nope", "Data": "YQ==", "PartitionKey": "k"}),
+            400,
+            "ResourceNotFoundException",
+        ),
+        amz("PutRecord", js({"StreamName": 5}), 400, "SerializationException"),
+        amz("ListStreams", b"{}", 415, "UnsupportedMediaTypeException", Content_Encoding="br"),
+        Bad("GET", "/", 405, "method_not_allowed"),
+    ],
+    ("/healthz", "GET"): [Bad("POST", "/healthz", 405, "method_not_allowed")],
+    ("/readyz", "GET"): [Bad("DELETE", "/readyz", 405, "method_not_allowed")],
+    ("/metrics", "GET"): [Bad("PUT", "/metrics", 405, "method_not_allowed")],
+    ("/v1/streams", "GET"): [Bad("PATCH", "/v1/streams", 405, "method_not_allowed")],
+    ("/v1/streams/{stream}", "PUT"): [
+        Bad("PUT", "/v1/streams/x", 400, "invalid_request", b"{not json", says="JSON object"),
+        Bad("PUT", "/v1/streams/x", 400, "invalid_request", DEEP_SMALL, says="nested too deeply"),
+        Bad("PUT", "/v1/streams/x", 413, "body_too_large", DEEP, says="65536 bytes"),
+        Bad("PUT", "/v1/streams/x", 400, "invalid_request", b"[1]", says="not list"),
+        Bad("PUT", "/v1/streams/x", 400, "invalid_request", b'{"a": "\xff"}', says="JSON"),
+        Bad("PUT", "/v1/streams/x", 400, "invalid_request", js({"format": 123}), says="format"),
+        Bad("PUT", "/v1/streams/x", 400, "invalid_request", js({"format": "nope"}), says="nope"),
+        Bad(
+            "PUT",
+            "/v1/streams/x",
+            400,
+            "invalid_request",
+            js({"buffer_records": True}),
+            says="buffer_records",
+        ),
+        Bad("PUT", "/v1/streams/x", 400, "invalid_request", js({"colour": 1}), says="colour"),
+        Bad("PUT", "/v1/streams/a%20b", 400, "invalid_request", b"{}", says="a b"),
+        Bad("PUT", "/v1/streams/..", 400, "invalid_request", b"{}", says="only dots"),
+        Bad(
+            "PUT",
+            "/v1/streams/x",
+            415,
+            "unsupported_encoding",
+            b"{}",
+            {"Content-Encoding": "br"},
+        ),
+        Bad(
+            "PUT",
+            "/v1/streams/x",
+            400,
+            "invalid_request",
+            b"{}",
+            {"Content-Encoding": "gzip"},
+            says="not gzip",
+        ),
+    ],
+    ("/v1/streams/{stream}", "DELETE"): [
+        Bad("DELETE", "/v1/streams/nope", 404, "no_such_stream", says="nope"),
+        Bad("DELETE", "/v1/streams/web?force=maybe", 400, "invalid_request", says="force"),
+        Bad("DELETE", "/v1/streams/web?timeout=-1", 400, "invalid_request", says="timeout"),
+        Bad("DELETE", "/v1/streams/web?timeout=x", 400, "invalid_request", says="timeout"),
+        Bad("DELETE", "/v1/streams/web", 409, "stream_busy", says="[streams.web]"),
+        Bad("GET", "/v1/streams/web", 405, "method_not_allowed"),
+    ],
+    ("/v1/streams/{stream}/records", "POST"): [
+        Bad("POST", "/v1/streams/nope/records", 404, "no_such_stream", b"a", says="nope"),
+        Bad(
+            "POST",
+            "/v1/streams/web/records",
+            415,
+            "unsupported_encoding",
+            b"a",
+            {"Content-Encoding": "zstd"},
+        ),
+        Bad(
+            "POST",
+            "/v1/streams/web/records",
+            400,
+            "invalid_request",
+            gzip.compress(b"a\n")[:-3],
+            {"Content-Encoding": "gzip"},
+            says="cut short",
+        ),
+        Bad(
+            "POST",
+            "/v1/streams/web/records",
+            413,
+            "too_many_records",
+            b"a\n" * 11,
+            says="max_records_per_request",
+        ),
+        Bad("GET", "/v1/streams/web/records", 405, "method_not_allowed"),
+    ],
+    ("/v1/queries", "GET"): [Bad("POST", "/v1/queries", 405, "method_not_allowed")],
+    ("/v1/queries/{query}", "PUT"): [
+        Bad("PUT", "/v1/queries/q", 400, "invalid_request", b"{not json", says="JSON object"),
+        Bad("PUT", "/v1/queries/q", 400, "invalid_request", DEEP, says="nested too deeply"),
+        Bad("PUT", "/v1/queries/q", 400, "invalid_request", b"", says="JSON object"),
+        Bad("PUT", "/v1/queries/q", 400, "invalid_request", b'"x"', says="not str"),
+        Bad(
+            "PUT",
+            "/v1/queries/q",
+            400,
+            "invalid_request",
+            js({**QUERY, "colour": 1}),
+            says="colour",
+        ),
+        Bad(
+            "PUT",
+            "/v1/queries/q",
+            400,
+            "invalid_request",
+            js({**QUERY, "window": 5}),
+            says="window",
+        ),
+        Bad("PUT", "/v1/queries/q", 400, "invalid_request", js({**QUERY, "sql": 5}), says="sql"),
+        Bad("PUT", "/v1/queries/q", 404, "no_such_stream", js({**QUERY, "stream": "nope"})),
+        Bad(
+            "PUT",
+            "/v1/queries/q",
+            400,
+            "invalid_request",
+            js({**QUERY, "sql": "DELETE FROM stream"}),
+            says="queries.q.sql",
+        ),
+        Bad("PUT", "/v1/queries/typed", 409, "query_exists", js(QUERY), says="typed"),
+        Bad(
+            "PUT",
+            "/v1/queries/q",
+            415,
+            "unsupported_encoding",
+            js(QUERY),
+            {"Content-Encoding": "deflate"},
+        ),
+    ],
+    ("/v1/queries/{query}", "DELETE"): [
+        Bad("DELETE", "/v1/queries/nope", 404, "no_such_query", says="nope"),
+        Bad("DELETE", "/v1/queries/typed", 400, "invalid_request", says="config file"),
+        Bad("GET", "/v1/queries/typed", 405, "method_not_allowed"),
+    ],
+    ("/v1/queries/{query}/results", "GET"): [
+        Bad("GET", "/v1/queries/nope/results", 404, "no_such_query", says="typed"),
+        Bad("GET", "/v1/queries/typed/results?limit=x", 400, "invalid_request", says="limit"),
+        Bad("GET", "/v1/queries/typed/results?limit=0", 400, "invalid_request", says="limit"),
+        Bad("POST", "/v1/queries/typed/results", 405, "method_not_allowed"),
+    ],
+    ("/v1/queries/{query}/events", "GET"): [
+        Bad("GET", "/v1/queries/nope/events", 404, "no_such_query", says="nope"),
+        Bad("POST", "/v1/queries/typed/events", 405, "method_not_allowed"),
+    ],
+    ("/v1/alerts", "GET"): [Bad("DELETE", "/v1/alerts", 405, "method_not_allowed")],
+}
+
+#: Paths no route has.
+UNKNOWN = [
+    Bad("GET", "/nope", 404, "not_found", says="/nope"),
+    Bad("POST", "/v1/streams/web/records/more", 404, "not_found"),
+    Bad("GET", "/v1", 404, "not_found"),
+]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    srv = Server.started(tmp_path_factory.mktemp("errors") / "lake", CONFIG)
+    try:
+        yield srv
+    finally:
+        if srv.proc is not None:
+            srv.stop(signal.SIGKILL)
+
+
+def call(
+    srv: Server,
+    method: str,
+    path: str,
+    body: bytes | None = None,
+    headers: dict[str, str] | None = None,
+) -> tuple[int, Any, dict[str, str]]:
+    """One request over its own connection (http.client sends the path exactly as given)."""
+    conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=60)
+    try:
+        conn.request(
+            method, path, body, {k.replace("_", "-"): v for k, v in (headers or {}).items()}
+        )
+        resp = conn.getresponse()
+        raw = resp.read()
+        heads = {k.lower(): v for k, v in resp.getheaders()}
+        try:
+            parsed = json.loads(raw)
+        except ValueError:
+            parsed = raw
+        return resp.status, parsed, heads
+    finally:
+        conn.close()
+
+
+def check(srv: Server, bad: Bad) -> None:
+    status, reply, headers = call(srv, bad.method, bad.path, bad.body, bad.headers)
+    where = f"{bad.method} {bad.path}"
+    assert (status, headers.get("content-type")) == (bad.status, AWS if bad.aws else JSON), (
+        where,
+        reply,
+    )
+    if bad.aws:
+        assert reply["__type"] == bad.code and reply["message"], (where, reply)
+        assert headers["x-amzn-errortype"] == bad.code
+        return
+    assert isinstance(reply, dict) and list(reply) == ["error"], (where, reply)
+    assert set(reply["error"]) == {"code", "message"}, (where, reply)
+    assert reply["error"]["code"] == bad.code, (where, reply)
+    message = reply["error"]["message"]
+    assert isinstance(message, str) and message and bad.says in message, (where, reply)
+
+
+def make_app(home: Path) -> Any:
+    """The ASGI app that ``loglake serve`` runs for CONFIG (not started: no lifespan)."""
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "loglake.toml").write_text(CONFIG)
+    return create_app(load_config(home=home, environ={}))
+
+
+def app_routes(home: Path) -> set[tuple[str, str]]:
+    """(path, method) of every route of the app that ``loglake serve`` runs for CONFIG."""
+    app = make_app(home)
+    while not isinstance(app, Starlette):  # IngestFastPath, BearerAuth: each wraps .app
+        app = app.app
+    return {
+        (route.path, method)
+        for route in app.routes
+        for method in (route.methods or {"GET"}) - {"HEAD"}
+    }
+
+
+def test_the_table_covers_every_route(tmp_path: Path) -> None:
+    routes = app_routes(tmp_path / "lake")
+    assert len(routes) >= 14
+    missing = routes - set(BAD)
+    assert not missing, f"routes without bad-input cases in BAD: {sorted(missing)}"
+    assert not set(BAD) - routes, "BAD names routes the app does not have"
+    assert all(BAD[route] for route in routes)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [b for route in sorted(BAD) for b in BAD[route]] + UNKNOWN,
+    ids=lambda b: f"{b.method} {b.path[:40]} {b.status}",
+)
+def test_bad_input_gets_the_error_shape(server: Server, bad: Bad) -> None:
+    check(server, bad)
+
+
+def test_nothing_bad_was_created(server: Server) -> None:
+    streams = {s["name"] for s in call(server, "GET", "/v1/streams")[1]["streams"]}
+    assert streams == {"web", "events", "typed"}
+    queries = {q["name"] for q in call(server, "GET", "/v1/queries")[1]["queries"]}
+    assert queries == {"typed"}
+
+
+def test_limits_carry_their_headers(server: Server) -> None:
+    status, _, headers = call(server, "PUT", "/v1/streams/x", b"{}", {"Content-Encoding": "br"})
+    assert status == 415 and headers["connection"] == "close"  # the body was not read
+    status, _, headers = call(server, "POST", "/v1/streams/web/records", b"a\n" * 11)
+    assert status == 413 and headers["connection"] == "close"
+    status, _, headers = call(server, "PATCH", "/v1/streams")
+    assert status == 405 and set(headers["allow"].split(", ")) == {"GET", "HEAD"}
+
+
+def test_a_failure_of_the_server_is_a_logged_500_in_the_shape(server: Server) -> None:
+    # A file where the new stream's log folder goes: creating the stream fails on the disk.
+    (server.home / "streams").mkdir(exist_ok=True)
+    (server.home / "streams" / "blocked").write_text("not a folder")
+    (server.home / "streams" / "blocked-aws").write_text("not a folder")
+    status, reply, headers = call(server, "PUT", "/v1/streams/blocked", b"{}")
+    assert (status, headers["content-type"]) == (500, JSON), reply
+    assert reply["error"]["code"] == "internal" and "blocked" in reply["error"]["message"]
+    # The AWS API answers in its own shape.
+    bad = amz("CreateStream", js({"StreamName": "blocked-aws", "ShardCount": 1}), 500, "")
+    status, reply, headers = call(server, bad.method, bad.path, bad.body, bad.headers)
+    assert (status, headers["content-type"]) == (500, AWS), reply
+    assert reply["__type"] == "InternalFailure" and headers["x-amzn-errortype"] == "InternalFailure"
+    # The server goes on, and its log says what failed, once, with the traceback.
+    assert call(server, "GET", "/healthz")[0] == 200
+    log = (server.home / "server.log").read_text()
+    events = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
+    failed = [e for e in events if e["msg"].startswith("PUT /v1/streams/blocked failed")]
+    assert len(failed) == 1 and failed[0]["level"] == "error" and "File exists" in failed[0]["exc"]
+    assert [e for e in events if "blocked-aws" in e["msg"]]
+    assert not [e for e in events if "Exception in ASGI application" in e["msg"]]
+
+
+def asgi_call(app: Any, method: str, path: str) -> tuple[int, dict[str, str], bytes]:
+    """One HTTP request through an ASGI app in this process: (status, headers, body)."""
+    import asyncio
+
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "root_path": "",
+        "query_string": b"",
+        "headers": [],
+        "server": ("127.0.0.1", 80),
+        "client": ("127.0.0.1", 1234),
+    }
+    asyncio.run(app(scope, receive, send))  # an error answered is not raised further
+    headers = {k.decode(): v.decode() for k, v in sent[0]["headers"]}
+    return sent[0]["status"], headers, b"".join(m.get("body", b"") for m in sent[1:])
+
+
+def test_an_unexpected_error_is_a_logged_500_naming_only_its_type(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from starlette.requests import Request
+    from starlette.responses import Response
+    from starlette.routing import Route
+
+    from loglake.server.app import IngestFastPath
+
+    async def broken(request: Request) -> Response:
+        raise KeyError("secret detail")
+
+    app = make_app(tmp_path / "lake")
+    routed = app
+    while not isinstance(routed, Starlette):
+        routed = routed.app
+    routed.router.routes.append(Route("/broken", broken))
+    fast = IngestFastPath(routed, [(re.compile("/broken"), frozenset({"POST"}), broken)])
+    for asgi, method in [
+        (app, "GET"),  # through Starlette's router and handlers
+        (fast, "POST"),  # through the ingest fast path
+    ]:
+        caplog.clear()
+        status, headers, body = asgi_call(asgi, method, "/broken")
+        assert (status, headers["content-type"]) == (500, JSON)
+        assert json.loads(body) == {
+            "error": {
+                "code": "internal",
+                "message": "internal error: KeyError; the server log has the details",
+            }
+        }
+        logged = [r for r in caplog.records if r.name == "loglake.serve"]
+        assert len(logged) == 1 and logged[0].levelname == "ERROR"
+        assert logged[0].getMessage().startswith(f"{method} /broken failed")
+        assert logged[0].exc_info is not None
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"GARBAGE\r\n\r\n",
+        b"GET / HTTP/1.1\r\nBad Header\r\n\r\n",
+        b"POST /v1/streams/web/records HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"zz\r\n",
+    ],
+)
+def test_malformed_http_gets_a_json_400(server: Server, head: bytes) -> None:
+    with socket.create_connection(("127.0.0.1", server.port), timeout=60) as sock:
+        sock.sendall(head)
+        answer = b""
+        while chunk := sock.recv(1 << 16):  # the server closes the connection
+            answer += chunk
+    first, _, rest = answer.partition(b"\r\n")
+    heads, _, body = rest.partition(b"\r\n\r\n")
+    assert first == b"HTTP/1.1 400 Bad Request", answer
+    assert b"content-type: application/json" in heads.lower()
+    reply = json.loads(body)
+    assert reply["error"]["code"] == "invalid_request" and "HTTP/1.1" in reply["error"]["message"]
+
+
+def test_a_missing_api_key_is_a_401_in_the_shape() -> None:
+    import asyncio
+
+    async def never(scope: Any, receive: Any, send: Any) -> None:
+        raise AssertionError("the app behind the key check was called")
+
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    scope = {"type": "http", "method": "GET", "path": "/v1/streams", "headers": []}
+    asyncio.run(BearerAuth(never, keys=("k",))(scope, receive, send))
+    assert sent[0]["status"] == 401
+    headers = {k.decode(): v.decode() for k, v in sent[0]["headers"]}
+    assert headers["content-type"] == JSON and headers["www-authenticate"] == "Bearer"
+    reply = json.loads(sent[1]["body"])
+    assert reply["error"]["code"] == "unauthorized" and "api_keys" in reply["error"]["message"]
+
+
+# -- finding 1: continuous-query results of every SQL type are JSON -----------------------------
+
+
+def test_results_of_every_sql_type_are_json(server: Server) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
+    try:
+        conn.request("GET", "/v1/queries/typed/events")
+        events = conn.getresponse()
+        assert events.status == 200 and events.readline().startswith(b": subscribed")
+        lines = b'{"ts": 1709287200, "n": 2}\n{"ts": 1709287270, "n": 3}\n'  # closes 10:00
+        status, reply, _ = call(
+            server,
+            "POST",
+            "/v1/streams/typed/records",
+            lines,
+            {"Content-Type": "application/x-ndjson"},
+        )
+        assert status == 200 and reply["accepted"] == 2, reply
+        deadline = time.monotonic() + 60
+        rows: list[dict[str, Any]] = []
+        while not rows:
+            assert time.monotonic() < deadline, "no result row within 60 s"
+            status, reply, headers = call(server, "GET", "/v1/queries/typed/results?limit=5")
+            assert (status, headers["content-type"]) == (200, JSON), reply
+            rows = reply["rows"]
+            time.sleep(0.2)
+        expected = {
+            "window_start": "2024-03-01T10:00:00",
+            "d": "2024-03-01",
+            "at": "2024-03-01T10:00:00",
+            "dec": 1.25,
+            "total": 2,
+            "b": base64.b64encode(b"ab").decode(),
+            "l": ["2024-01-02"],
+            "s": {"a": 1.5, "b": base64.b64encode(b"x").decode()},
+            "f": None,
+            "hits": 1,
+        }
+        assert {k: rows[0][k] for k in expected} == expected, rows[0]
+        # The same row on the event stream, as JSON.
+        while not (line := events.readline()).startswith(b"data: "):
+            pass
+        pushed = json.loads(line[6:])
+        assert {k: pushed[k] for k in expected} == expected
+    finally:
+        conn.close()
+    status, reply, headers = call(server, "GET", "/v1/queries")
+    assert (status, headers["content-type"]) == (200, JSON)
+    described = reply["queries"][0]
+    assert described["name"] == "typed" and described["result_rows"] == 1
