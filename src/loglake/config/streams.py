@@ -10,6 +10,7 @@ a config it can trust.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -17,8 +18,6 @@ from loglake.config.parse import SettingError, build, is_loopback, parse_address
 from loglake.errors import ConfigError
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
-
     from loglake.config import AuthConfig
 
 # Stream names are folder names (streams/NAME) and Kinesis names: letters, digits, '_', '-', '.',
@@ -91,9 +90,13 @@ def stream_config(name: str, settings: Mapping[str, Any], origin: Origin = "file
     where = f"streams.{name}"
     if origin == "file":
         return build(StreamConfig, where, settings)
-    if origin == "state" and isinstance(settings, dict) and settings.get("ready_queries") is False:
+    if (
+        origin == "state"
+        and isinstance(settings, Mapping)
+        and settings.get("ready_queries") is False
+    ):
         settings = {k: v for k, v in settings.items() if k != "ready_queries"}
-    if isinstance(settings, dict) and "ready_queries" in settings:
+    if isinstance(settings, Mapping) and "ready_queries" in settings:
         raise ConfigError(
             f"{where}.ready_queries cannot be set through the API: ready_queries is set in the "
             f"config file ([streams.{name}]); the API sets {', '.join(API_STREAM_SETTINGS)}"
