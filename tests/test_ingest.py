@@ -226,20 +226,36 @@ def test_killed_ingest_loses_and_duplicates_nothing(
     import sys
     import time
 
+    lines = 200_000
+    # Small data files, so that the run writes several before it could commit.
+    (home / "loglake.toml").write_text("[ingest]\nflush_rows = 20000\n")
     src = tmp_path / "big.log"
-    run_cli("generate", "--lines", "1000000", "--rate", "20", "--output", str(src))
+    run_cli("generate", "--lines", str(lines), "--rate", "20", "--output", str(src))
     env = {**os.environ, "LOGLAKE_HOME": str(home)}
+    env.pop("LOGLAKE_CONFIG", None)
+    # The file, then standard input, which this test keeps open: a run commits once all of its
+    # inputs are read, so it cannot have committed when it is killed, however fast the machine.
     proc = subprocess.Popen(
-        [sys.executable, "-m", "loglake.cli", "ingest", "--format", "combined", str(src)],
+        [sys.executable, "-m", "loglake.cli", "ingest", "--format", "combined", str(src), "-"],
         env=env,
+        stdin=subprocess.PIPE,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
-    time.sleep(2.5)  # mid-run: parsing and writing files, not yet committed
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    try:
+        # Kill it mid-run: once it has written data files (not committed: no snapshot has them).
+        deadline = time.monotonic() + 300
+        while len(list((home / "warehouse").rglob("*.parquet"))) < 2:
+            assert proc.poll() is None, proc.stderr.read().decode()  # type: ignore[union-attr]
+            assert time.monotonic() < deadline, "the ingest wrote no data file in 300 s"
+            time.sleep(0.05)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        proc.stdin.close()  # type: ignore[union-attr]
+        proc.stderr.close()  # type: ignore[union-attr]
     out = run_cli("ingest", "--format", "combined", str(src)).stdout
-    # The first run never committed (1M lines take longer than 2.5 s): all of it is read again.
-    assert counts(out) == (1_000_000, 1_000_000, 0)
+    # The first run never committed: all of it is read again.
+    assert counts(out) == (lines, lines, 0)
     rows = query_json(run_cli, "SELECT count(*) AS n, count(DISTINCT line) AS d FROM logs.access")
-    assert rows == [{"n": 1_000_000, "d": 1_000_000}]
+    assert rows == [{"n": lines, "d": lines}]
