@@ -29,7 +29,7 @@ from serving import free_port as _free_port
 from serving import request
 
 from loglake.server import sigv4
-from loglake.server.aws import split_lines
+from loglake.sources.aws import split_lines
 
 SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 SAMPLE = SHARED_DATA / "apache_combined_10k.log"

@@ -3,9 +3,10 @@
 Routes: ``GET /healthz`` (the process answers), ``GET /readyz`` (every stream has resumed from its
 committed offset), ``GET /metrics`` (Prometheus), ``PUT /v1/streams/{stream}`` (create),
 ``DELETE /v1/streams/{stream}`` (delete one created through the API), ``GET /v1/streams`` (list),
-``POST /v1/streams/{stream}/records`` (append lines; answered only once they are on disk), the
-continuous-query routes under ``/v1/queries`` and ``/v1/alerts``, and ``POST /`` (the
-Kinesis/Firehose-compatible API, see aws.py).
+the continuous-query routes under ``/v1/queries`` and ``/v1/alerts``, and the routes of the live
+sources (``sources/``), mounted from ``runtime.sources``: ``POST /v1/streams/{stream}/records``
+(sources/http.py) and ``POST /`` (the Kinesis and Firehose APIs, sources/kinesis.py and
+sources/firehose.py, told apart by ``X-Amz-Target``).
 
 Every error has one JSON shape: ``{"error": {"code": "...", "message": "..."}}`` with a 4xx/5xx status,
 unknown routes and unexpected failures included; when the stream's disk budget is used up the answer
@@ -29,10 +30,10 @@ from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import Route, compile_path
 
 from loglake.analytics.alerts import json_value
-from loglake.errors import ConfigError, QueryError, QueryRefusedError
+from loglake.errors import ConfigError, LoglakeError, QueryError, QueryRefusedError
 from loglake.server.errors import (
     EXCEPTION_HANDLERS,
     BadRequestError,
@@ -42,13 +43,13 @@ from loglake.server.errors import (
 )
 from loglake.server.metrics import CONTENT_TYPE, build_registry, quantile, render_metrics
 from loglake.server.runtime import DELETE_WAIT_S, NoSuchQueryError, Runtime
-from loglake.sources.http_body import content_encoding, decode_body, lines, read_body
-from loglake.stream.local import StreamFullError
+from loglake.sources.http_body import read_decoded
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncIterator, Sequence
 
     from loglake.config import Config
+    from loglake.sources.live import HttpRoute, LiveSource
 
 
 log = logging.getLogger("loglake.serve")
@@ -58,12 +59,7 @@ Handler = Callable[[Request], Awaitable[Response]]
 _CREATE_BODY_LIMIT = 64 << 10  # a JSON object of a few settings
 
 
-async def _body(request: Request, limit: int, timeout: float, setting: str = "") -> bytes:
-    """The request body, decompressed: at most ``limit`` bytes as sent and as inflated, arrived
-    within ``timeout`` seconds. Raises :class:`BodyError` (415, 413, 408, 400)."""
-    encoding = content_encoding(request)  # before reading: an unsupported body is not taken
-    body = await read_body(request, limit, timeout, setting)
-    return decode_body(body, encoding, limit)
+_body = read_decoded  # the request body within limits, decompressed (sources/http_body.py)
 
 
 SWITCH_INTERVAL_S = 0.0005
@@ -106,7 +102,7 @@ def create_app(config: Config) -> Any:
                 {"status": "ready", "streams": sorted(runtime.streams), "skipped": runtime.skipped}
             )
         problems = [e for s in list(runtime.streams.values()) for e in s.delivery.stats.errors]
-        problems += runtime.dead_workers()
+        problems += runtime.dead_workers() + runtime.source_problems()
         raise NotReadyError("; ".join(problems) or "streams are resuming")
 
     async def list_streams(request: Request) -> Response:
@@ -123,8 +119,8 @@ def create_app(config: Config) -> Any:
         raw = await _body(request, _CREATE_BODY_LIMIT, server.body_timeout_s)
         options = _json_object(raw.strip() or b"{}", "stream settings")
         # Parsed by the config's parser: the API's subset of settings, refused keys named.
-        stream, created = await run_in_threadpool(runtime.create, name, options)
-        return JSONResponse(_describe(stream), 201 if created else 200)
+        created = await run_in_threadpool(runtime.create, name, options)
+        return JSONResponse(_describe(runtime.get(name)), 201 if created else 200)
 
     async def list_queries(request: Request) -> Response:
         queries = running_queries(runtime)
@@ -210,62 +206,26 @@ def create_app(config: Config) -> Any:
         rows = q.latest(_count(request, "limit", 100))
         return JSONResponse({"query": name, "rows": json_value(rows)})
 
-    async def put_records(request: Request) -> Response:
-        stream = runtime.get(request.path_params["stream"])
-        body = await _body(request, limit, server.body_timeout_s, "server.max_body_bytes")
-        kind = request.headers.get("content-type", "text/plain").split(";")[0].strip().lower()
-        records: list[bytes] = []
-        rejected: list[dict[str, Any]] = []
-        is_json = kind in ("application/x-ndjson", "application/json", "application/jsonl")
-        for index, line in lines(body, server.max_records_per_request):
-            if is_json:
-                reason = _json_problem(line)
-                if reason:
-                    rejected.append({"index": index, "reason": reason})
-                    continue
-            records.append(line)
-        counters = stream.counters
-        counters.received += len(records) + len(rejected)
-        counters.rejected += len(rejected)
-        try:
-            first, nxt = await run_in_threadpool(stream.append, records)
-        except StreamFullError:
-            counters.refused_full += len(records)
-            raise
-        counters.accepted += len(records)
-        return JSONResponse(
-            {
-                "accepted": len(records),
-                "rejected": rejected,
-                "first_offset": first,
-                "next_offset": nxt,
-            }
-        )
-
-    from loglake.server.aws import make_aws_endpoint
-
-    aws_endpoint = make_aws_endpoint(runtime, config)
+    source_routes, hot = mount_sources(runtime.sources)
     routes = Starlette(
         routes=[
-            # Kinesis / Firehose JSON 1.1 API (X-Amz-Target), authenticated by SigV4.
-            Route("/", aws_endpoint, methods=["POST"]),
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             Route("/metrics", metrics),
             Route("/v1/streams", list_streams),
             Route("/v1/streams/{stream}", manage_stream, methods=["PUT", "DELETE"]),
-            Route("/v1/streams/{stream}/records", put_records, methods=["POST"]),
             Route("/v1/queries", list_queries),
             Route("/v1/queries/{query}", manage_query, methods=["PUT", "DELETE"]),
             Route("/v1/queries/{query}/results", query_results),
             Route("/v1/queries/{query}/events", query_events),
             Route("/v1/alerts", list_alerts),
+            *source_routes,  # after the server's own: a source cannot shadow them
         ],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
     )
     routes.state.runtime = runtime
-    app: Any = IngestFastPath(routes, put_records, aws_endpoint)
+    app: Any = IngestFastPath(routes, hot)
     if config.auth.enabled:
         app = BearerAuth(app, keys=config.auth.api_keys)
     return app
@@ -333,11 +293,56 @@ def _json_bytes(value: Any) -> bytes:
     return json.dumps(json_value(value), separators=(",", ":"), allow_nan=False).encode()
 
 
-_RECORDS_PATH = re.compile(r"/v1/streams/([^/]+)/records")
+#: A route of the fast path: its path pattern, methods and handler.
+HotRoute = tuple["re.Pattern[str]", frozenset[str], Handler]
+
+
+def mount_sources(sources: Sequence[LiveSource]) -> tuple[list[Route], list[HotRoute]]:
+    """The Starlette routes of the sources' :class:`HttpRoute` s, and those of them marked ``hot``
+    for :class:`IngestFastPath`.
+
+    Routes of several sources on one path and method (Kinesis and Firehose on ``POST /``) become
+    one route that picks the source by the header of their ``dispatch``; a request no prefix
+    claims goes to the first of them (registry order). Raises LoglakeError when such routes do
+    not all name the same header (a source's mistake).
+    """
+    groups: dict[tuple[str, tuple[str, ...]], list[HttpRoute]] = {}
+    for source in sources:
+        for route in source.routes():
+            groups.setdefault((route.path, tuple(sorted(route.methods))), []).append(route)
+    mounted: list[Route] = []
+    hot: list[HotRoute] = []
+    for (path, methods), group in groups.items():
+        handler = group[0].handler if len(group) == 1 else _dispatcher(path, group)
+        mounted.append(Route(path, handler, methods=list(methods)))
+        if any(route.hot for route in group):
+            hot.append((compile_path(path)[0], frozenset(methods), handler))
+    return mounted, hot
+
+
+def _dispatcher(path: str, group: list[HttpRoute]) -> Handler:
+    headers = {route.dispatch[0].lower() if route.dispatch else "" for route in group}
+    if len(headers) != 1 or "" in headers:
+        raise LoglakeError(
+            f"several sources answer on {path} and do not all set HttpRoute.dispatch with one "
+            "header; give each a (header, prefix) to tell their requests apart"
+        )
+    header = headers.pop()
+    table = [(route.dispatch[1] if route.dispatch else "", route.handler) for route in group]
+    fallback = group[0].handler
+
+    async def dispatch(request: Request) -> Response:
+        value = request.headers.get(header, "")
+        for prefix, handler in table:
+            if value.startswith(prefix):
+                return await handler(request)
+        return await fallback(request)
+
+    return dispatch
 
 
 class IngestFastPath:
-    """Serves the two ingest routes directly and hands everything else to the Starlette app.
+    """Serves the sources' hot routes directly and hands everything else to the Starlette app.
 
     ``POST /v1/streams/{stream}/records`` and ``POST /`` (the AWS APIs) carry nearly every request
     of a busy server; going through Starlette's middleware stack and router cost about a quarter
@@ -345,20 +350,19 @@ class IngestFastPath:
     handlers are the same functions the routes use, so answers are identical either way.
     """
 
-    def __init__(self, app: Any, records: Handler, aws: Handler) -> None:
+    def __init__(self, app: Any, hot: Sequence[HotRoute]) -> None:
         self.app = app
-        self.records = records
-        self.aws = aws
+        self.hot = list(hot)
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         handler: Handler | None = None
-        if scope["type"] == "http" and scope["method"] == "POST":
-            path = scope["path"]
-            if path == "/":
-                handler = self.aws
-            elif match := _RECORDS_PATH.fullmatch(path):
-                scope["path_params"] = {"stream": match.group(1)}
-                handler = self.records
+        if scope["type"] == "http":
+            path, method = scope["path"], scope["method"]
+            for pattern, methods, route_handler in self.hot:
+                if method in methods and (match := pattern.match(path)):
+                    scope["path_params"] = match.groupdict()
+                    handler = route_handler
+                    break
         if handler is None:
             await self._routed(scope, receive, send)
             return
@@ -534,18 +538,6 @@ def _timestamp(micros: int | None) -> str | None:
 
 def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 4)
-
-
-def _json_problem(line: bytes) -> str | None:
-    try:
-        value = json.loads(line)
-    except ValueError as exc:
-        return f"invalid JSON: {exc}"
-    except RecursionError:
-        return "JSON nested too deeply to parse"
-    if not isinstance(value, dict):
-        return "not a JSON object"
-    return None
 
 
 def _describe(stream: Any) -> dict[str, Any]:

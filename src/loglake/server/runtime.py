@@ -6,6 +6,10 @@ Streams come from ``[streams.NAME]`` in the config and from the API (kept in
 is opened in the background at start; ``/readyz`` answers 200 once every delivery has resumed from
 its offset. Saved streams and queries are checked like the config file's; an entry that fails is
 logged, skipped and listed (``skipped``), never a reason to stay unready.
+
+Records reach the streams through the live sources (``sources/``: http, kinesis, firehose, syslog,
+tail), built from the registry (:func:`loglake.sources.live.load_sources`), started once the
+streams are open and stopped first at shutdown. The runtime is their :class:`Streams`.
 """
 
 from __future__ import annotations
@@ -26,7 +30,6 @@ from loglake.config import (
     ContinuousQueryConfig,
     Origin,
     StreamConfig,
-    SyslogConfig,
     continuous_query,
     query_spec,
     read_saved,
@@ -44,7 +47,10 @@ from loglake.errors import (
 from loglake.formats import get_format
 from loglake.lake.catalog import open_catalog
 from loglake.lake.delivery import Delivery
+from loglake.server import sigv4
+from loglake.sources.live import LiveSource, SourceContext, SourceCounters, StreamInfo, load_sources
 from loglake.stream.local import LocalLog, StreamLimits
+from loglake.supervise import Supervisor
 
 if TYPE_CHECKING:
     from pyiceberg.catalog import Catalog
@@ -74,16 +80,6 @@ DELETE_WAIT_S = 60.0
 
 
 @dataclass
-class IngestCounters:
-    """What the ingest APIs did for one stream (the delivery keeps its own counters)."""
-
-    received: int = 0  # records (lines) that arrived
-    accepted: int = 0  # appended to the durable log and acknowledged
-    rejected: int = 0  # refused at the API (e.g. not a JSON object on an NDJSON stream)
-    refused_full: int = 0  # refused because the stream's disk budget was used up
-
-
-@dataclass
 class Stream:
     """A running stream: its settings, durable log and delivery."""
 
@@ -91,14 +87,13 @@ class Stream:
     config: StreamConfig
     log: LocalLog
     delivery: Delivery
-    counters: IngestCounters = field(default_factory=IngestCounters)
     _gate: threading.Condition = field(default_factory=threading.Condition, repr=False)
-    _appending: int = 0  # appends of the ingest APIs in progress
-    _closed: bool = False  # being deleted: the ingest APIs append no more
+    _appending: int = 0  # appends of the sources in progress
+    _closed: bool = False  # being deleted: the sources append no more
 
     def append(self, records: Sequence[bytes]) -> tuple[int, int]:
-        """Append for an ingest API: :meth:`LocalLog.append`, or NoSuchStreamError once the stream
-        is being deleted (so every acknowledged record is one the deletion waits for)."""
+        """Append for a source: :meth:`LocalLog.append`, or NoSuchStreamError once the stream is
+        being deleted (so every acknowledged record is one the deletion waits for)."""
         with self._gate:
             if self._closed:
                 raise NoSuchStreamError(f"stream {self.name!r} is being deleted")
@@ -127,7 +122,8 @@ class Stream:
 
 
 class Runtime:
-    """All streams of one server process. Thread-safe for stream lookup and creation."""
+    """All streams of one server process and the live sources that feed them. Thread-safe for
+    stream lookup and creation. It is the sources' :class:`loglake.sources.live.Streams`."""
 
     def __init__(self, config: Config):
         self.config = config
@@ -139,8 +135,9 @@ class Runtime:
         self._saved = config.state_dir / "streams.json"
         self._saved_queries = config.state_dir / "queries.json"  # created through the API
         self._file_queries = set(config.queries)
-        self.feeders: list[Any] = []  # syslog receiver and file tails: started after the streams
-        self.syslog: Any = None
+        # Every configured live source; built now (the app mounts their routes before start).
+        self.sources: list[LiveSource] = load_sources(config)
+        self.supervisor = Supervisor()  # every worker thread runs under it
         self._first_offsets: dict[str, int] = {}  # each log's next offset when opened
         # Saved entries that failed their checks at start: what /readyz and the start-up event
         # show, and the raw settings, kept in the saved files until someone fixes or deletes them.
@@ -151,27 +148,21 @@ class Runtime:
 
     def start(self) -> None:
         """Open every configured and previously created stream and start its delivery, then the
-        syslog receivers and file tails that feed streams; then log "loglake serve started" with
-        the version, address, data home, auth mode, streams, syslog listeners and tails.
+        live sources that feed streams; then log "loglake serve started" with the version,
+        address, data home, auth mode, streams, syslog listeners and tails.
         """
         self._load_saved_queries()
         declared = dict(self._load_saved())
         declared.update(self.config.streams)
         for name, stream in declared.items():
             self._open(name, stream)
-        self._start_syslog()
-        for name, tail in self.config.tail.items():
-            from loglake.sources.tail import Tailer
-
-            target = self._ensure(tail.stream, StreamConfig())
-            tailer = Tailer(
-                name,
-                tail,
-                target.log.append,
-                self.config.state_dir / "tail" / f"{name}.json",
+        verify_aws = sigv4.verifier(self.config)
+        for source in self.sources:
+            kind = source.name.partition(".")[0]
+            context = SourceContext(
+                self.config, self, self.supervisor, self.config.state_dir / kind, verify_aws
             )
-            tailer.start()
-            self.feeders.append(tailer)
+            source.start(context)
         log.info("loglake serve started", extra={"fields": self._started_fields()})
 
     def _started_fields(self) -> dict[str, Any]:
@@ -182,8 +173,8 @@ class Runtime:
             m for m, on in (("api keys", auth.api_keys), ("sigv4", auth.aws_credentials)) if on
         ]
         syslog: Any = "off"
-        if self.syslog is not None:
-            bound = self.syslog.addresses
+        bound = next((getattr(s, "addresses", {}) for s in self.sources if s.name == "syslog"), {})
+        if bound:
             syslog = {k: "{}:{}".format(*bound[k]) if k in bound else "off" for k in ("udp", "tcp")}
             syslog["stream"] = self.config.syslog.stream
         return {
@@ -205,37 +196,14 @@ class Runtime:
             "skipped": self.skipped,
         }
 
-    def _start_syslog(self) -> None:
-        cfg = self.config.syslog
-        if not (cfg.udp or cfg.tcp):
-            return
-        from loglake.sources.syslog import SyslogReceiver
-
-        target = self._ensure(cfg.stream, StreamConfig(format="syslog", table="logs.syslog"))
-        receiver = SyslogReceiver(cfg, target.log.append)
-        try:
-            receiver.start()
-        except ConfigError as exc:
-            if cfg == SyslogConfig():
-                # Zero-config default ports taken (another syslog daemon, another loglake): run
-                # without syslog rather than refuse to start; configured addresses must bind.
-                log.warning(
-                    "syslog receiver not started: %s (set [syslog] to choose ports)",
-                    exc,
-                    extra={"fields": {"stream": cfg.stream, "reason": str(exc)}},
-                )
-                return
-            raise
-        self.syslog = receiver
-        self.feeders.append(receiver)
-
     def stop(self) -> None:
-        """Graceful shutdown: stop the feeders (they append what they hold), deliver and commit
+        """Graceful shutdown: stop the sources (they append what they hold), deliver and commit
         every acknowledged record, then close the logs and log "loglake serve stopped" with each
         stream's counts of this run (a WARNING first for a stream whose delivery did not finish).
         """
-        for feeder in reversed(self.feeders):
-            feeder.stop()
+        self.supervisor.stop()  # a worker that crashes from here on is not restarted
+        for source in reversed(self.sources):
+            source.stop()
         report = {}
         for stream in list(self.streams.values()):
             stream.delivery.stop()
@@ -255,7 +223,7 @@ class Runtime:
                 )
             report[stream.name] = {
                 "appended": stream.log.next_offset - self._first_offsets.get(stream.name, 0),
-                "accepted": stream.counters.accepted,
+                "accepted": self.ingested(stream.name).accepted,
                 "delivered": stats.delivered,
                 "rejected": stats.rejected,
                 "undelivered": left,
@@ -263,12 +231,42 @@ class Runtime:
             stream.log.close()
         log.info("loglake serve stopped", extra={"fields": {"streams": report}})
 
-    def _ensure(self, name: str, default: StreamConfig) -> Stream:
-        """The stream ``name``, created with ``default`` settings when it was not declared."""
+    # -- what the sources may do (sources.live.Streams) ------------------------------------------
+
+    def append(self, stream: str, records: Sequence[bytes]) -> tuple[int, int]:
+        """Append ``records`` to ``stream`` once durable: (first offset, next offset). Raises
+        NoSuchStreamError, StreamFullError or RecordTooLargeError."""
+        return self.get(stream).append(records)
+
+    def ensure(self, stream: str, default: StreamConfig) -> None:
+        """Open ``stream`` with ``default`` settings when it was not declared."""
         with self._lock:
-            if name in self.streams:
-                return self.streams[name]
-            return self._open(name, default)
+            if stream not in self.streams:
+                self._open(stream, default)
+
+    def info(self, stream: str) -> StreamInfo:
+        opened = self.get(stream)
+        try:  # the log's LOCK file is created once and never written to
+            created = (opened.log.path / "LOCK").stat().st_mtime
+        except OSError:
+            created = time.time()
+        return StreamInfo(stream, created, opened.log.start_offset, opened.log.next_offset)
+
+    def names(self) -> list[str]:
+        return sorted(self.streams)
+
+    def ingested(self, stream: str) -> SourceCounters:
+        """What every source did for ``stream`` since start, summed."""
+        total = SourceCounters()
+        for source in self.sources:
+            counters = dict(source.counters()).get(stream)
+            if counters is None:
+                continue
+            counters = counters.snapshot()
+            total.add(counters.received, counters.accepted, counters.rejected)
+            for reason, n in counters.dropped.items():
+                total.drop(reason, n)
+        return total
 
     @property
     def ready(self) -> bool:
@@ -276,7 +274,14 @@ class Runtime:
             all(s.delivery.ready.is_set() for s in self.streams.values())
             and self.catalog.done()
             and not self.dead_workers()
+            and not self.source_problems()
         )
+
+    def source_problems(self) -> list[str]:
+        """What keeps /readyz at 503 besides the streams: a source's health problems and every
+        supervised worker that died."""
+        problems = [p for source in self.sources for p in source.health()]
+        return problems + self.supervisor.dead()
 
     def dead_workers(self) -> list[str]:
         """Worker threads that died (delivery, maintenance, alert notifiers), for /readyz."""
@@ -319,8 +324,8 @@ class Runtime:
             get_format(stream.format, self.config.formats)  # refuse unknown formats now
         return stream
 
-    def create(self, name: str, settings: Mapping[str, Any]) -> tuple[Stream, bool]:
-        """Create a stream from API settings (or return the existing one): (stream, created).
+    def create(self, name: str, settings: Mapping[str, Any]) -> bool:
+        """Create a stream from API settings; False when it exists already.
 
         Raises ConfigError / FormatError (bad settings), TooManyStreamsError (``server.max_streams``
         reached) or StreamBusyError (a stream of that name is being deleted).
@@ -328,7 +333,7 @@ class Runtime:
         stream = self.stream_settings(name, settings)
         with self._lock:
             if name in self.streams:
-                return self.streams[name], False
+                return False
             if name in self._deleting:
                 raise StreamBusyError(f"stream {name!r} is being deleted; create it again later")
             limit = self.config.server.max_streams
@@ -337,10 +342,10 @@ class Runtime:
                     f"the server has {len(self.streams)} streams, its limit (server.max_streams = "
                     f"{limit}); delete one (DELETE /v1/streams/NAME) or raise server.max_streams"
                 )
-            opened = self._open(name, stream)
+            self._open(name, stream)
             self._skipped_streams.pop(name, None)  # replaced by valid settings
             self._save()
-            return opened, True
+            return True
 
     def delete(
         self, name: str, force: bool = False, wait_s: float = DELETE_WAIT_S
@@ -364,9 +369,7 @@ class Runtime:
                     f"stream {name!r} is declared in the config file; remove [streams.{name}] "
                     "there and restart"
                 )
-            fed = [f"tail.{t}" for t, tail in self.config.tail.items() if tail.stream == name]
-            if self.syslog is not None and self.config.syslog.stream == name:
-                fed.append("syslog")
+            fed = [source.name for source in self.sources if name in source.feeds()]
             if fed:
                 raise StreamBusyError(
                     f"stream {name!r} is fed by {', '.join(fed)} of the config file; change "

@@ -14,10 +14,17 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl, quote
+
+from loglake.sources.live import AuthRefused
+
+if TYPE_CHECKING:
+    from loglake.config import Config
+    from loglake.sources.live import SignedRequest
 
 ALGORITHM = "AWS4-HMAC-SHA256"
 MAX_SKEW = timedelta(minutes=15)  # what AWS allows between the signer's clock and its own
@@ -222,3 +229,41 @@ def verify(
             "Check your AWS Secret Access Key and signing method.",
         )
     return Signed(access_key, region, service)
+
+
+def verifier(config: Config) -> Callable[[SignedRequest], str] | None:
+    """The server's check of AWS API requests, handed to the AWS sources in their context.
+
+    With ``[auth.aws_credentials]``: a request must be signed by one of them; the check returns
+    the region it was signed for or raises :class:`AuthRefused` with AWS's code. With only
+    ``[auth] api_keys``: every AWS request is refused, rather than be the one open door. With no
+    credentials at all: None (requests are taken unsigned; the server listens on loopback only).
+    """
+    credentials = dict(config.auth.aws_credentials)
+    if credentials:
+
+        def check(request: SignedRequest) -> str:
+            verdict = verify(
+                credentials,
+                request.method,
+                request.path,
+                request.query,
+                request.headers,
+                request.body,
+            )
+            if isinstance(verdict, AuthFailure):
+                raise AuthRefused(verdict.code, verdict.message, verdict.status)
+            return verdict.region
+
+        return check
+    if config.auth.enabled:
+
+        def refuse(request: SignedRequest) -> str:
+            raise AuthRefused(
+                "UnrecognizedClientException",
+                "The security token included in the request is invalid. (loglake: set "
+                "[auth.aws_credentials] to use the AWS API when [auth] api_keys is set)",
+            )
+
+        return refuse
+    return None

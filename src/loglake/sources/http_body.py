@@ -128,6 +128,14 @@ async def read_body(request: Request, limit: int, timeout: float, setting: str =
     return b"".join(chunks)
 
 
+async def read_decoded(request: Request, limit: int, timeout: float, setting: str = "") -> bytes:
+    """The body without its content encoding: at most ``limit`` bytes as sent and as inflated,
+    arrived within ``timeout`` seconds. Raises :class:`BodyError` (415, 413, 408, 400)."""
+    encoding = content_encoding(request)  # before reading: an unsupported body is not taken
+    body = await read_body(request, limit, timeout, setting)
+    return decode_body(body, encoding, limit)
+
+
 def decode_body(body: bytes, encoding: str, limit: int) -> bytes:
     """``body`` without its content encoding (see :func:`content_encoding`), at most ``limit`` bytes.
 

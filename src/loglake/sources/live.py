@@ -9,25 +9,39 @@ docs/sources.md.
 
 The server (``server/runtime.py``) builds every registered source, starts them after the streams
 and stops them first at shutdown; ``server/app.py`` mounts their HTTP routes; ``/metrics`` renders
-their counters and ``/readyz`` their health.
+their counters and ``/readyz`` their health. Sources sit below ``server/`` and never import it:
+what they need of the server (streams, the supervisor, the SigV4 check) comes in the
+:class:`SourceContext`. The guide is docs/sources.md.
 """
 
 from __future__ import annotations
 
 import importlib
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
+from loglake.errors import LoglakeError
+
 if TYPE_CHECKING:
     from pathlib import Path
+
+    from starlette.requests import Request
+    from starlette.responses import Response
 
     from loglake.config import Config, StreamConfig
     from loglake.supervise import Supervisor
 
 #: name -> "module:factory"; ``factory(config) -> list[LiveSource]`` builds the configured instances.
-REGISTRY: dict[str, str] = {}
+#: Registry order is start order (and the reverse is stop order).
+REGISTRY: dict[str, str] = {
+    "http": "loglake.sources.http:sources",
+    "kinesis": "loglake.sources.kinesis:sources",
+    "firehose": "loglake.sources.firehose:sources",
+    "syslog": "loglake.sources.syslog:sources",
+    "tail": "loglake.sources.tail:sources",
+}
 
 
 @dataclass
@@ -59,6 +73,55 @@ class SourceCounters:
         with self.lock:
             self.dropped[reason] = self.dropped.get(reason, 0) + records
 
+    def add(self, received: int = 0, accepted: int = 0, rejected: int = 0) -> None:
+        with self.lock:
+            self.received += received
+            self.accepted += accepted
+            self.rejected += rejected
+
+    def snapshot(self) -> SourceCounters:
+        """A copy that later updates do not change."""
+        with self.lock:
+            return SourceCounters(
+                self.received,
+                self.accepted,
+                self.rejected,
+                dict(self.dropped),
+                dict(self.extra),
+                dict(self.gauges),
+            )
+
+
+class CountersByStream:
+    """stream -> :class:`SourceCounters`, each created on first use: for a source that feeds
+    whichever stream a request names (HTTP, Kinesis, Firehose). Thread-safe."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._by_stream: dict[str, SourceCounters] = {}
+
+    def __getitem__(self, stream: str) -> SourceCounters:
+        with self._lock:
+            counters = self._by_stream.get(stream)
+            if counters is None:
+                counters = self._by_stream[stream] = SourceCounters()
+            return counters
+
+    def snapshot(self) -> dict[str, SourceCounters]:
+        with self._lock:
+            items = list(self._by_stream.items())
+        return {stream: counters.snapshot() for stream, counters in items}
+
+
+@dataclass(frozen=True)
+class StreamInfo:
+    """What a source may tell its clients about a stream (Kinesis DescribeStream...)."""
+
+    name: str
+    created_at: float  # Unix time the stream's log was created
+    first_offset: int  # oldest offset still in the log
+    next_offset: int  # the offset the next record gets
+
 
 class Streams(Protocol):
     """What a source may do with the server's streams."""
@@ -75,6 +138,41 @@ class Streams(Protocol):
         that name a stream nobody declared)."""
         ...
 
+    def create(self, stream: str, settings: Mapping[str, Any]) -> bool:
+        """Create ``stream`` from a client's settings as ``PUT /v1/streams/NAME`` does; False when it
+        exists. Raises ConfigError / FormatError, TooManyStreamsError or StreamBusyError."""
+        ...
+
+    def info(self, stream: str) -> StreamInfo:
+        """What is known of ``stream``; raises NoSuchStreamError."""
+        ...
+
+    def names(self) -> list[str]:
+        """The names of every stream, sorted."""
+        ...
+
+
+@dataclass(frozen=True)
+class SignedRequest:
+    """An HTTP request as its signature covers it (for :attr:`SourceContext.verify_aws`)."""
+
+    method: str
+    path: str  # the raw path, as sent
+    query: str  # the raw query string
+    headers: list[tuple[str, str]]
+    body: bytes  # as sent (before Content-Encoding is undone)
+
+
+class AuthRefused(LoglakeError):
+    """A request to an HTTP source that authenticates its own clients is refused. ``code`` and
+    ``status`` are the protocol's own (AWS: ``InvalidSignatureException``, 400/403), for the
+    source to answer in its protocol's error shape."""
+
+    def __init__(self, code: str, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.code = code
+        self.status = status
+
 
 @dataclass(frozen=True)
 class SourceContext:
@@ -83,7 +181,59 @@ class SourceContext:
     config: Config
     streams: Streams
     supervisor: Supervisor
-    state_dir: Path  # the source's own folder for positions it must keep across restarts
+    # Where the source keeps what it must know after a restart (tail positions): state/KIND, KIND
+    # being the source's name up to its first dot, shared by the instances of one kind.
+    state_dir: Path
+    # The server's SigV4 check (authentication belongs to server/): the region a request was signed
+    # for, or AuthRefused. None: requests are taken unsigned (no credentials configured).
+    verify_aws: Callable[[SignedRequest], str] | None = None
+
+
+#: Starts ``target()`` in a new thread named ``name`` and returns the thread (to join it at stop).
+Spawn = Callable[[str, Callable[[], None]], threading.Thread]
+
+
+def plain_thread(name: str, target: Callable[[], None]) -> threading.Thread:
+    """A :data:`Spawn` without supervision (a daemon thread), for a source used on its own."""
+    thread = threading.Thread(target=target, name=name, daemon=True)
+    thread.start()
+    return thread
+
+
+def supervised(supervisor: Supervisor, restart: bool) -> Spawn:
+    """A :data:`Spawn` that runs each thread under ``supervisor``: a crash is logged, counted,
+    shown on /readyz and /metrics, and, with ``restart``, the function runs again after a back-off
+    (only for a function that rebuilds its state from what is durable)."""
+
+    def spawn(name: str, target: Callable[[], None]) -> threading.Thread:
+        thread = supervisor.spawn(name, target, restart=restart).thread
+        assert thread is not None  # set by spawn before it returns
+        return thread
+
+    return spawn
+
+
+Handler = Callable[["Request"], Awaitable["Response"]]
+
+
+@dataclass(frozen=True)
+class HttpRoute:
+    """One HTTP route of a source; the server mounts it, behind its authentication and its one
+    JSON error shape (a LoglakeError the handler raises becomes that answer).
+
+    ``path`` is in Starlette's syntax (``/v1/streams/{stream}/records``). ``hot``: served by the
+    server's fast path ahead of Starlette's router; for the few ingest routes that carry nearly
+    every request. ``dispatch``: (header name, value prefix) when several sources answer on the
+    same path and method (Kinesis and Firehose on ``POST /``, told apart by ``X-Amz-Target``):
+    the request goes to the route whose prefix starts the header's value, and a value no route
+    claims to the first of them in registry order, which answers it in its protocol's shape.
+    """
+
+    path: str
+    handler: Handler
+    methods: tuple[str, ...] = ("POST",)
+    hot: bool = False
+    dispatch: tuple[str, str] | None = None
 
 
 class LiveSource(Protocol):
@@ -107,16 +257,24 @@ class LiveSource(Protocol):
         ...
 
     def health(self) -> list[str]:
-        """Problems now (empty when healthy): a listener down, a file unreadable..."""
+        """Problems now (empty when healthy): a listener down, a stream that refuses appends...
+        /readyz answers 503 while there is one."""
         ...
 
-    def routes(self) -> list[Any]:
-        """Starlette routes of an HTTP protocol (empty otherwise)."""
+    def routes(self) -> list[HttpRoute]:
+        """The HTTP routes of an HTTP protocol (empty otherwise). Called before :meth:`start`
+        (the app is assembled first); the handlers are called only after it."""
+        ...
+
+    def feeds(self) -> list[str]:
+        """The streams the config file makes this source feed (syslog's, a tail's), which cannot be
+        deleted through the API; empty for a source whose clients name the stream."""
         ...
 
 
 def load_sources(config: Config) -> list[LiveSource]:
-    """Every configured live source, in registry order. Raises ConfigError for bad settings."""
+    """Every configured live source, in registry order (not started). Raises ConfigError for bad
+    settings."""
     built: list[LiveSource] = []
     for spec in REGISTRY.values():
         module, _, factory = spec.partition(":")

@@ -1,5 +1,8 @@
 """Syslog receivers of ``loglake serve``: UDP and TCP listeners that append each message to a stream.
 
+:class:`SyslogSource` is the live source of ``[syslog]`` (registered as ``syslog`` in
+:data:`loglake.sources.live.REGISTRY`); :class:`SyslogReceiver` does the work and runs on its own too.
+
 This is the receive side only: a message is cut out of the wire (one UDP datagram, or one RFC 6587
 frame of a TCP connection), made into one line and appended, as bytes, to the stream named by
 ``[syslog] stream``. Parsing (RFC 3164 / 5424, :mod:`loglake.formats.syslog`) happens later, in
@@ -57,12 +60,26 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
+from typing import TYPE_CHECKING
 
-from loglake.config import SyslogConfig, parse_address
+from loglake.config import StreamConfig, SyslogConfig, parse_address
 from loglake.errors import ConfigError
+from loglake.sources.live import (
+    HttpRoute,
+    SourceContext,
+    SourceCounters,
+    Spawn,
+    plain_thread,
+    supervised,
+)
 from loglake.stream.local import EmptyRecordError, RecordTooLargeError, StreamFullError
+
+if TYPE_CHECKING:
+    from loglake.config import Config
+    from loglake.sources.live import LiveSource
 
 log = logging.getLogger(__name__)
 
@@ -397,10 +414,11 @@ class SyslogReceiver:
             pending=received - accepted - sum(dropped.values()),
         )
 
-    def start(self) -> None:
+    def start(self, spawn: Spawn = plain_thread) -> None:
         """Bind the listeners and start the I/O and appender threads; returns once listening.
 
-        Raises :class:`ConfigError` naming the address when a listener cannot bind (port in use,
+        ``spawn`` starts the two threads (the server's supervisor in ``loglake serve``). Raises
+        :class:`ConfigError` naming the address when a listener cannot bind (port in use,
         privileged port, unknown host); nothing is left open then.
         """
         if self._io_thread is not None:
@@ -422,14 +440,8 @@ class SyslogReceiver:
             self._selector.register(self._udp, selectors.EVENT_READ, self._read_udp)
         if self._tcp is not None:
             self._selector.register(self._tcp, selectors.EVENT_READ, self._accept)
-        self._appender = threading.Thread(
-            target=self._run_appender, name="loglake-syslog-append", daemon=True
-        )
-        self._io_thread = threading.Thread(
-            target=self._run_io, name="loglake-syslog-io", daemon=True
-        )
-        self._appender.start()
-        self._io_thread.start()
+        self._appender = spawn("loglake-syslog-append", self._run_appender)
+        self._io_thread = spawn("loglake-syslog-io", self._run_io)
         log.info(
             "syslog receiver listening on %s",
             self._describe(),
@@ -1026,3 +1038,90 @@ class SyslogReceiver:
             self._last_log[kind] = now
             context = {"stream": self.config.stream, "kind": kind, "reason": reason, **fields}
             log.warning(message, *args, extra={"fields": context})
+
+
+def sources(config: Config) -> list[LiveSource]:
+    """The ``[syslog]`` receiver, unless both of its listeners are turned off (``udp = ""`` and
+    ``tcp = ""``)."""
+    cfg = config.syslog
+    return [SyslogSource(cfg)] if cfg.udp or cfg.tcp else []
+
+
+class SyslogSource:
+    """``[syslog]`` as a live source: a :class:`SyslogReceiver` feeding ``[syslog] stream``.
+
+    The stream is created (format ``syslog``, table ``logs.syslog``) when no ``[streams.NAME]``
+    declares it. With the zero-config defaults, ports another daemon holds are a warning and the
+    server runs without syslog; addresses set in the config must bind. Its threads run under the
+    server's supervisor, not restarted (a crash leaves /readyz at 503). Counters: the receiver's,
+    with its protocol's own in ``extra`` (``bytes``, ``truncated``, ``framing_errors``,
+    ``connections_*``) and ``gauges`` (open and paused ``connections``, ``pending`` messages).
+    """
+
+    name = "syslog"
+
+    def __init__(self, config: SyslogConfig) -> None:
+        self.config = config
+        self.receiver: SyslogReceiver | None = None
+
+    @property
+    def addresses(self) -> dict[str, tuple[str, int]]:
+        """The bound addresses (empty when not running)."""
+        return self.receiver.addresses if self.receiver is not None else {}
+
+    def start(self, context: SourceContext) -> None:
+        cfg = self.config
+        context.streams.ensure(cfg.stream, StreamConfig(format="syslog", table="logs.syslog"))
+        receiver = SyslogReceiver(cfg, partial(context.streams.append, cfg.stream))
+        try:
+            receiver.start(supervised(context.supervisor, restart=False))
+        except ConfigError as exc:
+            if cfg == SyslogConfig():
+                # Zero-config default ports taken (another syslog daemon, another loglake): run
+                # without syslog rather than refuse to start; configured addresses must bind.
+                log.warning(
+                    "syslog receiver not started: %s (set [syslog] to choose ports)",
+                    exc,
+                    extra={"fields": {"stream": cfg.stream, "reason": str(exc)}},
+                )
+                return
+            raise
+        self.receiver = receiver
+
+    def stop(self) -> None:
+        if self.receiver is not None:
+            self.receiver.stop()
+
+    def counters(self) -> Mapping[str, SourceCounters]:
+        if self.receiver is None:
+            return {}
+        c = self.receiver.counters
+        return {
+            self.config.stream: SourceCounters(
+                received=c.received,
+                accepted=c.accepted,
+                dropped=dict(c.dropped),
+                extra={
+                    "bytes": c.bytes,
+                    "truncated": c.truncated,
+                    "framing_errors": c.framing_errors,
+                    "connections_refused": c.connections_refused,
+                    "connections_idle_closed": c.connections_idle_closed,
+                    "connections_evicted": c.connections_evicted,
+                },
+                gauges={
+                    "connections": c.connections,
+                    "paused_connections": c.paused_connections,
+                    "pending": c.pending,
+                },
+            )
+        }
+
+    def health(self) -> list[str]:
+        return []  # its threads' crashes are the supervisor's to report
+
+    def routes(self) -> list[HttpRoute]:
+        return []
+
+    def feeds(self) -> list[str]:
+        return [self.config.stream] if self.receiver is not None else []

@@ -5,6 +5,9 @@ and a CRC of its first bytes), and appends every new complete line to one stream
 and by copytruncate is handled; the position of each file is saved atomically after every acknowledged
 append, so a restart continues where the acknowledged data ended. Guarantees and limits are described
 in ``docs/tail.md``.
+
+:class:`TailSource` is the live source of one ``[tail.NAME]`` section (registered as ``tail`` in
+:data:`loglake.sources.live.REGISTRY`, one instance per section).
 """
 
 from __future__ import annotations
@@ -17,14 +20,27 @@ import stat
 import threading
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from loglake.config import TailConfig
+from loglake.config import StreamConfig, TailConfig
 from loglake.errors import LoglakeError, SourceError
+from loglake.sources.live import (
+    HttpRoute,
+    SourceContext,
+    SourceCounters,
+    Spawn,
+    plain_thread,
+    supervised,
+)
 from loglake.stream.local import StreamFullError
+
+if TYPE_CHECKING:
+    from loglake.config import Config
+    from loglake.sources.live import LiveSource
 
 log = logging.getLogger(__name__)
 
@@ -179,13 +195,13 @@ class Tailer:
         """How many files are open and followed right now."""
         return len(self._files)
 
-    def start(self) -> None:
-        """Start the polling thread (a no-op if it runs). Errors are counted; the thread never dies."""
+    def start(self, spawn: Spawn = plain_thread) -> None:
+        """Start the polling thread through ``spawn`` (the server's supervisor in ``loglake
+        serve``); a no-op if it runs. Errors are counted; the thread does not die of them."""
         if self._thread is not None and self._thread.is_alive():
             return
         self._stop_event.clear()
-        self._thread = threading.Thread(target=self._run, name=f"tail-{self.name}", daemon=True)
-        self._thread.start()
+        self._thread = spawn(f"tail-{self.name}", self._run)
 
     def stop(self) -> None:
         """Stop the thread, append the lines completed so far, save state, close the files.
@@ -696,3 +712,81 @@ def _last_line_end(fd: int, size: int) -> int:
     if nl >= 0:
         return start + nl + 1
     return size if start else 0
+
+
+def sources(config: Config) -> list[LiveSource]:
+    """One :class:`TailSource` per ``[tail.NAME]`` section."""
+    return [TailSource(name, tail) for name, tail in sorted(config.tail.items())]
+
+
+class TailSource:
+    """One ``[tail.NAME]`` section as a live source (``tail.NAME``): a :class:`Tailer` feeding its
+    stream, created with the defaults when no ``[streams.NAME]`` declares it.
+
+    Positions are kept in ``state/tail/NAME.json``. The polling thread runs under the server's
+    supervisor and is restarted after a crash (it resumes from the acknowledged positions).
+    Counters: ``received`` lines read (empty ones included), ``accepted`` appended, ``dropped``
+    ``empty`` lines skipped; lines the stream refused are read again later, never dropped.
+    ``extra``: ``bytes``, ``files_followed``, ``rotations``, ``truncations``, ``errors``,
+    ``line_cuts``, ``stream_full`` (appends refused); ``gauges``: ``files`` followed now. Health:
+    a stream that refuses appends for another reason than being full; a file that cannot be read
+    is logged and counted in ``errors`` (a glob matching nothing yet is normal for a tail).
+    """
+
+    def __init__(self, name: str, config: TailConfig) -> None:
+        self.name = f"tail.{name}"
+        self.tail_name = name
+        self.config = config
+        self.tailer: Tailer | None = None
+
+    def start(self, context: SourceContext) -> None:
+        stream = self.config.stream
+        context.streams.ensure(stream, StreamConfig())
+        self.tailer = Tailer(
+            self.tail_name,
+            self.config,
+            partial(context.streams.append, stream),
+            context.state_dir / f"{self.tail_name}.json",
+        )
+        self.tailer.start(supervised(context.supervisor, restart=True))
+
+    def stop(self) -> None:
+        if self.tailer is not None:
+            self.tailer.stop()
+
+    def counters(self) -> Mapping[str, SourceCounters]:
+        t = self.tailer
+        if t is None:
+            return {}
+        empty = t.empty_lines
+        return {
+            self.config.stream: SourceCounters(
+                received=t.lines + empty,
+                accepted=t.lines,
+                dropped={"empty": empty} if empty else {},
+                extra={
+                    "bytes": t.bytes,
+                    "files_followed": t.files_followed,
+                    "rotations": t.rotations,
+                    "truncations": t.truncations,
+                    "errors": t.errors,
+                    "line_cuts": t.line_cuts,
+                    "stream_full": t.stream_full,
+                },
+                gauges={"files": t.following},
+            )
+        }
+
+    def health(self) -> list[str]:
+        t = self.tailer
+        if t is None:
+            return []
+        where = f"stream {self.config.stream}"
+        reason = dict(t.problems).get(where)
+        return [f"{self.name}: {where}: {reason}"] if reason else []
+
+    def routes(self) -> list[HttpRoute]:
+        return []
+
+    def feeds(self) -> list[str]:
+        return [self.config.stream]
