@@ -30,11 +30,14 @@ from loglake.analytics.alerts import Notifier
 from loglake.analytics.engine import ContinuousQuery, QueryStats
 from loglake.analytics.runner import RunningQuery, _gauges
 from loglake.config.queries import QuerySpec, WindowSpec
-from loglake.lake.delivery import DeliveryStats
+from loglake.lake.consumer import DeliveryStats
+from loglake.lake.maintenance import MaintenanceSchedule, MaintenanceStats
+from loglake.lake.tables import Tables
 from loglake.server import metrics
 from loglake.server.metrics import RuntimeCollector, build_registry, label_names, render_metrics
 from loglake.sources.live import SourceCounters
-from loglake.stream.local import LocalLog, StreamLimits
+from loglake.stream.consumer import ConsumerGroup, RunnerStats
+from loglake.stream.local import LocalLog, Records, StreamLimits
 from loglake.supervise import Supervisor, Worker
 
 BIG = 12_345_678
@@ -62,6 +65,42 @@ class FixedSource:
 
     def routes(self) -> list[Any]:
         return []
+
+
+class Counting:
+    """A stream consumer that keeps nothing (the Consumer contract; its runner is not started)."""
+
+    name = "archive"
+
+    def resume(self) -> int:
+        return 0
+
+    def take(self, records: Records) -> int:
+        return len(records)
+
+    def due(self, pending: int, since_flush_s: float) -> bool:
+        return False
+
+    def flush(self, position: int) -> None:
+        pass
+
+    def idle(self, position: int) -> None:
+        pass
+
+    def check(self) -> None:
+        pass
+
+    def finish(self) -> None:
+        pass
+
+    def reset(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def committed(self) -> int | None:
+        return None
 
 
 class Webhook(http.server.BaseHTTPRequestHandler):
@@ -136,9 +175,14 @@ def runtime(tmp_path: Path, webhook: str) -> Iterator[SimpleNamespace]:
     wait_for(lambda: notifier.sent == 1 and notifier.failed == 1, "two notifications")
     runner = SimpleNamespace(queries={"q1": running_query()}, notifier=notifier)
     stats = DeliveryStats(delivered=BIG, rejected=2, commits=3, position=1)
-    stream = SimpleNamespace(
-        name="web", log=log, delivery=SimpleNamespace(stats=stats, runner=runner)
-    )
+    group = ConsumerGroup("web", log)
+    archive = group.add(Counting())
+    archive.stats.read, archive.stats.position, archive.stats.failures = BIG, 2, 1
+    delivery = SimpleNamespace(stats=stats, runner=runner, group=group, table="logs.access")
+    stream = SimpleNamespace(name="web", log=log, delivery=delivery)
+    maintenance = MaintenanceSchedule(lambda: None, Tables())  # type: ignore[arg-type,return-value]
+    access = maintenance.manage("logs.access", "ts")
+    access.compacted_files, access.removed_files, access.passes = 20, 4, 2
     supervisor = Supervisor()
     release = threading.Event()
 
@@ -164,7 +208,9 @@ def runtime(tmp_path: Path, webhook: str) -> Iterator[SimpleNamespace]:
         FixedSource("tail.app", {"web": SourceCounters(received=BIG, accepted=BIG)}, ["down"]),
     ]
     try:
-        yield SimpleNamespace(streams={"web": stream}, supervisor=supervisor, sources=sources)
+        yield SimpleNamespace(
+            streams={"web": stream}, supervisor=supervisor, sources=sources, maintenance=maintenance
+        )
     finally:
         release.set()
         supervisor.stop()
@@ -243,6 +289,15 @@ def test_every_component_is_rendered(runtime: SimpleNamespace) -> None:
     mark = runtime.streams["web"].delivery.runner.queries["q1"].engine.stats.watermark
     assert value(found, "loglake_query_watermark_seconds", query="q1") == mark / 1e6
     assert value(found, "loglake_metrics_collect_errors_total") == 0
+    runner = {"stream": "web", "consumer": "archive"}
+    assert value(found, "loglake_consumer_records_read_total", **runner) == BIG
+    assert value(found, "loglake_consumer_position", **runner) == 2
+    assert value(found, "loglake_consumer_failures_total", **runner) == 1
+    assert value(found, "loglake_table_compacted_files_total", table="logs.access") == 20
+    assert value(found, "loglake_table_maintenance_passes_total", table="logs.access") == 2
+    # The names from before maintenance was per table: the figures of the stream's table.
+    assert value(found, "loglake_stream_compacted_files_total", stream="web") == 20
+    assert value(found, "loglake_stream_removed_files_total", stream="web") == 4
 
 
 def test_result_labels_are_escaped_and_their_names_sanitised(runtime: SimpleNamespace) -> None:
@@ -338,6 +393,8 @@ def test_counter_maps_cover_every_numeric_field(tmp_path: Path) -> None:
     assert numeric_fields(DeliveryStats) == set(metrics.DELIVERY_FIELDS)
     assert numeric_fields(QueryStats) == set(metrics.QUERY_FIELDS)
     assert numeric_fields(SourceCounters) == set(metrics.SOURCE_FIELDS)
+    assert numeric_fields(RunnerStats) == set(metrics.RUNNER_FIELDS)
+    assert numeric_fields(MaintenanceStats) == set(metrics.MAINTENANCE_FIELDS)
     assert numeric_fields(Worker) | {"running"} == set(metrics.WORKER_FIELDS)
     notifier = Notifier()
     try:
@@ -364,6 +421,9 @@ def test_every_mapped_metric_is_in_a_scrape(runtime: SimpleNamespace) -> None:
         metrics.NOTIFIER_FIELDS,
         metrics.WORKER_FIELDS,
         metrics.LOG_FIELDS,
+        metrics.RUNNER_FIELDS,
+        metrics.MAINTENANCE_FIELDS,
+        metrics.STREAM_MAINTENANCE_FIELDS,
         {k: v for k, v in metrics.SOURCE_FIELDS.items() if "{key}" not in v},
     ]
     wanted = {
@@ -417,3 +477,8 @@ def test_a_real_server_scrape_counts_what_was_posted(tmp_path: Path) -> None:
         assert all(math.isfinite(v) for v in found.values())
     finally:
         srv.stop()
+
+
+def test_every_metric_is_documented() -> None:
+    doc = (Path(__file__).parents[2] / "docs" / "streaming.md").read_text()
+    assert [name for name in metrics.METRICS if f"`{name}`" not in doc] == []

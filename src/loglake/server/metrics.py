@@ -90,31 +90,6 @@ DELIVERY_FIELDS: dict[str, str] = {
     "last_commit_seconds": _metric(
         "loglake_stream_commit_seconds", "gauge", "Duration of the latest lake commit.", "stream"
     ),
-    "compacted_files": _metric(
-        "loglake_stream_compacted_files_total",
-        "counter",
-        "Small data files merged away by compaction.",
-        "stream",
-    ),
-    "compactions_deferred": _metric(
-        "loglake_stream_compactions_deferred_total",
-        "counter",
-        "Compaction passes skipped because delivery was behind.",
-        "stream",
-    ),
-    "removed_files": _metric(
-        "loglake_stream_removed_files_total",
-        "counter",
-        "Files no snapshot references any more (replaced by compaction, manifests of expired "
-        "snapshots), deleted.",
-        "stream",
-    ),
-    "removed_bytes": _metric(
-        "loglake_stream_removed_bytes_total",
-        "counter",
-        "Bytes of the unreferenced files deleted.",
-        "stream",
-    ),
     "position": _metric(
         "loglake_stream_delivered_offset",
         "gauge",
@@ -128,6 +103,102 @@ LAG = _metric(
     "Acknowledged records not yet committed to the lake (next offset - delivered offset).",
     "stream",
 )
+
+# -- streams: the runners of the stream's consumers (stream.consumer.RunnerStats) ----------------
+
+#: RunnerStats field -> metric (labels: stream, consumer -- ``lake`` for the lake writer).
+RUNNER_FIELDS: dict[str, str] = {
+    "read": _metric(
+        "loglake_consumer_records_read_total",
+        "counter",
+        "Records read from the stream's log and handed to the consumer (again after a failure).",
+        "stream",
+        "consumer",
+    ),
+    "position": _metric(
+        "loglake_consumer_position",
+        "gauge",
+        "The next offset the consumer's runner reads.",
+        "stream",
+        "consumer",
+    ),
+    "failures": _metric(
+        "loglake_consumer_failures_total",
+        "counter",
+        "Failures after which the consumer resumed from its committed state (logged).",
+        "stream",
+        "consumer",
+    ),
+    "transient_failures": _metric(
+        "loglake_consumer_transient_failures_total",
+        "counter",
+        "Of the failures, those a retry may fix (disk, network, catalog).",
+        "stream",
+        "consumer",
+    ),
+}
+
+# -- tables: maintenance (lake.maintenance.MaintenanceStats), one schedule per table ---------------
+
+#: MaintenanceStats field -> metric (label: table).
+MAINTENANCE_FIELDS: dict[str, str] = {
+    "passes": _metric(
+        "loglake_table_maintenance_passes_total",
+        "counter",
+        "Maintenance passes made over the table.",
+        "table",
+    ),
+    "compacted_files": _metric(
+        "loglake_table_compacted_files_total",
+        "counter",
+        "Small data files merged away by compaction.",
+        "table",
+    ),
+    "compactions_deferred": _metric(
+        "loglake_table_compactions_deferred_total",
+        "counter",
+        "Passes that skipped compaction because ingest was behind.",
+        "table",
+    ),
+    "expired_snapshots": _metric(
+        "loglake_table_expired_snapshots_total", "counter", "Snapshots expired.", "table"
+    ),
+    "removed_files": _metric(
+        "loglake_table_removed_files_total",
+        "counter",
+        "Files no snapshot references any more (replaced by compaction, manifests of expired "
+        "snapshots), deleted.",
+        "table",
+    ),
+    "removed_bytes": _metric(
+        "loglake_table_removed_bytes_total",
+        "counter",
+        "Bytes of the unreferenced files deleted.",
+        "table",
+    ),
+    "failures": _metric(
+        "loglake_table_maintenance_failures_total",
+        "counter",
+        "Maintenance passes that failed (logged; the next pass retries).",
+        "table",
+    ),
+}
+#: The same figures per stream, of the table the stream writes (streams sharing a table show the
+#: same numbers): the names /metrics had before maintenance was per table.
+STREAM_MAINTENANCE_FIELDS: dict[str, str] = {
+    "compacted_files": _metric(
+        "loglake_stream_compacted_files_total",
+        "counter",
+        "Small data files of the stream's table merged away by compaction.",
+        "stream",
+    ),
+    "removed_files": _metric(
+        "loglake_stream_removed_files_total",
+        "counter",
+        "Unreferenced files of the stream's table deleted.",
+        "stream",
+    ),
+}
 
 # -- streams: the durable log (stream.local.LocalLog) ----------------------------------------------
 
@@ -528,8 +599,12 @@ class RuntimeCollector:
     def collect(self) -> Iterator[Metric]:
         out = _Samples()
         streams = list(self.runtime.streams.values())
+        maintenance = getattr(self.runtime, "maintenance", None)
+        tables = dict(maintenance.stats()) if maintenance is not None else {}
+        for table, stats in sorted(tables.items()):
+            out.fields(stats, MAINTENANCE_FIELDS, "loglake_unmapped_maintenance", table=table)
         for stream in streams:
-            self._guard(f"stream {stream.name}", self._stream, out, stream)
+            self._guard(f"stream {stream.name}", self._stream, out, stream, tables)
         for qname, q in self._queries(streams):
             self._guard(f"query {qname}", self._query, out, qname, q)
         for stream in streams:
@@ -549,7 +624,7 @@ class RuntimeCollector:
             self.errors += 1
             log.exception("/metrics: cannot read the counters of %s", what)
 
-    def _stream(self, out: _Samples, stream: Any) -> None:
+    def _stream(self, out: _Samples, stream: Any, tables: Mapping[str, Any]) -> None:
         name = stream.name
         for metric in (RECEIVED, ACCEPTED, REJECTED, REFUSED_FULL):
             out.add(metric, 0.0, stream=name)  # every stream has them, fed by any component
@@ -562,6 +637,13 @@ class RuntimeCollector:
             out.add(metric, quantile(fsyncs, q) or 0.0, stream=name)
         out.add(LAG, max(0, log_.next_offset - stats.position), stream=name)
         out.add(MAX_BYTES, log_.limits.max_bytes, stream=name)
+        group = getattr(stream.delivery, "group", None)
+        for runner in list(getattr(group, "runners", [])):
+            labels = {"stream": name, "consumer": runner.consumer.name}
+            out.fields(runner.stats, RUNNER_FIELDS, "loglake_unmapped_consumer", **labels)
+        table = tables.get(getattr(stream.delivery, "table", ""))
+        if table is not None:
+            out.fields(table, STREAM_MAINTENANCE_FIELDS, None, stream=name)
 
     @staticmethod
     def _queries(streams: list[Any]) -> list[tuple[str, Any]]:
