@@ -255,9 +255,7 @@ class AwsJsonSource:
 
     def routes(self) -> list[HttpRoute]:
         return [
-            HttpRoute(
-                "/", self.endpoint, hot=True, dispatch=(TARGET_HEADER, self.target_prefix)
-            )
+            HttpRoute("/", self.endpoint, hot=True, dispatch=(TARGET_HEADER, self.target_prefix))
         ]
 
     def feeds(self) -> list[str]:

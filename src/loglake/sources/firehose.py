@@ -171,9 +171,7 @@ class FirehoseSource(AwsJsonSource):
         )
         # Every loglake stream is a DirectPut stream; Firehose names are at most 64 characters.
         names = (
-            [n for n in self.streams.names() if len(n) <= 64]
-            if kind in (None, "DirectPut")
-            else []
+            [n for n in self.streams.names() if len(n) <= 64] if kind in (None, "DirectPut") else []
         )
         listed, more = page(names, after, limit)
         return {"DeliveryStreamNames": listed, "HasMoreDeliveryStreams": more}
