@@ -440,9 +440,14 @@ def test_every_mapped_metric_is_in_a_scrape(runtime: SimpleNamespace) -> None:
 
 
 def test_a_real_server_scrape_counts_what_was_posted(tmp_path: Path) -> None:
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / "app.log").write_bytes(b"".join(b'{"line": %d}\n' % i for i in range(300)))
     srv = Server.started(
         tmp_path / "lake",
-        '[streams.web]\nformat = "json"\ntable = "logs.app"\nbuffer_seconds = 0.2\n',
+        '[streams.web]\nformat = "json"\ntable = "logs.app"\nbuffer_seconds = 0.2\n\n'
+        '[streams.files]\nformat = "json"\ntable = "logs.files"\nbuffer_seconds = 0.2\n\n'
+        f'[tail.app]\npaths = ["{logs}/app.log"]\nstream = "files"\npoll_seconds = 0.1\n',
     )
     try:
         body = b"".join(b'{"n": %d, "msg": "x"}\n' % i for i in range(1000)) + b"not json\n"
@@ -460,10 +465,19 @@ def test_a_real_server_scrape_counts_what_was_posted(tmp_path: Path) -> None:
                 assert resp.headers["Content-Type"].startswith("text/plain; version=0.0.4")
                 return samples(resp.read().decode())
 
+        tail = {"source": "tail.app", "stream": "files"}
+
+        def settled(found: dict[tuple[str, frozenset[tuple[str, str]]], float]) -> bool:
+            return (
+                value(found, "loglake_source_records_accepted_total", **tail) == 300
+                and value(found, "loglake_stream_records_delivered_total", stream="files") == 300
+                and value(found, "loglake_stream_consumer_lag_records", stream="web") == 0
+            )
+
         found = scraped()
         deadline = time.monotonic() + 60
-        while value(found, "loglake_stream_consumer_lag_records", stream="web") != 0:
-            assert time.monotonic() < deadline, "delivery did not catch up"
+        while not settled(found):
+            assert time.monotonic() < deadline, "the tail or delivery did not catch up"
             time.sleep(0.2)
             found = scraped()
         received = value(found, "loglake_stream_records_received_total", stream="web")
@@ -473,6 +487,15 @@ def test_a_real_server_scrape_counts_what_was_posted(tmp_path: Path) -> None:
         assert value(found, "loglake_stream_records_rejected_total", stream="web") == 1
         assert value(found, "loglake_stream_records_delivered_total", stream="web") == 1000
         assert value(found, "loglake_stream_log_records_appended_total", stream="web") == 1000
+        http = {"source": "http", "stream": "web"}
+        assert value(found, "loglake_source_records_received_total", **http) == 1001
+        assert value(found, "loglake_source_records_rejected_total", **http) == 1
+        # The tail's lines reach the stream's totals too (they used to show 0).
+        assert value(found, "loglake_source_records_received_total", **tail) == 300
+        assert value(found, "loglake_stream_records_received_total", stream="files") == 300
+        assert value(found, "loglake_stream_records_accepted_total", stream="files") == 300
+        assert value(found, "loglake_source_up", source="tail.app") == 1
+        assert value(found, "loglake_worker_crashes_total", worker="loglake-maintenance") == 0
         assert value(found, "loglake_metrics_collect_errors_total") == 0
         assert all(math.isfinite(v) for v in found.values())
     finally:
