@@ -1,4 +1,10 @@
-"""Batch sources, registered by URI scheme and imported lazily."""
+"""Where records come from.
+
+Batch sources (``loglake ingest``: files, folders, globs, stdin, ``s3://``) are registered below by
+URI scheme and imported lazily. Live sources (``loglake serve``: ``http``, ``kinesis``,
+``firehose``, ``syslog``, ``tail``), one module each, are registered in
+:data:`loglake.sources.live.REGISTRY` behind the contract in ``live.py`` (see docs/sources.md).
+"""
 
 from __future__ import annotations
 
