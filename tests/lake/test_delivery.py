@@ -18,9 +18,11 @@ import pytest
 from pyiceberg.types import IntegerType
 
 from loglake.config import Config, load_config, stream_config
+from loglake.errors import is_transient
 from loglake.lake.catalog import open_catalog
-from loglake.lake.delivery import Delivery, is_transient
+from loglake.lake.tables import Tables
 from loglake.query.engine import Connection
+from loglake.server.delivery import Delivery
 from loglake.stream.local import LocalLog
 
 DEADLINE_S = 120.0
@@ -55,7 +57,7 @@ def deliver(config: Config, stream_log: LocalLog) -> Iterator[Callable[..., Deli
     def start(**settings: Any) -> Delivery:
         catalog: Future[Any] = pool.submit(open_catalog, config)
         stream = stream_config("app", {"format": "json", "buffer_seconds": 0.1, **settings})
-        delivery = Delivery(config, "app", stream, stream_log, catalog)
+        delivery = Delivery(config, "app", stream, stream_log, catalog, Tables())
         delivery.start()
         started.append(delivery)
         return delivery
@@ -136,8 +138,9 @@ def test_rows_a_data_file_cannot_hold_are_rejected_one_by_one(
     first, _ = stream_log.append(records)
     end = stream_log.next_offset
     wait_for(lambda: delivery.stats.position >= end, "the records' commit")
-    writer = delivery._writers["logs.json"]
-    with delivery._commit_lock:
+    lake = delivery.lake
+    writer = lake._writers["logs.json"]
+    with lake._tables.get("logs.json").lock:
         with writer.table.update_schema() as update:
             update.add_column("tiny", IntegerType())
         writer.table = writer.catalog.load_table("logs.json")
@@ -149,7 +152,7 @@ def test_rows_a_data_file_cannot_hold_are_rejected_one_by_one(
         }
     )
     delivered = delivery.stats.delivered
-    delivery._commit_sealed({"logs.json": [frame]}, end)
+    lake._commit_sealed({"logs.json": [frame]}, end, None)
 
     assert query(config, 'SELECT sum(tiny)::BIGINT AS s FROM "logs"."json"') == [{"s": 32}]
     rejected = query(config, "SELECT line, reason, raw FROM logs.rejected")

@@ -7,7 +7,7 @@ from pathlib import Path
 from loglake.config import load_config
 from loglake.ingest import ingest
 from loglake.lake.catalog import open_catalog
-from loglake.lake.delivery import committed_offset, offset_property
+from loglake.lake.consumer import committed_offset, offset_property
 from loglake.lake.maintenance import (
     COMPACT_MIN_FILES,
     compact,

@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from pyiceberg.catalog import Catalog
 
     from loglake.config import Config
+    from loglake.lake.tables import Tables
     from loglake.lake.writer import TableWriter
 
 log = logging.getLogger(__name__)
@@ -104,13 +105,13 @@ class QueryRunner:
         stream: str,
         source_table: str,
         catalog: Future[Catalog],
-        commit_lock: Any,
+        tables: Tables,
     ) -> None:
         self.config = config
         self.stream = stream
         self.source_table = source_table
         self._catalog = catalog
-        self._commit_lock = commit_lock
+        self._tables = tables  # one commit lock per table, and the post-commit hooks
         self._local = threading.local()  # a loglake Connection per thread, opened on first use
         self._connections: list[Any] = []
         self._pool: ThreadPoolExecutor | None = None
@@ -179,7 +180,7 @@ class QueryRunner:
 
         None when no query has committed yet (they start wherever delivery starts).
         """
-        from loglake.lake.delivery import offset_property
+        from loglake.lake.consumer import offset_property
 
         catalog = self._catalog.result()
         key = offset_property(self.stream)
@@ -312,19 +313,18 @@ class QueryRunner:
         are logged and retried at the next turn (the results are committed either way).
         """
         from loglake.lake.maintenance import compact, expire_snapshots, remove_orphans
-        from loglake.query.plan import refresh_plans
 
         assert q.writer is not None
         q.commits = 0
         catalog = self._catalog.result()
         try:
-            with self._commit_lock:
+            with self._tables.get(q.table).lock:
                 # This thread alone writes the table: compaction cannot race another writer.
                 compact(catalog, catalog.load_table(q.table), q.table, "window_start")
                 expire_snapshots(catalog.load_table(q.table))
                 table = catalog.load_table(q.table)
                 q.writer.table = table
-                refresh_plans(self.config, {q.table: table})
+                self._tables.committed(q.table, table, None, [])
             if time.monotonic() - q.orphans_at >= ORPHANS_EVERY_S:
                 q.orphans_at = time.monotonic()
                 remove_orphans(table)
@@ -340,23 +340,22 @@ class QueryRunner:
     def _commit(self, q: RunningQuery, out: pl.DataFrame, position: int) -> None:
         """Write the result rows with the query's state and the offset they cover, in one commit."""
         from loglake.lake.catalog import ensure_table
-        from loglake.lake.delivery import offset_property
+        from loglake.lake.consumer import offset_property
         from loglake.lake.writer import TableWriter
-        from loglake.query.plan import extend_plan
 
         now = datetime.now(UTC).replace(tzinfo=None)
         frame = out.with_columns(pl.lit(now).cast(pl.Datetime("us")).alias("emitted_at"))
         if q.writer is None:
             catalog = self._catalog.result()
             schema = frame.to_arrow(compat_level=pl.CompatLevel.oldest()).schema
-            with self._commit_lock:  # catalog writes of the query threads take turns
+            with self._tables.get(q.table).lock:  # catalog writes of the query threads take turns
                 table = ensure_table(catalog, q.table, schema, "day", "window_start")
             q.writer = TableWriter(
                 lambda: (catalog, table),
                 q.table,
                 10**12,
                 sort_by="window_start",
-                commit_lock=self._commit_lock,
+                tables=self._tables,
             )
         props = {
             offset_property(self.stream): str(position),
@@ -369,10 +368,7 @@ class QueryRunner:
             ),
         }
         files = q.writer.write_frames([frame])
-        with self._commit_lock:
-            before = q.writer.table.metadata_location
-            q.writer.commit(props, files)
-            extend_plan(self.config, q.table, q.writer.table, before, q.writer.last_committed)
+        q.writer.commit(props, files)  # under the table's lock; its hooks update the plan cache
         q.offset = position
         q.results += frame.height
         rows = [{k: _json_value(v) for k, v in r.items()} for r in frame.iter_rows(named=True)]

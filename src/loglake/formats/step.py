@@ -53,7 +53,7 @@ class BatchStep:
 
     def detect(self, batch: LineBatch) -> Format | None:
         """The format of ``batch``, detected from its first lines as ``--format auto`` does."""
-        return detect_format(batch.text.head(_DETECT_LINES), **self._options)  # type: ignore[arg-type]
+        return detect_format(batch.text.head(_DETECT_LINES), **self._options)
 
     def run(self, batch: LineBatch, fmt: Format | None, at: datetime | int) -> StepResult:
         """Parse ``batch`` with ``fmt`` (None: every line rejected as unrecognized).

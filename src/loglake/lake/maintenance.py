@@ -8,13 +8,21 @@ metadata clean-up are table properties (lake/catalog.py); snapshot expiry is don
 
 from __future__ import annotations
 
+import logging
+import threading
+import time
 from collections import defaultdict
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from pyiceberg.catalog import Catalog
     from pyiceberg.table import Table
+
+    from loglake.lake.tables import Tables
+
+log = logging.getLogger(__name__)
 
 OFFSET_PREFIX = "loglake.offset."
 
@@ -219,3 +227,166 @@ def _norm(uri: str) -> str:
     if parsed.scheme in ("", "file"):
         return unquote(parsed.path)
     return f"{parsed.netloc}{unquote(parsed.path)}"
+
+
+# -- the schedule: one per process, one entry per table ---------------------------------------
+
+#: Commits to a table between looks for partitions with many small files to compact.
+COMPACT_EVERY = 10
+#: Commits between snapshot expiries: every commit copies the table metadata, whose size grows
+#: with the snapshots kept (pyiceberg deep-copies it), so expiring often keeps commits cheap.
+EXPIRE_EVERY = 10
+ORPHANS_EVERY_S = 300.0  # seconds between removals of unreferenced files (they wait 10 min anyway)
+MAINTAIN_IDLE_S = 30.0  # a pass at least this often while commits happen
+
+
+@dataclass
+class MaintenanceStats:
+    """What maintenance did to one table (read any time)."""
+
+    passes: int = 0
+    compacted_files: int = 0
+    compactions_deferred: int = 0  # passes that skipped compaction because ingest was behind
+    expired_snapshots: int = 0
+    removed_files: int = 0  # files no snapshot references any more, deleted
+    removed_bytes: int = 0
+    failures: int = 0
+
+
+@dataclass
+class _Entry:
+    name: str
+    time_column: str
+    commits: int = 0  # commits seen (the post-commit hook counts them)
+    compacted_at: int = 0  # `commits` at the last compaction look
+    expired_at: int = 0
+    orphans_at: float = field(default_factory=time.monotonic)
+    stats: MaintenanceStats = field(default_factory=MaintenanceStats)
+
+
+class MaintenanceSchedule:
+    """Compaction, snapshot expiry and removal of unreferenced files for the tables streams write,
+    one schedule per table however many streams write it (two streams writing ``logs.access``,
+    every stream writing ``logs.rejected``).
+
+    Counts each table's commits through a post-commit hook of ``tables``; :meth:`run` (the body of
+    one supervised worker thread) makes a pass every :data:`COMPACT_EVERY` commits of a table, or
+    after a quiet spell when commits came since. Commits to a table take turns under its lock; the
+    heavy part of compaction (reading and writing Parquet) runs outside it. ``behind()`` says
+    whether ingest is behind: compaction (which rewrites rows once more) then waits for a later
+    pass instead of taking CPU from it. A failed pass is logged and counted; the next one retries.
+    """
+
+    def __init__(
+        self,
+        catalog: Callable[[], Catalog],
+        tables: Tables,
+        behind: Callable[[], bool] = lambda: False,
+    ) -> None:
+        self._catalog = catalog
+        self._tables = tables
+        self._behind = behind
+        self._lock = threading.Lock()
+        self._entries: dict[str, _Entry] = {}
+        self._due = threading.Event()
+        self._stop = threading.Event()
+        tables.on_commit(self._committed)
+
+    def manage(self, name: str, time_column: str) -> MaintenanceStats:
+        """Maintain table ``name`` from now on (idempotent); its counters."""
+        with self._lock:
+            entry = self._entries.get(name)
+            if entry is None:
+                entry = self._entries[name] = _Entry(name, time_column)
+            return entry.stats
+
+    def stats(self) -> dict[str, MaintenanceStats]:
+        with self._lock:
+            return {name: e.stats for name, e in self._entries.items()}
+
+    def _committed(self, name: str, table: Table, before: str | None, added: list[Any]) -> None:
+        entry = self._entries.get(name)
+        if entry is not None and before is not None:  # an append (rewrites are ours)
+            entry.commits += 1
+            if entry.commits - entry.compacted_at >= COMPACT_EVERY:
+                self._due.set()
+
+    def run(self) -> None:
+        """Make passes until :meth:`stop`. Never raises for a table's failure."""
+        seen: dict[str, int] = {}
+        while not self._stop.is_set():
+            kicked = self._due.wait(MAINTAIN_IDLE_S)
+            self._due.clear()
+            if self._stop.is_set():
+                return
+            with self._lock:
+                entries = list(self._entries.values())
+            for entry in entries:
+                changed = entry.commits != seen.get(entry.name, 0)
+                if not changed:
+                    continue
+                if kicked and entry.commits - entry.compacted_at < COMPACT_EVERY:
+                    continue  # another table's turn; this one after a quiet spell
+                seen[entry.name] = entry.commits
+                self._pass(entry)
+                if self._stop.is_set():
+                    return
+
+    def stop(self) -> None:
+        """End :meth:`run` soon (a compaction still writing is abandoned: its files were never
+        committed, no row is lost)."""
+        self._stop.set()
+        self._due.set()
+
+    def _pass(self, entry: _Entry) -> None:
+        try:
+            entry.stats.passes += 1
+            entry.compacted_at = entry.commits
+            self._compact(entry)
+            if entry.commits - entry.expired_at >= EXPIRE_EVERY:
+                self._expire(entry)
+        except BaseException as exc:  # report, never stop maintaining the other tables
+            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                raise
+            entry.stats.failures += 1
+            log.warning(
+                "maintenance of %s failed: %s",
+                entry.name,
+                exc,
+                exc_info=True,
+                extra={"fields": {"table": entry.name, "reason": str(exc)}},
+            )
+
+    def _compact(self, entry: _Entry) -> None:
+        catalog = self._catalog()
+        shared = self._tables.get(entry.name)
+        with shared.lock:
+            # A table object of its own: pyiceberg caches lazily inside table metadata, so a
+            # writer's object, read by its committer thread meanwhile, is not shared here.
+            table = catalog.load_table(entry.name)
+        for files in plan_compaction(table):
+            if self._stop.is_set():
+                return
+            if self._behind():
+                entry.stats.compactions_deferred += 1
+                return
+            new_files = write_merged(catalog, table, entry.name, files, entry.time_column)
+            with shared.lock:
+                # Only this thread removes files, so the planned ones are all still live.
+                table = commit_replace(catalog.load_table(entry.name), files, new_files)
+                self._tables.committed(entry.name, table, None, [])
+            entry.stats.compacted_files += len(files)
+
+    def _expire(self, entry: _Entry) -> None:
+        catalog = self._catalog()
+        entry.expired_at = entry.commits
+        shared = self._tables.get(entry.name)
+        with shared.lock:
+            entry.stats.expired_snapshots += expire_snapshots(catalog.load_table(entry.name))
+            table = catalog.load_table(entry.name)
+            self._tables.committed(entry.name, table, None, [])
+        if time.monotonic() - entry.orphans_at >= ORPHANS_EVERY_S:
+            entry.orphans_at = time.monotonic()
+            deleted, freed = remove_orphans(table)
+            entry.stats.removed_files += deleted
+            entry.stats.removed_bytes += freed

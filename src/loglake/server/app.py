@@ -101,7 +101,7 @@ def create_app(config: Config) -> Any:
             return JSONResponse(
                 {"status": "ready", "streams": sorted(runtime.streams), "skipped": runtime.skipped}
             )
-        problems = [e for s in list(runtime.streams.values()) for e in s.delivery.stats.errors]
+        problems = [e for s in list(runtime.streams.values()) for e in s.delivery.errors]
         problems += runtime.dead_workers() + runtime.source_problems()
         raise NotReadyError("; ".join(problems) or "streams are resuming")
 

@@ -46,8 +46,11 @@ from loglake.errors import (
 )
 from loglake.formats import get_format
 from loglake.lake.catalog import open_catalog
-from loglake.lake.delivery import Delivery
+from loglake.lake.maintenance import MaintenanceSchedule
+from loglake.lake.tables import Tables
+from loglake.query.plan import plan_hook
 from loglake.server import sigv4
+from loglake.server.delivery import Delivery
 from loglake.sources.live import LiveSource, SourceContext, SourceCounters, StreamInfo, load_sources
 from loglake.stream.local import LocalLog, StreamLimits
 from loglake.supervise import Supervisor
@@ -74,6 +77,8 @@ class QueryExistsError(LoglakeError):
     status = 409
     code = "query_exists"
 
+
+_COMPACT_MAX_LAG = 100_000  # records a lake writer may be behind before compaction waits
 
 #: How long DELETE /v1/streams/NAME waits, by default, for delivery to commit what was acknowledged.
 DELETE_WAIT_S = 60.0
@@ -138,6 +143,13 @@ class Runtime:
         # Every configured live source; built now (the app mounts their routes before start).
         self.sources: list[LiveSource] = load_sources(config)
         self.supervisor = Supervisor()  # every worker thread runs under it
+        # One commit lock per table for every writer of this process (streams, queries,
+        # maintenance), the plan cache kept current after each commit, one maintenance schedule.
+        self.tables = Tables()
+        self.tables.on_commit(plan_hook(config))
+        self.maintenance = MaintenanceSchedule(
+            lambda: self.catalog.result(), self.tables, behind=self._ingest_behind
+        )
         self._first_offsets: dict[str, int] = {}  # each log's next offset when opened
         # Saved entries that failed their checks at start: what /readyz and the start-up event
         # show, and the raw settings, kept in the saved files until someone fixes or deletes them.
@@ -152,6 +164,7 @@ class Runtime:
         address, data home, auth mode, streams, syslog listeners and tails.
         """
         self._load_saved_queries()
+        self.supervisor.spawn("loglake-maintenance", self.maintenance.run, restart=True)
         declared = dict(self._load_saved())
         declared.update(self.config.streams)
         for name, stream in declared.items():
@@ -202,6 +215,7 @@ class Runtime:
         stream's counts of this run (a WARNING first for a stream whose delivery did not finish).
         """
         self.supervisor.stop()  # a worker that crashes from here on is not restarted
+        self.maintenance.stop()
         for source in reversed(self.sources):
             source.stop()
         report = {}
@@ -210,7 +224,8 @@ class Runtime:
             stats = stream.delivery.stats
             left = max(0, stream.log.next_offset - stats.position)
             if left:  # delivery did not finish in time (or never started): they are not lost
-                reason = stats.errors[-1] if stats.errors else "delivery did not finish in time"
+                errors = stream.delivery.errors
+                reason = errors[-1] if errors else "delivery did not finish in time"
                 log.warning(
                     "stream %s: %d records past the last commit at shutdown (%s); "
                     "the next start delivers them",
@@ -275,6 +290,13 @@ class Runtime:
             and self.catalog.done()
             and not self.dead_workers()
             and not self.source_problems()
+        )
+
+    def _ingest_behind(self) -> bool:
+        """Whether a stream's lake writer is far behind its log (compaction waits then)."""
+        return any(
+            s.log.durable_offset - s.delivery.consumer.stats.position > _COMPACT_MAX_LAG
+            for s in list(self.streams.values())
         )
 
     def source_problems(self) -> list[str]:
@@ -396,7 +418,7 @@ class Runtime:
             while stream.undelivered and time.monotonic() < deadline:
                 time.sleep(0.05)
             if stream.undelivered:
-                errors = stream.delivery.stats.errors
+                errors = stream.delivery.errors
                 why = f" (delivery: {errors[-1]})" if errors else ""
                 with self._lock:
                     self.streams[stream.name] = stream
@@ -529,7 +551,16 @@ class Runtime:
         )
         log = LocalLog(self.config.home / "streams" / name, limits)
         self._first_offsets[name] = log.next_offset
-        delivery = Delivery(self.config, name, stream, log, self.catalog)
+        delivery = Delivery(
+            self.config,
+            name,
+            stream,
+            log,
+            self.catalog,
+            self.tables,
+            self.maintenance,
+            self.supervisor,
+        )
         opened = Stream(name, stream, log, delivery)
         self.streams[name] = opened
         delivery.start()
