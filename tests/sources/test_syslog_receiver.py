@@ -27,6 +27,7 @@ from loglake.formats import get_format
 from loglake.formats.lines import line_batch
 from loglake.sources.syslog import SyslogReceiver, TcpFramer, clean_message, parse_address
 from loglake.stream.local import LocalLog, StreamLimits
+from waiting import wait_for
 
 LOGGER = shutil.which("logger")
 needs_logger = pytest.mark.skipif(LOGGER is None, reason="util-linux logger is not installed")
@@ -80,14 +81,6 @@ def parse(lines: list[bytes]) -> pl.DataFrame:
     result = get_format("syslog").parse(line_batch(b"\n".join(lines), 1, "test"))
     assert result.rejected.height == 0, result.rejected
     return result.parsed
-
-
-def wait_for(check: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.005)
 
 
 def logger(*args: str) -> None:
