@@ -13,7 +13,7 @@ import asyncio
 import zlib
 from collections.abc import Iterable, Iterator
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
 from loglake.errors import LoglakeError
 
@@ -53,6 +53,11 @@ class BodyTimeout(BodyError):
 
     status = 408
     code = "body_timeout"
+
+
+class BodyIncomplete(BodyError):
+    """The connection closed, or its bytes stopped being HTTP, before the body ended (400; the
+    client is gone, so the answer is rarely read)."""
 
 
 class BadEncoding(BodyError):
@@ -99,7 +104,7 @@ async def read_body(request: Request, limit: int, timeout: float, setting: str =
 
     Raises :class:`BodyTooLarge` (after dropping the rest, up to :data:`DRAIN_LIMIT`, within the
     same deadline; its message names ``setting``, the limit's config key, when there is one) or
-    :class:`BodyTimeout`.
+    :class:`BodyTimeout`, or :class:`BodyIncomplete` when the client is gone before the end.
     """
     chunks = []
     size = 0
@@ -116,6 +121,10 @@ async def read_body(request: Request, limit: int, timeout: float, setting: str =
                         break
                     continue  # dropped: read only so that the client gets the answer
                 chunks.append(chunk)
+    except ClientDisconnect:
+        raise BodyIncomplete(
+            "the connection closed before the request body ended; send the whole body"
+        ) from None
     except TimeoutError:
         if not too_large:
             raise BodyTimeout(
