@@ -33,7 +33,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, compile_path
 
 from loglake.analytics.alerts import json_value
-from loglake.errors import ConfigError, LoglakeError, QueryError, QueryRefusedError
+from loglake.errors import ConfigError, LoglakeError
 from loglake.server.errors import (
     EXCEPTION_HANDLERS,
     BadRequestError,
@@ -167,12 +167,7 @@ def create_app(config: Config) -> Any:
             return JSONResponse({"deleted": name})
         raw = await _body(request, limit, server.body_timeout_s, "server.max_body_bytes")
         body = _json_object(raw or b"null", "[queries.NAME] settings")
-        try:
-            created = await run_in_threadpool(runtime.create_query, name, body)
-        except QueryRefusedError as exc:
-            # The SQL is one of the query's settings: refused SQL is a bad request, like any other
-            # bad setting (400 invalid_query), not a forbidden one.
-            raise QueryError(str(exc)) from exc
+        created = await run_in_threadpool(runtime.create_query, name, body)
         found = running_queries(runtime).get(name)
         described = _describe_query(name, found[0], found[1]) if found else {"name": name}
         return JSONResponse(described, 201 if created else 200)
