@@ -10,6 +10,7 @@ from __future__ import annotations
 import random
 import time
 from typing import TYPE_CHECKING
+from urllib.parse import unquote, urlparse
 
 from loglake.errors import LakeError, NoSuchTableError
 
@@ -205,3 +206,12 @@ def ensure_table(
         except Exception as exc:
             raise LakeError(f"cannot add new columns to {name}: {exc}") from exc
     return catalog.load_table(name)
+
+
+def local_path(uri: str) -> str:
+    """A data file's location as a path DuckDB and pyarrow read (``file:`` URIs and plain paths);
+    other URIs (``s3://``) as they are."""
+    parsed = urlparse(uri)
+    if parsed.scheme in ("", "file"):
+        return unquote(parsed.path)
+    return uri

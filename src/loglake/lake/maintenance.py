@@ -104,10 +104,10 @@ def write_merged(
     import polars as pl
     import pyarrow.parquet as pq
 
+    from loglake.lake.catalog import local_path
     from loglake.lake.writer import TableWriter
-    from loglake.query.plan import _local_path
 
-    frames = [pl.DataFrame(pq.read_table(_local_path(f.file_path))) for f in files]
+    frames = [pl.DataFrame(pq.read_table(local_path(f.file_path))) for f in files]
     frame = pl.concat(frames, how="diagonal_relaxed")
     writer = TableWriter(_opener(catalog, table), name, 10**12, sort_by=time_column)
     try:

@@ -19,7 +19,8 @@ from dataclasses import asdict, dataclass
 from dataclasses import field as dataclass_field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import unquote, urlparse
+
+from loglake.lake.catalog import local_path
 
 if TYPE_CHECKING:
     from pyiceberg.table import Table
@@ -95,13 +96,6 @@ def _duckdb_type(iceberg_type: Any) -> str:
     return "VARCHAR"
 
 
-def _local_path(uri: str) -> str:
-    parsed = urlparse(uri)
-    if parsed.scheme in ("", "file"):
-        return unquote(parsed.path)
-    return uri
-
-
 def _time_field(table: Table, time_column: str | None) -> Any:
     schema = table.schema()
     if time_column and time_column in schema.column_names:
@@ -126,7 +120,7 @@ def _file_plan(data_file: Any, field: Any) -> FilePlan:
         lo = int(from_bytes(ftype, lb)) if lb is not None else None
         hi = int(from_bytes(ftype, ub)) if ub is not None else None
     return FilePlan(
-        _local_path(data_file.file_path),
+        local_path(data_file.file_path),
         data_file.record_count,
         data_file.file_size_in_bytes,
         lo,

@@ -30,7 +30,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 READ_RECORDS = 50_000  # records read (and handed to the consumer) at most at once
-READ_INTERVAL_S = 0.25  # records trickling in are read at most this often (each take has a fixed cost)
+READ_INTERVAL_S = (
+    0.25  # records trickling in are read at most this often (each take has a fixed cost)
+)
 IDLE_INTERVAL_S = 1.0  # how often an idle consumer is told so (time-driven work: closing windows)
 RETRY_FIRST_S = 1.0  # back-off after a failure, doubling up to RETRY_MAX_S
 RETRY_MAX_S = 30.0
