@@ -17,6 +17,7 @@ from pyiceberg.types import IntegerType
 
 from loglake.config import Config, load_config
 from loglake.lake.catalog import ensure_namespace, open_catalog
+from loglake.lake.tables import Tables
 from loglake.query.engine import Connection
 from loglake.query.plan import (
     FilePlan,
@@ -25,6 +26,7 @@ from loglake.query.plan import (
     current_locations,
     extend_plan,
     get_plan,
+    plan_hook,
     refresh_plans,
     save_plan,
     table_names,
@@ -365,3 +367,18 @@ def test_table_names_and_locations_come_from_the_sqlite_catalog(
 def test_no_catalog_file_means_no_tables(tmp_path: Path) -> None:
     config = load_config(home=tmp_path / "nothing", environ={})
     assert current_locations(config) == {}
+
+
+def test_the_post_commit_hook_keeps_the_cached_plan_current(config: Config, catalog: Any) -> None:
+    tables = Tables()
+    tables.on_commit(plan_hook(config))
+    table = catalog.create_table("logs.access", schema=SCHEMA)
+    table.append(rows(0, 10))
+    tables.committed("logs.access", table, None, [])  # a rewrite: the table is planned again
+    assert cached(config, "logs.access")["metadata_location"] == table.metadata_location
+    before = table.metadata_location
+    table.append(rows(10, 5))
+    tables.committed("logs.access", table, before, added_files(table))  # an append: extended
+    stored = get_plan(config, "logs.access", table.metadata_location)
+    assert by_path(stored) == by_path(build_plan("logs.access", table))
+    assert stored.rows == 15
