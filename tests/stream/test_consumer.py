@@ -137,8 +137,8 @@ def test_every_record_is_committed_once_across_failures(
     assert (runner.stats.failures, runner.stats.transient_failures) == (2, 1)
     assert consumer.resets == 2 and consumer.resumes == 3
     assert runner.stats.errors == [
-        "file failed: OSError: [Errno 28] No space left on device",
-        "file failed: ValueError: cannot cast",
+        "delivery failed in the file consumer: OSError: [Errno 28] No space left on device",
+        "delivery failed in the file consumer: ValueError: cannot cast",
     ]
     assert consumer.closed
 

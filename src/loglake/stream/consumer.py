@@ -176,7 +176,8 @@ class ConsumerRunner:
                 self.stats.transient_failures += transient
                 log.log(
                     logging.WARNING if transient else logging.ERROR,
-                    "stream %s: %s consumer failed (%s%s); retrying from its last commit in %.0f s",
+                    "stream %s: delivery failed in the %s consumer (%s%s); retrying from its last "
+                    "commit in %.0f s",
                     self.stream,
                     self.consumer.name,
                     reason,
@@ -192,7 +193,9 @@ class ConsumerRunner:
                         }
                     },
                 )
-                self.stats.errors.append(f"{self.consumer.name} failed: {reason}")
+                self.stats.errors.append(
+                    f"delivery failed in the {self.consumer.name} consumer: {reason}"
+                )
                 del self.stats.errors[:-10]
                 try:
                     self.consumer.reset()
