@@ -122,3 +122,27 @@ class Supervisor:
     def stop(self) -> None:
         """Shutdown: crashed workers are no longer restarted (their owners stop the rest)."""
         self._stopping.set()
+
+
+#: Starts ``target()`` in a new thread named ``name`` and returns the thread (to join it at stop).
+Spawn = Callable[[str, Callable[[], None]], threading.Thread]
+
+
+def plain_thread(name: str, target: Callable[[], None]) -> threading.Thread:
+    """A :data:`Spawn` without supervision (a daemon thread), for a component used on its own."""
+    thread = threading.Thread(target=target, name=name, daemon=True)
+    thread.start()
+    return thread
+
+
+def supervised(supervisor: Supervisor, restart: bool) -> Spawn:
+    """A :data:`Spawn` that runs each thread under ``supervisor``: a crash is logged, counted,
+    shown on /readyz and /metrics, and, with ``restart``, the function runs again after a back-off
+    (only for a function that rebuilds its state from what is durable)."""
+
+    def spawn(name: str, target: Callable[[], None]) -> threading.Thread:
+        thread = supervisor.spawn(name, target, restart=restart).thread
+        assert thread is not None  # set by spawn before it returns
+        return thread
+
+    return spawn

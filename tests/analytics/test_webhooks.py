@@ -374,6 +374,23 @@ def test_alive_until_closed_and_nothing_is_queued_after(scripted: _Receiver) -> 
     assert notifier.dropped == 1 and notifier.sent == 1
 
 
+def test_webhook_threads_run_under_the_supervisor(scripted: _Receiver) -> None:
+    from loglake.supervise import Supervisor, supervised
+
+    supervisor = Supervisor()
+    notifier = Notifier(retries=1, spawn=supervised(supervisor, restart=False))
+    notifier.send(f"{scripted.url}/a", NOTE)
+    notifier.send(f"{scripted.url}/b", NOTE)
+    wait_until(lambda: notifier.sent == 2)
+    workers = supervisor.workers()
+    # One thread per webhook, each watched (crashes counted, a dead one shown on /readyz).
+    assert len(workers) == 2 and all(w.name.startswith("loglake-notify-") for w in workers)
+    assert all(w.running for w in workers) and supervisor.dead() == []
+    notifier.close()
+    wait_until(lambda: all(w.finished for w in workers))
+    assert supervisor.dead() == []  # a normal stop is not a death
+
+
 # -- which answers are retried, and how long one may take -----------------------------------------
 
 

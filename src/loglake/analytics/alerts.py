@@ -26,6 +26,7 @@ import base64
 import collections
 import contextlib
 import http.client
+import itertools
 import json
 import logging
 import math
@@ -45,6 +46,7 @@ import polars as pl
 
 from loglake import __version__
 from loglake.config.queries import AlertSpec
+from loglake.supervise import Spawn, plain_thread
 
 log = logging.getLogger("loglake.alerts")
 
@@ -174,10 +176,12 @@ class Notifier:
         first_delay: float = RETRY_FIRST_S,
         timeout: float = TIMEOUT_S,
         queue_size: int = NOTIFY_QUEUE,
+        spawn: Spawn = plain_thread,
     ) -> None:
         """``retries`` attempts per notification, ``first_delay`` seconds before the second,
         doubling after each failure; ``timeout`` seconds per attempt; ``queue_size`` notifications
-        waiting per webhook at most."""
+        waiting per webhook at most. Webhook threads start through ``spawn`` (the server's
+        supervisor: a thread that dies is counted and shown on /readyz and /metrics)."""
         self.retries = max(1, retries)
         self.first_delay = first_delay
         self.timeout = timeout
@@ -186,6 +190,8 @@ class Notifier:
         self._workers: dict[str, _Worker] = {}
         self._counts: collections.Counter[str] = collections.Counter()
         self._closing = threading.Event()
+        self._spawn = spawn
+        self._started = itertools.count(1)  # thread names must be unique under a supervisor
 
     @property
     def sent(self) -> int:
@@ -266,15 +272,13 @@ class Notifier:
                 return None
             worker = self._workers.get(webhook)
             if worker is None:
-                worker = _Worker(queue.Queue(self.queue_size), threading.Thread())
-                worker.thread = threading.Thread(
-                    target=self._run,
-                    args=(webhook, worker.queue),
-                    name="loglake-notify",
-                    daemon=True,
+                notes: queue.Queue[dict[str, Any] | None] = queue.Queue(self.queue_size)
+                # Named by number: a webhook URL may carry a secret.
+                thread = self._spawn(
+                    f"loglake-notify-{id(self):x}-{next(self._started)}",
+                    lambda: self._run(webhook, notes),
                 )
-                self._workers[webhook] = worker
-                worker.thread.start()
+                worker = self._workers[webhook] = _Worker(notes, thread)
             return worker if worker.thread.is_alive() else None
 
     def _run(self, webhook: str, notes: queue.Queue[dict[str, Any] | None]) -> None:

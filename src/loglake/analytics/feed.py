@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import polars as pl
 
 from loglake.analytics.runner import QueryRunner
+from loglake.supervise import Spawn, plain_thread
 
 if TYPE_CHECKING:
     from pyiceberg.catalog import Catalog
@@ -43,12 +44,14 @@ class QueryFeed:
         source_table: str,
         catalog: Future[Catalog],
         tables: Tables,
+        spawn: Spawn = plain_thread,
     ) -> None:
         self.config = config
         self.stream = stream
         self.source_table = source_table
         self._catalog = catalog
         self._tables = tables
+        self._spawn = spawn  # for the alert notifier's threads
         self._thread = ThreadPoolExecutor(
             max_workers=1, thread_name_prefix=f"loglake-queries-{stream}"
         )
@@ -82,7 +85,9 @@ class QueryFeed:
             self._thread.submit(self.runner.remove, name).result()
 
     def _new_runner(self, config: Config) -> QueryRunner:
-        return QueryRunner(config, self.stream, self.source_table, self._catalog, self._tables)
+        return QueryRunner(
+            config, self.stream, self.source_table, self._catalog, self._tables, self._spawn
+        )
 
     # -- DeliveryHooks ---------------------------------------------------------------------------
 

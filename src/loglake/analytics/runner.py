@@ -30,6 +30,7 @@ from loglake.analytics.alerts import Alert, Notifier
 from loglake.analytics.engine import ContinuousQuery, ContinuousQueryError, QuerySpec
 from loglake.errors import LoglakeError
 from loglake.sqltext import ident, literal
+from loglake.supervise import Spawn, plain_thread
 
 if TYPE_CHECKING:
     from concurrent.futures import Future
@@ -106,12 +107,14 @@ class QueryRunner:
         source_table: str,
         catalog: Future[Catalog],
         tables: Tables,
+        spawn: Spawn = plain_thread,
     ) -> None:
         self.config = config
         self.stream = stream
         self.source_table = source_table
         self._catalog = catalog
         self._tables = tables  # one commit lock per table, and the post-commit hooks
+        self._spawn = spawn  # starts the alert notifier's threads (under the server's supervisor)
         self._local = threading.local()  # a loglake Connection per thread, opened on first use
         self._connections: list[Any] = []
         self._pool: ThreadPoolExecutor | None = None
@@ -301,7 +304,7 @@ class QueryRunner:
         for webhook, note in notes:
             with self._notifier_lock:
                 if self._notifier is None:
-                    self._notifier = Notifier()
+                    self._notifier = Notifier(spawn=self._spawn)
             self._notifier.send(webhook, note)
 
     def _maintain(self, q: RunningQuery) -> None:
@@ -418,7 +421,9 @@ class QueryRunner:
                 raise ContinuousQueryError(
                     f"continuous query {spec.name} failed on a window: {exc}"
                 ) from exc
-            return pl.DataFrame(pl.from_arrow(result.arrow()))
+            table = result.arrow()
+            _check_result_types(spec.name, table.schema)
+            return pl.DataFrame(pl.from_arrow(table))
 
         return execute
 
@@ -432,6 +437,27 @@ class QueryRunner:
             self._pool.shutdown(wait=True)
         for lake in self._connections:
             lake.close()
+
+
+def _check_result_types(query: str, schema: Any) -> None:
+    """Refuse (as a failed window: counted, logged, the stream goes on) result columns that the
+    results table cannot store, naming the column and the cast to use instead."""
+    import pyarrow as pa
+
+    for column in schema:
+        kind = column.type
+        fix = ""
+        if pa.types.is_interval(kind) or pa.types.is_duration(kind):
+            fix = f"epoch({column.name}) for seconds, or {column.name}::VARCHAR"
+        elif pa.types.is_time(kind):
+            fix = f"{column.name}::VARCHAR, or a TIMESTAMP"
+        elif pa.types.is_null(kind):
+            fix = f"a typed NULL such as CAST(NULL AS VARCHAR) AS {column.name}"
+        if fix:
+            raise ContinuousQueryError(
+                f"continuous query {query}: result column {column.name!r} is {kind}, which a "
+                f"results table cannot store; select {fix} instead"
+            )
 
 
 _WINDOW_COLUMNS = ("window_start", "window_end", "revision", "retracted", "window_key")

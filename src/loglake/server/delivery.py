@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from loglake.analytics.feed import QueryFeed
 from loglake.lake.consumer import DeliveryStats, LakeConsumer
 from loglake.stream.consumer import ConsumerGroup, ConsumerRunner
+from loglake.supervise import plain_thread, supervised
 
 if TYPE_CHECKING:
     import threading
@@ -54,7 +55,9 @@ class Delivery:
             maintenance=maintenance,
             on_progress=self.group.progress,
         )
-        self.queries = QueryFeed(config, name, self.lake.table, catalog, tables)
+        # A notifier thread that dies is not restarted (its queue went with it): shown as dead.
+        spawn = supervised(supervisor, restart=False) if supervisor is not None else plain_thread
+        self.queries = QueryFeed(config, name, self.lake.table, catalog, tables, spawn)
         self.lake.hooks = self.queries
         self.consumer: ConsumerRunner = self.group.add(self.lake)
         self._supervisor = supervisor

@@ -24,6 +24,11 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from loglake.errors import LoglakeError
 
+# Sources start their threads through a Spawn (supervised by the server, plain on their own).
+from loglake.supervise import Spawn as Spawn
+from loglake.supervise import plain_thread as plain_thread
+from loglake.supervise import supervised as supervised
+
 if TYPE_CHECKING:
     from pathlib import Path
 
@@ -187,30 +192,6 @@ class SourceContext:
     # The server's SigV4 check (authentication belongs to server/): the region a request was signed
     # for, or AuthRefused. None: requests are taken unsigned (no credentials configured).
     verify_aws: Callable[[SignedRequest], str] | None = None
-
-
-#: Starts ``target()`` in a new thread named ``name`` and returns the thread (to join it at stop).
-Spawn = Callable[[str, Callable[[], None]], threading.Thread]
-
-
-def plain_thread(name: str, target: Callable[[], None]) -> threading.Thread:
-    """A :data:`Spawn` without supervision (a daemon thread), for a source used on its own."""
-    thread = threading.Thread(target=target, name=name, daemon=True)
-    thread.start()
-    return thread
-
-
-def supervised(supervisor: Supervisor, restart: bool) -> Spawn:
-    """A :data:`Spawn` that runs each thread under ``supervisor``: a crash is logged, counted,
-    shown on /readyz and /metrics, and, with ``restart``, the function runs again after a back-off
-    (only for a function that rebuilds its state from what is durable)."""
-
-    def spawn(name: str, target: Callable[[], None]) -> threading.Thread:
-        thread = supervisor.spawn(name, target, restart=restart).thread
-        assert thread is not None  # set by spawn before it returns
-        return thread
-
-    return spawn
 
 
 Handler = Callable[["Request"], Awaitable["Response"]]
