@@ -14,9 +14,11 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from loglake.errors import QueryError
 
 
 def free_port() -> int:
@@ -49,6 +51,7 @@ class Server:
     port: int
     proc: subprocess.Popen[bytes] | None = None
     host: str | None = None  # --host; the tests still connect through 127.0.0.1
+    _lake: Any = field(default=None, repr=False)  # the Connection of query(), opened on first use
 
     @property
     def url(self) -> str:
@@ -92,32 +95,44 @@ class Server:
         self.proc.send_signal(sig)
         code = self.proc.wait(60)
         self.proc = None
+        if self._lake is not None:
+            self._lake.close()
+            self._lake = None
         return code
 
     def query(self, sql: str) -> list[dict[str, Any]]:
-        out = subprocess.run(
-            [sys.executable, "-m", "loglake.cli", "query", "--format", "json", sql],
-            env=self.env(),
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=True,
-        ).stdout
-        return [json.loads(x) for x in out.splitlines()]
+        """The rows of ``sql`` over the server's lake, as ``loglake query --format json`` prints
+        them. Run from this process, in a sandbox worker kept between calls: tests poll the lake
+        often, and a CLI process per query cost a second of CPU each, taken from the server under
+        test. Raises QueryError (also for a table not created yet: not in scope)."""
+        from loglake.cli import _json_default
+        from loglake.config import load_config
+        from loglake.query.engine import Connection
 
-    def wait_rows(self, sql: str, want: int, timeout: float = 30) -> None:
+        if self._lake is None:
+            self._lake = Connection(load_config(home=self.home, environ={}))
+        names, rows = self._lake.rows(sql)
+        return [
+            json.loads(json.dumps(dict(zip(names, row, strict=True)), default=_json_default))
+            for row in rows
+        ]
+
+    def wait_rows(self, sql: str, want: int, timeout: float = 120) -> None:
         """Poll ``sql`` (a count named n) until it reaches ``want``; more than that is a failure."""
         start = time.monotonic()
+        failed = ""
         while True:
             try:
                 n = self.query(sql)[0]["n"]
-            except subprocess.CalledProcessError:
-                n = -1  # the table does not exist yet
+            except QueryError as exc:
+                n, failed = -1, f" (the query failed: {exc})"  # the table may not exist yet
             if n == want:
                 return
             assert n <= want, f"{n} rows > {want}: duplicates"
-            assert time.monotonic() - start < timeout, f"{n} rows after {timeout} s, want {want}"
-            time.sleep(0.2)
+            assert time.monotonic() - start < timeout, (
+                f"{n} rows after {timeout} s, want {want}{failed}"
+            )
+            time.sleep(0.1)
 
     def next_offset(self, stream: str) -> int:
         """How many records the stream's log holds (native API)."""

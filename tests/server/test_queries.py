@@ -6,7 +6,6 @@ import http.server
 import json
 import signal
 import threading
-import time
 import urllib.request
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -16,6 +15,7 @@ import pytest
 from serving import Server, request
 
 from loglake.config.ready import READY_QUERIES
+from waiting import wait_for
 
 CONFIG = """
 [streams.web]
@@ -77,13 +77,6 @@ def results(srv: Server) -> list[dict]:
     return body["rows"]
 
 
-def wait_for(check, timeout: float = 60) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.3)
-
-
 @pytest.mark.slow
 def test_windows_in_the_lake_equal_batch_sql_and_survive_sigkill(tmp_path: Path) -> None:
     srv = Server.started(tmp_path / "lake", CONFIG)
@@ -97,7 +90,7 @@ def test_windows_in_the_lake_equal_batch_sql_and_survive_sigkill(tmp_path: Path)
         post(srv, batch1[10:] + batch1[:10])
         post(srv, [line(T0 + timedelta(seconds=125), 500, 7, n)])
         n += 1
-        wait_for(lambda: len(results(srv)) >= 4)
+        wait_for(lambda: len(results(srv)) >= 4, "both minutes' windows")
         assert {r["window_start"] for r in results(srv)} == {
             "2024-03-01T10:00:00",
             "2024-03-01T10:01:00",
@@ -105,11 +98,14 @@ def test_windows_in_the_lake_equal_batch_sql_and_survive_sigkill(tmp_path: Path)
         # 10:01:50 arrives late, within the allowed 30 s after its window closed: a correction.
         post(srv, [line(T0 + timedelta(seconds=110), 500, 1000, n)])
         n += 1
-        wait_for(lambda: any(r["revision"] == 1 for r in results(srv)))
+        wait_for(lambda: any(r["revision"] == 1 for r in results(srv)), "the correction")
         # 10:00:30 arrives after 10:00 is final (10:01 + 30 s < watermark): counted, not used.
         post(srv, [line(T0 + timedelta(seconds=30), 500, 5, n)])
         n += 1
-        wait_for(lambda: request("GET", f"{srv.url}/v1/queries")[1]["queries"][0]["too_late"] == 1)
+        wait_for(
+            lambda: request("GET", f"{srv.url}/v1/queries")[1]["queries"][0]["too_late"] == 1,
+            "the too-late record counted",
+        )
         listing = request("GET", f"{srv.url}/v1/queries")[1]["queries"]
         assert listing[0]["name"] == "status_per_minute"
         assert (listing[0]["windows"], listing[0]["corrections"]) == (2, 1)
@@ -125,7 +121,7 @@ def test_windows_in_the_lake_equal_batch_sql_and_survive_sigkill(tmp_path: Path)
             lambda: any(
                 r["m"] == "2024-03-01T10:02:00" for r in [{"m": x[0]} for x in final_results(srv)]
             ),
-            90,
+            "the 10:02 window after the restart",
         )
         dup = srv.query(
             "SELECT window_start, status, revision, count(*) AS c "
@@ -187,8 +183,9 @@ severity = "critical"
             n += 10
             post(srv, lines)
         post(srv, [line(T0 + timedelta(minutes=6), 200, 1, n)])  # closes 10:00 ... 10:05
-        wait_for(lambda: len(_Hook.received) >= 2, 60)
-        time.sleep(1)
+        # Notifications of one webhook go out in window order: once the resolution (10:03) has
+        # arrived, a repeated firing at 10:02 would have arrived before it.
+        wait_for(lambda: any(r["state"] == "resolved" for r in _Hook.received), "the resolution")
         states = [(r["state"], r["window_start"]) for r in _Hook.received]
         assert states == [("firing", "2024-03-01T10:01:00"), ("resolved", "2024-03-01T10:03:00")]
         firing = _Hook.received[0]
@@ -208,11 +205,17 @@ severity = "critical"
         log_text = (home / "server.log").read_text()
         assert '"msg": "alert errors_high firing' in log_text
         opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-        metrics = opener.open(f"{srv.url}/metrics", timeout=10).read().decode()
         # prometheus-client sorts labels and prints values as floats.
         sent = 'loglake_alert_webhook_notifications_total{outcome="sent",stream="web"} 2.0\n'
         failed = 'loglake_alert_webhook_notifications_total{outcome="failed",stream="web"} 0.0\n'
-        assert sent in metrics and failed in metrics
+        # Counted once the webhook has answered, which may be a moment after it received it.
+        wait_for(
+            lambda: (
+                sent in (text := opener.open(f"{srv.url}/metrics", timeout=10).read().decode())
+                and failed in text
+            ),
+            "both notifications counted as sent",
+        )
     finally:
         srv.stop(signal.SIGKILL)
         hook.shutdown()
@@ -237,7 +240,7 @@ def test_ready_made_queries_equal_batch_sql(tmp_path: Path, shared_data: Path) -
         post(srv, [line(T0 + timedelta(minutes=2, seconds=20), 200, 1, 0)])  # closes 10:01
         names = sorted(q["name"] for q in request("GET", f"{srv.url}/v1/queries")[1]["queries"])
         assert names == sorted(f"web_{n}" for n in READY_QUERIES)
-        wait_for(lambda: all(len(results_of(srv, n)) > 0 for n in names), 60)
+        wait_for(lambda: all(len(results_of(srv, n)) > 0 for n in names), "every query's window")
         lo, hi = "2024-03-01 10:00:00", "2024-03-01 10:01:00"
         for name, (sql, _) in READY_QUERIES.items():
             want = srv.query(
@@ -321,7 +324,9 @@ def test_queries_created_through_the_api_run_and_persist(tmp_path: Path) -> None
         assert status == 400 and "sql is missing" in reply["error"]["message"]
         post(srv, [line(T0 + timedelta(seconds=s), 200, 10, s) for s in range(0, 60, 5)])
         post(srv, [line(T0 + timedelta(seconds=61), 200, 1, 99)])
-        wait_for(lambda: len(results_of(srv, "bytes_per_minute")) == 1)
+        wait_for(
+            lambda: len(results_of(srv, "bytes_per_minute")) == 1, "the created query's window"
+        )
         assert results_of(srv, "bytes_per_minute")[0]["bytes"] == 120
         srv.stop()
         srv.start()  # created queries come back after a restart
@@ -348,19 +353,25 @@ def test_latest_window_results_as_prometheus_gauges(tmp_path: Path) -> None:
             srv, [line(T0 + timedelta(seconds=s), 200 if s % 10 else 404, 3, s) for s in range(60)]
         )
         post(srv, [line(T0 + timedelta(seconds=65), 200, 1, 99)])
-        wait_for(lambda: len(results_of(srv, "status_per_minute")) == 2)
-        text = opener.open(f"{srv.url}/metrics", timeout=10).read().decode()
-        samples = {
-            ln.rsplit(" ", 1)[0]: float(ln.rsplit(" ", 1)[1])
-            for ln in text.splitlines()
-            if ln.startswith("loglake_query_result{")
-        }
-        assert samples == {
+        want = {
             'loglake_query_result{column="hits",query="status_per_minute",status="200"}': 54,
             'loglake_query_result{column="bytes",query="status_per_minute",status="200"}': 162,
             'loglake_query_result{column="hits",query="status_per_minute",status="404"}': 6,
             'loglake_query_result{column="bytes",query="status_per_minute",status="404"}': 18,
         }
+
+        def samples() -> dict[str, float]:
+            text = opener.open(f"{srv.url}/metrics", timeout=10).read().decode()
+            return {
+                ln.rsplit(" ", 1)[0]: float(ln.rsplit(" ", 1)[1])
+                for ln in text.splitlines()
+                if ln.startswith("loglake_query_result{")
+            }
+
+        wait_for(lambda: len(results_of(srv, "status_per_minute")) == 2, "the window's results")
+        # The gauges are set right after the results are published: wait for them too.
+        wait_for(lambda: samples() != {}, "the result gauges")
+        assert samples() == want
     finally:
         srv.stop(signal.SIGKILL)
 
@@ -390,9 +401,10 @@ lateness = "2s"
         )
         post(srv, [line(T0 + timedelta(seconds=125), 200, 1, 99)])  # closes 10:00 and 10:01
         wait_for(
-            lambda: len({r["window_start"] for r in results_of(srv, "status_per_minute")}) == 2
+            lambda: len({r["window_start"] for r in results_of(srv, "status_per_minute")}) == 2,
+            "both windows of status_per_minute",
         )
-        wait_for(lambda: len(results_of(srv, "fragile")) == 1)
+        wait_for(lambda: len(results_of(srv, "fragile")) == 1, "the window of fragile")
         listing = {q["name"]: q for q in request("GET", f"{srv.url}/v1/queries")[1]["queries"]}
         fragile = listing["fragile"]
         assert (fragile["windows"], fragile["failed_windows"]) == (2, 1)
