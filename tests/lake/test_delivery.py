@@ -7,7 +7,6 @@ and the records behind it land: one record can never stall a stream.
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -24,16 +23,7 @@ from loglake.lake.tables import Tables
 from loglake.query.engine import Connection
 from loglake.server.delivery import Delivery
 from loglake.stream.local import LocalLog
-
-DEADLINE_S = 120.0
-
-
-def wait_for(condition: Callable[[], bool], what: str, timeout: float = DEADLINE_S) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
+from waiting import wait_for
 
 
 @pytest.fixture()
