@@ -451,8 +451,6 @@ def _check_result_types(query: str, schema: Any) -> None:
             fix = f"epoch({column.name}) for seconds, or {column.name}::VARCHAR"
         elif pa.types.is_time(kind):
             fix = f"{column.name}::VARCHAR, or a TIMESTAMP"
-        elif pa.types.is_null(kind):
-            fix = f"a typed NULL such as CAST(NULL AS VARCHAR) AS {column.name}"
         if fix:
             raise ContinuousQueryError(
                 f"continuous query {query}: result column {column.name!r} is {kind}, which a "
