@@ -43,7 +43,11 @@ def _lower(headers: Any) -> dict[str, str]:
     return {k.lower(): v for k, v in headers.items()}
 
 
-@dataclass
+#: Servers started and not stopped yet: tests/server/conftest.py kills those a test leaves behind.
+RUNNING: list[Server] = []
+
+
+@dataclass(eq=False)  # compared by identity (RUNNING)
 class Server:
     """``loglake serve`` as a subprocess with LOGLAKE_HOME = ``home``; ``start`` waits for /readyz."""
 
@@ -79,22 +83,37 @@ class Server:
             stdout=subprocess.DEVNULL,
             stderr=open(self.home / "server.log", "ab"),  # noqa: SIM115
         )
+        RUNNING.append(self)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            assert self.proc.poll() is None, (self.home / "server.log").read_text()
+            if self.proc.poll() is not None:
+                self.proc = None
+                raise AssertionError((self.home / "server.log").read_text())
             try:
                 if request("GET", f"{self.url}/readyz")[0] == 200:
                     return
             except OSError:
                 pass
             time.sleep(0.1)
-        raise AssertionError("server did not become ready")
+        self.kill()
+        raise AssertionError(
+            "server did not become ready:\n" + (self.home / "server.log").read_text()[-5000:]
+        )
+
+    def kill(self) -> None:
+        """SIGKILL the server if it still runs (the safety net of tests/server/conftest.py)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(60)
+        self.proc = None
 
     def stop(self, sig: int = signal.SIGTERM) -> int:
         assert self.proc is not None
         self.proc.send_signal(sig)
         code = self.proc.wait(60)
         self.proc = None
+        if self in RUNNING:
+            RUNNING.remove(self)
         if self._lake is not None:
             self._lake.close()
             self._lake = None

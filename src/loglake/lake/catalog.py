@@ -12,7 +12,7 @@ import time
 from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlparse
 
-from loglake.errors import LakeError, NoSuchTableError
+from loglake.errors import LakeError, NoSuchTableError, is_transient
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -189,21 +189,21 @@ def ensure_table(
     ensure_namespace(catalog, name.split(".")[0])
     _create_table(catalog, name, schema, partition, time_column)
     for attempt in range(_ATTEMPTS):
-        table = catalog.load_table(name)
-        existing = set(table.schema().column_names)
-        if all(field.name in existing for field in schema):
-            return table
         try:
+            table = catalog.load_table(name)
+            existing = set(table.schema().column_names)
+            if all(field.name in existing for field in schema):
+                return table
             with table.update_schema() as update:
                 update.union_by_name(schema)
-        except CommitFailedException as exc:
-            # Another writer changed the table since it was loaded: reload, and add only the
-            # columns it did not add itself.
-            if attempt + 1 < _ATTEMPTS:
+        except Exception as exc:
+            # Another writer changed the table since it was loaded (reload, and add only the
+            # columns it did not add itself), or held the catalog past SQLite's busy timeout.
+            if (isinstance(exc, CommitFailedException) or is_transient(exc)) and (
+                attempt + 1 < _ATTEMPTS
+            ):
                 _backoff(attempt)
                 continue
-            raise LakeError(f"cannot add new columns to {name}: {exc}") from exc
-        except Exception as exc:
             raise LakeError(f"cannot add new columns to {name}: {exc}") from exc
     return catalog.load_table(name)
 
