@@ -268,7 +268,7 @@ class Runtime:
         return StreamInfo(stream, created, opened.log.start_offset, opened.log.next_offset)
 
     def names(self) -> list[str]:
-        return sorted(self.streams)
+        return sorted(self.streams.copy())  # a copy is atomic; iterating races a stream's creation
 
     def ingested(self, stream: str) -> SourceCounters:
         """What every source did for ``stream`` since start, summed."""

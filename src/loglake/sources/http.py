@@ -106,7 +106,11 @@ class HttpSource:
         if streams is None:
             raise RuntimeError("the http source serves requests only after start()")
         name = request.path_params["stream"]
-        streams.info(name)  # an unknown stream is a 404 before the body is read
+        if name not in streams.names():
+            # An unknown stream is a 404 (info() says which exist) before the body is read. Not
+            # info() on every request: it takes the log's lock, which appends hold during fsync,
+            # and this runs in the event loop.
+            streams.info(name)
         body = await read_decoded(request, self._limit, self._timeout, "server.max_body_bytes")
         kind = request.headers.get("content-type", "text/plain").split(";")[0].strip().lower()
         records: list[bytes] = []
