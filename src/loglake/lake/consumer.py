@@ -203,12 +203,11 @@ class LakeConsumer:
     def resume(self) -> int:
         """The lowest offset a table of ours (or a hook) has not committed yet."""
         catalog = self._catalog.result()
-        data = None
-        if catalog.table_exists(self.table):
-            data = committed_offset(catalog.load_table(self.table), self.stream_name)
-        rejected = None
-        if catalog.table_exists(REJECTED_TABLE):
-            rejected = committed_offset(catalog.load_table(REJECTED_TABLE), self.stream_name)
+        # One load per table (table_exists() would load it a first time just to answer).
+        table = load_existing(catalog, self.table)
+        data = committed_offset(table, self.stream_name) if table is not None else None
+        rejects = load_existing(catalog, REJECTED_TABLE)
+        rejected = committed_offset(rejects, self.stream_name) if rejects is not None else None
         # Rejected records are committed before the data rows of the same records, so whatever
         # the data table covers, logs.rejected covers too (a stream that never rejected a record
         # has no offset there, and must not be taken as needing its whole log again).
