@@ -132,36 +132,12 @@ def ingest(
         sys.exit(1)
 
 
-def _json_default(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, bytes):
-        return value.decode("utf-8", errors="backslashreplace")
-    return str(value)
-
-
 def _write_rows(out: IO[str], fmt: str, names: list[str], rows: Iterator[tuple[Any, ...]]) -> int:
     count = 0
-    if fmt == "csv":
-        import csv
+    if fmt in ("csv", "json"):
+        from loglake.query.output import write_rows
 
-        writer = csv.writer(out)
-        writer.writerow(names)
-        for row in rows:
-            writer.writerow(
-                [
-                    "" if v is None else _json_default(v) if isinstance(v, (datetime, bytes)) else v
-                    for v in row
-                ]
-            )
-            count += 1
-    elif fmt == "json":
-        import json
-
-        for row in rows:
-            out.write(json.dumps(dict(zip(names, row, strict=True)), default=_json_default))
-            out.write("\n")
-            count += 1
+        count = write_rows(out, fmt, names, rows)
     else:
         from rich.console import Console
         from rich.table import Table

@@ -100,6 +100,15 @@ class StreamBusyError(LoglakeError):
     code = "stream_busy"
 
 
+class ConsoleBusyError(LoglakeError):
+    """Every console query worker stayed busy past ``console.queue_timeout_s`` (HTTP 503)."""
+
+    status = 503
+    code = "busy"
+    transient = True
+    retry_after = 2.0
+
+
 def is_transient(exc: BaseException) -> bool:
     """Whether ``exc`` (or an error it was raised from) may pass on a retry: a transient
     :class:`LoglakeError`, disk, network, a locked or concurrently changed catalog. Anything else is

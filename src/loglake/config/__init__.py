@@ -246,6 +246,37 @@ class ServerConfig:
 
 
 @dataclass(frozen=True)
+class ConsoleConfig:
+    """The web console of ``loglake serve`` (``/console``).
+
+    ``enabled``: serve the console's pages and APIs. ``query_workers``: sandboxed DuckDB processes
+    that answer the console's SQL, one query at a time each (more let more people query at once, at
+    ``query.memory_limit`` each). ``max_rows``: rows of one result shown in the page (a notebook
+    paragraph, a SQL answer); the page says when a result was cut, and downloads are not cut.
+    ``queue_timeout_s``: how long a console query waits for a free worker before the answer is 503
+    with Retry-After.
+    """
+
+    enabled: bool = True
+    query_workers: int = 2
+    max_rows: int = 100_000
+    queue_timeout_s: float = 10.0
+
+    def __post_init__(self) -> None:
+        for key in ("query_workers", "max_rows"):
+            if getattr(self, key) < 1:
+                raise SettingError("console", key, f" = {getattr(self, key)!r}; use 1 or more")
+        if self.query_workers > 32:
+            raise SettingError(
+                "console", "query_workers", f" = {self.query_workers!r}; use 32 or fewer"
+            )
+        if self.queue_timeout_s <= 0:
+            raise SettingError(
+                "console", "queue_timeout_s", f" must be positive, got {self.queue_timeout_s!r}"
+            )
+
+
+@dataclass(frozen=True)
 class AuthConfig:
     """API keys. Empty: no authentication, and the server binds to loopback only.
 
@@ -286,6 +317,7 @@ class Config:
     syslog: SyslogConfig = field(default_factory=SyslogConfig)
     tail: Mapping[str, TailConfig] = field(default_factory=dict)
     auth: AuthConfig = field(default_factory=AuthConfig)
+    console: ConsoleConfig = field(default_factory=ConsoleConfig)
     queries: Mapping[str, ContinuousQueryConfig] = field(default_factory=dict)
     alerts: Mapping[str, AlertConfig] = field(default_factory=dict)
 
@@ -365,6 +397,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "server": ServerConfig,
     "syslog": SyslogConfig,
     "auth": AuthConfig,
+    "console": ConsoleConfig,
 }
 _NAMED = ("tables", "streams", "tail", "queries", "alerts")
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +21,7 @@ import duckdb
 
 from loglake.config import parse_size
 from loglake.errors import NoSuchTableError, QueryError, QueryRefusedError
+from loglake.query.output import table_rows
 from loglake.query.plan import TablePlan, current_locations, get_plan, table_names
 from loglake.query.policy import Checked, check_read_only
 from loglake.query.worker import (
@@ -191,20 +192,24 @@ class Connection:
         statements.append(f"CREATE OR REPLACE VIEW {qualified(plan.name)} AS {source}")
         return statements
 
-    def _run(self, setup: list[str], sql: str) -> tuple[pa.Table, str | None]:
+    def _run(
+        self, setup: list[str], sql: str, limits: Limits | None = None
+    ) -> tuple[pa.Table, str | None]:
+        limits = limits or self.limits
         try:
             if self._worker is not None:
-                return self._worker.run(setup, sql, self.limits)
+                return self._worker.run(setup, sql, limits)
             assert self._local is not None
-            return run_sandboxed(self._local, setup, sql, self.limits)
+            return run_sandboxed(self._local, setup, sql, limits)
         except QueryError as exc:
             if "Catalog Error" in str(exc) and "does not exist" in str(exc):
                 raise QueryError(str(exc) + _table_hint(self.config)) from exc
             raise
 
-    def sql(self, sql: str, dialect: str | None = None) -> Result:
-        """Run one read-only statement and return its rows (at most ``query.max_rows`` rows and
-        ``query.max_result_bytes`` bytes; ``truncated`` says when a limit cut them).
+    def sql(self, sql: str, dialect: str | None = None, *, max_rows: int | None = None) -> Result:
+        """Run one read-only statement and return its rows (at most ``query.max_rows`` rows, or
+        ``max_rows`` when that is fewer, and ``query.max_result_bytes`` bytes; ``truncated`` says
+        when a limit cut them).
 
         ``dialect`` (e.g. ``athena``, ``trino``) transpiles the SQL to DuckDB's first. Raises
         QueryRefusedError for anything but a read of lake tables, QueryError for errors in the SQL,
@@ -217,7 +222,10 @@ class Connection:
             setup = self._views(checked, locations, known)
         except duckdb.Error as exc:
             raise QueryError(first_line(exc)) from exc
-        table, cut = self._run(setup, checked.text)
+        limits = self.limits
+        if max_rows is not None and max_rows < limits.max_rows:
+            limits = replace(limits, max_rows=max_rows)
+        table, cut = self._run(setup, checked.text, limits)
         return Result(table, cut is not None, cut)
 
     def window(
@@ -255,12 +263,7 @@ class Connection:
         self.last_result = result
         table = result.table
 
-        def it() -> Iterator[tuple[Any, ...]]:
-            for batch in table.to_batches():
-                columns = [_python_values(c) for c in batch.columns]
-                yield from zip(*columns, strict=True)
-
-        return list(table.column_names), it()
+        return list(table.column_names), table_rows(table)
 
 
 def _paths(files: list[Any]) -> str:
@@ -295,17 +298,6 @@ def _schema_map(plan: TablePlan) -> str:
         for field_id, name, dtype in zip(plan.field_ids, _names(plan), _types(plan), strict=True)
     )
     return f"MAP {{{entries}}}"
-
-
-def _python_values(column: pa.Array) -> list[Any]:
-    """A column's values as Python objects, as DuckDB's own fetch gives them: an integer sum
-    (HUGEINT, Arrow decimal with scale 0) is an int, not a Decimal."""
-    import pyarrow as pa
-
-    values = column.to_pylist()
-    if pa.types.is_decimal(column.type) and column.type.scale == 0:
-        return [None if v is None else int(v) for v in values]
-    return values
 
 
 def transpile(sql: str, dialect: str | None) -> str:

@@ -29,11 +29,13 @@ from typing import TYPE_CHECKING, Any
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route, compile_path
 
 from loglake.analytics.alerts import json_value
 from loglake.errors import ConfigError, LoglakeError
+from loglake.server.console.web import KEY_COOKIE
+from loglake.server.console.web import routes as console_routes
 from loglake.server.errors import (
     EXCEPTION_HANDLERS,
     BadRequestError,
@@ -85,10 +87,15 @@ def create_app(config: Config) -> Any:
         # GIL back; 0.5 ms keeps acknowledgements prompt at a small cost in thread switches.
         sys.setswitchinterval(SWITCH_INTERVAL_S)
         await run_in_threadpool(runtime.start)
+        if config.console.enabled:
+            # On stdout, apart from the JSON events on stderr: the one line a person looks for.
+            host = f"[{server.host}]" if ":" in server.host else server.host
+            print(f"loglake console: http://{host}:{server.port}/console", flush=True)
         try:
             yield
         finally:
             await run_in_threadpool(runtime.stop)
+            await run_in_threadpool(console_pool.close)
 
     async def metrics(request: Request) -> Response:
         return Response(render_metrics(registry), media_type=CONTENT_TYPE)
@@ -202,6 +209,7 @@ def create_app(config: Config) -> Any:
         return JSONResponse({"query": name, "rows": json_value(rows)})
 
     source_routes, hot = mount_sources(runtime.sources)
+    console, console_pool = console_routes(config, runtime)
     routes = Starlette(
         routes=[
             Route("/healthz", healthz),
@@ -214,6 +222,7 @@ def create_app(config: Config) -> Any:
             Route("/v1/queries/{query}/results", query_results),
             Route("/v1/queries/{query}/events", query_events),
             Route("/v1/alerts", list_alerts),
+            *console,  # the web console's pages and APIs (server/console/)
             *source_routes,  # after the server's own: a source cannot shadow them
         ],
         exception_handlers=EXCEPTION_HANDLERS,
@@ -417,15 +426,41 @@ class BearerAuth:
         else:
             given = headers.get(b"authorization", b"")
             token = given[7:].strip() if given[:7].lower() == b"bearer " else b""
+            token = token or _cookie_key(headers.get(b"cookie", b""))
             if token and any(hmac.compare_digest(token, k) for k in self.keys):
+                await self.app(scope, receive, send)
+                return
+            if scope["path"] == "/console/login":  # the sign-in page: it holds no data
                 await self.app(scope, receive, send)
                 return
             message = (
                 "missing or wrong API key: send Authorization: Bearer <key> with a key from "
                 "[auth] api_keys"
             )
+            if scope["method"] == "GET" and _is_page(scope["path"]):
+                # A person opening the console: to the sign-in page rather than a JSON error.
+                sign_in = RedirectResponse("/console/login", 303)
+                await sign_in(scope, receive, send)
+                return
         reply = error_response(None, UnauthorizedError(message))
         await reply(scope, receive, send)
+
+
+def _cookie_key(header: bytes) -> bytes:
+    """The API key the console's sign-in stored in the Cookie header (hex; b"" when absent)."""
+    for part in header.split(b";"):
+        name, _, value = part.strip().partition(b"=")
+        if name == KEY_COOKIE.encode():
+            try:
+                return bytes.fromhex(value.strip().decode("ascii"))
+            except (ValueError, UnicodeDecodeError):
+                return b""
+    return b""
+
+
+def _is_page(path: str) -> bool:
+    """Whether ``path`` is one of the console's pages (not its code or APIs)."""
+    return path == "/console" or (path.startswith("/console/") and path.count("/") == 2)
 
 
 def is_loopback(host: str) -> bool:

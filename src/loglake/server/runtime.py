@@ -194,6 +194,9 @@ class Runtime:
             "version": __version__,
             "listen": f"{host}:{server.port}",
             "url": f"http://{host}:{server.port}",
+            "console": f"http://{host}:{server.port}/console"
+            if self.config.console.enabled
+            else "off",
             "home": str(self.config.home),
             "auth": (" + ".join(modes) or "none, loopback only")
             + ("" if auth.api_keys or not auth.enabled else " (native API closed: no api_keys)"),

@@ -1,6 +1,6 @@
 """A real ``loglake serve`` subprocess for the server tests, and a tiny HTTP client.
 
-Shared by tests/server/test_*.py (imported as a plain module, not a conftest).
+Shared by tests/server/ and tests/console/ (imported as a plain module, not a conftest).
 """
 
 from __future__ import annotations
@@ -124,9 +124,9 @@ class Server:
         them. Run from this process, in a sandbox worker kept between calls: tests poll the lake
         often, and a CLI process per query cost a second of CPU each, taken from the server under
         test. Raises QueryError (also for a table not created yet: not in scope)."""
-        from loglake.cli import _json_default
         from loglake.config import load_config
         from loglake.query.engine import Connection
+        from loglake.query.output import json_default as _json_default
 
         if self._lake is None:
             self._lake = Connection(load_config(home=self.home, environ={}))
