@@ -9,7 +9,8 @@ the key, the type and what was given. Components receive the objects defined her
 
 The package: :mod:`~loglake.config.parse` (the parser), :mod:`~loglake.config.streams` (streams and the
 live sources feeding them), :mod:`~loglake.config.queries` (continuous queries, alerts and the specs the
-analytics engine runs), :mod:`~loglake.config.ready` (the ready-made queries of access-log streams).
+analytics engine runs), :mod:`~loglake.config.ready` (the ready-made queries of access-log streams),
+:mod:`~loglake.config.dashboards` (the console's Live dashboards).
 It imports nothing from the layers above it.
 """
 
@@ -23,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from loglake.config.dashboards import DashboardConfig, PanelConfig, dashboards_section
 from loglake.config.parse import (
     SettingError,
     build,
@@ -84,8 +86,10 @@ __all__ = [
     "CatalogConfig",
     "Config",
     "ContinuousQueryConfig",
+    "DashboardConfig",
     "IngestConfig",
     "Origin",
+    "PanelConfig",
     "QueryConfig",
     "QuerySpec",
     "S3Config",
@@ -320,6 +324,7 @@ class Config:
     console: ConsoleConfig = field(default_factory=ConsoleConfig)
     queries: Mapping[str, ContinuousQueryConfig] = field(default_factory=dict)
     alerts: Mapping[str, AlertConfig] = field(default_factory=dict)
+    dashboards: Mapping[str, DashboardConfig] = field(default_factory=dict)  # the Live page's
 
     @property
     def catalog_uri(self) -> str:
@@ -399,7 +404,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "auth": AuthConfig,
     "console": ConsoleConfig,
 }
-_NAMED = ("tables", "streams", "tail", "queries", "alerts")
+_NAMED = ("tables", "streams", "tail", "queries", "alerts", "dashboards")
 
 
 def _sections(raw: Mapping[str, Any], path: Path) -> tuple[str | None, dict[str, Any]]:
@@ -436,6 +441,8 @@ def _sections(raw: Mapping[str, Any], path: Path) -> tuple[str | None, dict[str,
                 name: alert_config(name, settings)
                 for name, settings in tables_of(key, value, "[alerts.errors]").items()
             }
+        elif key == "dashboards":
+            kwargs["dashboards"] = dashboards_section(value)
         elif key == "formats":
             kwargs["formats"] = _build_formats(value)
         elif key == "home":
