@@ -99,7 +99,7 @@ def routes(console: Console) -> list[BaseRoute]:
         return JSONResponse(
             {
                 "table": name,
-                "snapshot_id": listing.snapshot_id,
+                "snapshot_id": _id(listing.snapshot_id),
                 "total": len(listing.files),
                 "rows": listing.rows,
                 "size": listing.size,
@@ -240,11 +240,16 @@ def table_list(config: Config, runtime: Runtime) -> list[dict[str, Any]]:
             size=plan.size,
             columns=len(plan.columns),
             time_column=plan.time_column,
-            snapshot_id=plan.snapshot_id,
+            snapshot_id=_id(plan.snapshot_id),
             last_commit=_ms_text(plan.last_commit_ms),
         )
         out.append(entry)
     return out
+
+
+def _id(snapshot_id: int | None) -> str | None:
+    """A snapshot id as text: ids are 64-bit, and JavaScript's numbers hold 53 bits exactly."""
+    return None if snapshot_id is None else str(snapshot_id)
 
 
 def _ms_text(ms: int | None) -> str | None:
@@ -328,7 +333,7 @@ def describe_table(name: str, table: Table) -> dict[str, Any]:
         "location": table.location(),
         "metadata_location": table.metadata_location,
         "last_updated": _ms_text(meta.last_updated_ms),
-        "current_snapshot_id": current.snapshot_id if current else None,
+        "current_snapshot_id": _id(current.snapshot_id if current else None),
         "snapshots": len(meta.snapshots),
         "rows": _int(summary.get("total-records")),
         "files": _int(summary.get("total-data-files")),
@@ -393,8 +398,8 @@ def snapshot_page(table: Table, offset: int, limit: int) -> dict[str, Any]:
         operation = snap.summary.operation.value if snap.summary is not None else None
         items.append(
             {
-                "snapshot_id": snap.snapshot_id,
-                "parent_id": snap.parent_snapshot_id,
+                "snapshot_id": _id(snap.snapshot_id),
+                "parent_id": _id(snap.parent_snapshot_id),
                 "sequence_number": snap.sequence_number,
                 "time": _ms_text(snap.timestamp_ms),
                 "timestamp_ms": snap.timestamp_ms,
