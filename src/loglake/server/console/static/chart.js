@@ -42,9 +42,9 @@ export function drawChart(container, spec) {
 
   build(spec);
   resize = new ResizeObserver(() => {
-    // The first observation comes in the first frame, at the size the chart was built with; uPlot's
-    // setSize() repaints every point even when the size is unchanged (a second full draw: +90 ms
-    // for 1,000,000 points in benchmarks/console_charts.py), so only a real change resizes.
+    // The first observation comes in the first frame, at the size the chart was built with, and
+    // uPlot's setSize() repaints every point even when the size is unchanged: a second full draw
+    // in the first frame (seen in benchmarks/console_charts.py). Only a real change resizes.
     const width = container.clientWidth;
     const height = spec.height || 240;
     if (plot && width && (width !== plot.width || height !== plot.height)) plot.setSize({width, height});
