@@ -4,9 +4,9 @@
 //
 // The URL holds what is shown, so every view can be bookmarked:
 //   ?section=tables|streams|rejected|queries
-//   &table=logs.access&tab=schema|partitioning|snapshots|files|properties&page=N   (tables)
+//   &table=logs.access&tab=schema|partitioning|snapshots|files|properties&page=N&size=50   (tables)
 //   &reason=TEXT                                                                    (rejected)
-// Snapshots and files are paged (PAGE_SIZE a page, the total always shown); streams and queries
+// Snapshots and files are paged (size a page, one of PAGE_SIZES; the total always shown); streams and queries
 // refresh every POLL_MS while shown.
 
 import {api, el, guarded, showError} from "./api.js";
@@ -24,6 +24,7 @@ const TABS = [
   ["files", "Files"],
   ["properties", "Properties"],
 ];
+const PAGE_SIZES = [20, 50, 100, 200];
 const PAGE_SIZE = 50;
 const SAMPLE_PAGE = 20;
 const POLL_MS = 5000;
@@ -87,6 +88,7 @@ export async function mount(root, ctx) {
     table: params.get("table") || "",
     tab: TABS.some(([key]) => key === params.get("tab")) ? params.get("tab") : "schema",
     page: Math.max(1, parseInt(params.get("page") || "1", 10) || 1),
+    size: PAGE_SIZES.includes(Number(params.get("size"))) ? Number(params.get("size")) : PAGE_SIZE,
     reason: params.get("reason"),
   };
   let timer = null;
@@ -118,7 +120,7 @@ export async function mount(root, ctx) {
   }
 
   // Change what is shown: into the URL (a history entry, so Back returns), then draw it.
-  function go(changes) {
+  function go(changes, {push = true} = {}) {
     Object.assign(state, changes);
     ctx.setParams(
       {
@@ -126,9 +128,10 @@ export async function mount(root, ctx) {
         table: state.section === "tables" ? state.table : null,
         tab: state.section === "tables" && state.tab !== "schema" ? state.tab : null,
         page: state.section === "tables" && state.page > 1 ? state.page : null,
+        size: state.section === "tables" && state.size !== PAGE_SIZE ? state.size : null,
         reason: state.section === "rejected" ? state.reason : null,
       },
-      {push: true},
+      {push},
     );
     show();
   }
@@ -319,11 +322,18 @@ export async function mount(root, ctx) {
     );
   }
 
-  // A pager: "Files 51–100 of 48,213" with first/previous/next/last and a page number box.
+  // A pager: "Files 51–100 of 48,213" with first/previous/next/last, a page number box and the
+  // page size.
   function pager(what, total, page, onPage) {
-    const pages = Math.max(1, Math.ceil(total / PAGE_SIZE));
-    const first = total ? (page - 1) * PAGE_SIZE + 1 : 0;
-    const last = Math.min(total, page * PAGE_SIZE);
+    const size = state.size;
+    const pages = Math.max(1, Math.ceil(total / size));
+    const first = total ? (page - 1) * size + 1 : 0;
+    const last = Math.min(total, page * size);
+    const sizes = el(
+      "select",
+      {class: "page-size", "aria-label": "per page", onchange: (e) => go({size: Number(e.target.value), page: 1})},
+      PAGE_SIZES.map((n) => el("option", {value: n, selected: n === size}, `${n} a page`)),
+    );
     const box = el("input", {type: "number", min: 1, max: pages, value: page, class: "page-box", "aria-label": "page"});
     box.addEventListener("change", () => onPage(Math.min(pages, Math.max(1, parseInt(box.value, 10) || 1))));
     return el(
@@ -338,14 +348,15 @@ export async function mount(root, ctx) {
       el("span", {class: "muted"}, `of ${num(pages)}`),
       el("button", {type: "button", "data-go": "next", disabled: page >= pages, onclick: () => onPage(page + 1)}, "Next ›"),
       el("button", {type: "button", "data-go": "last", disabled: page >= pages, onclick: () => onPage(pages)}, "Last »"),
+      sizes,
     );
   }
 
   async function snapshotTab(content, info, mine, signal) {
-    const offset = (state.page - 1) * PAGE_SIZE;
-    const data = await api(`/v1/catalog/tables/${encodeURIComponent(info.name)}/snapshots?offset=${offset}&limit=${PAGE_SIZE}`, {signal});
+    const offset = (state.page - 1) * state.size;
+    const data = await api(`/v1/catalog/tables/${encodeURIComponent(info.name)}/snapshots?offset=${offset}&limit=${state.size}`, {signal});
     if (mine !== generation) return;
-    if (offset && offset >= data.total) return go({page: Math.max(1, Math.ceil(data.total / PAGE_SIZE))});
+    if (offset && offset >= data.total) return go({page: Math.max(1, Math.ceil(data.total / state.size))}, {push: false});
     const rows = data.snapshots.map((s) =>
       el(
         "tr",
@@ -399,10 +410,10 @@ export async function mount(root, ctx) {
   }
 
   async function filesTab(content, info, mine, signal) {
-    const offset = (state.page - 1) * PAGE_SIZE;
-    const data = await api(`/v1/catalog/tables/${encodeURIComponent(info.name)}/files?offset=${offset}&limit=${PAGE_SIZE}`, {signal});
+    const offset = (state.page - 1) * state.size;
+    const data = await api(`/v1/catalog/tables/${encodeURIComponent(info.name)}/files?offset=${offset}&limit=${state.size}`, {signal});
     if (mine !== generation) return;
-    if (offset && offset >= data.total) return go({page: Math.max(1, Math.ceil(data.total / PAGE_SIZE))});
+    if (offset && offset >= data.total) return go({page: Math.max(1, Math.ceil(data.total / state.size))}, {push: false});
     const base = info.location.replace(/^file:\/\//, "").replace(/\/?$/, "/");
     content.append(
       pager("Files", data.total, state.page, (page) => go({page})),
