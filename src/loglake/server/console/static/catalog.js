@@ -701,7 +701,13 @@ export async function mount(root, ctx) {
             el(
               "tr",
               {dataset: {query: q.name, state: q.state}},
-              el("td", {class: "mono"}, q.name, el("div", {}, el("a", {href: `/console/catalog?table=${encodeURIComponent(q.table)}`, class: "small"}, q.table))),
+              el(
+                "td",
+                {class: "mono"},
+                q.name,
+                // The results table exists once the first window's results were written.
+                el("div", {class: "small"}, q.result_rows ? el("a", {href: `/console/catalog?table=${encodeURIComponent(q.table)}`}, q.table) : `→ ${q.table}`),
+              ),
               el("td", {class: "mono"}, q.stream),
               el("td", {class: "mono"}, q.window, q.key ? el("div", {class: "muted"}, `per ${q.key}`) : null),
               el("td", {}, tag(q.state, STATE_KIND[q.state]), q.last_error ? el("div", {class: "tag bad wrap", title: q.last_error}, q.last_error) : null),
