@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -940,28 +940,39 @@ def _fields(params: dict[str, str], table: TableInfo) -> list[str]:
 
 
 def download_tables(
-    pool_run: Any, search: Search, slices: list[tuple[datetime, datetime]], first: pa.Table | None
+    pool_run: Callable[[str], Result],
+    search: Search,
+    slices: list[tuple[datetime, datetime]],
+    first: Result | None,
+    page_rows: int = DOWNLOAD_PAGE,
 ) -> Iterator[pa.Table]:
-    """The matching records newest first, as Arrow tables of at most :data:`DOWNLOAD_PAGE` rows:
-    time slices newest first, each paged by keyset (a slice's query reads only its files)."""
+    """The matching records newest first, as Arrow tables of at most ``page_rows`` rows:
+    time slices newest first, each paged by keyset (a slice's query reads only its files).
+    ``first`` is the first page of the first slice when it was already run."""
     for index, (lo, hi) in enumerate(slices):
         cursor: Cursor | None = None
         while True:
             if index == 0 and cursor is None and first is not None:
-                page = first
+                result = first
             else:
-                page = pool_run(search.page_sql(DOWNLOAD_PAGE, cursor, hi, lo)).table
+                result = pool_run(search.page_sql(page_rows, cursor, hi, lo))
+            page = result.table
             if page.num_rows:
                 yield page
             cursor = next_cursor(_times(page, search.table.time_column), cursor)
-            if cursor is None or page.num_rows < DOWNLOAD_PAGE:
+            # a page cut by [query] max_result_bytes is short, yet more records follow it
+            if cursor is None or (page.num_rows < page_rows and not result.truncated):
                 break
 
 
 def download_slices(
-    search: Search, counts: list[tuple[int, int]], origin: int, size: int
+    search: Search,
+    counts: list[tuple[int, int]],
+    origin: int,
+    size: int,
+    page_rows: int = DOWNLOAD_PAGE,
 ) -> list[tuple[datetime, datetime]]:
-    """The range cut into contiguous slices, newest first, of about :data:`DOWNLOAD_PAGE`
+    """The range cut into contiguous slices, newest first, of about ``page_rows``
     matching records each by the histogram ``counts`` (only a guide: each slice is paged until
     it is exhausted, so records that land meanwhile are not lost within the range)."""
     by_bucket = dict(counts)
@@ -972,7 +983,7 @@ def download_slices(
     for b in range(buckets - 1, -1, -1):
         held += by_bucket.get(b, 0)
         lo_us = max(origin + b * size, micros(search.start))
-        if held >= DOWNLOAD_PAGE or b == 0:
+        if held >= page_rows or b == 0:
             lo = from_micros(lo_us) if b else search.start
             slices.append((lo, hi))
             hi, held = lo, 0
@@ -1087,7 +1098,8 @@ def routes(console: Console) -> list[BaseRoute]:
         )
 
     async def download(request: Request) -> Response:
-        params = _params(request, _VIEW_PARAMS | {"format"})
+        params = _params(request, _VIEW_PARAMS | {"format", "page"})
+        rows = _int(params, "page", DOWNLOAD_PAGE, 100, DOWNLOAD_PAGE)
         fmt = params.get("format") or "csv"
         if fmt not in DOWNLOAD_FORMATS:
             raise BadViewError(f"format must be csv or json (JSON lines), not {fmt!r}")
@@ -1102,21 +1114,19 @@ def routes(console: Console) -> list[BaseRoute]:
                 strict=True,
             )
         )
-        slices = download_slices(search, counts, origin, size)
+        slices = download_slices(search, counts, origin, size, rows)
         lo, hi = slices[0]
         # The first query runs before the answer starts, so that its errors are a 4xx.
-        first = (
-            await pool.arun(search.page_sql(DOWNLOAD_PAGE, None, hi, lo), max_rows=DOWNLOAD_PAGE)
-        ).table
+        first = await pool.arun(search.page_sql(rows, None, hi, lo), max_rows=rows)
 
-        def run(sql: str) -> Any:
-            return pool.run(sql, max_rows=DOWNLOAD_PAGE)
+        def run(sql: str) -> Result:
+            return pool.run(sql, max_rows=rows)
 
         from loglake.query.output import chunks
 
         def body() -> Iterator[bytes]:
-            tables = download_tables(run, search, slices, first)
-            pages = _with_schema(tables, first)
+            tables = download_tables(run, search, slices, first, rows)
+            pages = _with_schema(tables, first.table)
             yield from chunks(pages, fmt)
 
         media, ext = DOWNLOAD_FORMATS[fmt]
