@@ -276,6 +276,10 @@ class NotebookStore:
     def summaries(self) -> list[dict[str, Any]]:
         """A summary of every notebook (``id``, ``name``, ``paragraphs`` count, ``created``,
         ``updated``; ``problem`` for a file that cannot be read), newest change first."""
+        with self._lock:  # the summary cache is shared by concurrent requests
+            return self._summaries_locked()
+
+    def _summaries_locked(self) -> list[dict[str, Any]]:
         out = []
         ids = self._ids()
         for nid in ids:
