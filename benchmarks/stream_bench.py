@@ -20,6 +20,10 @@ watermark past a window's end to the window's result, written and published (iss
 throughput within 20 % of a run without). Use ``--seconds 150`` or more so that several windows
 close in each phase.
 
+The server's CPU seconds per million records (all its threads, until the phase's records are
+committed) are printed for both phases: on a busy machine records/s moves with what else runs, CPU
+per record much less, so it is the figure to compare versions measured at different moments.
+
 Prints a table, then one JSON line. Never asserts. Targets: sustained >= 250,000 records/s.
 """
 
@@ -205,6 +209,12 @@ def _metric(port: int, name: str) -> float:
     raise SystemExit(f"metric {name} not found")
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds the process has used so far (all its threads; Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _drain(port: int) -> float:
     """Seconds until delivery has committed everything acknowledged (consumer lag 0)."""
     t0 = time.perf_counter()
@@ -318,9 +328,15 @@ def main() -> None:
                 raise SystemExit("server did not become ready")
             time.sleep(0.2)
         note(f"full speed: {args.clients} clients x {args.seconds:g} s")
+        cpu_before = _cpu_seconds(server.pid)
         full = _run_clients(port, args.clients, args.seconds, None)
         full["lag_at_end"] = _metric(port, "loglake_stream_consumer_lag_records")
         full["drain_s"] = _drain(port)
+        # The server's CPU per record: unlike records/s it hardly moves with what else the machine
+        # runs, so it compares two versions measured at different moments of a busy machine.
+        full["server_cpu_s_per_million"] = (
+            (_cpu_seconds(server.pid) - cpu_before) / max(full["records"], 1) * 1e6
+        )
         # Sustained: acknowledged AND committed to the lake, over the time until the last one was.
         full["sustained_per_s"] = full["records"] / (full["wall_s"] + full["drain_s"])
         half_rate = full["sustained_per_s"] / 2
@@ -329,7 +345,12 @@ def main() -> None:
         fresh_q: Any = ctx.Queue()
         probe = ctx.Process(target=lambda: fresh_q.put(_freshness(home, port, args.seconds - 2)))
         probe.start()
+        cpu_before = _cpu_seconds(server.pid)
         half = _run_clients(port, args.clients, args.seconds, half_rate)
+        half["drain_s"] = _drain(port)
+        half["server_cpu_s_per_million"] = (
+            (_cpu_seconds(server.pid) - cpu_before) / max(half["records"], 1) * 1e6
+        )
         delays = sorted(fresh_q.get(timeout=args.seconds + 120))
         probe.join()
         # Before the boto3 phase: the queries' figures cover the full-speed and half-rate phases.
@@ -369,6 +390,11 @@ def main() -> None:
                 "",
             ],
             ["full speed 503 answers", str(full["refused_503"]), ""],
+            [
+                "server CPU s per million records: full / half rate",
+                f"{full['server_cpu_s_per_million']:.2f} / {half['server_cpu_s_per_million']:.2f}",
+                "",
+            ],
             ["half rate records/s", f"{half['records_per_s']:,.0f}", ""],
             ["half rate ack p99 ms", f"{half['ack_p99_ms']:.1f}", "<= 50 ms"],
             ["freshness p50 / p99 s", f"{fresh['p50_s']:.2f} / {fresh['p99_s']:.2f}", "p99 <= 2 s"],
