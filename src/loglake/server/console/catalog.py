@@ -5,8 +5,8 @@
 - ``GET /v1/catalog/tables/{table}``: schema (field ids, types, nullability), partition specs,
   sort order, properties, location, current snapshot and totals, through pyiceberg.
 - ``GET /v1/catalog/tables/{table}/snapshots?offset=0&limit=50``: snapshots, newest first.
-- ``GET /v1/catalog/tables/{table}/files?offset=0&limit=50``: the current snapshot's data files,
-  newest data first (time bounds of the partition column).
+- ``GET /v1/catalog/tables/{table}/files?offset=0&limit=50``: the current snapshot's data files
+  (path, partition, rows, size, first and last time), newest data first, from the plan cache.
 - ``GET /v1/catalog/streams``: every stream with its lag, its rates in and out (records per second
   between the samples this module takes when the page polls) and the sources that feed it.
 - ``GET /v1/catalog/rejected``: ``logs.rejected`` grouped by reason, newest first;
@@ -45,6 +45,7 @@ if TYPE_CHECKING:
     from starlette.routing import BaseRoute
 
     from loglake.config import Config
+    from loglake.query.plan import FilePlan, TablePlan
     from loglake.server.console.web import Console
     from loglake.server.runtime import Runtime
 
@@ -75,7 +76,7 @@ class CatalogNotReadyError(LakeError):
 def routes(console: Console) -> list[BaseRoute]:
     """The routes of this page's API (see the module docstring)."""
     config, runtime = console.config, console.runtime
-    files = FileListings()
+    files = FileListings(config)
     meter = RateMeter()
 
     async def list_tables(request: Request) -> Response:
@@ -95,17 +96,18 @@ def routes(console: Console) -> list[BaseRoute]:
     async def data_files(request: Request) -> Response:
         offset, limit = page_bounds(request, DEFAULT_PAGE)
         name = await run_in_threadpool(known_table, config, request.path_params["table"])
-        listing = await run_in_threadpool(files.get, runtime, name)
+        listing = await run_in_threadpool(files.get, name)
         return JSONResponse(
             {
                 "table": name,
                 "snapshot_id": _id(listing.snapshot_id),
+                "time_column": listing.time_column,
                 "total": len(listing.files),
                 "rows": listing.rows,
                 "size": listing.size,
                 "offset": offset,
                 "limit": limit,
-                "files": listing.files[offset : offset + limit],
+                "files": listing.page(offset, limit),
             }
         )
 
@@ -425,85 +427,73 @@ def _cut(value: str) -> str:
 
 
 class Listing:
-    """The data files of one table snapshot, as the files route pages them."""
+    """The data files of one table snapshot, sorted as the files route pages them."""
 
-    def __init__(self, location: str, snapshot_id: int | None, files: list[dict[str, Any]]):
-        self.location = location
-        self.snapshot_id = snapshot_id
-        self.files = files
-        self.rows = sum(f["rows"] for f in files)
-        self.size = sum(f["size"] for f in files)
+    def __init__(self, plan: TablePlan) -> None:
+        self.location = plan.metadata_location
+        self.snapshot_id = plan.snapshot_id
+        self.time_column = plan.time_column
+        self.rows = plan.rows
+        self.size = plan.size
+        # Newest data first (the latest time in each file), then by path, newest partition first.
+        files = sorted(plan.files, key=lambda f: f.path, reverse=True)
+        self.files = sorted(files, key=_newest, reverse=True)
+
+    def page(self, offset: int, limit: int) -> list[dict[str, Any]]:
+        return [
+            {
+                "path": f.path,
+                "partition": partition_of(f.path),
+                "rows": f.rows,
+                "size": f.size,
+                "ts_min": _us_text(f.ts_min),
+                "ts_max": _us_text(f.ts_max),
+            }
+            for f in self.files[offset : offset + limit]
+        ]
+
+
+def _newest(f: FilePlan) -> float:
+    return f.ts_max if f.ts_max is not None else -math.inf
+
+
+def partition_of(path: str) -> str:
+    """The partition of a data file as its path shows it: the ``name=value`` folders after the
+    table's ``data/`` folder (Iceberg's location providers write them; "" when unpartitioned)."""
+    folders = path.split("/")[:-1]
+    if "data" in folders:
+        folders = folders[len(folders) - folders[::-1].index("data") :]
+    return "/".join(f for f in folders if "=" in f)
 
 
 class FileListings:
-    """The data files of the last :data:`FILE_CACHE_TABLES` tables asked for, each listed again
-    when its table's metadata changed (listing reads every manifest: paging through a large
-    table's files must not do that per page)."""
+    """The sorted data files of the last :data:`FILE_CACHE_TABLES` tables asked for, each sorted
+    again when its table changed. Files come from the plan cache (query/plan.py), which the
+    server keeps current after every commit: reading a large table's manifests takes seconds
+    (9,871 files: 2.2 s warm), the cached plan 50 ms."""
 
-    def __init__(self) -> None:
+    def __init__(self, config: Config) -> None:
+        self.config = config
         self._lock = threading.Lock()
         self._cache: OrderedDict[str, Listing] = OrderedDict()
 
-    def get(self, runtime: Runtime, name: str) -> Listing:
+    def get(self, name: str) -> Listing:
         """The listing of table ``name``'s current snapshot (blocking: reads the catalog)."""
-        table = _load(runtime, name)
+        from loglake.query.plan import current_locations, get_plan
+
+        plan = get_plan(self.config, name, (current_locations(self.config) or {}).get(name))
         with self._lock:
             cached = self._cache.get(name)
-            if cached is not None and cached.location == table.metadata_location:
+            if cached is not None and cached.location == plan.metadata_location:
                 self._cache.move_to_end(name)
                 return cached
-        listing = list_files(table)
+        listing = Listing(plan)
         with self._lock:
             self._cache[name] = listing
             self._cache.move_to_end(name)
             while len(self._cache) > FILE_CACHE_TABLES:
                 self._cache.popitem(last=False)
         return listing
-
-
-def list_files(table: Table) -> Listing:
-    """Every data file of the table's current snapshot: path, partition, rows, size and the time
-    bounds of the partition column (or ``ts``), newest data first, then by path."""
-    from loglake.query.plan import _file_plan, _time_field
-
-    current = table.current_snapshot()
-    files: list[dict[str, Any]] = []
-    if current is not None:
-        schema = table.schema()
-        specs = table.specs()
-        time_column = None
-        for pf in table.spec().fields:
-            time_column = _column(schema, pf.source_id)
-            break
-        field = _time_field(table, time_column)
-        for task in table.scan().plan_files():
-            data = task.file
-            plan = _file_plan(data, field)
-            spec = specs.get(data.spec_id)
-            partition = ""
-            if spec is not None and spec.fields:
-                try:
-                    partition = spec.partition_to_path(data.partition, schema)
-                except Exception:  # a transform pyiceberg cannot print: its raw values
-                    partition = str(data.partition)
-            files.append(
-                {
-                    "path": plan.path,
-                    "partition": partition,
-                    "spec_id": data.spec_id,
-                    "rows": plan.rows,
-                    "size": plan.size,
-                    "ts_min": _us_text(plan.ts_min),
-                    "ts_max": _us_text(plan.ts_max),
-                    "deletes": len(task.delete_files),
-                    "_order": plan.ts_max if plan.ts_max is not None else -math.inf,
-                }
-            )
-    files.sort(key=lambda f: f["path"])
-    files.sort(key=lambda f: f["_order"], reverse=True)  # stable: newest first, then by path
-    for f in files:
-        del f["_order"]
-    return Listing(table.metadata_location, current.snapshot_id if current else None, files)
 
 
 # -- streams ---------------------------------------------------------------------------------------

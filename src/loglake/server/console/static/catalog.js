@@ -417,14 +417,27 @@ export async function mount(root, ctx) {
     const base = info.location.replace(/^file:\/\//, "").replace(/\/?$/, "/");
     content.append(
       pager("Files", data.total, state.page, (page) => go({page})),
-      el("p", {class: "muted"}, `The current snapshot's data files, newest data first: ${num(data.rows)} rows in ${bytes(data.size)}. Paths are under ${base}.`),
+      el(
+        "p",
+        {class: "muted"},
+        `The current snapshot's data files, newest data first: ${num(data.rows)} rows in ${bytes(data.size)}. Paths are under ${base}; the partition is the one the path shows.`,
+      ),
       el(
         "table",
         {class: "plain", id: "files"},
         el(
           "thead",
           {},
-          el("tr", {}, el("th", {}, "partition"), el("th", {class: "num"}, "rows"), el("th", {class: "num"}, "size"), el("th", {}, "first record (UTC)"), el("th", {}, "last record (UTC)"), el("th", {}, "path")),
+          el(
+            "tr",
+            {},
+            el("th", {}, "partition"),
+            el("th", {class: "num"}, "rows"),
+            el("th", {class: "num"}, "size"),
+            el("th", {}, data.time_column ? `first ${data.time_column} (UTC)` : "first record"),
+            el("th", {}, data.time_column ? `last ${data.time_column} (UTC)` : "last record"),
+            el("th", {}, "path"),
+          ),
         ),
         el(
           "tbody",
@@ -438,7 +451,7 @@ export async function mount(root, ctx) {
               el("td", {class: "num"}, bytes(f.size)),
               el("td", {class: "mono nowrap"}, time(f.ts_min)),
               el("td", {class: "mono nowrap"}, time(f.ts_max)),
-              el("td", {class: "mono path", title: f.path}, f.path.startsWith(base) ? f.path.slice(base.length) : f.path, f.deletes ? tag(`${f.deletes} delete files`, "warn") : null),
+              el("td", {class: "mono path", title: f.path}, f.path.startsWith(base) ? f.path.slice(base.length) : f.path),
             ),
           ),
         ),
