@@ -467,3 +467,24 @@ def _doc(page: Any, server: Server) -> str:
     status, doc = api_get(server, f"/v1/notebooks/{nid}")
     assert status == 200
     return json.dumps(doc)
+
+
+def test_a_save_never_overwrites_a_newer_revision(page: Any, console_server: Server) -> None:
+    doc = make(console_server, "shared", [{"id": "s", "kind": "sql", "text": "SELECT 1 AS one"}])
+    open_page(page, console_server, f"/console/notebooks?id={doc['id']}")
+    # Someone else saves the notebook after this page read it.
+    body = json.dumps({"paragraphs": [{"kind": "sql", "text": "SELECT 2 AS two"}], "revision": 1})
+    status, _, _ = request(
+        "PUT",
+        f"{console_server.url}/v1/notebooks/{doc['id']}",
+        body.encode(),
+        {"Content-Type": "application/json"},
+    )
+    assert status == 200
+    page.fill(f"{para(page, 's')} textarea", "SELECT 3 AS three")
+    page.wait_for_selector(".nb-page[data-save='error']")
+    assert "the notebook was saved elsewhere (revision 2, yours 1)" in page.text_content(
+        "#error .error-text"
+    )
+    _, stored = api_get(console_server, f"/v1/notebooks/{doc['id']}")
+    assert stored["paragraphs"][0]["text"] == "SELECT 2 AS two"  # the other save is kept

@@ -446,3 +446,32 @@ def test_download_errors_are_json(console_server: Server) -> None:
         assert message in json.loads(data)["error"]["message"], (fields, data)
     status, data, _ = raw("POST", url, b"{nope", {"Content-Type": "application/json"})
     assert status == 400 and "must be JSON" in json.loads(data)["error"]["message"]
+
+
+@pytest.fixture(scope="module")
+def keyed_server(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    home = tmp_path_factory.mktemp("keyed-notebooks") / "home"
+    server = Server.started(home, '[auth]\napi_keys = ["k3y"]\n[syslog]\nudp = ""\ntcp = ""\n')
+    try:
+        yield server
+    finally:
+        if server.proc is not None:
+            server.stop()
+
+
+def test_with_api_keys_notebooks_and_downloads_need_one(keyed_server: Server) -> None:
+    url = keyed_server.url
+    for method, path in (("GET", "/v1/notebooks"), ("GET", "/v1/sql/download?sql=SELECT+1")):
+        status, _, _ = raw(method, url + path)
+        assert status == 401, path
+    # The page's download is a form POST that carries the sign-in cookie, not a header.
+    form = urllib.parse.urlencode({"sql": "SELECT 1 AS one", "format": "csv"}).encode()
+    kind = {"Content-Type": "application/x-www-form-urlencoded"}
+    status, _, _ = raw("POST", url + "/v1/sql/download", form, kind)
+    assert status == 401
+    cookie = {"Cookie": f"loglake_key={b'k3y'.hex()}", **kind}
+    status, data, _ = raw("POST", url + "/v1/sql/download", form, cookie)
+    assert status == 200 and data == b"one\r\n1\r\n"
+    bearer = {"Authorization": "Bearer k3y", "Content-Type": "application/json"}
+    status, made, _ = request("POST", url + "/v1/notebooks", b'{"name": "keyed"}', bearer)
+    assert status == 201 and made["name"] == "keyed"
