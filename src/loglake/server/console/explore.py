@@ -322,6 +322,8 @@ def term_text(name: str, value: Any) -> str | None:
         return None
     if value is None:
         return f"-{name}:*"
+    if isinstance(value, dict | list):
+        return None  # a struct's or list's text is DuckDB's own: filter those with the WHERE
     shown = value if isinstance(value, str) else _value_text(value)
     if _BARE.fullmatch(shown) and not shown.startswith(_OPS):
         return f"{name}:{shown}"

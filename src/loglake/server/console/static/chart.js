@@ -4,6 +4,7 @@
 //   const chart = drawChart(container, {
 //     kind: "line" | "area" | "bar" | "scatter" | "pie",
 //     x: {values: [...], time: true},      // time: values are epoch seconds; else numbers or labels
+//                                          // (utc: true labels a time axis in UTC)
 //     series: [{name: "hits", values: [...]}, ...],
 //     height: 240,
 //     onSelect: (lo, hi) => ...,           // drag across the chart to select an x range (zoom)
@@ -91,6 +92,8 @@ export function drawChart(container, spec) {
       width,
       height: s.height || 240,
       series,
+      // x.utc: time axis labels in UTC (as the console's times are written) instead of the browser's zone
+      ...(s.x.time && s.x.utc ? {tzDate: (t) => uPlot.tzDate(new Date(t * 1e3), "Etc/UTC")} : {}),
       // bars: half a step of room at each end, so the first and last bars are whole; bars and
       // areas stand on zero (a bar cut at its base misstates its size)
       scales: {

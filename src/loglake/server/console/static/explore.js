@@ -65,7 +65,8 @@ function seconds(value) {
 export function termText(field, value) {
   if (!field || /[\s:"]/.test(field) || field.startsWith("-")) return null;
   if (value === null || value === undefined) return `-${field}:*`;
-  const shown = typeof value === "string" ? value : typeof value === "object" ? JSON.stringify(value) : String(value);
+  if (typeof value === "object") return null; // a struct's or list's text is DuckDB's own: use the WHERE
+  const shown = typeof value === "string" ? value : String(value);
   if (/^[A-Za-z0-9_./@+][A-Za-z0-9_./@+-]*$/.test(shown)) return `${field}:${shown}`;
   return `${field}:"${shown.replace(/\\/g, "\\\\").replace(/"/g, '\\"')}"`;
 }
@@ -334,7 +335,7 @@ export async function mount(root, ctx) {
   function drawHistogram() {
     const spec = {
       kind: "bar",
-      x: {values: hist.times, time: true},
+      x: {values: hist.times, time: true, utc: true},
       series: [{name: "records", values: hist.counts}],
       height: 130,
       onSelect: zoom,
