@@ -380,6 +380,7 @@ def test_where_is_anded_and_its_errors_are_400s(lake: Server) -> None:
     [
         ("histogram", {"table": "logs.nope"}, 404, "no lake table 'logs.nope'"),
         ("histogram", {"from": "yesterday"}, 400, "is not a time"),
+        ("histogram", {"from": "now-999999999w"}, 400, "before the year 1"),
         ("histogram", {"from": "2026-01-02", "to": "2026-01-01"}, 400, "the range is empty"),
         ("histogram", {"q": "nosuchfield:1"}, 400, "has no field 'nosuchfield'"),
         ("histogram", {"q": "status:abc"}, 400, "whole numbers"),

@@ -170,7 +170,10 @@ def parse_time(text: str, now: datetime, what: str) -> datetime:
     relative = _RELATIVE.fullmatch(value)
     if relative:
         amount, unit = relative.groups()
-        return now - timedelta(seconds=int(amount or 0) * _UNITS[unit or "s"])
+        try:
+            return now - timedelta(seconds=int(amount or 0) * _UNITS[unit or "s"])
+        except OverflowError:
+            raise BadViewError(f"{what} {text!r} is before the year 1") from None
     try:
         parsed = datetime.fromisoformat(value.replace(" UTC", "Z"))
     except ValueError:
