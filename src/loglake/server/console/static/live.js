@@ -393,6 +393,7 @@ function createPanel(spec, index) {
     }
     windows = windows.slice(-spec.windows);
     element.dataset.windows = String(windows.length);
+    element.dataset.last = String(windows[windows.length - 1].rows[0].window_start);
     const columns = Object.keys(windows[windows.length - 1].rows[0] || {});
     const named = [spec.kind === "table" ? null : spec.x, ...spec.y, spec.group].filter(Boolean);
     const unknown = named.filter((c) => !columns.includes(c));
@@ -499,6 +500,11 @@ function chartSpec(spec, windows, markers) {
   if (time) {
     xs.sort((a, b) => a - b);
     xs.forEach((x, i) => index.set(x, i));
+    // The axis ends where the newest window ends (an x without values), so that a single window
+    // still has a sensible range and the newest point is not drawn on the edge.
+    const newest = windows[windows.length - 1].rows[0];
+    const span = parseTime(newest.window_end) - parseTime(newest.window_start);
+    if (span > 0) xs.push(xs[xs.length - 1] + span);
   }
   const series = new Map();
   for (const row of rows) {
@@ -585,7 +591,7 @@ function renderAlerts(box, alerts, feeds) {
         sorted.map((a) =>
           el(
             "tr",
-            {dataset: {alert: a.name, state: a.state}, class: feeds.has(a.query) ? "on-board" : ""},
+            {dataset: {alert: a.name, state: a.state, since: a.since || ""}, class: feeds.has(a.query) ? "on-board" : ""},
             el("td", {}, a.name),
             el("td", {}, el("span", {class: `tag ${a.state === "firing" ? "bad" : a.state === "pending" ? "warn" : "ok"}`}, a.state)),
             el("td", {}, a.since ? shortTime(a.since) : "—"),
