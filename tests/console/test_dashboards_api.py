@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import re
 import urllib.request
 from collections.abc import Iterator
@@ -118,6 +119,26 @@ def test_bad_dashboards_are_refused_naming_the_key(tmp_path: Path, text: str, me
     (tmp_path / "loglake.toml").write_text(text)
     with pytest.raises(ConfigError, match=re.escape(message)):
         load_config(home=tmp_path, environ={})
+
+
+def test_the_server_does_not_start_with_a_bad_dashboard(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from serving import free_port
+
+    (tmp_path / "loglake.toml").write_text(
+        '[syslog]\nudp = ""\ntcp = ""\n' + PANEL + 'y = ["a"]\nkind = "donut"\n'
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "loglake.cli", "serve", "--port", str(free_port())],
+        env={**os.environ, "LOGLAKE_HOME": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "dashboards.d.panels[0].kind = 'donut'; choose one of" in done.stderr
 
 
 def test_every_dashboard_setting_is_documented() -> None:
