@@ -1034,9 +1034,11 @@ def routes(console: Console) -> list[BaseRoute]:
         times = _times(result.table, search.table.time_column)
         more = result.table.num_rows == limit or result.truncated
         after = next_cursor(times, cursor) if more else None
+        # a page cut by [query] max_result_bytes loses nothing: the next page starts after it
         return JSONResponse(
             {
                 **result_json(result),
+                "note": None,
                 **_range_json(search),
                 "next": after.text() if after else None,
                 "sql": search.sql,
@@ -1072,7 +1074,7 @@ def routes(console: Console) -> list[BaseRoute]:
             last = times[-1]
             same = sum(1 for t in times if t == last)
             newest = Cursor(last, same + (cursor.skip if last == cursor.time else 0))
-        reply = result_json(result)
+        reply = {**result_json(result), "note": None}  # cut: "more" says to ask again at once
         # newest first, as the page lists records
         reply["data"] = [list(reversed(column)) for column in reply["data"]]
         more = result.table.num_rows == limit or result.truncated

@@ -364,7 +364,6 @@ export async function mount(root, ctx) {
     pages.push({start: loadedCount, count: rows.length, cursor, next: page.next, rows});
     loadedCount += rows.length;
     more = !!page.next;
-    if (page.note) showError(page.note);
     evict();
   }
 
@@ -623,6 +622,7 @@ export async function mount(root, ctx) {
     const same = (r) => names.every((n, c) => r[c] === rec[n]);
     box.replaceChildren(
       el("p", {class: "muted"}, `${rows.length} records with ${field} = ${text(rec[field])} within a day of this one, newest first`),
+      answer.note ? el("p", {class: "muted"}, answer.note) : null,
       el(
         "table",
         {class: "plain explore-around-table"},
