@@ -309,11 +309,16 @@ def test_create_edit_and_save_a_dashboard_from_the_page(page: Any, console_serve
     first = page.locator(".live-editor-panel[data-panel='0']")
     first.locator("input[name=query]").fill("shop_errors")
     first.locator("select[name=kind]").select_option("stat")
+    page.click("#live-save")  # no value column yet: the server's message shows, nothing is saved
+    page.wait_for_selector("#error:not([hidden])")
+    assert "dashboards.ops.panels[0].y is missing" in page.text_content("#error")
+    assert request("GET", f"{srv.url}/v1/console/dashboards/ops")[0] == 404
     first.locator("input[name=y]").fill("requests")
     first.locator("input[name=width]").fill("4")
     page.click("#live-save")
     page.wait_for_selector("#live-grid .live-panel")
     assert "d=ops" in page.url
+    assert page.is_hidden("#error")
     assert page.text_content("#live-title") == "Ops board"
 
     page.reload()

@@ -15,7 +15,7 @@
 // URL state: ?d=NAME (the dashboard shown). Dashboards of the config file and the ready-made one
 // are read-only here: "Save as copy" stores an editable copy.
 
-import {api, el, showError, text} from "./api.js";
+import {api, clearError, el, showError, text} from "./api.js";
 import {drawChart, parseTime} from "./chart.js";
 
 const RECENT_ROWS = 1000; // result rows the server keeps in memory per query
@@ -709,6 +709,7 @@ function buildEditor({draft, queries, name, nameLocked, saveLabel, maxPanels, on
       return;
     }
     saveButton.disabled = true;
+    clearError();
     try {
       await onSave(target, {title: titleInput.value.trim(), description: description.value.trim(), panels: draft.panels});
     } catch (err) {
