@@ -121,20 +121,24 @@ _CONNECTIONS: dict[tuple[int, int], http.client.HTTPConnection] = {}
 
 
 def get(port: int, path: str, slot: int = 0) -> tuple[int, bytes]:
-    """GET ``path`` over a kept-alive connection (one per ``slot``, as a browser has several)."""
-    conn = _CONNECTIONS.get((port, slot))
-    if conn is None:
-        conn = _CONNECTIONS[(port, slot)] = http.client.HTTPConnection(
-            "127.0.0.1", port, timeout=120
-        )
-    try:
-        conn.request("GET", path)
-        reply = conn.getresponse()
-        return reply.status, reply.read()
-    except (http.client.HTTPException, OSError):
-        conn.close()
-        del _CONNECTIONS[(port, slot)]
-        raise
+    """GET ``path`` over a kept-alive connection (one per ``slot``, as a browser has several);
+    a connection the server closed while idle is opened again, as a browser does."""
+    for attempt in (1, 2):
+        conn = _CONNECTIONS.get((port, slot))
+        fresh = conn is None
+        if conn is None:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+            _CONNECTIONS[(port, slot)] = conn
+        try:
+            conn.request("GET", path)
+            reply = conn.getresponse()
+            return reply.status, reply.read()
+        except (http.client.HTTPException, OSError):
+            conn.close()
+            del _CONNECTIONS[(port, slot)]
+            if fresh or attempt == 2:
+                raise
+    raise AssertionError("unreachable")
 
 
 def api(port: int, path: str, params: dict[str, Any], slot: int = 0) -> Any:

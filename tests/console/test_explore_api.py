@@ -21,12 +21,16 @@ from loglake.server.console.explore import (
     MAX_BUCKETS,
     BadViewError,
     Cursor,
+    TableInfo,
     Term,
     check_where,
     choose_bucket,
+    from_micros,
+    micros,
     next_cursor,
     parse_filter,
     term_text,
+    window_starts,
 )
 from serving import Server, request
 
@@ -152,6 +156,28 @@ def test_cursor_counts_the_records_of_its_time() -> None:
     for bad in ("", "x~1", "2020-01-01 00:00:00", "2020-01-01~-1", "2020-01-01~1e3"):
         with pytest.raises(BadViewError):
             Cursor.parse(bad)
+
+
+def test_a_page_reads_a_narrow_window_before_its_cursor_first() -> None:
+    hour = 3_600_000_000
+    day = datetime(2026, 1, 1)
+    base = micros(day)
+    # 24 hourly files of 3,600 rows (one a second), the 12th also overlapped by a small late file
+    files = tuple((base + h * hour, base + (h + 1) * hour - 1, 3600) for h in range(24))
+    files += ((base + 11 * hour, base + 12 * hour - 1, 360),)
+    table = TableInfo("t", [("ts", "TIMESTAMP")], "ts", [], None, None, [], [], files=files)
+    top = day + timedelta(hours=12)
+    bounds = window_starts(table, day, top, 100)
+    assert bounds[-1] == day and bounds == sorted(bounds, reverse=True)
+    # about 400 rows, then 6,400, then 102,400 (past the start: the start itself)
+    seconds = [(top - b).total_seconds() for b in bounds[:2]]
+    # 1.1 rows a second in the 12th hour; one a second before it
+    assert seconds == [pytest.approx(400 / 1.1), pytest.approx(3600 + 6400 - 3960)]
+    assert len(bounds) == 3
+    # no file statistics: the whole range at once
+    bare = TableInfo("t", [("ts", "TIMESTAMP")], "ts", [], None, None, [], [])
+    assert window_starts(bare, day, top, 100) == [day]
+    assert from_micros(micros(top)) == top
 
 
 def test_where_must_be_one_condition() -> None:

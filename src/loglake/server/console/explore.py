@@ -38,6 +38,7 @@ reads to open only the files of the range (query/prune.py).
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 from collections.abc import Callable, Iterator
@@ -645,24 +646,38 @@ class Cursor:
 
 def window_starts(table: TableInfo, start: datetime, top: datetime, needed: int) -> list[datetime]:
     """Lower time bounds to try for the ``needed`` newest records at or before ``top``, narrowest
-    first, ending with ``start``: a page then reads the few files just before ``top`` instead of
-    the whole range. A window is wide enough when the page comes back full. The estimate counts
-    the rows of the files from the bound to ``top`` (a file's rows spread evenly over its time
-    span), every row, while the filter may match fewer: each next window holds 16 times more.
-    Without time bounds of every file, only ``start``."""
+    first, ending with ``start``: a page then reads the rows just before ``top`` instead of the
+    whole range (the scan skips the other files, and the sort sees only the rows of the window).
+
+    A window is wide enough when the page comes back full. The estimate spreads each data file's
+    rows evenly over its time span and counts every row, while the filter may match fewer: the
+    first window holds about 4 times ``needed`` rows, each next one 16 times more. Without time
+    bounds of every file, only ``start``."""
     lo, hi = micros(start), micros(top)
     files = sorted(
-        (f for f in table.files if f[1] >= lo and f[0] < hi), key=lambda f: f[0], reverse=True
+        (f for f in table.files if f[1] >= lo and f[0] <= hi), key=lambda f: f[1], reverse=True
     )
+    edges = {hi, lo} | {f[0] for f in files} | {f[1] + 1 for f in files}
+    points = sorted((p for p in edges if lo <= p <= hi), reverse=True)
     out: list[datetime] = []
-    target, held = 4 * needed, 0.0
-    for first, last, rows in files:
-        held += rows * (min(hi, last) - first + 1) / (last - first + 1)
-        if held >= target and first > lo:
-            out.append(from_micros(first))
-            target *= 16
+    target, held = 4.0 * needed, 0.0
+    for upper, lower in itertools.pairwise(points):
+        # rows per µs in [lower, upper): every file covering it (no file edge falls inside)
+        density = 0.0
+        for first, last, rows in files:
+            if last < lower:
+                break  # sorted by last time: no further file reaches this segment
+            if first < upper:
+                density += rows / (last - first + 1)
+        while density and held + density * (upper - lower) >= target:
+            bound = upper - int((target - held) / density)
+            if bound <= lo:
+                return [*out, start]
+            out.append(from_micros(bound))
             if len(out) == 3:
-                break
+                return [*out, start]
+            target *= 16
+        held += density * (upper - lower)
     return [*out, start]
 
 
