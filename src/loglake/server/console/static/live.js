@@ -356,13 +356,14 @@ function windowsOf(feed) {
 
 function createPanel(spec, index) {
   const title = el("h3", {class: "live-panel-title"}, spec.title || spec.query);
-  const badges = el("span", {class: "live-badges"});
+  const badges = el("div", {class: "live-badges"});
   const note = el("div", {class: "live-note muted"});
   const content = el("div", {class: "live-content"});
   const element = el(
     "section",
     {class: `panel live-panel kind-${spec.kind}`, style: `grid-column: span ${spec.width}`, dataset: {panel: index, query: spec.query, kind: spec.kind, state: "loading"}},
-    el("div", {class: "live-panel-head"}, title, badges, el("span", {class: "spacer"}), el("span", {class: "tag", title: "continuous query"}, spec.query)),
+    el("div", {class: "live-panel-head"}, title, el("span", {class: "spacer"}), el("span", {class: "tag", title: "continuous query"}, spec.query)),
+    badges,
     content,
     note,
   );
@@ -521,7 +522,7 @@ function chartSpec(spec, windows, markers) {
   if (spec.group) names.sort();
   return {
     kind,
-    x: {values: xs, time},
+    x: {values: xs, time, utc: true}, // labelled in UTC, as the console writes every time
     xLabel: spec.x,
     series: names.map((name) => ({name, values: series.get(name)})),
     height: 200,
