@@ -43,6 +43,8 @@ from loglake.server.errors import (
     UnauthorizedError,
     error_response,
 )
+from loglake.server.events import CLOSING
+from loglake.server.events import items as events_of
 from loglake.server.metrics import CONTENT_TYPE, build_registry, quantile, render_metrics
 from loglake.server.runtime import DELETE_WAIT_S, NoSuchQueryError, Runtime
 from loglake.sources.http_body import read_decoded
@@ -130,7 +132,7 @@ def create_app(config: Config) -> Any:
         return JSONResponse(_describe(runtime.get(name)), 201 if created else 200)
 
     async def list_queries(request: Request) -> Response:
-        queries = running_queries(runtime)
+        queries = runtime.running_queries()
         return JSONResponse(
             {"queries": [_describe_query(n, st, q) for n, (st, q) in sorted(queries.items())]}
         )
@@ -149,10 +151,8 @@ def create_app(config: Config) -> Any:
         async def events() -> AsyncIterator[bytes]:
             try:
                 yield b": subscribed to " + name.encode() + b"\n\n"
-                while True:
-                    try:
-                        rows = await asyncio.wait_for(queue.get(), SSE_HEARTBEAT_S)
-                    except TimeoutError:
+                async for rows in events_of(queue, SSE_HEARTBEAT_S):
+                    if rows is None:
                         yield b": keep-alive\n\n"  # a comment line: clients ignore it
                         continue
                     for row in rows:
@@ -175,13 +175,13 @@ def create_app(config: Config) -> Any:
         raw = await _body(request, limit, server.body_timeout_s, "server.max_body_bytes")
         body = _json_object(raw or b"null", "[queries.NAME] settings")
         created = await run_in_threadpool(runtime.create_query, name, body)
-        found = running_queries(runtime).get(name)
+        found = runtime.running_queries().get(name)
         described = _describe_query(name, found[0], found[1]) if found else {"name": name}
         return JSONResponse(described, 201 if created else 200)
 
     async def list_alerts(request: Request) -> Response:
         alerts = []
-        for name, (_, q) in sorted(running_queries(runtime).items()):
+        for name, (_, q) in sorted(runtime.running_queries().items()):
             for alert in q.alerts:
                 st = alert.status
                 alerts.append(
@@ -494,7 +494,7 @@ def serve(config: Config) -> None:
     from loglake.server.protocol import limited_protocol
 
     configure_logging(config.server.log_format, config.server.log_level)
-    uvicorn.run(
+    settings = uvicorn.Config(
         create_app(config),
         host=host,
         port=config.server.port,
@@ -505,28 +505,24 @@ def serve(config: Config) -> None:
         timeout_graceful_shutdown=30,
     )
 
+    class _Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            CLOSING.set()  # open event streams end, so the graceful shutdown does not wait on them
+            super().handle_exit(sig, frame)
+
+    _Server(settings).run()
+
 
 def _running_query(runtime: Runtime, name: str) -> Any:
     """The running continuous query ``name``; NoSuchQueryError naming the ones there are."""
-    found = running_queries(runtime).get(name)
+    found = runtime.running_queries().get(name)
     if found is None:
-        known = ", ".join(sorted(running_queries(runtime))) or "none"
+        known = ", ".join(sorted(runtime.running_queries())) or "none"
         raise NoSuchQueryError(
             f"continuous query {name!r} does not exist (queries: {known}); declare it under "
             f"[queries.{name}] or create it with PUT /v1/queries/{name}"
         )
     return found[1]
-
-
-def running_queries(runtime: Runtime) -> dict[str, tuple[str, Any]]:
-    """Every continuous query of the server: name -> (stream, RunningQuery)."""
-    out: dict[str, tuple[str, Any]] = {}
-    for stream in list(runtime.streams.values()):
-        runner = stream.delivery.runner
-        if runner is not None:
-            for name, q in runner.queries.items():
-                out[name] = (stream.name, q)
-    return out
 
 
 def _describe_query(name: str, stream: str, q: Any) -> dict[str, Any]:

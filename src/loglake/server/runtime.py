@@ -262,6 +262,16 @@ class Runtime:
             if stream not in self.streams:
                 self._open(stream, default)
 
+    def running_queries(self) -> dict[str, tuple[str, Any]]:
+        """Every continuous query of the server: name -> (stream name, its RunningQuery)."""
+        out: dict[str, tuple[str, Any]] = {}
+        for stream in list(self.streams.values()):
+            runner = stream.delivery.runner
+            if runner is not None:
+                for name, q in runner.queries.items():
+                    out[name] = (stream.name, q)
+        return out
+
     def info(self, stream: str) -> StreamInfo:
         opened = self.get(stream)
         try:  # the log's LOCK file is created once and never written to

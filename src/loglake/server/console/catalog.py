@@ -224,7 +224,7 @@ def table_list(config: Config, runtime: Runtime) -> list[dict[str, Any]]:
     writers: dict[str, list[str]] = {}
     for stream in list(runtime.streams.values()):
         writers.setdefault(stream.delivery.table, []).append(f"stream {stream.name}")
-    for query, (_, q) in _running_queries(runtime).items():
+    for query, (_, q) in runtime.running_queries().items():
         writers.setdefault(q.table, []).append(f"query {query}")
     locations = current_locations(config) or {}
     out: list[dict[str, Any]] = []
@@ -594,7 +594,7 @@ def stream_list(runtime: Runtime, meter: RateMeter) -> list[dict[str, Any]]:
                 "last_error": errors[-1] if errors else None,
                 "sources": sorted(sources.get(stream.name, []), key=lambda s: s["name"]),
                 "queries": sorted(
-                    n for n, (st, _) in _running_queries(runtime).items() if st == stream.name
+                    n for n, (st, _) in runtime.running_queries().items() if st == stream.name
                 ),
             }
         )
@@ -680,16 +680,10 @@ def _records(table: Any) -> list[dict[str, Any]]:
 # -- continuous queries and alerts -----------------------------------------------------------------
 
 
-def _running_queries(runtime: Runtime) -> dict[str, tuple[str, Any]]:
-    from loglake.server.app import running_queries
-
-    return running_queries(runtime)
-
-
 def query_list(runtime: Runtime) -> dict[str, Any]:
     """Every continuous query (stream, SQL, window, state, watermark, last result) and alert."""
     settings = runtime.config.queries
-    running = _running_queries(runtime)
+    running = runtime.running_queries()
     queries = []
     alerts = []
     for name, (stream_name, q) in sorted(running.items()):

@@ -284,7 +284,6 @@ def routes(console: Console) -> list[BaseRoute]:
 
     async def live_events(request: Request) -> Response:
         """One Server-Sent Events stream for the new result rows of several queries."""
-        from loglake.server.app import running_queries
         from loglake.server.errors import BadRequestError
 
         names = list(dict.fromkeys(request.query_params.getlist("query")))
@@ -292,7 +291,7 @@ def routes(console: Console) -> list[BaseRoute]:
             raise BadRequestError("name the queries to follow: ?query=NAME&query=OTHER")
         if len(names) > MAX_PANELS:
             raise BadRequestError(f"{len(names)} queries; follow at most {MAX_PANELS} at once")
-        running = running_queries(console.runtime)
+        running = console.runtime.running_queries()
         found = {n: running[n][1] for n in names if n in running}
         loop = asyncio.get_running_loop()
         merged: asyncio.Queue[tuple[str, list[dict[str, Any]]]] = asyncio.Queue(EVENTS_QUEUE)
@@ -310,17 +309,17 @@ def routes(console: Console) -> list[BaseRoute]:
 
         async def events() -> AsyncIterator[bytes]:
             from loglake.analytics.alerts import json_value
+            from loglake.server.events import items as events_of
 
             tasks = [asyncio.ensure_future(forward(n, qu)) for n, qu in queues.items()]
             try:
                 hello = {"queries": list(found), "missing": [n for n in names if n not in found]}
                 yield b"event: hello\ndata: " + json.dumps(hello).encode() + b"\n\n"
-                while True:
-                    try:
-                        name, rows = await asyncio.wait_for(merged.get(), HEARTBEAT_S)
-                    except TimeoutError:
+                async for item in events_of(merged, HEARTBEAT_S):
+                    if item is None:
                         yield b": keep-alive\n\n"
                         continue
+                    name, rows = item
                     data = {"query": name, "rows": json_value(rows)}
                     yield b"event: result\ndata: " + _compact(data) + b"\n\n"
             finally:
@@ -337,11 +336,10 @@ def routes(console: Console) -> list[BaseRoute]:
 
     async def live_history(request: Request) -> Response:
         """The newest ``windows`` windows of a query's results table (latest revisions)."""
-        from loglake.server.app import running_queries
         from loglake.server.runtime import NoSuchQueryError
 
         name = request.query_params.get("query", "")
-        found = running_queries(console.runtime).get(name)
+        found = console.runtime.running_queries().get(name)
         if found is None:
             raise NoSuchQueryError(
                 f"continuous query {name[:100]!r} does not exist; see GET /v1/queries"
