@@ -270,7 +270,7 @@ export function pivot(result, {x, y, group, kind}) {
   }
   return {
     kind,
-    x: {values: order, time},
+    x: {values: order, time, utc: true}, // the API writes times in UTC: label them so
     xLabel: x,
     series: [...groups.entries()].map(([name, values]) => ({name, values})),
   };
