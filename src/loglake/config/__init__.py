@@ -256,7 +256,7 @@ class ConsoleConfig:
     ``enabled``: serve the console's pages and APIs. ``query_workers``: sandboxed DuckDB processes
     that answer the console's SQL, one query at a time each (more let more people query at once, at
     ``query.memory_limit`` each). ``max_rows``: rows of one result shown in the page (a notebook
-    paragraph, a SQL answer); the page says when a result was cut, and downloads are not cut.
+    paragraph, a SQL answer); the page says when a result was cut; downloads are not cut by it.
     ``queue_timeout_s``: how long a console query waits for a free worker before the answer is 503
     with Retry-After.
     """
