@@ -633,7 +633,7 @@ class Cursor:
     @classmethod
     def parse(cls, text: str, what: str = "cursor") -> Cursor:
         stamp, sep, skip = text.rpartition("~")
-        if not sep or not skip.isdigit() or len(skip) > 12:
+        if not sep or not (skip.isascii() and skip.isdigit()) or len(skip) > 12:
             raise BadViewError(
                 f"{what} {text!r} is not one the API gave: start from the first page"
             )
@@ -855,7 +855,8 @@ def _int(params: dict[str, str], key: str, default: int, lo: int, hi: int) -> in
     text = params.get(key)
     if text is None or text == "":
         return default
-    if not text.isdigit() or not lo <= int(text) <= hi:
+    # isdigit() is also true of digits int() refuses (such as "²"): ASCII digits only
+    if not (text.isascii() and text.isdigit()) or not lo <= int(text) <= hi:
         raise BadViewError(f"{key} must be a whole number from {lo} to {hi}, not {text!r}")
     return int(text)
 
@@ -1104,6 +1105,10 @@ def routes(console: Console) -> list[BaseRoute]:
         if not params.get("at") or not params.get("field"):
             raise BadViewError("give at (a record's time) and field (the field to match on)")
         at = parse_time(params["at"], now, "at")
+        if not datetime.min + AROUND_SPAN <= at <= datetime.max - AROUND_SPAN:
+            raise BadViewError(
+                f"at {params['at']!r} is within a day of the year 1 or 9999: give a record's time"
+            )
         name = info.column(params["field"])[0]
         n = _int(params, "n", 25, 1, AROUND_MAX)
         term = Term(name, params.get("value"))

@@ -682,7 +682,7 @@ async def download_request(request: Request, console: Console) -> tuple[str, str
                 raise BadRequestError(f"the form must be sql=...&format=csv: {exc}") from None
             fields = {k: v[-1] for k, v in parsed.items()}
     fmt = fields.pop("format", "csv") or "csv"
-    if fmt not in DOWNLOAD_FORMATS:
+    if not isinstance(fmt, str) or fmt not in DOWNLOAD_FORMATS:
         raise BadRequestError(f"format {fmt!r}: use csv or json (JSON lines)")
     name = fields.pop("name", "") or "result"
     if not isinstance(name, str):

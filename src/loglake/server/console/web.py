@@ -75,6 +75,8 @@ class Console:
         raw = await read_decoded(request, limit, self.config.server.body_timeout_s)
         try:
             return json.loads(raw or b"null")
+        except RecursionError:
+            raise ConfigError(f"the body is nested too deeply; send {what}") from None
         except (ValueError, UnicodeDecodeError) as exc:
             raise ConfigError(f"the body must be JSON ({what}): {exc}") from exc
 
