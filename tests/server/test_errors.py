@@ -21,15 +21,17 @@ import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from serving import Server
 from starlette.applications import Starlette
+from starlette.routing import Mount
 
 from loglake.config import load_config
 from loglake.server.app import BearerAuth, create_app
+from serving import Server
 
 CONFIG = """
 [streams.web]
@@ -62,6 +64,13 @@ SELECT DATE '2024-03-01' AS d, TIMESTAMP '2024-03-01 10:00:00' AS at,
        'nan'::DOUBLE AS f, count(*) AS hits
 FROM stream
 '''
+
+[dashboards.ops]
+title = "Operations"
+
+[[dashboards.ops.panels]]
+query = "typed"
+y = ["hits"]
 """
 
 JSON = "application/json"
@@ -69,7 +78,11 @@ AWS = "application/x-amz-json-1.1"
 KINESIS = "Kinesis_20131202."
 DEEP = b"[" * 100_000 + b"]" * 100_000  # past the JSON parser's recursion limit
 DEEP_SMALL = b"[" * 30_000 + b"]" * 30_000  # as deep, within the 64 KiB of stream settings
+DEEP_8K = b"[" * 4_000 + b"]" * 4_000  # as deep, within the 8 KiB of a console sign-in
 QUERY = {"stream": "web", "window": "tumbling 1m", "sql": "SELECT count(*) AS n FROM stream"}
+NOTEBOOK = "0123456789abcdef"  # an id of the form notebooks take; no notebook has it
+EXPORT = {"format": "loglake-notebook", "version": 1, "name": "x"}
+ACCESS_LINES = 3  # combined access-log lines the server fixture ingests into logs.access
 
 
 @dataclass(frozen=True)
@@ -93,6 +106,11 @@ def amz(operation: str, body: bytes, status: int, code: str, **headers: str) -> 
 
 def js(value: Any) -> bytes:
     return json.dumps(value).encode()
+
+
+def download(body: bytes, status: int, code: str, says: str) -> Bad:
+    """A ``POST /v1/sql/download`` of a JSON body (a form when not sent as JSON)."""
+    return Bad("POST", "/v1/sql/download", status, code, body, {"Content-Type": JSON}, says)
 
 
 #: Every route (path and method, as the app declares them) -> bad requests it must refuse.
@@ -248,6 +266,728 @@ BAD: dict[tuple[str, str], list[Bad]] = {
         Bad("POST", "/v1/queries/typed/events", 405, "method_not_allowed"),
     ],
     ("/v1/alerts", "GET"): [Bad("DELETE", "/v1/alerts", 405, "method_not_allowed")],
+    # -- the web console: its pages, static code, sign-in and SQL ------------------------------------
+    ("/console", "GET"): [Bad("POST", "/console", 405, "method_not_allowed")],
+    ("/console/{page}", "GET"): [
+        Bad("GET", "/console/nope", 404, "not_found", says="pages are explore"),
+        Bad("POST", "/console/explore", 405, "method_not_allowed"),
+    ],
+    ("/console/static/{path}", "GET"): [
+        Bad("GET", "/console/static/nope.js", 404, "not_found", says="/console/static/nope.js"),
+        Bad("GET", "/console/static/..%2fweb.py", 404, "not_found", says="web.py"),
+        Bad("GET", "/console/static/%2e%2e/%2e%2e/errors.py", 404, "not_found"),
+        Bad("POST", "/console/static/app.js", 405, "method_not_allowed"),
+    ],
+    ("/console/vendor/{path}", "GET"): [
+        Bad("GET", "/console/vendor/nope.js", 404, "not_found", says="/console/vendor/nope.js"),
+        Bad("GET", "/console/vendor/..%2f..%2f__init__.py", 404, "not_found"),
+        Bad("DELETE", "/console/vendor/uPlot.iife.js", 405, "method_not_allowed"),
+    ],
+    ("/console/login", "GET"): [Bad("PUT", "/console/login", 405, "method_not_allowed")],
+    ("/console/login", "POST"): [
+        Bad("POST", "/console/login", 400, "invalid_request", b"{not json", says="JSON"),
+        Bad("POST", "/console/login", 400, "invalid_request", DEEP_8K, says="nested too deeply"),
+        Bad("POST", "/console/login", 413, "body_too_large", DEEP_SMALL, says="8192 bytes"),
+        Bad("POST", "/console/login", 401, "unauthorized", js({"key": "x"}), says="api_keys"),
+        Bad("POST", "/console/login", 401, "unauthorized", js({"key": 5}), says="api_keys"),
+        Bad("POST", "/console/login", 401, "unauthorized", b"[]", says="api_keys"),
+    ],
+    ("/console/logout", "POST"): [Bad("PUT", "/console/logout", 405, "method_not_allowed")],
+    ("/v1/console", "GET"): [Bad("PUT", "/v1/console", 405, "method_not_allowed")],
+    ("/v1/sql", "POST"): [
+        Bad("GET", "/v1/sql", 405, "method_not_allowed"),
+        Bad("POST", "/v1/sql", 400, "invalid_request", b"{not json", says="must be JSON"),
+        Bad("POST", "/v1/sql", 400, "invalid_request", DEEP, says="nested too deeply"),
+        Bad("POST", "/v1/sql", 400, "invalid_request", b"", says='"sql"'),
+        Bad("POST", "/v1/sql", 400, "invalid_request", b"[1]", says='"sql"'),
+        Bad("POST", "/v1/sql", 400, "invalid_request", js({"sql": 5}), says='"sql"'),
+        Bad("POST", "/v1/sql", 400, "invalid_request", js({"sql": " "}), says="empty"),
+        Bad(
+            "POST",
+            "/v1/sql",
+            400,
+            "invalid_request",
+            js({"sql": "SELECT 1", "colour": 1}),
+            says="colour",
+        ),
+        Bad(
+            "POST",
+            "/v1/sql",
+            400,
+            "invalid_request",
+            js({"sql": "SELECT 1", "dialect": "cobol"}),
+            says="athena",
+        ),
+        Bad("POST", "/v1/sql", 400, "invalid_query", js({"sql": "SELEC 1"}), says="SELEC"),
+        Bad(
+            "POST",
+            "/v1/sql",
+            400,
+            "invalid_query",
+            js({"sql": "SELECT * FROM logs.nope"}),
+            says="logs.nope",
+        ),
+        Bad(
+            "POST",
+            "/v1/sql",
+            403,
+            "query_refused",
+            js({"sql": "DROP TABLE logs.access"}),
+            says="read-only",
+        ),
+        Bad(
+            "POST",
+            "/v1/sql",
+            403,
+            "query_refused",
+            js({"sql": "SELECT * FROM read_csv('/etc/passwd')"}),
+            says="read_csv",
+        ),
+        Bad(
+            "POST",
+            "/v1/sql",
+            415,
+            "unsupported_encoding",
+            js({"sql": "SELECT 1"}),
+            {"Content-Encoding": "br"},
+        ),
+        Bad("POST", "/v1/sql", 413, "body_too_large", b" " * (2 << 20), says="1048576 bytes"),
+    ],
+    # -- Explore (logs.access holds the lines the server fixture ingested) ---------------------------
+    ("/v1/explore/tables", "GET"): [
+        Bad("GET", "/v1/explore/tables?x=1", 400, "invalid_request", says="x"),
+        Bad("POST", "/v1/explore/tables", 405, "method_not_allowed"),
+    ],
+    ("/v1/explore/histogram", "GET"): [
+        Bad(
+            "GET", "/v1/explore/histogram?table=logs.nope", 404, "no_such_table", says="logs.access"
+        ),
+        Bad(
+            "GET",
+            "/v1/explore/histogram?table=..%2f..%2fetc",
+            404,
+            "no_such_table",
+            says="../../etc",
+        ),
+        Bad("GET", "/v1/explore/histogram?from=yesterday", 400, "invalid_request", says="now-15m"),
+        Bad(
+            "GET",
+            "/v1/explore/histogram?from=now-1h&to=now-2h",
+            400,
+            "invalid_request",
+            says="must be before to",
+        ),
+        Bad(
+            "GET",
+            "/v1/explore/histogram?from=now-999999999w",
+            400,
+            "invalid_request",
+            says="year 1",
+        ),
+        Bad("GET", "/v1/explore/histogram?q=colour:red", 400, "invalid_request", says="colour"),
+        Bad(
+            "GET",
+            "/v1/explore/histogram?q=status:abc",
+            400,
+            "invalid_request",
+            says="whole numbers",
+        ),
+        Bad("GET", "/v1/explore/histogram?q=%22open", 400, "invalid_request", says="never closed"),
+        Bad(
+            "GET", "/v1/explore/histogram?q=" + "x%20" * 65, 400, "invalid_request", says="64 terms"
+        ),
+        Bad("GET", "/v1/explore/histogram?where=1)", 400, "invalid_request", says="parenthesis"),
+        Bad(
+            "GET",
+            "/v1/explore/histogram?where=1;DROP%20TABLE%20logs.access",
+            400,
+            "invalid_request",
+            says="no ;",
+        ),
+        Bad(
+            "GET", "/v1/explore/histogram?where=nosuchcol=1", 400, "invalid_query", says="nosuchcol"
+        ),
+        Bad(
+            "GET",
+            "/v1/explore/histogram?where=(SELECT%20count(*)%20FROM%20read_csv('/etc/passwd'))>0",
+            403,
+            "query_refused",
+            says="read_csv",
+        ),
+        Bad("GET", "/v1/explore/histogram?table=a&table=b", 400, "invalid_request", says="once"),
+        Bad("GET", "/v1/explore/histogram?limit=5", 400, "invalid_request", says="limit"),
+        Bad("POST", "/v1/explore/histogram", 405, "method_not_allowed"),
+    ],
+    ("/v1/explore/records", "GET"): [
+        Bad("GET", "/v1/explore/records?table=logs.nope", 404, "no_such_table", says="logs.nope"),
+        Bad("GET", "/v1/explore/records?limit=0", 400, "invalid_request", says="1 to 1000"),
+        Bad("GET", "/v1/explore/records?limit=1001", 400, "invalid_request", says="1 to 1000"),
+        Bad("GET", "/v1/explore/records?limit=x", 400, "invalid_request", says="limit"),
+        Bad("GET", "/v1/explore/records?limit=%C2%B2", 400, "invalid_request", says="limit"),
+        Bad("GET", "/v1/explore/records?cursor=garbage", 400, "invalid_request", says="first page"),
+        Bad("GET", "/v1/explore/records?cursor=x~3", 400, "invalid_request", says="cursor"),
+        Bad(
+            "GET",
+            "/v1/explore/records?cursor=2026-01-01%2000:00:00~%C2%B2",
+            400,
+            "invalid_request",
+            says="cursor",
+        ),
+        Bad("GET", "/v1/explore/records?where=(ts", 400, "invalid_request", says="never closes"),
+        Bad("GET", "/v1/explore/records?where=1=1%20--", 400, "invalid_request", says="comments"),
+        Bad(
+            "GET",
+            "/v1/explore/records?q=is_bot:maybe",
+            400,
+            "invalid_request",
+            says="true or false",
+        ),
+        Bad("GET", "/v1/explore/records?q=ts:abc", 400, "invalid_query", says="abc"),
+        Bad("DELETE", "/v1/explore/records", 405, "method_not_allowed"),
+    ],
+    ("/v1/explore/top", "GET"): [
+        Bad("GET", "/v1/explore/top?fields=nope", 400, "invalid_request", says="nope"),
+        Bad(
+            "GET",
+            "/v1/explore/top?fields=" + ",".join("status" for _ in range(21)),
+            400,
+            "invalid_request",
+            says="at most 20",
+        ),
+        Bad("GET", "/v1/explore/top?q=status:", 400, "invalid_request", says="status:*"),
+        Bad("PUT", "/v1/explore/top", 405, "method_not_allowed"),
+    ],
+    ("/v1/explore/tail", "GET"): [
+        Bad("GET", "/v1/explore/tail", 400, "invalid_request", says="after"),
+        Bad("GET", "/v1/explore/tail?after=bad", 400, "invalid_request", says="not a time"),
+        Bad("GET", "/v1/explore/tail?after=now&seen=-1", 400, "invalid_request", says="seen"),
+        Bad("GET", "/v1/explore/tail?after=now&limit=5000", 400, "invalid_request", says="limit"),
+        Bad("POST", "/v1/explore/tail", 405, "method_not_allowed"),
+    ],
+    ("/v1/explore/around", "GET"): [
+        Bad("GET", "/v1/explore/around", 400, "invalid_request", says="give at"),
+        Bad("GET", "/v1/explore/around?at=now&field=nope", 400, "invalid_request", says="nope"),
+        Bad("GET", "/v1/explore/around?at=bad&field=client", 400, "invalid_request", says="at"),
+        Bad(
+            "GET",
+            "/v1/explore/around?at=0001-01-01&field=client",
+            400,
+            "invalid_request",
+            says="year 1",
+        ),
+        Bad(
+            "GET",
+            "/v1/explore/around?at=9999-12-31&field=client",
+            400,
+            "invalid_request",
+            says="9999",
+        ),
+        Bad("GET", "/v1/explore/around?at=now&field=client&n=0", 400, "invalid_request", says="n"),
+        Bad(
+            "GET",
+            "/v1/explore/around?at=now&field=status&value=abc",
+            400,
+            "invalid_request",
+            says="whole numbers",
+        ),
+        Bad(
+            "GET",
+            "/v1/explore/around?at=now&field=client&table=logs.nope",
+            404,
+            "no_such_table",
+            says="logs.nope",
+        ),
+        Bad("POST", "/v1/explore/around", 405, "method_not_allowed"),
+    ],
+    ("/v1/explore/download", "GET"): [
+        Bad("GET", "/v1/explore/download?format=xml", 400, "invalid_request", says="csv or json"),
+        Bad("GET", "/v1/explore/download?page=5", 400, "invalid_request", says="page"),
+        Bad("GET", "/v1/explore/download?q=nope:1", 400, "invalid_request", says="nope"),
+        Bad(
+            "GET", "/v1/explore/download?where=nosuchcol=1", 400, "invalid_query", says="nosuchcol"
+        ),
+        Bad("GET", "/v1/explore/download?table=logs.nope", 404, "no_such_table", says="logs.nope"),
+        Bad("POST", "/v1/explore/download", 405, "method_not_allowed"),
+    ],
+    # -- Live: dashboards (ops is the config file's, read-only) and results --------------------------
+    ("/v1/console/dashboards", "GET"): [
+        Bad("POST", "/v1/console/dashboards", 405, "method_not_allowed"),
+    ],
+    ("/v1/console/dashboards/{name}", "GET"): [
+        Bad("GET", "/v1/console/dashboards/nope", 404, "no_such_dashboard", says="nope"),
+        Bad("GET", "/v1/console/dashboards/..", 400, "invalid_request", says="letters, digits"),
+        Bad("GET", "/v1/console/dashboards/" + "a" * 65, 400, "invalid_request", says="1-64"),
+        Bad("POST", "/v1/console/dashboards/x", 405, "method_not_allowed"),
+    ],
+    ("/v1/console/dashboards/{name}", "PUT"): [
+        Bad("PUT", "/v1/console/dashboards/x", 400, "invalid_request", b"{not json", says="JSON"),
+        Bad(
+            "PUT",
+            "/v1/console/dashboards/x",
+            400,
+            "invalid_request",
+            DEEP_SMALL,
+            says="nested too deeply",
+        ),
+        Bad("PUT", "/v1/console/dashboards/x", 413, "body_too_large", DEEP, says="65536 bytes"),
+        Bad("PUT", "/v1/console/dashboards/x", 400, "invalid_request", b"[1]", says="a list"),
+        Bad(
+            "PUT",
+            "/v1/console/dashboards/x",
+            400,
+            "invalid_request",
+            js({"colour": 1}),
+            says="colour",
+        ),
+        Bad(
+            "PUT",
+            "/v1/console/dashboards/x",
+            400,
+            "invalid_request",
+            js({"title": 5}),
+            says="dashboards.x.title",
+        ),
+        Bad(
+            "PUT",
+            "/v1/console/dashboards/x",
+            400,
+            "invalid_request",
+            js({"panels": 5}),
+            says="dashboards.x.panels",
+        ),
+        Bad(
+            "PUT",
+            "/v1/console/dashboards/x",
+            400,
+            "invalid_request",
+            js({"panels": [{"query": "typed", "kind": "donut", "y": ["hits"]}]}),
+            says="timeseries, bar",
+        ),
+        Bad(
+            "PUT",
+            "/v1/console/dashboards/x",
+            400,
+            "invalid_request",
+            js({"panels": [{"query": "typed", "y": ["hits"], "width": 13}]}),
+            says="width",
+        ),
+        Bad(
+            "PUT",
+            "/v1/console/dashboards/x",
+            400,
+            "invalid_request",
+            js({"panels": [{"query": "typed", "y": ["hits"]}] * 25}),
+            says="at most 24",
+        ),
+        Bad("PUT", "/v1/console/dashboards/a%20b", 400, "invalid_request", b"{}", says="a b"),
+        Bad("PUT", "/v1/console/dashboards/ops", 409, "read_only", b"{}", says="config file"),
+    ],
+    ("/v1/console/dashboards/{name}", "DELETE"): [
+        Bad("DELETE", "/v1/console/dashboards/nope", 404, "no_such_dashboard", says="nope"),
+        Bad("DELETE", "/v1/console/dashboards/..", 400, "invalid_request", says="letters"),
+        Bad("DELETE", "/v1/console/dashboards/ops", 409, "read_only", says="save a copy"),
+    ],
+    ("/v1/console/live/events", "GET"): [
+        Bad("GET", "/v1/console/live/events", 400, "invalid_request", says="?query=NAME"),
+        Bad(
+            "GET",
+            "/v1/console/live/events?" + "&".join(f"query=q{i}" for i in range(25)),
+            400,
+            "invalid_request",
+            says="at most 24",
+        ),
+        Bad("POST", "/v1/console/live/events?query=typed", 405, "method_not_allowed"),
+    ],
+    ("/v1/console/live/history", "GET"): [
+        Bad("GET", "/v1/console/live/history", 404, "no_such_query", says="GET /v1/queries"),
+        Bad("GET", "/v1/console/live/history?query=nope", 404, "no_such_query", says="nope"),
+        Bad(
+            "GET",
+            "/v1/console/live/history?query=typed&windows=0",
+            400,
+            "invalid_request",
+            says="1 to 1000",
+        ),
+        Bad(
+            "GET",
+            "/v1/console/live/history?query=typed&windows=x",
+            400,
+            "invalid_request",
+            says="windows",
+        ),
+        Bad("POST", "/v1/console/live/history", 405, "method_not_allowed"),
+    ],
+    # -- Notebooks (none exists: every id names no notebook) -----------------------------------------
+    ("/v1/notebooks", "GET"): [Bad("DELETE", "/v1/notebooks", 405, "method_not_allowed")],
+    ("/v1/notebooks", "POST"): [
+        Bad("POST", "/v1/notebooks", 400, "invalid_request", b"{not json", says="must be JSON"),
+        Bad("POST", "/v1/notebooks", 400, "invalid_request", DEEP, says="nested too deeply"),
+        Bad("POST", "/v1/notebooks", 400, "invalid_request", b"[1]", says="JSON object"),
+        Bad("POST", "/v1/notebooks", 400, "invalid_request", js({"colour": 1}), says="colour"),
+        Bad("POST", "/v1/notebooks", 400, "invalid_request", js({"name": 5}), says='"name"'),
+        Bad("POST", "/v1/notebooks", 400, "invalid_request", js({"name": " "}), says="empty"),
+        Bad("POST", "/v1/notebooks", 400, "invalid_request", js({"name": "a\nb"}), says="control"),
+        Bad("POST", "/v1/notebooks", 400, "invalid_request", js({"name": "x" * 121}), says="120"),
+        Bad(
+            "POST",
+            "/v1/notebooks",
+            400,
+            "invalid_request",
+            js({"name": "x", "paragraphs": 5}),
+            says='"paragraphs"',
+        ),
+        Bad(
+            "POST",
+            "/v1/notebooks",
+            400,
+            "invalid_request",
+            js({"name": "x", "paragraphs": [5]}),
+            says="paragraph 1",
+        ),
+        Bad(
+            "POST",
+            "/v1/notebooks",
+            400,
+            "invalid_request",
+            js({"name": "x", "paragraphs": [{"kind": "python"}]}),
+            says="sql, markdown",
+        ),
+        Bad(
+            "POST",
+            "/v1/notebooks",
+            400,
+            "invalid_request",
+            js({"name": "x", "paragraphs": [{"dialect": "cobol"}]}),
+            says="cobol",
+        ),
+        Bad(
+            "POST",
+            "/v1/notebooks",
+            400,
+            "invalid_request",
+            js({"name": "x", "paragraphs": [{"view": "radar"}]}),
+            says="radar",
+        ),
+        Bad(
+            "POST",
+            "/v1/notebooks",
+            400,
+            "invalid_request",
+            js({"name": "x", "paragraphs": [{"chart": {"z": "a"}}]}),
+            says="chart keys z",
+        ),
+        Bad(
+            "POST",
+            "/v1/notebooks",
+            400,
+            "invalid_request",
+            js({"name": "x", "paragraphs": [{"colour": 1}]}),
+            says="colour",
+        ),
+        Bad(
+            "POST",
+            "/v1/notebooks",
+            400,
+            "invalid_request",
+            js({"name": "x", "paragraphs": [{"id": "../x"}]}),
+            says="id",
+        ),
+        Bad(
+            "POST",
+            "/v1/notebooks",
+            400,
+            "invalid_request",
+            js({"name": "x", "paragraphs": [{"id": "a"}, {"id": "a"}]}),
+            says="used twice",
+        ),
+        Bad(
+            "POST",
+            "/v1/notebooks",
+            413,
+            "notebook_too_large",
+            js({"name": "x", "paragraphs": [{}] * 201}),
+            says="at most 200",
+        ),
+        Bad(
+            "POST",
+            "/v1/notebooks",
+            413,
+            "notebook_too_large",
+            js({"name": "x", "paragraphs": [{"text": "x" * (1 << 20)}]}),
+            says="1,048,576 bytes",
+        ),
+    ],
+    ("/v1/notebooks/import", "POST"): [
+        Bad("PATCH", "/v1/notebooks/import", 405, "method_not_allowed"),
+        # GET /v1/notebooks/{id} takes the path: "import" is no notebook's id
+        Bad("GET", "/v1/notebooks/import", 404, "no_such_notebook", says="16 hex digits"),
+        Bad("POST", "/v1/notebooks/import", 400, "invalid_request", b"{not", says="must be JSON"),
+        Bad(
+            "POST",
+            "/v1/notebooks/import",
+            400,
+            "invalid_request",
+            js({"name": "x"}),
+            says="loglake-notebook",
+        ),
+        Bad(
+            "POST",
+            "/v1/notebooks/import",
+            400,
+            "invalid_request",
+            js({**EXPORT, "version": 99}),
+            says="export it again",
+        ),
+        Bad(
+            "POST",
+            "/v1/notebooks/import",
+            400,
+            "invalid_request",
+            js({**EXPORT, "colour": 1}),
+            says="colour",
+        ),
+        Bad(
+            "POST",
+            "/v1/notebooks/import",
+            400,
+            "invalid_request",
+            js({**EXPORT, "paragraphs": [{"kind": "r"}]}),
+            says="kind 'r'",
+        ),
+    ],
+    ("/v1/notebooks/{id}", "GET"): [
+        Bad("GET", f"/v1/notebooks/{NOTEBOOK}", 404, "no_such_notebook", says="GET /v1/notebooks"),
+        Bad("GET", "/v1/notebooks/nope", 404, "no_such_notebook", says="16 hex digits"),
+        Bad("GET", "/v1/notebooks/%2e%2e", 404, "no_such_notebook", says="16 hex digits"),
+        Bad("GET", "/v1/notebooks/..%2f..%2fetc%2fpasswd", 404, "not_found"),
+        Bad("POST", f"/v1/notebooks/{NOTEBOOK}", 405, "method_not_allowed"),
+    ],
+    ("/v1/notebooks/{id}", "PUT"): [
+        Bad("PUT", f"/v1/notebooks/{NOTEBOOK}", 404, "no_such_notebook", js({"name": "x"})),
+        Bad("PUT", "/v1/notebooks/..", 404, "no_such_notebook", js({"name": "x"}), says="16 hex"),
+        Bad(
+            "PUT",
+            f"/v1/notebooks/{NOTEBOOK}",
+            400,
+            "invalid_request",
+            DEEP,
+            says="nested too deeply",
+        ),
+        Bad(
+            "PUT",
+            f"/v1/notebooks/{NOTEBOOK}",
+            400,
+            "invalid_request",
+            js({"colour": 1}),
+            says="colour",
+        ),
+        Bad(
+            "PUT",
+            f"/v1/notebooks/{NOTEBOOK}",
+            400,
+            "invalid_request",
+            js({"revision": "3"}),
+            says='"revision"',
+        ),
+        Bad(
+            "PUT",
+            f"/v1/notebooks/{NOTEBOOK}",
+            400,
+            "invalid_request",
+            js({"paragraphs": [{"kind": "python"}]}),
+            says="python",
+        ),
+    ],
+    ("/v1/notebooks/{id}", "DELETE"): [
+        Bad("DELETE", f"/v1/notebooks/{NOTEBOOK}", 404, "no_such_notebook", says="deleted"),
+        Bad("DELETE", "/v1/notebooks/..", 404, "no_such_notebook", says="16 hex digits"),
+    ],
+    ("/v1/notebooks/{id}/rename", "POST"): [
+        Bad(
+            "POST",
+            f"/v1/notebooks/{NOTEBOOK}/rename",
+            404,
+            "no_such_notebook",
+            js({"name": "y"}),
+            says=NOTEBOOK,
+        ),
+        Bad("POST", "/v1/notebooks/nope/rename", 404, "no_such_notebook", js({"name": "y"})),
+        Bad(
+            "POST",
+            f"/v1/notebooks/{NOTEBOOK}/rename",
+            400,
+            "invalid_request",
+            js({}),
+            says='"name"',
+        ),
+        Bad(
+            "POST",
+            f"/v1/notebooks/{NOTEBOOK}/rename",
+            400,
+            "invalid_request",
+            js({"name": "y", "paragraphs": []}),
+            says="paragraphs",
+        ),
+        Bad("GET", f"/v1/notebooks/{NOTEBOOK}/rename", 405, "method_not_allowed"),
+    ],
+    ("/v1/notebooks/{id}/export", "GET"): [
+        Bad("GET", f"/v1/notebooks/{NOTEBOOK}/export", 404, "no_such_notebook", says=NOTEBOOK),
+        Bad("GET", "/v1/notebooks/nope/export", 404, "no_such_notebook", says="16 hex digits"),
+        Bad("POST", f"/v1/notebooks/{NOTEBOOK}/export", 405, "method_not_allowed"),
+    ],
+    ("/v1/sql/download", "GET"): [
+        Bad("GET", "/v1/sql/download", 400, "invalid_request", says='"sql"'),
+        Bad(
+            "GET", "/v1/sql/download?sql=SELECT%201&format=xml", 400, "invalid_request", says="csv"
+        ),
+        Bad(
+            "GET",
+            "/v1/sql/download?sql=SELECT%201&dialect=cobol",
+            400,
+            "invalid_request",
+            says="cobol",
+        ),
+        Bad(
+            "GET", "/v1/sql/download?sql=SELECT%201&colour=1", 400, "invalid_request", says="colour"
+        ),
+        Bad("GET", "/v1/sql/download?sql=SELEC%201", 400, "invalid_query", says="SELEC"),
+        Bad(
+            "GET",
+            "/v1/sql/download?sql=DROP%20TABLE%20logs.access",
+            403,
+            "query_refused",
+            says="read-only",
+        ),
+        Bad("PUT", "/v1/sql/download", 405, "method_not_allowed"),
+    ],
+    ("/v1/sql/download", "POST"): [
+        download(b"{not json", 400, "invalid_request", says="must be JSON"),
+        download(DEEP, 400, "invalid_request", says="must be JSON"),
+        download(b"[1]", 400, "invalid_request", says='"sql"'),
+        download(js({"sql": 5}), 400, "invalid_request", says='"sql"'),
+        download(js({"sql": "SELECT 1", "format": ["csv"]}), 400, "invalid_request", says="csv"),
+        download(js({"sql": "SELECT 1", "name": 5}), 400, "invalid_request", says='"name"'),
+        download(js({"sql": "DROP TABLE logs.access"}), 403, "query_refused", says="read-only"),
+        Bad(
+            "POST",
+            "/v1/sql/download",
+            400,
+            "invalid_request",
+            b"{not json",
+            says='"sql"',  # not JSON's content type: a form, without sql
+        ),
+        Bad(
+            "POST",
+            "/v1/sql/download",
+            400,
+            "invalid_request",
+            b"sql=SELECT+1&format=xml",
+            {"Content-Type": "application/x-www-form-urlencoded"},
+            says="csv or json",
+        ),
+        Bad(
+            "POST",
+            "/v1/sql/download",
+            400,
+            "invalid_request",
+            b"a=1&" * 20,
+            {"Content-Type": "application/x-www-form-urlencoded"},
+            says="sql=...&format=csv",
+        ),
+        Bad(
+            "POST",
+            "/v1/sql/download",
+            415,
+            "unsupported_encoding",
+            b"{}",
+            {"Content-Encoding": "br"},
+        ),
+    ],
+    # -- Catalog ---------------------------------------------------------------------------------------
+    ("/v1/catalog/tables", "GET"): [Bad("POST", "/v1/catalog/tables", 405, "method_not_allowed")],
+    ("/v1/catalog/tables/{table}", "GET"): [
+        Bad("GET", "/v1/catalog/tables/logs.nope", 404, "no_such_table", says="logs.access"),
+        Bad("GET", "/v1/catalog/tables/..", 404, "no_such_table", says="GET /v1/catalog/tables"),
+        Bad("GET", "/v1/catalog/tables/%2e%2e%2f%2e%2e", 404, "not_found"),
+        Bad("PUT", "/v1/catalog/tables/logs.access", 405, "method_not_allowed"),
+    ],
+    ("/v1/catalog/tables/{table}/snapshots", "GET"): [
+        Bad(
+            "GET", "/v1/catalog/tables/logs.nope/snapshots", 404, "no_such_table", says="logs.nope"
+        ),
+        Bad(
+            "GET",
+            "/v1/catalog/tables/logs.access/snapshots?limit=0",
+            400,
+            "invalid_request",
+            says="1 to 500",
+        ),
+        Bad(
+            "GET",
+            "/v1/catalog/tables/logs.access/snapshots?limit=501",
+            400,
+            "invalid_request",
+            says="1 to 500",
+        ),
+        Bad(
+            "GET",
+            "/v1/catalog/tables/logs.access/snapshots?offset=-1",
+            400,
+            "invalid_request",
+            says="offset",
+        ),
+        Bad(
+            "GET",
+            "/v1/catalog/tables/logs.access/snapshots?offset=x",
+            400,
+            "invalid_request",
+            says="offset",
+        ),
+        Bad("DELETE", "/v1/catalog/tables/logs.access/snapshots", 405, "method_not_allowed"),
+    ],
+    ("/v1/catalog/tables/{table}/files", "GET"): [
+        Bad("GET", "/v1/catalog/tables/logs.nope/files", 404, "no_such_table", says="logs.nope"),
+        Bad(
+            "GET",
+            "/v1/catalog/tables/logs.access/files?limit=x",
+            400,
+            "invalid_request",
+            says="limit",
+        ),
+        Bad(
+            "GET",
+            "/v1/catalog/tables/logs.access/files?offset=99999999999999999999",
+            400,
+            "invalid_request",
+            says="offset",
+        ),
+        Bad("POST", "/v1/catalog/tables/logs.access/files", 405, "method_not_allowed"),
+    ],
+    ("/v1/catalog/streams", "GET"): [Bad("POST", "/v1/catalog/streams", 405, "method_not_allowed")],
+    ("/v1/catalog/rejected", "GET"): [
+        Bad("POST", "/v1/catalog/rejected", 405, "method_not_allowed")
+    ],
+    ("/v1/catalog/rejected/samples", "GET"): [
+        Bad("GET", "/v1/catalog/rejected/samples", 400, "invalid_request", says="?reason="),
+        Bad(
+            "GET",
+            "/v1/catalog/rejected/samples?reason=x&limit=101",
+            400,
+            "invalid_request",
+            says="1 to 100",
+        ),
+        Bad(
+            "GET",
+            "/v1/catalog/rejected/samples?reason=%00",
+            400,
+            "invalid_request",
+            says="NUL",
+        ),
+        Bad("POST", "/v1/catalog/rejected/samples", 405, "method_not_allowed"),
+    ],
+    ("/v1/catalog/queries", "GET"): [
+        Bad("PATCH", "/v1/catalog/queries", 405, "method_not_allowed")
+    ],
 }
 
 #: Paths no route has.
@@ -262,6 +1002,17 @@ UNKNOWN = [
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     srv = Server.started(tmp_path_factory.mktemp("errors") / "lake", CONFIG)
     try:
+        # A table for Explore's and the Catalog's cases to find: bad input to them is then refused
+        # for what it is, not because the lake is empty.
+        now = datetime.now(UTC)
+        lines = "".join(
+            f"10.0.0.{i} - - [{now - timedelta(minutes=i):%d/%b/%Y:%H:%M:%S +0000}] "
+            f'"GET /a HTTP/1.1" 200 12 "-" "curl/8"\n'
+            for i in range(ACCESS_LINES)
+        )
+        status, reply, _ = call(srv, "POST", "/v1/streams/web/records", lines.encode())
+        assert status == 200 and reply["accepted"] == ACCESS_LINES, reply
+        srv.wait_rows("SELECT count(*) AS n FROM logs.access", ACCESS_LINES)
         yield srv
     finally:
         if srv.proc is not None:
@@ -323,11 +1074,13 @@ def app_routes(home: Path) -> set[tuple[str, str]]:
     app = make_app(home)
     while not isinstance(app, Starlette):  # IngestFastPath, BearerAuth: each wraps .app
         app = app.app
-    return {
-        (route.path, method)
-        for route in app.routes
-        for method in (route.methods or {"GET"}) - {"HEAD"}
-    }
+    routes: set[tuple[str, str]] = set()
+    for route in app.routes:
+        if isinstance(route, Mount):  # static files: every path under it, GET (and HEAD)
+            routes.add((route.path + "/{path}", "GET"))
+            continue
+        routes.update((route.path, method) for method in (route.methods or {"GET"}) - {"HEAD"})
+    return routes
 
 
 def test_the_table_covers_every_route(tmp_path: Path) -> None:
@@ -353,6 +1106,11 @@ def test_nothing_bad_was_created(server: Server) -> None:
     assert streams == {"web", "events", "typed"}
     queries = {q["name"] for q in call(server, "GET", "/v1/queries")[1]["queries"]}
     assert queries == {"typed"}
+    # The console's saved things: no notebook, no dashboard but the config file's.
+    assert call(server, "GET", "/v1/notebooks")[1]["notebooks"] == []
+    dashboards = call(server, "GET", "/v1/console/dashboards")[1]["dashboards"]
+    assert [(d["name"], d["source"]) for d in dashboards] == [("ops", "config")]
+    assert not list((server.home / "console").rglob("*.json"))
 
 
 def test_limits_carry_their_headers(server: Server) -> None:
