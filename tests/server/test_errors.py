@@ -318,6 +318,14 @@ BAD: dict[tuple[str, str], list[Bad]] = {
             js({"sql": "SELECT 1", "dialect": "cobol"}),
             says="athena",
         ),
+        Bad(
+            "POST",
+            "/v1/sql",
+            400,
+            "invalid_request",
+            js({"sql": "SELECT 1", "dialect": {}}),
+            says="unknown dialect",
+        ),
         Bad("POST", "/v1/sql", 400, "invalid_query", js({"sql": "SELEC 1"}), says="SELEC"),
         Bad(
             "POST",

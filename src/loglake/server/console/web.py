@@ -179,8 +179,8 @@ def sql_request(body: Any) -> tuple[str, str | None]:
     unknown = sorted(set(body) - {"sql", "dialect"})
     if unknown:
         raise ConfigError(f"unknown keys {', '.join(unknown)}; valid: sql, dialect")
-    dialect = body.get("dialect") or "duckdb"
-    if dialect not in DIALECTS:
+    dialect = body.get("dialect", "duckdb")
+    if not isinstance(dialect, str) or dialect not in DIALECTS:
         raise UnknownDialectError(f"unknown dialect {dialect!r}; valid: {', '.join(DIALECTS)}")
     if not body["sql"].strip():
         raise ConfigError("the SQL is empty: write one SELECT statement")
