@@ -26,8 +26,11 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     return report
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
+    """Chromium for one test module. Not for the whole session: Playwright's sync API keeps an
+    event loop running in the thread while it is open, and every later test of the same worker
+    that calls asyncio.run() would fail."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
