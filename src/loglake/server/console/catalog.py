@@ -46,7 +46,7 @@ if TYPE_CHECKING:
 
     from loglake.config import Config
     from loglake.query.plan import FilePlan, TablePlan
-    from loglake.server.console.web import Console
+    from loglake.server.console.context import Console
     from loglake.server.runtime import Runtime
 
 #: Most items one page of snapshots, files or rejected lines may ask for.

@@ -57,7 +57,7 @@ if TYPE_CHECKING:
     from starlette.requests import Request
     from starlette.routing import BaseRoute
 
-    from loglake.server.console.web import Console
+    from loglake.server.console.context import Console
 
 MAX_SAVED = 500  # dashboards saved from the page
 BODY_LIMIT = 64 << 10  # one dashboard: 24 panels of a few settings each

@@ -63,7 +63,7 @@ if TYPE_CHECKING:
 
     from loglake.config import Config
     from loglake.query.engine import Result
-    from loglake.server.console.web import Console
+    from loglake.server.console.context import Console
 
 DEFAULT_TABLE = "logs.access"
 MAX_FILTER_CHARS = 4096

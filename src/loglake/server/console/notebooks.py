@@ -63,7 +63,7 @@ if TYPE_CHECKING:
     from starlette.requests import Request
     from starlette.routing import BaseRoute
 
-    from loglake.server.console.web import Console
+    from loglake.server.console.context import Console
 
 log = logging.getLogger("loglake.serve")
 
@@ -157,7 +157,7 @@ def check_paragraphs(value: Any) -> list[dict[str, Any]]:
     """A notebook's paragraphs, each as stored (see the module docstring): missing ids are made,
     missing settings take their defaults; BadRequestError naming the paragraph and what to
     change for anything else, NotebookTooLargeError past :data:`MAX_PARAGRAPHS`."""
-    from loglake.server.console.web import DIALECTS
+    from loglake.server.console.context import DIALECTS
 
     if not isinstance(value, list):
         raise BadRequestError('"paragraphs" must be a list of {"kind": "sql"|"markdown", "text"}')
@@ -661,7 +661,7 @@ def pages(table: pa.Table) -> Iterator[pa.Table]:
 async def download_request(request: Request, console: Console) -> tuple[str, str | None, str, str]:
     """The statement, dialect (None for DuckDB), format and file name of a download, from the
     query string (GET), a form or a JSON body (POST); BadRequestError saying what is missing."""
-    from loglake.server.console.web import sql_request
+    from loglake.server.console.context import sql_request
     from loglake.sources.http_body import read_decoded
 
     if request.method == "GET":

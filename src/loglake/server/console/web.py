@@ -17,18 +17,17 @@ Every error is the server's one JSON shape; the pages show its message.
 from __future__ import annotations
 
 import hmac
-import json
 from collections.abc import Callable
-from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from starlette.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from loglake.errors import ConfigError, LoglakeError
+from loglake.errors import LoglakeError
+from loglake.server.console.context import Console, sql_request
 from loglake.server.console.encode import result_json
 from loglake.server.console.pool import SqlPool
 from loglake.server.errors import UnauthorizedError
@@ -44,8 +43,6 @@ STATIC = Path(__file__).parent / "static"
 KEY_COOKIE = "loglake_key"
 #: The pages of the console, in the order of its navigation bar.
 PAGE_NAMES = ("explore", "live", "notebooks", "catalog")
-SQL_BODY_LIMIT = 1 << 20  # one statement and a few options
-DIALECTS = ("duckdb", "athena", "trino", "presto", "spark", "hive", "bigquery", "postgres", "mysql")
 
 
 class NoSuchPageError(LoglakeError):
@@ -53,32 +50,6 @@ class NoSuchPageError(LoglakeError):
 
     status = 404
     code = "not_found"
-
-
-class UnknownDialectError(ConfigError):
-    """A ``dialect`` the console does not offer (400)."""
-
-
-@dataclass(frozen=True)
-class Console:
-    """What every page's routes need: the config, the running server, the query workers."""
-
-    config: Config
-    runtime: Runtime
-    pool: SqlPool
-
-    async def json_body(self, request: Request, what: str, limit: int = SQL_BODY_LIMIT) -> Any:
-        """The request's JSON body (at most ``limit`` bytes, within ``server.body_timeout_s``);
-        ConfigError (400) naming ``what`` for anything that is not JSON."""
-        from loglake.sources.http_body import read_decoded
-
-        raw = await read_decoded(request, limit, self.config.server.body_timeout_s)
-        try:
-            return json.loads(raw or b"null")
-        except RecursionError:
-            raise ConfigError(f"the body is nested too deeply; send {what}") from None
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"the body must be JSON ({what}): {exc}") from exc
 
 
 def _pages() -> dict[str, Callable[[Console], list[BaseRoute]]]:
@@ -167,24 +138,6 @@ def routes(config: Config, runtime: Runtime) -> tuple[list[BaseRoute], SqlPool]:
 
 
 _NO_STORE = {"Cache-Control": "no-store"}
-
-
-def sql_request(body: Any) -> tuple[str, str | None]:
-    """The statement and dialect of a ``POST /v1/sql`` body; ConfigError (400) saying what is
-    wrong."""
-    if not isinstance(body, dict) or not isinstance(body.get("sql"), str):
-        raise ConfigError(
-            'the body must be a JSON object {"sql": "SELECT ...", "dialect": "duckdb"}'
-        )
-    unknown = sorted(set(body) - {"sql", "dialect"})
-    if unknown:
-        raise ConfigError(f"unknown keys {', '.join(unknown)}; valid: sql, dialect")
-    dialect = body.get("dialect", "duckdb")
-    if not isinstance(dialect, str) or dialect not in DIALECTS:
-        raise UnknownDialectError(f"unknown dialect {dialect!r}; valid: {', '.join(DIALECTS)}")
-    if not body["sql"].strip():
-        raise ConfigError("the SQL is empty: write one SELECT statement")
-    return body["sql"], None if dialect == "duckdb" else dialect
 
 
 def vendor_dir() -> Path:
