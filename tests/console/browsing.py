@@ -8,6 +8,7 @@ import shutil
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from serving import Server
 
@@ -54,3 +55,18 @@ def doc_screenshot(page: Any, name: str) -> Path:
     path = DOC_IMAGES / f"console-{name}.png"
     page.screenshot(path=str(path))
     return path
+
+
+def watch_hosts(context: Any, url: str) -> list[str]:
+    """Record every request that any page of the browser ``context`` makes to a host other than
+    ``url``'s; the returned list fills as they happen (the console must work offline)."""
+    own = urlsplit(url).netloc
+    foreign: list[str] = []
+
+    def watch(req: Any) -> None:
+        parts = urlsplit(req.url)
+        if parts.scheme in ("http", "https", "ws", "wss") and parts.netloc != own:
+            foreign.append(req.url)
+
+    context.on("request", watch)
+    return foreign

@@ -11,10 +11,9 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from typing import Any
-from urllib.parse import urlsplit
 
 import pytest
-from browsing import ARTIFACTS, chromium_path, generated_home
+from browsing import ARTIFACTS, chromium_path, generated_home, watch_hosts
 
 from serving import RUNNING, Server
 
@@ -75,17 +74,9 @@ def page(browser: Any, console_server: Server, request: pytest.FixtureRequest) -
     """A fresh browser page (1280×800) on the console server. Fails the test if the page asked any
     other host for anything; saves a screenshot when the test failed."""
     context = browser.new_context(viewport={"width": 1280, "height": 800}, accept_downloads=True)
+    foreign = watch_hosts(context, console_server.url)  # every page of the context, not just pg
     pg = context.new_page()
     pg.set_default_timeout(30_000)
-    own = urlsplit(console_server.url).netloc
-    foreign: list[str] = []
-
-    def watch(req: Any) -> None:
-        parts = urlsplit(req.url)
-        if parts.scheme in ("http", "https", "ws", "wss") and parts.netloc != own:
-            foreign.append(req.url)
-
-    pg.on("request", watch)
     pg.console_errors = []  # type: ignore[attr-defined]
     pg.on("pageerror", lambda exc: pg.console_errors.append(str(exc)))  # type: ignore[attr-defined]
     try:

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from browsing import chromium_path, open_page
+from browsing import chromium_path, open_page, watch_hosts
 
 from serving import Server, request
 
@@ -103,6 +103,7 @@ def test_the_console_asks_for_a_key_and_keeps_it_for_the_session(
     browser: Any, keyed_server: Server, tmp_path: Path
 ) -> None:
     context = browser.new_context(viewport={"width": 1280, "height": 800})
+    foreign = watch_hosts(context, keyed_server.url)
     page = context.new_page()
     try:
         page.goto(keyed_server.url + "/console/notebooks")
@@ -122,6 +123,7 @@ def test_the_console_asks_for_a_key_and_keeps_it_for_the_session(
         assert page.is_visible("#signout button")
     finally:
         context.close()
+    assert not foreign, f"the page made requests to other hosts: {foreign[:5]}"
 
 
 def _raw(method: str, url: str) -> tuple[int, bytes, dict[str, str]]:
@@ -143,3 +145,29 @@ def _raw(method: str, url: str) -> tuple[int, bytes, dict[str, str]]:
 def test_chromium_is_debians(browser: Any) -> None:
     assert chromium_path().startswith("/usr/")
     assert int(browser.version.split(".")[0]) >= 120
+
+
+def test_serve_prints_the_console_url(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from serving import free_port
+
+    port = free_port()
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "loglake.toml").write_text('[syslog]\nudp = ""\ntcp = ""\n')
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "loglake.cli", "serve", "--port", str(port)],
+        env={**os.environ, "LOGLAKE_HOME": str(home)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        assert proc.stdout is not None
+        first = proc.stdout.readline().decode()  # blocks until the server has started
+        assert first == f"loglake console: http://127.0.0.1:{port}/console\n"
+    finally:
+        proc.terminate()
+        proc.wait(60)
