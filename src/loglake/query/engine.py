@@ -202,7 +202,8 @@ class Connection:
             assert self._local is not None
             return run_sandboxed(self._local, setup, sql, limits)
         except QueryError as exc:
-            if "Catalog Error" in str(exc) and "does not exist" in str(exc):
+            # Only a missing table gets the list of lake tables (not a missing function).
+            if "Catalog Error: Table with name" in str(exc) and "does not exist" in str(exc):
                 raise QueryError(str(exc) + _table_hint(self.config)) from exc
             raise
 
@@ -301,21 +302,32 @@ def _schema_map(plan: TablePlan) -> str:
 
 
 def transpile(sql: str, dialect: str | None) -> str:
-    """Translate ``sql`` from ``dialect`` (athena, trino, presto, spark...) to DuckDB SQL."""
+    """Translate ``sql`` from ``dialect`` (athena, trino, presto, spark...) to DuckDB SQL.
+
+    For Athena, Trino and Presto, functions that DuckDB lacks or answers differently are rewritten
+    (query/athena.py), and one DuckDB still does not know is refused (QueryRefusedError) by name.
+    """
     if not dialect or dialect == "duckdb":
         return sql
     import sqlglot
     from sqlglot.errors import ParseError
 
+    from loglake.query import athena
+
     try:
-        out = sqlglot.transpile(sql, read=dialect, write="duckdb")
+        trees = sqlglot.parse(sql, read=dialect)
     except ParseError as exc:
         raise QueryError(f"cannot parse the {dialect} SQL: {exc}") from exc
     except ValueError as exc:
         raise QueryError(f"unknown SQL dialect {dialect!r}: {exc}") from exc
-    if len(out) != 1:
+    if len(trees) != 1 or trees[0] is None:
         raise QueryRefusedError("send exactly one SQL statement")
-    return out[0]
+    tree = trees[0]
+    if dialect.lower() not in athena.DIALECTS:
+        return tree.sql(dialect="duckdb")
+    out = athena.rewrite(tree).sql(dialect="duckdb")
+    athena.refuse_untranslated(out)
+    return out
 
 
 def _overlaps(lo: int | None, hi: int | None, ranges: list[tuple[int | None, int | None]]) -> bool:

@@ -1,0 +1,263 @@
+"""Athena (Trino/Presto) functions rewritten so they answer in DuckDB as they answer in Athena.
+
+sqlglot translates most of Athena's SQL to DuckDB's, but some functions either do not exist in
+DuckDB or exist with other semantics. :func:`rewrite` runs on sqlglot's tree of an ``athena``,
+``trino`` or ``presto`` statement, after parsing and before DuckDB SQL is written, and replaces:
+
+- the URL family (``url_extract_host``, ``_path``, ``_protocol``, ``_port``, ``_query``,
+  ``_fragment``, ``_parameter``; ``url_encode``, ``url_decode``) by plain DuckDB expressions that
+  split the URL as ``java.net.URI`` does (RFC 2396/3986), so nothing must exist in the sandbox;
+- ``split_part`` past the last field and ``regexp_extract`` without a match: NULL, not ``''``;
+- ``regexp_replace`` replacements written with Java's ``$1`` group references (and ``\\$`` for a
+  dollar) as RE2's ``\\1``.
+
+:func:`refuse_untranslated` then refuses a statement that still calls a function DuckDB does not
+have, naming it and the nearest supported alternative, instead of letting DuckDB fail later.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import cache
+
+import duckdb
+from sqlglot import exp, parse_one
+from sqlglot.errors import ParseError, TokenError
+
+from loglake.errors import QueryRefusedError
+
+#: The dialects whose function library is Trino's.
+DIALECTS = frozenset({"athena", "trino", "presto"})
+
+#: RFC 3986 appendix B: groups 2 scheme, 4 authority, 5 path, 7 query, 9 fragment.
+_URI = r"^(([^:/?#]+):)?(//([^/?#]*))?([^?#]*)(\?([^#]*))?(#(.*))?"
+#: The host (an IPv6 literal keeps its brackets, as URI.getHost does) and port of an authority.
+_HOST = r"^(?:[^@]*@)?(\[[^\]]*\]|[^:]*)"
+_PORT = r"^(?:[^@]*@)?(?:\[[^\]]*\]|[^:]*):([0-9]+)$"
+
+#: Athena functions DuckDB lacks and that are not translated, with what to write instead.
+ALTERNATIVES: dict[str, str] = {
+    "to_iso8601": "strftime(ts, '%Y-%m-%dT%H:%M:%S.%g') (DuckDB's strftime patterns)",
+    "map_agg": "map(list(key), list(value))",
+    "format_datetime": "strftime(ts, pattern) with a strftime-style pattern ('%Y-%m-%d %H:%M:%S')",
+    "with_timezone": "timezone('Area/City', ts)",
+    "approx_set": "approx_count_distinct(x)",
+    "from_unixtime_nanos": "make_timestamp(nanos // 1000)",
+}
+
+
+def _uri(url: str, group: int) -> str:
+    return f"regexp_extract({url}, '{_URI}', {group})"
+
+
+def _has_authority(url: str) -> str:
+    return f"regexp_matches({url}, '^([^:/?#]+:)?//')"
+
+
+def _opaque(url: str) -> str:
+    """A URI with a scheme whose rest does not start with '/' (mailto:x): Java gives it no path,
+    host or query."""
+    return f"regexp_matches({url}, '^[^:/?#]+:[^/]')"
+
+
+def _query_raw(url: str) -> str:
+    return (
+        f"CASE WHEN regexp_matches({url}, '^[^#]*\\?') AND NOT {_opaque(url)} "
+        f"THEN {_uri(url, 7)} END"
+    )
+
+
+def _url_extract_protocol(url: str) -> str:
+    return f"CASE WHEN regexp_matches({url}, '^[^:/?#]+:') THEN {_uri(url, 2)} END"
+
+
+def _url_extract_host(url: str) -> str:
+    return (
+        f"CASE WHEN {_has_authority(url)} "
+        f"THEN nullif(regexp_extract({_uri(url, 4)}, '{_HOST}', 1), '') END"
+    )
+
+
+def _url_extract_port(url: str) -> str:
+    return (
+        f"CASE WHEN {_has_authority(url)} "
+        f"THEN TRY_CAST(nullif(regexp_extract({_uri(url, 4)}, '{_PORT}', 1), '') AS BIGINT) END"
+    )
+
+
+def _url_extract_path(url: str) -> str:
+    # URI.getPath decodes %XX escapes (not '+': that is a form encoding, not a URI one).
+    return f"CASE WHEN NOT {_opaque(url)} THEN url_decode({_uri(url, 5)}) END"
+
+
+def _url_extract_query(url: str) -> str:
+    return f"url_decode({_query_raw(url)})"
+
+
+def _url_extract_fragment(url: str) -> str:
+    return f"CASE WHEN strpos({url}, '#') > 0 THEN url_decode({_uri(url, 9)}) END"
+
+
+def _url_extract_parameter(url: str, name: str) -> str:
+    # Trino splits the raw (undecoded) query on '&', then each pair on its first '=': the first
+    # pair whose key equals the name wins; a key without '=' has the value ''. \Q...\E matches the
+    # name literally.
+    pattern = f"'(?:^|&)\\Q' || replace({name}, '\\E', '\\E\\\\E\\Q') || '\\E(?:=([^&]*))?(?:&|$)'"
+    query = _query_raw(url)
+    return (
+        f"CASE WHEN regexp_matches({query}, {pattern}) "
+        f"THEN regexp_extract({query}, {pattern}, 1) END"
+    )
+
+
+def _url_encode(value: str) -> str:
+    # Java's URLEncoder: keeps letters, digits and . - * _; a space becomes '+'; everything else
+    # is %XX of its UTF-8 bytes. DuckDB's url_encode keeps '~' and encodes '*' and ' ' as %XX.
+    return f"replace(replace(replace(url_encode({value}), '~', '%7E'), '%2A', '*'), '%20', '+')"
+
+
+def _url_decode(value: str) -> str:
+    return f"url_decode(replace({value}, '+', ' '))"
+
+
+def _split_part(value: str, delimiter: str, index: str) -> str:
+    return (
+        f"CASE WHEN {index} <= len(string_split({value}, {delimiter})) "
+        f"THEN split_part({value}, {delimiter}, {index}) END"
+    )
+
+
+_URL_FUNCTIONS: dict[str, tuple[int, Callable[..., str]]] = {
+    "url_extract_protocol": (1, _url_extract_protocol),
+    "url_extract_host": (1, _url_extract_host),
+    "url_extract_port": (1, _url_extract_port),
+    "url_extract_path": (1, _url_extract_path),
+    "url_extract_query": (1, _url_extract_query),
+    "url_extract_fragment": (1, _url_extract_fragment),
+    "url_extract_parameter": (2, _url_extract_parameter),
+    "url_encode": (1, _url_encode),
+    "url_decode": (1, _url_decode),
+}
+
+
+def rewrite(tree: exp.Expr) -> exp.Expr:
+    """Replace, in sqlglot's tree of an Athena statement, the functions whose DuckDB counterpart
+    is missing or answers differently (see the module docstring). Raises QueryRefusedError for a
+    URL function called with the wrong number of arguments."""
+    # Deepest first, so an argument is already rewritten when its caller is.
+    for node in reversed(list(tree.walk(bfs=False))):
+        replacement = _replacement(node)
+        if replacement is not None:
+            if node is tree:
+                tree = replacement
+            else:
+                node.replace(replacement)
+    return tree
+
+
+def _replacement(node: exp.Expr) -> exp.Expr | None:
+    if isinstance(node, exp.Anonymous):
+        name = str(node.this).lower()
+        if name in _URL_FUNCTIONS:
+            arity, build = _URL_FUNCTIONS[name]
+            if len(node.expressions) != arity:
+                raise QueryRefusedError(
+                    f"Athena function {name}() takes {arity} argument(s), "
+                    f"got {len(node.expressions)}"
+                )
+            return _parse(build(*(_sql(a) for a in node.expressions)))
+        return None
+    if isinstance(node, exp.SplitPart):
+        return _parse(
+            _split_part(
+                _sql(node.this), _sql(node.args["delimiter"]), _sql(node.args["part_index"])
+            )
+        )
+    if isinstance(node, exp.RegexpExtract) and not node.meta.get("athena"):
+        group = node.args.get("group")
+        value, pattern = _sql(node.this), _sql(node.expression)
+        extract = f"regexp_extract({value}, {pattern}, {_sql(group) if group else 0})"
+        return _parse(f"CASE WHEN regexp_matches({value}, {pattern}) THEN {extract} END")
+    if isinstance(node, exp.RegexpReplace):
+        replacement = node.args.get("replacement")
+        if isinstance(replacement, exp.Literal) and replacement.is_string:
+            converted = java_replacement(replacement.this)
+            if converted != replacement.this:
+                replacement.replace(exp.Literal.string(converted))
+        elif replacement is not None:
+            # Not a literal: convert at run time (backslashes first, then $n).
+            text = _sql(replacement)
+            runtime = (
+                f"regexp_replace(regexp_replace({text}, '\\\\', '\\\\\\\\', 'g'), "
+                f"'\\$([0-9])', '\\\\\\1', 'g')"
+            )
+            replacement.replace(_parse(runtime))
+    return None
+
+
+def java_replacement(text: str) -> str:
+    """A Java ``Matcher`` replacement (``$1`` a group, ``\\$`` a dollar, ``\\\\`` a backslash) as
+    an RE2 one (``\\1`` a group, ``\\\\`` a backslash, anything else literal)."""
+    out: list[str] = []
+    i = 0
+    while i < len(text):
+        ch = text[i]
+        if ch == "\\" and i + 1 < len(text):
+            nxt = text[i + 1]
+            out.append("\\\\" if nxt == "\\" else nxt)
+            i += 2
+        elif ch == "$" and i + 1 < len(text) and text[i + 1].isdigit():
+            out.append("\\" + text[i + 1])
+            i += 2
+        elif ch == "\\":
+            out.append("\\\\")
+            i += 1
+        else:
+            out.append(ch)
+            i += 1
+    return "".join(out)
+
+
+def refuse_untranslated(duckdb_sql: str) -> None:
+    """Refuse ``duckdb_sql`` (the translated statement) when it calls a function DuckDB does not
+    have: the message names it and, when one is known, the nearest supported alternative."""
+    try:
+        tree = parse_one(duckdb_sql, read="duckdb")
+    except (ParseError, TokenError):
+        return  # DuckDB's own parser reports it, with its position, when the policy checks it
+    # TRY(expr) is a DuckDB special form, not a function of the catalog.
+    known = _duckdb_functions() | {"try"}
+    for node in tree.find_all(exp.Anonymous):
+        name = str(node.this).lower()
+        if name in known:
+            continue
+        alternative = ALTERNATIVES.get(name)
+        advice = (
+            f"use {alternative} instead"
+            if alternative
+            else "see docs/sql.md, 'Athena dialect: what is translated', for what is supported"
+        )
+        raise QueryRefusedError(
+            f"Athena function {name}() is not translated to loglake's SQL engine; {advice}"
+        )
+
+
+@cache
+def _duckdb_functions() -> frozenset[str]:
+    with duckdb.connect() as con:
+        rows = con.execute(
+            "SELECT DISTINCT lower(function_name) FROM duckdb_functions()"
+        ).fetchall()
+    return frozenset(str(r[0]) for r in rows)
+
+
+def _sql(node: exp.Expr) -> str:
+    return f"({node.sql(dialect='duckdb')})"
+
+
+def _parse(sql: str) -> exp.Expr:
+    node = parse_one(sql, read="duckdb")
+    # Our own regexp_extract is final: the walk has passed it, but mark it against a second one.
+    for inner in node.find_all(exp.RegexpExtract):
+        inner.meta["athena"] = True
+    return exp.Paren(this=node)

@@ -1,0 +1,221 @@
+"""Athena (Trino) functions answer as Athena answers, or are refused naming the function.
+
+Expected values are written from Trino's function documentation (URL, string and regular
+expression functions) and the Java rules it cites (java.net.URI, java.net.URLEncoder), not
+computed by loglake. Every query runs through ``loglake.connect(home).sql(sql, dialect="athena")``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import loglake
+from loglake.config import load_config
+from loglake.errors import QueryRefusedError
+from loglake.ingest import ingest
+from loglake.query.engine import Connection
+
+DOC_URL = "http://example.com/path1/p.php?k1=v1&k2=v2&k3&k4#Ref1"
+
+REQUESTS = [
+    "https://shop.example.com:8443/cart/add?item=42&qty=2#top",
+    "http://user:pw@www.example.org/search?q=a%20b&q=second",
+    "/health",
+]
+
+
+@pytest.fixture(scope="module")
+def lake_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    home = tmp_path_factory.mktemp("athena")
+    path = home / "requests.jsonl"
+    lines = [
+        json.dumps({"ts": f"2026-12-01T10:00:0{i}Z", "n": i, "url": url})
+        for i, url in enumerate(REQUESTS)
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    stats = ingest(
+        load_config(home=home, environ={}), [str(path)], format="json", table="logs.requests"
+    )
+    assert stats.parsed == len(REQUESTS) and stats.rejected == 0
+    return home
+
+
+@pytest.fixture(scope="module")
+def con(lake_home: Path) -> Iterator[Connection]:
+    with loglake.connect(str(lake_home)) as c:
+        yield c
+
+
+def one(con: Connection, expression: str) -> Any:
+    rows = con.sql(f"SELECT {expression}", dialect="athena").fetchall()
+    assert len(rows) == 1 and len(rows[0]) == 1
+    return rows[0][0]
+
+
+@pytest.mark.parametrize(
+    ("expression", "expected"),
+    [
+        # url_extract_protocol (Trino docs' examples)
+        ("url_extract_protocol('http://localhost:8080/req_path')", "http"),
+        ("url_extract_protocol('https://127.0.0.1:8080/req_path')", "https"),
+        ("url_extract_protocol('ftp://path/file')", "ftp"),
+        ("url_extract_protocol('/just/a/path')", None),
+        # url_extract_host
+        (f"url_extract_host('{DOC_URL}')", "example.com"),
+        ("url_extract_host('https://user:pw@www.example.com:8080/a')", "www.example.com"),
+        ("url_extract_host('http://[::1]:8080/a')", "[::1]"),
+        ("url_extract_host('/relative/path')", None),
+        # url_extract_port
+        ("url_extract_port('http://localhost:8080/req_path')", 8080),
+        (f"url_extract_port('{DOC_URL}')", None),
+        # url_extract_path
+        (f"url_extract_path('{DOC_URL}')", "/path1/p.php"),
+        ("url_extract_path('http://example.com')", ""),
+        ("url_extract_path('http://example.com/a%20b/c')", "/a b/c"),
+        ("url_extract_path('/health?x=1')", "/health"),
+        # url_extract_query
+        (f"url_extract_query('{DOC_URL}')", "k1=v1&k2=v2&k3&k4"),
+        ("url_extract_query('http://example.com/p')", None),
+        ("url_extract_query('http://example.com/p?')", ""),
+        # url_extract_fragment
+        (f"url_extract_fragment('{DOC_URL}')", "Ref1"),
+        ("url_extract_fragment('http://example.com/p?x=1')", None),
+        # url_extract_parameter: first match wins, a key without '=' is '', absent is NULL,
+        # the value is not decoded
+        (f"url_extract_parameter('{DOC_URL}', 'k1')", "v1"),
+        (f"url_extract_parameter('{DOC_URL}', 'k2')", "v2"),
+        (f"url_extract_parameter('{DOC_URL}', 'k3')", ""),
+        (f"url_extract_parameter('{DOC_URL}', 'k4')", ""),
+        (f"url_extract_parameter('{DOC_URL}', 'k5')", None),
+        (f"url_extract_parameter('{DOC_URL}', 'Ref1')", None),
+        ("url_extract_parameter('http://e.com/?a=1&a=2', 'a')", "1"),
+        ("url_extract_parameter('http://e.com/?q=a%20b+c', 'q')", "a%20b+c"),
+        ("url_extract_parameter('http://e.com/?a.b=1&axb=2', 'a.b')", "1"),
+        ("url_extract_parameter('http://e.com/?xa=1&a=2', 'a')", "2"),
+        ("url_extract_parameter('http://e.com/p', 'a')", None),
+        # url_encode: letters, digits and . - * _ kept; space is '+'; the rest %XX of UTF-8
+        ("url_encode('hello world')", "hello+world"),
+        ("url_encode('a.b-c*d_e')", "a.b-c*d_e"),
+        ("url_encode('~é')", "%7E%C3%A9"),
+        (
+            "url_encode('http://username:password@host:8080/index?parameterName=parameterValue#fragment')",
+            "http%3A%2F%2Fusername%3Apassword%40host%3A8080%2Findex%3F"
+            "parameterName%3DparameterValue%23fragment",
+        ),
+        # url_decode: the inverse of url_encode ('+' is a space)
+        ("url_decode('hello+world')", "hello world"),
+        ("url_decode('a%2Bb%20c')", "a+b c"),
+        ("url_decode('%7E%C3%A9')", "~é"),
+        ("url_decode(url_encode('a b&c=d/é*'))", "a b&c=d/é*"),
+    ],
+)
+def test_url_functions(con: Connection, expression: str, expected: object) -> None:
+    assert one(con, expression) == expected
+
+
+def test_url_functions_over_a_lake_column(con: Connection) -> None:
+    rows = con.sql(
+        "SELECT url_extract_host(url), url_extract_port(url), url_extract_path(url), "
+        "url_extract_parameter(url, 'q'), url_extract_parameter(url, 'qty') "
+        "FROM logs.requests ORDER BY n",
+        dialect="athena",
+    ).fetchall()
+    assert rows == [
+        ("shop.example.com", 8443, "/cart/add", None, "2"),
+        ("www.example.org", None, "/search", "a%20b", None),
+        (None, None, "/health", None, None),
+    ]
+    counted = con.sql(
+        "SELECT url_extract_host(url) AS host, count(*) AS n FROM logs.requests "
+        "GROUP BY 1 ORDER BY 1 NULLS LAST",
+        dialect="athena",
+    ).fetchall()
+    assert counted == [("shop.example.com", 1), ("www.example.org", 1), (None, 1)]
+
+
+@pytest.mark.parametrize(
+    ("expression", "expected"),
+    [
+        # split_part: "If the index is larger than the number of fields, then null is returned."
+        ("split_part('a,b,c', ',', 2)", "b"),
+        ("split_part('a,b,c', ',', 3)", "c"),
+        ("split_part('a,b,c', ',', 4)", None),
+        ("split_part('a,,c', ',', 2)", ""),
+        ("split_part('2026-12-01', '-', 1)", "2026"),
+        ("split_part('abc', ',', 2)", None),
+        # regexp_extract: NULL without a match (Trino docs' examples otherwise)
+        ("regexp_extract('1a 2b 14m', '\\d+')", "1"),
+        ("regexp_extract('1a 2b 14m', '(\\d+)([a-z]+)', 2)", "a"),
+        ("regexp_extract('abc', '\\d+')", None),
+        ("regexp_extract('abc', '(\\d+)', 1)", None),
+        # regexp_replace: Java's $n group references and \\$ for a dollar (Trino docs' examples)
+        ("regexp_replace('1a 2b 14m', '\\d+[ab] ')", "14m"),
+        ("regexp_replace('1a 2b 14m', '(\\d+)([ab]) ', '3c$2 ')", "3ca 3cb 14m"),
+        ("regexp_replace('abc', '(b)', '[$1$1]')", "a[bb]c"),
+        ("regexp_replace('abc', 'b', '\\$')", "a$c"),
+        ("regexp_replace('a-b', '(\\w)-(\\w)', '$2-$1')", "b-a"),
+    ],
+)
+def test_null_semantics_and_group_references(
+    con: Connection, expression: str, expected: object
+) -> None:
+    assert one(con, expression) == expected
+
+
+def test_split_part_past_the_last_field_over_a_lake_column(con: Connection) -> None:
+    rows = con.sql(
+        "SELECT split_part(url, '/', 4) FROM logs.requests ORDER BY n", dialect="athena"
+    ).fetchall()
+    # 'https:' '' 'shop.example.com:8443' 'cart' ...; '/health' has only two fields.
+    assert rows == [("cart",), ("search?q=a%20b&q=second",), (None,)]
+
+
+def test_regexp_replace_group_reference_from_a_column(con: Connection) -> None:
+    rows = con.sql(
+        "SELECT regexp_replace(url, '^(https?)://([^/:]+).*$', '$2 via $1') "
+        "FROM logs.requests WHERE n < 2 ORDER BY n",
+        dialect="athena",
+    ).fetchall()
+    assert rows == [("shop.example.com via https",), ("user via http",)]
+
+
+@pytest.mark.parametrize(
+    ("sql", "named", "alternative"),
+    [
+        ("SELECT to_iso8601(current_timestamp)", "to_iso8601()", "strftime"),
+        ("SELECT map_agg(n, url) FROM logs.requests", "map_agg()", "map(list(key), list(value))"),
+        ("SELECT format_datetime(ts, 'yyyy') FROM logs.requests", "format_datetime()", "strftime"),
+        ("SELECT no_such_function(1)", "no_such_function()", "Athena dialect"),
+    ],
+)
+def test_untranslated_functions_are_refused_by_name(
+    con: Connection, sql: str, named: str, alternative: str
+) -> None:
+    with pytest.raises(QueryRefusedError) as caught:
+        con.sql(sql, dialect="athena")
+    message = str(caught.value)
+    assert f"Athena function {named}" in message
+    assert alternative in message
+    assert "lake tables" not in message
+
+
+def test_wrong_argument_count_is_refused(con: Connection) -> None:
+    with pytest.raises(QueryRefusedError, match=r"url_extract_parameter\(\) takes 2"):
+        con.sql("SELECT url_extract_parameter('http://e.com/?a=1')", dialect="athena")
+
+
+def test_a_missing_function_in_duckdb_sql_has_no_table_hint(con: Connection) -> None:
+    with pytest.raises(Exception) as caught:
+        con.sql("SELECT no_such_function(1)")
+    assert "no_such_function" in str(caught.value)
+    assert "lake tables" not in str(caught.value)
+
+
+def test_other_dialects_are_not_rewritten(con: Connection) -> None:
+    # Spark's split_part is its own; only Athena/Trino/Presto get Trino's NULL semantics.
+    assert con.sql("SELECT split_part('a,b', ',', 1)", dialect="spark").fetchall() == [("a",)]
