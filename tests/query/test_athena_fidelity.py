@@ -219,3 +219,42 @@ def test_a_missing_function_in_duckdb_sql_has_no_table_hint(con: Connection) -> 
 def test_other_dialects_are_not_rewritten(con: Connection) -> None:
     # Spark's split_part is its own; only Athena/Trino/Presto get Trino's NULL semantics.
     assert con.sql("SELECT split_part('a,b', ',', 1)", dialect="spark").fetchall() == [("a",)]
+
+
+@pytest.mark.parametrize(
+    ("sql", "expected"),
+    [
+        # count_if: "the number of TRUE input values", a bigint
+        ("SELECT count_if(x > 1) FROM (VALUES 1, 2, 3, NULL) t(x)", [(2,)]),
+        ("SELECT count_if(x > 1) FILTER (WHERE x < 3) FROM (VALUES 1, 2, 3) t(x)", [(1,)]),
+        (
+            "SELECT x, count_if(x > 1) OVER (ORDER BY x) FROM (VALUES 1, 2, 3) t(x) ORDER BY x",
+            [(1, 0), (2, 1), (3, 2)],
+        ),
+        # cardinality: the size of an array or a map
+        ("SELECT cardinality(ARRAY[1, 2, 3]), cardinality(ARRAY[])", [(3, 0)]),
+        ("SELECT cardinality(MAP(ARRAY['a', 'b'], ARRAY[1, 2]))", [(2,)]),
+        # element_at: 1-based, negative from the end, NULL past the end or for an absent key
+        (
+            "SELECT element_at(ARRAY[1, 2, 3], 2), element_at(ARRAY[1, 2, 3], -1), "
+            "element_at(ARRAY[1, 2, 3], 5)",
+            [(2, 3, None)],
+        ),
+        (
+            "SELECT element_at(MAP(ARRAY['a', 'b'], ARRAY[1, 2]), 'b'), "
+            "element_at(MAP(ARRAY['a'], ARRAY[1]), 'z')",
+            [(2, None)],
+        ),
+    ],
+)
+def test_collection_functions(con: Connection, sql: str, expected: list[tuple[Any, ...]]) -> None:
+    assert con.sql(sql, dialect="athena").fetchall() == expected
+
+
+def test_count_if_and_cardinality_are_bigint(con: Connection) -> None:
+    table = con.sql(
+        "SELECT count_if(n > 0) AS c, cardinality(ARRAY[1]) AS k FROM logs.requests",
+        dialect="athena",
+    ).arrow()
+    assert table.to_pylist() == [{"c": 2, "k": 1}]
+    assert [str(t) for t in table.schema.types] == ["int64", "int64"]

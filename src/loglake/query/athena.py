@@ -8,6 +8,7 @@ DuckDB or exist with other semantics. :func:`rewrite` runs on sqlglot's tree of 
   ``_fragment``, ``_parameter``; ``url_encode``, ``url_decode``) by plain DuckDB expressions that
   split the URL as ``java.net.URI`` does (RFC 2396/3986), so nothing must exist in the sandbox;
 - ``split_part`` past the last field and ``regexp_extract`` without a match: NULL, not ``''``;
+- ``count_if`` and ``cardinality`` (of an array or a map) as Athena's ``bigint``;
 - ``regexp_replace`` replacements written with Java's ``$1`` group references (and ``\\$`` for a
   dollar) as RE2's ``\\1``.
 
@@ -167,6 +168,17 @@ def _replacement(node: exp.Expr) -> exp.Expr | None:
                 )
             return _parse(build(*(_sql(a) for a in node.expressions)))
         return None
+    if isinstance(node, exp.CountIf):
+        # DuckDB counts in HUGEINT (a decimal to Arrow); Athena's count_if is a bigint. The cast
+        # goes around the whole call, with its FILTER and OVER clauses.
+        target: exp.Expr = node
+        while isinstance(target.parent, (exp.Filter, exp.Window)):
+            target = target.parent
+        target.replace(exp.cast(target.copy(), "BIGINT"))
+        return None
+    if isinstance(node, exp.ArraySize):
+        # cardinality(): DuckDB's takes lists and maps alike (array_length only lists), as UBIGINT.
+        return _parse(f"CAST(cardinality({_sql(node.this)}) AS BIGINT)")
     if isinstance(node, exp.SplitPart):
         return _parse(
             _split_part(
