@@ -258,3 +258,29 @@ def test_count_if_and_cardinality_are_bigint(con: Connection) -> None:
     ).arrow()
     assert table.to_pylist() == [{"c": 2, "k": 1}]
     assert [str(t) for t in table.schema.types] == ["int64", "int64"]
+
+
+@pytest.mark.parametrize(
+    ("sql", "expected"),
+    [
+        # Trino: "/ Division (integer division performs truncation)"
+        ("SELECT 7 / 2, -7 / 2, 9 / 3", [(3, -3, 3)]),
+        ("SELECT CAST(7 AS bigint) / 2, CAST(-9 AS bigint) / CAST(4 AS bigint)", [(3, -2)]),
+        ("SELECT 7.0 / 2, 7 / 2.0, CAST(7 AS double) / 2", [(3.5, 3.5, 3.5)]),
+        ("WITH t AS (SELECT 9 AS a) SELECT a / 2 FROM t", [(4,)]),
+        ("SELECT n / 2 FROM logs.requests ORDER BY n", [(0,), (0,), (1,)]),
+        ("SELECT max(n) / count(*), avg(n) / 2 FROM logs.requests", [(0, 0.5)]),
+        ("SELECT count(*) * 100 / 3 FROM logs.requests", [(100,)]),
+    ],
+)
+def test_integer_division_truncates(con: Connection, sql: str, expected: list[Any]) -> None:
+    rows = con.sql(sql, dialect="athena").fetchall()
+    assert rows == expected
+    # An integer answer is an integer, not 3.0.
+    for row, want in zip(rows, expected, strict=True):
+        for value, wanted in zip(row, want, strict=True):
+            assert isinstance(value, int) == isinstance(wanted, int), (sql, row)
+
+
+def test_duckdb_sql_keeps_duckdb_division(con: Connection) -> None:
+    assert con.sql("SELECT 7 / 2").fetchall() == [(3.5,)]

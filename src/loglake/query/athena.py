@@ -8,6 +8,7 @@ DuckDB or exist with other semantics. :func:`rewrite` runs on sqlglot's tree of 
   ``_fragment``, ``_parameter``; ``url_encode``, ``url_decode``) by plain DuckDB expressions that
   split the URL as ``java.net.URI`` does (RFC 2396/3986), so nothing must exist in the sandbox;
 - ``split_part`` past the last field and ``regexp_extract`` without a match: NULL, not ``''``;
+- a division of two integers (``bigint / bigint``): an integer division, as in Athena;
 - ``count_if`` and ``cardinality`` (of an array or a map) as Athena's ``bigint``;
 - ``regexp_replace`` replacements written with Java's ``$1`` group references (and ``\\$`` for a
   dollar) as RE2's ``\\1``.
@@ -141,10 +142,16 @@ _URL_FUNCTIONS: dict[str, tuple[int, Callable[..., str]]] = {
 }
 
 
-def rewrite(tree: exp.Expr) -> exp.Expr:
+#: Column types of a lake table (``{column: DuckDB type}``) by its name, None for an unknown table.
+ColumnsOf = Callable[[str], "dict[str, str] | None"]
+
+
+def rewrite(tree: exp.Expr, columns_of: ColumnsOf | None = None) -> exp.Expr:
     """Replace, in sqlglot's tree of an Athena statement, the functions whose DuckDB counterpart
-    is missing or answers differently (see the module docstring). Raises QueryRefusedError for a
-    URL function called with the wrong number of arguments."""
+    is missing or answers differently (see the module docstring), and make a division of two
+    integers an integer division when ``columns_of`` lets the operands' types be known. Raises
+    QueryRefusedError for a URL function called with the wrong number of arguments."""
+    _integer_division(tree, columns_of)
     # Deepest first, so an argument is already rewritten when its caller is.
     for node in reversed(list(tree.walk(bfs=False))):
         replacement = _replacement(node)
@@ -154,6 +161,55 @@ def rewrite(tree: exp.Expr) -> exp.Expr:
             else:
                 node.replace(replacement)
     return tree
+
+
+def _integer_division(tree: exp.Expr, columns_of: ColumnsOf | None) -> None:
+    """Athena's ``bigint / bigint`` is an integer (truncated toward zero, as DuckDB's ``//``).
+    The operands' types come from annotating a qualified copy of the tree with the lake tables'
+    column types; a division whose types stay unknown is left as it is (documented)."""
+    from sqlglot.errors import SqlglotError
+    from sqlglot.optimizer.annotate_types import annotate_types
+    from sqlglot.optimizer.qualify import qualify
+    from sqlglot.schema import MappingSchema
+
+    divisions = list(tree.find_all(exp.Div))
+    if not divisions:
+        return
+    for i, div in enumerate(divisions):
+        div.meta["athena_div"] = i
+    schema: dict[str, dict[str, dict[str, str]]] = {}
+    for table in tree.find_all(exp.Table):
+        if table.db and table.name and columns_of is not None:
+            columns = columns_of(f"{table.db}.{table.name}".lower())
+            if columns:
+                schema.setdefault(table.db, {})[table.name] = columns
+    try:
+        nested: dict[str, object] = {db: tables for db, tables in schema.items()}
+        mapping = MappingSchema(nested, dialect="duckdb")
+        copy = qualify(
+            tree.copy(),
+            schema=mapping,
+            dialect="athena",
+            validate_qualify_columns=False,
+            quote_identifiers=False,
+            identify=False,
+        )
+        annotate_types(copy, schema=mapping, dialect="athena")
+    except (SqlglotError, KeyError, ValueError):
+        return  # types unknown: the division stays as it is
+    integers = exp.DataType.INTEGER_TYPES
+    whole = {
+        div.meta["athena_div"]
+        for div in copy.find_all(exp.Div)
+        if "athena_div" in div.meta
+        and div.this.type is not None
+        and div.expression.type is not None
+        and div.this.type.this in integers
+        and div.expression.type.this in integers
+    }
+    for div in divisions:
+        if div.meta.pop("athena_div") in whole:
+            div.replace(exp.IntDiv(this=div.this, expression=div.expression))
 
 
 def _replacement(node: exp.Expr) -> exp.Expr | None:

@@ -12,7 +12,7 @@ statements are accepted; each query has a time limit and a row limit.
 from __future__ import annotations
 
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -216,8 +216,16 @@ class Connection:
         QueryRefusedError for anything but a read of lake tables, QueryError for errors in the SQL,
         a query over ``query.timeout_s`` or one that needs more than ``query.memory_limit``.
         """
-        sql = transpile(sql, dialect)
         locations, known = self._lake_tables()
+
+        def columns_of(name: str) -> dict[str, str] | None:
+            by_name = {t.lower(): t for t in known}
+            if name not in by_name:
+                return None
+            plan = get_plan(self.config, by_name[name], (locations or {}).get(by_name[name]))
+            return dict(plan.columns)
+
+        sql = transpile(sql, dialect, columns_of)
         checked = check_read_only(self._parser, sql, known, _scope_hint(known))
         try:
             setup = self._views(checked, locations, known)
@@ -301,11 +309,14 @@ def _schema_map(plan: TablePlan) -> str:
     return f"MAP {{{entries}}}"
 
 
-def transpile(sql: str, dialect: str | None) -> str:
+def transpile(
+    sql: str, dialect: str | None, columns_of: Callable[[str], dict[str, str] | None] | None = None
+) -> str:
     """Translate ``sql`` from ``dialect`` (athena, trino, presto, spark...) to DuckDB SQL.
 
     For Athena, Trino and Presto, functions that DuckDB lacks or answers differently are rewritten
-    (query/athena.py), and one DuckDB still does not know is refused (QueryRefusedError) by name.
+    (query/athena.py), and one DuckDB still does not know is refused (QueryRefusedError) by name;
+    ``columns_of`` gives a lake table's column types, so that ``bigint / bigint`` can be an integer.
     """
     if not dialect or dialect == "duckdb":
         return sql
@@ -325,7 +336,7 @@ def transpile(sql: str, dialect: str | None) -> str:
     tree = trees[0]
     if dialect.lower() not in athena.DIALECTS:
         return tree.sql(dialect="duckdb")
-    out = athena.rewrite(tree).sql(dialect="duckdb")
+    out = athena.rewrite(tree, columns_of).sql(dialect="duckdb")
     athena.refuse_untranslated(out)
     return out
 
