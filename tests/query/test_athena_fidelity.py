@@ -20,6 +20,8 @@ from loglake.errors import QueryRefusedError
 from loglake.ingest import ingest
 from loglake.query.engine import Connection
 
+RunCli = Any  # the run_cli fixture from conftest.py
+
 DOC_URL = "http://example.com/path1/p.php?k1=v1&k2=v2&k3&k4#Ref1"
 
 REQUESTS = [
@@ -284,3 +286,23 @@ def test_integer_division_truncates(con: Connection, sql: str, expected: list[An
 
 def test_duckdb_sql_keeps_duckdb_division(con: Connection) -> None:
     assert con.sql("SELECT 7 / 2").fetchall() == [(3.5,)]
+
+
+def test_cli_query_with_the_athena_dialect(run_cli: RunCli) -> None:
+    out = run_cli(
+        "query",
+        "--dialect",
+        "athena",
+        "--format",
+        "json",
+        f"SELECT url_extract_parameter('{DOC_URL}', 'k2') AS k2, "
+        "url_decode('a+b') AS decoded, split_part('a,b', ',', 3) AS past, 7 / 2 AS half",
+    )
+    assert [json.loads(line) for line in out.stdout.splitlines()] == [
+        {"k2": "v2", "decoded": "a b", "past": None, "half": 3}
+    ]
+    refused = run_cli("query", "--dialect", "athena", "SELECT to_iso8601(now())", check=False)
+    assert refused.returncode != 0
+    assert "Athena function to_iso8601() is not translated" in refused.stderr
+    assert "strftime" in refused.stderr and "lake tables" not in refused.stderr
+    assert "Traceback" not in refused.stderr
