@@ -16,7 +16,7 @@ import pytest
 
 import loglake
 from loglake.config import load_config
-from loglake.errors import QueryRefusedError
+from loglake.errors import QueryError, QueryRefusedError
 from loglake.ingest import ingest
 from loglake.query.engine import Connection
 
@@ -306,3 +306,28 @@ def test_cli_query_with_the_athena_dialect(run_cli: RunCli) -> None:
     assert "Athena function to_iso8601() is not translated" in refused.stderr
     assert "strftime" in refused.stderr and "lake tables" not in refused.stderr
     assert "Traceback" not in refused.stderr
+
+
+def test_null_in_null_out(con: Connection) -> None:
+    functions = [
+        "url_extract_host(NULL)",
+        "url_extract_path(NULL)",
+        "url_extract_port(NULL)",
+        "url_extract_protocol(NULL)",
+        "url_extract_query(NULL)",
+        "url_extract_fragment(NULL)",
+        "url_extract_parameter(NULL, 'a')",
+        "url_extract_parameter('http://e.com/?a=1', NULL)",
+        "url_encode(NULL)",
+        "url_decode(NULL)",
+        "split_part(NULL, ',', 1)",
+        "regexp_extract(NULL, 'a')",
+    ]
+    rows = con.sql(f"SELECT {', '.join(functions)}", dialect="athena").fetchall()
+    assert rows == [(None,) * len(functions)]
+
+
+@pytest.mark.parametrize("index", ["0", "-1"])
+def test_split_part_index_below_one_is_an_error(con: Connection, index: str) -> None:
+    with pytest.raises(QueryError, match="index must be greater than zero"):
+        con.sql(f"SELECT split_part('a,b', ',', {index})", dialect="athena")

@@ -123,8 +123,10 @@ def _url_decode(value: str) -> str:
 
 
 def _split_part(value: str, delimiter: str, index: str) -> str:
+    # DuckDB counts a negative index from the end; Trino refuses an index below 1.
     return (
-        f"CASE WHEN {index} <= len(string_split({value}, {delimiter})) "
+        f"CASE WHEN {index} < 1 THEN error('split_part index must be greater than zero') "
+        f"WHEN {index} <= len(string_split({value}, {delimiter})) "
         f"THEN split_part({value}, {delimiter}, {index}) END"
     )
 
