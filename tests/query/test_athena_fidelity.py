@@ -19,6 +19,7 @@ from loglake.config import load_config
 from loglake.errors import QueryError, QueryRefusedError
 from loglake.ingest import ingest
 from loglake.query.engine import Connection
+from serving import Server, request
 
 RunCli = Any  # the run_cli fixture from conftest.py
 
@@ -331,3 +332,27 @@ def test_null_in_null_out(con: Connection) -> None:
 def test_split_part_index_below_one_is_an_error(con: Connection, index: str) -> None:
     with pytest.raises(QueryError, match="index must be greater than zero"):
         con.sql(f"SELECT split_part('a,b', ',', {index})", dialect="athena")
+
+
+def test_console_sql_api_with_the_athena_dialect(tmp_path: Path) -> None:
+    server = Server.started(tmp_path / "home", '[syslog]\nudp = ""\ntcp = ""\n')
+    try:
+        url = server.url + "/v1/sql"
+        sql = (
+            "SELECT url_extract_host('https://user@shop.example.com:8443/a?b=c') AS host, "
+            "url_encode('a b~') AS encoded, regexp_extract('abc', '\\d') AS digit, 9 / 2 AS half"
+        )
+        status, body, _ = request(
+            "POST", url, json.dumps({"sql": sql, "dialect": "athena"}).encode()
+        )
+        assert status == 200, body
+        assert [c["name"] for c in body["columns"]] == ["host", "encoded", "digit", "half"]
+        assert body["data"] == [["shop.example.com"], ["a+b%7E"], [None], [4]]
+        refused = {"sql": "SELECT map_agg(1, 2)", "dialect": "athena"}
+        status, body, _ = request("POST", url, json.dumps(refused).encode())
+        assert status in (400, 403), body
+        message = body["error"]["message"]
+        assert "Athena function map_agg() is not translated" in message
+        assert "map(list(key), list(value))" in message and "lake tables" not in message
+    finally:
+        server.stop()
