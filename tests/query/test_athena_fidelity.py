@@ -356,3 +356,18 @@ def test_console_sql_api_with_the_athena_dialect(tmp_path: Path) -> None:
         assert "map(list(key), list(value))" in message and "lake tables" not in message
     finally:
         server.stop()
+
+
+def test_rewritten_columns_keep_the_name_of_the_call(con: Connection) -> None:
+    result = con.sql(
+        "SELECT url_extract_host(url), split_part(url, '/', 2) AS part, count(*) "
+        "FROM logs.requests GROUP BY url_extract_host(url), split_part(url, '/', 2) "
+        "ORDER BY url_extract_host(url) NULLS LAST",
+        dialect="athena",
+    )
+    assert result.columns == ["url_extract_host(url)", "part", "count_star()"]
+    assert result.fetchall() == [
+        ("shop.example.com", "", 1),
+        ("www.example.org", "", 1),
+        (None, "health", 1),
+    ]

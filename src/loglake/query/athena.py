@@ -153,6 +153,7 @@ def rewrite(tree: exp.Expr, columns_of: ColumnsOf | None = None) -> exp.Expr:
     is missing or answers differently (see the module docstring), and make a division of two
     integers an integer division when ``columns_of`` lets the operands' types be known. Raises
     QueryRefusedError for a URL function called with the wrong number of arguments."""
+    names = _projection_names(tree)
     _integer_division(tree, columns_of)
     # Deepest first, so an argument is already rewritten when its caller is.
     for node in reversed(list(tree.walk(bfs=False))):
@@ -162,7 +163,27 @@ def rewrite(tree: exp.Expr, columns_of: ColumnsOf | None = None) -> exp.Expr:
                 tree = replacement
             else:
                 node.replace(replacement)
+    _keep_names(names)
     return tree
+
+
+def _projection_names(tree: exp.Expr) -> list[tuple[exp.Select, int, str, str]]:
+    """Each unnamed projection's text, so that a rewritten one keeps the column name DuckDB gives
+    the call as written (``url_extract_host(url)``), not that of the expression replacing it."""
+    names = []
+    for select in tree.find_all(exp.Select):
+        for i, projection in enumerate(select.expressions):
+            if not isinstance(projection, (exp.Alias, exp.Column, exp.Star)):
+                text = projection.sql(dialect="duckdb", normalize_functions="lower")
+                names.append((select, i, text, projection.sql(dialect="duckdb")))
+    return names
+
+
+def _keep_names(names: list[tuple[exp.Select, int, str, str]]) -> None:
+    for select, i, name, before in names:
+        projection = select.expressions[i]
+        if projection.sql(dialect="duckdb") != before:
+            projection.replace(exp.alias_(projection.copy(), name, quoted=True))
 
 
 def _integer_division(tree: exp.Expr, columns_of: ColumnsOf | None) -> None:
