@@ -4,7 +4,8 @@ Every route the app has gets bad input (malformed and deeply nested JSON, wrong 
 settings and names, bad query parameters, wrong methods, unsupported encodings) and must answer a
 4xx with ``content-type: application/json`` and ``{"error": {"code": ..., "message": ...}}``; the
 routes are read from the app itself, so a route added without a bad-input case here fails the test.
-The AWS-compatible endpoint answers in AWS's shape (its protocol). Also: an unexpected failure is a
+The AWS-compatible endpoint answers in AWS's shape and OTLP's ``/v1/logs`` a ``google.rpc.Status``
+(their protocols'). Also: an unexpected failure is a
 logged 500 in the shape, malformed HTTP is a JSON 400, and continuous-query results of every SQL
 type are JSON.
 """
@@ -97,11 +98,20 @@ class Bad:
     headers: dict[str, str] = field(default_factory=dict)
     says: str = ""  # a part of the message (e.g. the key named)
     aws: bool = False
+    otlp: bool = False  # OTLP's shape: a google.rpc.Status as JSON, ``code`` its numeric code
 
 
 def amz(operation: str, body: bytes, status: int, code: str, **headers: str) -> Bad:
     target = {"X-Amz-Target": KINESIS + operation, "Content-Type": AWS, **headers}
     return Bad("POST", "/", status, code, body, target, aws=True)
+
+
+def otlp(body: bytes, status: int, says: str, **headers: str) -> Bad:
+    """A ``POST /v1/logs`` of an OTLP/JSON body; the answer is a google.rpc.Status (code 3:
+    INVALID_ARGUMENT)."""
+    return Bad(
+        "POST", "/v1/logs", status, "3", body, {"Content-Type": JSON, **headers}, says, otlp=True
+    )
 
 
 def js(value: Any) -> bytes:
@@ -115,6 +125,13 @@ def download(body: bytes, status: int, code: str, says: str) -> Bad:
 
 #: Every route (path and method, as the app declares them) -> bad requests it must refuse.
 BAD: dict[tuple[str, str], list[Bad]] = {
+    ("/v1/logs", "POST"): [
+        otlp(b"{not json", 400, "not JSON"),
+        otlp(DEEP, 400, "not JSON"),
+        otlp(b'{"resourceLogs": 3}', 400, "resourceLogs must be an array"),
+        otlp(b'{"resourceLogs": [{"scopeLogs": [{"logRecords": [{"spanId": 1}]}]}]}', 400, "hex"),
+        otlp(b"{}", 415, "gzip, zstd or identity", Content_Encoding="br"),
+    ],
     ("/", "POST"): [
         amz("PutRecord", b"{not json", 400, "SerializationException"),
         amz("PutRecord", DEEP, 400, "SerializationException"),
@@ -1062,6 +1079,9 @@ def check(srv: Server, bad: Bad) -> None:
     if bad.aws:
         assert reply["__type"] == bad.code and reply["message"], (where, reply)
         assert headers["x-amzn-errortype"] == bad.code
+        return
+    if bad.otlp:
+        assert str(reply["code"]) == bad.code and bad.says in reply["message"], (where, reply)
         return
     assert isinstance(reply, dict) and list(reply) == ["error"], (where, reply)
     assert set(reply["error"]) == {"code", "message"}, (where, reply)

@@ -1,0 +1,356 @@
+"""OTLP/HTTP logs: OpenTelemetry SDKs and the Collector's ``otlphttp`` exporter send to ``POST /v1/logs``.
+
+The body is an ``ExportLogsServiceRequest``, binary protobuf (``application/x-protobuf``) or
+OTLP/JSON (``application/json``: ids as hex strings, enums as names or numbers, 64-bit integers as
+strings or numbers), plain, gzip or zstd, at most ``server.max_body_bytes`` as sent and inflated and
+``server.max_records_per_request`` log records. Each LogRecord becomes one JSON object appended to
+the stream ``otlp`` (unless the config declares it, created by the first request that carries
+records, as ``PUT /v1/streams/otlp`` would: a ``json`` stream into ``logs.otlp``); its columns are
+listed in ``docs/otlp.md``.
+
+The answer comes once the records are durable: an ``ExportLogsServiceResponse`` in the request's
+encoding, with ``partial_success`` counting the records refused one by one (a trace id that is not 16
+bytes, a span id that is not 8). Errors answer a ``google.rpc.Status`` in the request's encoding, as
+the OTLP/HTTP specification asks: 400 for a malformed body, 413/415 for one too large or in another
+encoding, 503 with ``Retry-After`` when the stream's disk budget is used up (the Collector and the
+SDKs retry exactly 429, 502, 503 and 504).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import zstandard
+from google.protobuf import json_format
+from google.protobuf.message import DecodeError
+from google.rpc import code_pb2, status_pb2
+from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
+from opentelemetry.proto.common.v1 import common_pb2
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import Response
+
+from loglake.errors import LoglakeError
+from loglake.sources.http_body import (
+    BadEncoding,
+    BodyTooLarge,
+    UnsupportedEncoding,
+    decode_body,
+    read_body,
+)
+from loglake.sources.live import CountersByStream, HttpRoute, SourceContext, SourceCounters, Streams
+from loglake.stream.local import StreamFullError
+
+if TYPE_CHECKING:
+    from opentelemetry.proto.logs.v1 import logs_pb2
+    from starlette.requests import Request
+
+    from loglake.config import Config
+    from loglake.sources.live import LiveSource
+
+PATH = "/v1/logs"
+STREAM = "otlp"
+#: The stream's settings when nobody declared it (as a PUT /v1/streams/otlp body).
+STREAM_SETTINGS = {"format": "json", "table": "logs.otlp"}
+PROTOBUF = "application/x-protobuf"
+JSON = "application/json"
+#: Content-Encoding values a body may have ("x-gzip" is gzip's old name).
+ENCODINGS = ("identity", "gzip", "x-gzip", "zstd")
+#: HTTP status -> google.rpc code of the Status body.
+RPC_CODES = {
+    400: code_pb2.INVALID_ARGUMENT,
+    408: code_pb2.DEADLINE_EXCEEDED,
+    413: code_pb2.RESOURCE_EXHAUSTED,
+    415: code_pb2.INVALID_ARGUMENT,
+    429: code_pb2.RESOURCE_EXHAUSTED,
+    503: code_pb2.UNAVAILABLE,
+}
+
+
+def sources(config: Config) -> list[LiveSource]:
+    """The OTLP/HTTP logs route is always on (behind the server's API keys when configured)."""
+    return [OtlpSource(config)]
+
+
+class OtlpError(LoglakeError):
+    """A request to ``/v1/logs`` refused as a whole, answered as a ``google.rpc.Status``."""
+
+    def __init__(self, status: int, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.retry_after = retry_after
+
+
+def decode(body: bytes, encoding: str, limit: int) -> bytes:
+    """``body`` without its Content-Encoding (gzip or zstd), at most ``limit`` bytes inflated."""
+    if encoding != "zstd":
+        return decode_body(body, "gzip" if encoding == "x-gzip" else encoding, limit)
+    try:
+        with zstandard.ZstdDecompressor().stream_reader(body) as reader:
+            out = reader.read(limit + 1)
+            # One more byte past the frame's end: a cut-short frame raises here.
+            reader.read(1)
+    except zstandard.ZstdError as exc:
+        raise BadEncoding(f"Content-Encoding: zstd but the body is not zstd: {exc}") from exc
+    if len(out) > limit:
+        raise BodyTooLarge(
+            f"the zstd body inflates past the limit of {limit} bytes (server.max_body_bytes "
+            "counts decompressed bytes); send smaller requests"
+        )
+    return bytes(out)
+
+
+def _hex_ids_to_base64(value: Any) -> None:
+    """OTLP/JSON writes traceId/spanId as hex; protobuf's JSON mapping reads bytes as base64."""
+    if not isinstance(value, dict):
+        raise OtlpError(400, "the OTLP/JSON body must be an object with resourceLogs")
+    for resource in _items(value, "resourceLogs"):
+        for scope in _items(resource, "scopeLogs"):
+            for record in _items(scope, "logRecords"):
+                for key in ("traceId", "spanId", "trace_id", "span_id"):
+                    ident = record.get(key)
+                    if ident is None or ident == "":
+                        continue
+                    if not isinstance(ident, str):
+                        raise OtlpError(400, f"{key} must be a hex string, not {ident!r}")
+                    try:
+                        raw = bytes.fromhex(ident)
+                    except ValueError:
+                        raise OtlpError(
+                            400, f"{key} {ident!r} is not hex (OTLP/JSON writes ids as hex)"
+                        ) from None
+                    record[key] = base64.b64encode(raw).decode()
+
+
+def _items(parent: Any, key: str) -> list[Any]:
+    if not isinstance(parent, dict):
+        raise OtlpError(400, f"an element holding {key} must be an object")
+    items = parent.get(key) or []
+    if not isinstance(items, list):
+        raise OtlpError(400, f"{key} must be an array")
+    return items
+
+
+def parse(data: bytes, is_json: bool) -> logs_service_pb2.ExportLogsServiceRequest:
+    """The request message of ``data``; OtlpError (400) for a malformed body."""
+    message = logs_service_pb2.ExportLogsServiceRequest()
+    if not is_json:
+        try:
+            message.ParseFromString(data)
+        except (DecodeError, RecursionError) as exc:
+            raise OtlpError(400, f"the body is not an ExportLogsServiceRequest: {exc}") from None
+        return message
+    try:
+        value = json.loads(data)
+    except (ValueError, RecursionError) as exc:
+        raise OtlpError(400, f"the body is not JSON: {exc}") from None
+    _hex_ids_to_base64(value)
+    try:
+        # Unknown fields are ignored: the OTLP specification asks receivers to (newer senders).
+        json_format.ParseDict(value, message, ignore_unknown_fields=True)
+    except (json_format.ParseError, RecursionError) as exc:
+        raise OtlpError(
+            400, f"the body is not an OTLP/JSON ExportLogsServiceRequest: {exc}"
+        ) from None
+    return message
+
+
+def any_value(value: common_pb2.AnyValue) -> Any:
+    """An OTLP AnyValue as JSON (bytes as base64, an empty value as null)."""
+    kind = value.WhichOneof("value")
+    if kind is None:
+        return None
+    if kind == "array_value":
+        return [any_value(v) for v in value.array_value.values]
+    if kind == "kvlist_value":
+        return attributes(value.kvlist_value.values)
+    if kind == "bytes_value":
+        return base64.b64encode(value.bytes_value).decode()
+    return getattr(value, kind)
+
+
+def attributes(pairs: Any) -> dict[str, Any]:
+    """Key-value pairs as one JSON object (a repeated key: the last one wins)."""
+    return {kv.key: any_value(kv.value) for kv in pairs}
+
+
+def iso(nanos: int) -> str:
+    """Unix nanoseconds as RFC 3339 UTC with microseconds (the lake's precision)."""
+    return datetime.fromtimestamp(nanos / 1e9, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def record_problem(record: logs_pb2.LogRecord) -> str | None:
+    """Why ``record`` is refused (None when it is kept)."""
+    if record.trace_id and len(record.trace_id) != 16:
+        return f"trace_id is {len(record.trace_id)} bytes, not 16"
+    if record.span_id and len(record.span_id) != 8:
+        return f"span_id is {len(record.span_id)} bytes, not 8"
+    return None
+
+
+def flatten(
+    request: logs_service_pb2.ExportLogsServiceRequest, now_nanos: int
+) -> tuple[list[bytes], list[str]]:
+    """One JSON line per valid LogRecord, and the reasons of the records refused."""
+    lines: list[bytes] = []
+    problems: list[str] = []
+    for resource_logs in request.resource_logs:
+        resource = attributes(resource_logs.resource.attributes)
+        service = resource.get("service.name")
+        for scope_logs in resource_logs.scope_logs:
+            scope = scope_logs.scope
+            for record in scope_logs.log_records:
+                problem = record_problem(record)
+                if problem:
+                    problems.append(problem)
+                    continue
+                when = record.time_unix_nano or record.observed_time_unix_nano or now_nanos
+                kind = record.body.WhichOneof("value")
+                body = any_value(record.body)
+                if kind in ("array_value", "kvlist_value"):
+                    body = json.dumps(body, separators=(",", ":"), ensure_ascii=False)
+                elif body is not None and not isinstance(body, str):
+                    body = json.dumps(body)
+                row = {
+                    "ts": iso(when),
+                    "time_unix_nano": when,
+                    "observed_ts": iso(record.observed_time_unix_nano or now_nanos),
+                    "severity_number": record.severity_number,
+                    "severity_text": record.severity_text,
+                    "body": body,
+                    "attributes": attributes(record.attributes),
+                    "service_name": service,
+                    "resource": resource,
+                    "scope_name": scope.name,
+                    "scope_version": scope.version,
+                    "trace_id": record.trace_id.hex(),
+                    "span_id": record.span_id.hex(),
+                    "flags": record.flags,
+                    "dropped_attributes_count": record.dropped_attributes_count,
+                    "event_name": record.event_name,
+                }
+                lines.append(json.dumps(row, separators=(",", ":"), ensure_ascii=False).encode())
+    return lines, problems
+
+
+class OtlpSource:
+    """OTLP/HTTP logs as a live source, into the stream ``otlp``.
+
+    Counters: ``received`` log records, ``accepted`` appended, ``rejected`` refused one by one
+    (reported in ``partial_success``), ``dropped`` records of requests refused as a whole:
+    ``stream_full`` (503), ``too_large`` (413), ``stream_error``.
+    """
+
+    name = "otlp"
+
+    def __init__(self, config: Config) -> None:
+        server = config.server
+        self._limit = server.max_body_bytes
+        self._timeout = server.body_timeout_s
+        self._max_records = server.max_records_per_request
+        self._counters = CountersByStream()
+        self._streams: Streams | None = None
+
+    def start(self, context: SourceContext) -> None:
+        self._streams = context.streams
+
+    def stop(self) -> None:
+        """Nothing to stop: the server stops taking requests before it stops the sources."""
+
+    def counters(self) -> Mapping[str, SourceCounters]:
+        return self._counters.snapshot()
+
+    def health(self) -> list[str]:
+        return []
+
+    def routes(self) -> list[HttpRoute]:
+        return [HttpRoute(PATH, self.export)]
+
+    def feeds(self) -> list[str]:
+        return []
+
+    async def export(self, request: Request) -> Response:
+        """Append the request's log records; answer an ExportLogsServiceResponse once durable."""
+        kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        is_json = kind == JSON
+        try:
+            if kind not in (PROTOBUF, JSON):
+                raise OtlpError(
+                    415,
+                    f"Content-Type {kind or '(none)'} is not OTLP: send {PROTOBUF} or {JSON}",
+                )
+            return await self._export(request, is_json)
+        except StreamFullError as exc:
+            return status_answer(503, str(exc), is_json, exc.headers)
+        except LoglakeError as exc:
+            headers = exc.headers
+            # The server's body errors close the connection: the body may be half read.
+            return status_answer(exc.status, str(exc), is_json, headers)
+
+    async def _export(self, request: Request, is_json: bool) -> Response:
+        streams = self._streams
+        if streams is None:
+            raise RuntimeError("the otlp source serves requests only after start()")
+        encoding = request.headers.get("content-encoding", "identity").strip().lower() or "identity"
+        if encoding not in ENCODINGS:
+            raise UnsupportedEncoding(
+                f"Content-Encoding {encoding} is not supported: send gzip, zstd or identity"
+            )
+        body = await read_body(request, self._limit, self._timeout, "server.max_body_bytes")
+        data = decode(body, encoding, self._limit)
+        message = parse(data, is_json)
+        now = int(datetime.now(UTC).timestamp() * 1e9)
+        records, problems = flatten(message, now)
+        total = len(records) + len(problems)
+        if total > self._max_records:
+            raise OtlpError(
+                413,
+                f"{total} log records in one request, over server.max_records_per_request "
+                f"({self._max_records}); send smaller batches",
+            )
+        counters = self._counters[STREAM]
+        counters.add(received=total, rejected=len(problems))
+        if records and STREAM not in streams.names():
+            # Created on first use, not at start: a server nobody sends OTLP to has no otlp
+            # stream. Created as the API creates streams, so it is reopened after a restart.
+            await run_in_threadpool(streams.create, STREAM, STREAM_SETTINGS)
+        if records:
+            try:
+                await run_in_threadpool(streams.append, STREAM, records)
+            except StreamFullError:
+                counters.drop("stream_full", len(records))
+                raise
+            except LoglakeError as exc:
+                counters.drop("too_large" if exc.status == 413 else "stream_error", len(records))
+                raise
+            except Exception:
+                counters.drop("stream_error", len(records))
+                raise
+        counters.add(accepted=len(records))
+        reply = logs_service_pb2.ExportLogsServiceResponse()
+        if problems:
+            reply.partial_success.rejected_log_records = len(problems)
+            shown = "; ".join(sorted(set(problems))[:5])
+            reply.partial_success.error_message = f"{len(problems)} log records refused: {shown}"
+        return encode(reply, is_json, 200)
+
+
+def encode(
+    message: Any, is_json: bool, status: int, headers: Mapping[str, str] | None = None
+) -> Response:
+    """``message`` in the request's encoding."""
+    if is_json:
+        content = json_format.MessageToJson(message, indent=None).encode()
+        return Response(content, status, dict(headers or {}), media_type=JSON)
+    return Response(message.SerializeToString(), status, dict(headers or {}), media_type=PROTOBUF)
+
+
+def status_answer(
+    status: int, message: str, is_json: bool, headers: Mapping[str, str] | None = None
+) -> Response:
+    """A refusal as the ``google.rpc.Status`` OTLP/HTTP clients read."""
+    code = RPC_CODES.get(status, code_pb2.INTERNAL if status >= 500 else code_pb2.INVALID_ARGUMENT)
+    return encode(status_pb2.Status(code=code, message=message), is_json, status, headers)
