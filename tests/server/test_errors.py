@@ -99,6 +99,7 @@ class Bad:
     says: str = ""  # a part of the message (e.g. the key named)
     aws: bool = False
     otlp: bool = False  # OTLP's shape: a google.rpc.Status as JSON, ``code`` its numeric code
+    es: bool = False  # Elasticsearch's shape: {"error": {"root_cause", "type", "reason"}, "status"}
 
 
 def amz(operation: str, body: bytes, status: int, code: str, **headers: str) -> Bad:
@@ -111,6 +112,19 @@ def otlp(body: bytes, status: int, says: str, **headers: str) -> Bad:
     INVALID_ARGUMENT)."""
     return Bad(
         "POST", "/v1/logs", status, "3", body, {"Content-Type": JSON, **headers}, says, otlp=True
+    )
+
+
+def es(method: str, path: str, body: bytes, status: int, kind: str, **headers: str) -> Bad:
+    """A request to the Elasticsearch API; the answer has its shape, ``kind`` its error type."""
+    return Bad(
+        method,
+        path,
+        status,
+        kind,
+        body,
+        {"Content-Type": "application/x-ndjson", **headers},
+        es=True,
     )
 
 
@@ -145,7 +159,56 @@ BAD: dict[tuple[str, str], list[Bad]] = {
         ),
         amz("PutRecord", js({"StreamName": 5}), 400, "SerializationException"),
         amz("ListStreams", b"{}", 415, "UnsupportedMediaTypeException", Content_Encoding="br"),
-        Bad("GET", "/", 405, "method_not_allowed"),
+        Bad("PUT", "/", 405, "method_not_allowed"),
+    ],
+    # The Elasticsearch API (its version document on GET /).
+    ("/", "GET"): [Bad("DELETE", "/", 405, "method_not_allowed")],
+    ("/_license", "GET"): [Bad("POST", "/_license", 405, "method_not_allowed")],
+    ("/_cluster/health", "GET"): [Bad("PUT", "/_cluster/health", 405, "method_not_allowed")],
+    ("/_bulk", "POST"): [
+        es("POST", "/_bulk", b"{not json\n{}\n", 400, "x_content_parse_exception"),
+        es("POST", "/_bulk", DEEP + b"\n{}\n", 400, "x_content_parse_exception"),
+        es("POST", "/_bulk", b'{"upsert": {}}\n{}\n', 400, "illegal_argument_exception"),
+        es("POST", "/_bulk", b'{"index": {}}\n{}\n', 400, "action_request_validation_exception"),
+        es("POST", "/_bulk", b"{}", 415, "parse_exception", Content_Encoding="br"),
+        es(
+            "POST",
+            "/_bulk",
+            b'{"index": {"_index": "events"}}\n{}\n' * 11,
+            413,
+            "content_too_long_exception",
+        ),
+        Bad("DELETE", "/_bulk", 405, "method_not_allowed"),
+    ],
+    ("/_bulk", "PUT"): [
+        es("PUT", "/_bulk", b'{"index": []}\n{}\n', 400, "illegal_argument_exception"),
+    ],
+    ("/{index}/_bulk", "POST"): [
+        es("POST", "/events/_bulk", b'{"index": {}}\n', 400, "illegal_argument_exception"),
+        es("POST", "/events/_bulk", b"[1]\n{}\n", 400, "illegal_argument_exception"),
+    ],
+    ("/{index}/_bulk", "PUT"): [
+        es("PUT", "/events/_bulk", b"not json\n", 400, "x_content_parse_exception"),
+    ],
+    ("/_index_template/{name}", "GET"): [
+        Bad("DELETE", "/_index_template/x", 405, "method_not_allowed")
+    ],
+    ("/_index_template/{name}", "PUT"): [
+        es("PUT", "/_index_template/x", b"{}", 415, "parse_exception", Content_Encoding="br")
+    ],
+    ("/_template/{name}", "GET"): [Bad("POST", "/_template/x", 405, "method_not_allowed")],
+    ("/_template/{name}", "PUT"): [
+        es("PUT", "/_template/x", b"{}", 415, "parse_exception", Content_Encoding="br")
+    ],
+    ("/_ilm/policy/{name}", "GET"): [Bad("POST", "/_ilm/policy/x", 405, "method_not_allowed")],
+    ("/_ilm/policy/{name}", "PUT"): [
+        es("PUT", "/_ilm/policy/x", b"{}", 415, "parse_exception", Content_Encoding="br")
+    ],
+    ("/_ingest/pipeline/{name}", "GET"): [
+        Bad("POST", "/_ingest/pipeline/x", 405, "method_not_allowed")
+    ],
+    ("/_ingest/pipeline/{name}", "PUT"): [
+        es("PUT", "/_ingest/pipeline/x", b"{}", 415, "parse_exception", Content_Encoding="br")
     ],
     ("/healthz", "GET"): [Bad("POST", "/healthz", 405, "method_not_allowed")],
     ("/readyz", "GET"): [Bad("DELETE", "/readyz", 405, "method_not_allowed")],
@@ -1082,6 +1145,12 @@ def check(srv: Server, bad: Bad) -> None:
         return
     if bad.otlp:
         assert str(reply["code"]) == bad.code and bad.says in reply["message"], (where, reply)
+        return
+    if bad.es:
+        assert list(reply) == ["error", "status"] and reply["status"] == bad.status, (where, reply)
+        assert reply["error"]["type"] == bad.code and reply["error"]["reason"], (where, reply)
+        assert reply["error"]["root_cause"][0]["type"] == bad.code, (where, reply)
+        assert headers["x-elastic-product"] == "Elasticsearch", (where, reply)
         return
     assert isinstance(reply, dict) and list(reply) == ["error"], (where, reply)
     assert set(reply["error"]) == {"code", "message"}, (where, reply)

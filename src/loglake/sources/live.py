@@ -46,6 +46,7 @@ REGISTRY: dict[str, str] = {
     "firehose": "loglake.sources.firehose:sources",
     "syslog": "loglake.sources.syslog:sources",
     "tail": "loglake.sources.tail:sources",
+    "elasticsearch": "loglake.sources.elasticsearch:sources",
     "otlp": "loglake.sources.otlp:sources",
 }
 
