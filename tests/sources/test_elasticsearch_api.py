@@ -4,6 +4,7 @@ calls, a full stream). Every accepted document lands once in the lake table."""
 
 from __future__ import annotations
 
+import base64
 import gzip
 import http.client
 import json
@@ -265,16 +266,32 @@ tcp = ""
 """
 
 
-def test_with_api_keys_the_client_sends_its_key_as_a_bearer_token(tmp_path: Path) -> None:
+def test_with_api_keys_the_client_sends_its_key_as_bearer_basic_or_api_key(tmp_path: Path) -> None:
     srv = Server.started(tmp_path / "home", AUTH_CONFIG)
     try:
-        status, raw, _ = call(srv, "POST", "/_bulk", ndjson({"index": {"_index": "secured"}}, {}))
-        assert status == 401, raw
-        client = Elasticsearch(srv.url, bearer_auth="k-123", request_timeout=60)
-        assert client.info()["version"]["number"] == "8.11.0"
-        actions = ({"_index": "secured", "_source": {"n": n}} for n in range(50))
-        assert helpers.bulk(client, actions) == (50, [])
-        srv.wait_rows("SELECT count(*) AS n FROM logs.secured", 50)
-        client.close()
+        body = ndjson({"index": {"_index": "secured"}}, {})
+        assert call(srv, "POST", "/_bulk", body)[0] == 401
+        wrong = [
+            {"Authorization": "Basic " + base64.b64encode(b"elastic:nope").decode()},
+            {"Authorization": "ApiKey " + base64.b64encode(b"id:nope").decode()},
+            {"Authorization": "ApiKey nope"},
+            {"Authorization": "Basic k-123"},  # not base64 of user:password
+        ]
+        for headers in wrong:
+            assert call(srv, "POST", "/_bulk", body, headers)[0] == 401, headers
+        clients = [
+            Elasticsearch(srv.url, bearer_auth="k-123", request_timeout=60),
+            Elasticsearch(srv.url, basic_auth=("elastic", "k-123"), request_timeout=60),
+            Elasticsearch(srv.url, api_key=("key-id", "k-123"), request_timeout=60),
+            Elasticsearch(srv.url, api_key="k-123", request_timeout=60),
+        ]
+        for number, client in enumerate(clients):
+            assert client.info()["version"]["number"] == "8.11.0"
+            actions = ({"_index": "secured", "_source": {"c": number, "n": n}} for n in range(50))
+            assert helpers.bulk(client, actions) == (50, [])
+            client.close()
+        srv.wait_rows("SELECT count(*) AS n FROM logs.secured", 200)
+        rows = srv.query("SELECT c, count(*) AS n FROM logs.secured GROUP BY c ORDER BY c")
+        assert rows == [{"c": c, "n": 50} for c in range(4)]
     finally:
         srv.stop(signal.SIGKILL)

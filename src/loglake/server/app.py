@@ -16,6 +16,8 @@ sources/http_body.py). :func:`serve` is the one place the server is started.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hmac
 import ipaddress
 import json
@@ -397,7 +399,8 @@ class IngestFastPath:
 
 
 class BearerAuth:
-    """Requires ``Authorization: Bearer <key>`` on every route but the health probes.
+    """Requires ``Authorization: Bearer <key>`` on every route but the health probes (or the key
+    in Basic or ApiKey form, as Elasticsearch shippers send it: :func:`_authorization_key`).
 
     Installed whenever any credential is configured. The AWS-compatible endpoint (``POST /`` with
     ``X-Amz-Target``) authenticates with SigV4 instead. With no API keys (only AWS credentials)
@@ -424,8 +427,7 @@ class BearerAuth:
                 "is open, with SigV4)"
             )
         else:
-            given = headers.get(b"authorization", b"")
-            token = given[7:].strip() if given[:7].lower() == b"bearer " else b""
+            token = _authorization_key(headers.get(b"authorization", b""))
             token = token or _cookie_key(headers.get(b"cookie", b""))
             if token and any(hmac.compare_digest(token, k) for k in self.keys):
                 await self.app(scope, receive, send)
@@ -444,6 +446,29 @@ class BearerAuth:
                 return
         reply = error_response(None, UnauthorizedError(message))
         await reply(scope, receive, send)
+
+
+def _authorization_key(header: bytes) -> bytes:
+    """The API key an Authorization header carries (b"" when none).
+
+    ``Bearer KEY``; and, for log shippers that speak Elasticsearch and cannot send a bearer token,
+    ``Basic base64(USER:KEY)`` (any user name: Fluent Bit's HTTP_User/HTTP_Passwd, rsyslog's
+    uid/pwd) and ``ApiKey base64(ID:KEY)`` or ``ApiKey KEY`` (Filebeat's and Logstash's api_key).
+    """
+    scheme, _, value = header.strip().partition(b" ")
+    value = value.strip()
+    scheme = scheme.lower()
+    if scheme == b"bearer":
+        return value
+    if scheme not in (b"basic", b"apikey"):
+        return b""
+    try:
+        decoded = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        return value if scheme == b"apikey" else b""
+    if b":" in decoded:
+        return decoded.partition(b":")[2]
+    return value if scheme == b"apikey" else b""
 
 
 def _cookie_key(header: bytes) -> bytes:
