@@ -61,14 +61,3 @@ def _cut_note(result: Result) -> str | None:
         f"only the first {result.table.num_rows:,} rows are shown ({limit}); download the result "
         "for every row, or narrow the query"
     )
-
-
-def table_json(table: pa.Table) -> dict[str, Any]:
-    """An Arrow table in the console's JSON shape (nothing cut)."""
-    return {
-        "columns": [{"name": f.name, "type": str(f.type)} for f in table.schema],
-        "data": [column_values(c) for c in table.columns],
-        "rows": table.num_rows,
-        "truncated": False,
-        "note": None,
-    }

@@ -37,7 +37,6 @@ class SqlPool:
         self._slots = threading.BoundedSemaphore(self.size)
         self._lock = threading.Lock()
         self._all: list[Connection] = []
-        self._closed = False
 
     def run(self, sql: str, dialect: str | None = None, *, max_rows: int | None = None) -> Result:
         """Run one read-only statement; at most ``max_rows`` rows (default ``console.max_rows``)."""
@@ -79,6 +78,5 @@ class SqlPool:
         """Stop every worker process (at server shutdown)."""
         with self._lock:
             conns, self._all = self._all, []
-            self._closed = True
         for conn in conns:
             conn.close()
