@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from athena_corpus import ALB_ROWS, CORPUS
+from athena_corpus_datetime import CORPUS_DATETIME
 
 import loglake
 from loglake.config import load_config
@@ -32,7 +33,11 @@ def con(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Connection]:
         yield c
 
 
-@pytest.mark.parametrize(("name", "sql", "expected"), CORPUS, ids=[c[0] for c in CORPUS])
+@pytest.mark.parametrize(
+    ("name", "sql", "expected"),
+    CORPUS + CORPUS_DATETIME,
+    ids=[c[0] for c in CORPUS + CORPUS_DATETIME],
+)
 def test_corpus_query(
     con: Connection, name: str, sql: str, expected: list[tuple[Any, ...]]
 ) -> None:

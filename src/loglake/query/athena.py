@@ -27,6 +27,7 @@ from sqlglot import exp, parse_one
 from sqlglot.errors import ParseError, TokenError
 
 from loglake.errors import QueryRefusedError
+from loglake.query import athena_datetime
 
 #: The dialects whose function library is Trino's.
 DIALECTS = frozenset({"athena", "trino", "presto"})
@@ -236,6 +237,9 @@ def _integer_division(tree: exp.Expr, columns_of: ColumnsOf | None) -> None:
 
 
 def _replacement(node: exp.Expr) -> exp.Expr | None:
+    timed = athena_datetime.replacement(node)
+    if timed is not None:
+        return timed
     if isinstance(node, exp.Anonymous):
         name = str(node.this).lower()
         if name in _URL_FUNCTIONS:
