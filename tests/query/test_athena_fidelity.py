@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -190,9 +191,13 @@ def test_regexp_replace_group_reference_from_a_column(con: Connection) -> None:
 @pytest.mark.parametrize(
     ("sql", "named", "alternative"),
     [
-        ("SELECT to_iso8601(current_timestamp)", "to_iso8601()", "strftime"),
-        ("SELECT map_agg(n, url) FROM logs.requests", "map_agg()", "map(list(key), list(value))"),
-        ("SELECT format_datetime(ts, 'yyyy') FROM logs.requests", "format_datetime()", "strftime"),
+        ("SELECT strpos('abcabc', 'c', 2)", "strpos()", "strpos(s, sub)"),
+        (
+            "SELECT approx_percentile(n, n, 0.5) FROM logs.requests",
+            "approx_percentile()",
+            "UNNEST(sequence(1, w))",
+        ),
+        ("SELECT approx_set(n) FROM logs.requests", "approx_set()", "approx_count_distinct(x)"),
         ("SELECT no_such_function(1)", "no_such_function()", "Athena dialect"),
     ],
 )
@@ -269,7 +274,7 @@ def test_count_if_and_cardinality_are_bigint(con: Connection) -> None:
         # Trino: "/ Division (integer division performs truncation)"
         ("SELECT 7 / 2, -7 / 2, 9 / 3", [(3, -3, 3)]),
         ("SELECT CAST(7 AS bigint) / 2, CAST(-9 AS bigint) / CAST(4 AS bigint)", [(3, -2)]),
-        ("SELECT 7.0 / 2, 7 / 2.0, CAST(7 AS double) / 2", [(3.5, 3.5, 3.5)]),
+        ("SELECT 7.0 / 2, 7 / 2.0, CAST(7 AS double) / 2", [(Decimal("3.5"), Decimal("3.5"), 3.5)]),
         ("WITH t AS (SELECT 9 AS a) SELECT a / 2 FROM t", [(4,)]),
         ("SELECT n / 2 FROM logs.requests ORDER BY n", [(0,), (0,), (1,)]),
         ("SELECT max(n) / count(*), avg(n) / 2 FROM logs.requests", [(0, 0.5)]),
@@ -302,10 +307,10 @@ def test_cli_query_with_the_athena_dialect(run_cli: RunCli) -> None:
     assert [json.loads(line) for line in out.stdout.splitlines()] == [
         {"k2": "v2", "decoded": "a b", "past": None, "half": 3}
     ]
-    refused = run_cli("query", "--dialect", "athena", "SELECT to_iso8601(now())", check=False)
+    refused = run_cli("query", "--dialect", "athena", "SELECT approx_set(1)", check=False)
     assert refused.returncode != 0
-    assert "Athena function to_iso8601() is not translated" in refused.stderr
-    assert "strftime" in refused.stderr and "lake tables" not in refused.stderr
+    assert "Athena function approx_set() is not translated" in refused.stderr
+    assert "approx_count_distinct" in refused.stderr and "lake tables" not in refused.stderr
     assert "Traceback" not in refused.stderr
 
 
@@ -348,12 +353,12 @@ def test_console_sql_api_with_the_athena_dialect(tmp_path: Path) -> None:
         assert status == 200, body
         assert [c["name"] for c in body["columns"]] == ["host", "encoded", "digit", "half"]
         assert body["data"] == [["shop.example.com"], ["a+b%7E"], [None], [4]]
-        refused = {"sql": "SELECT map_agg(1, 2)", "dialect": "athena"}
+        refused = {"sql": "SELECT approx_set(1)", "dialect": "athena"}
         status, body, _ = request("POST", url, json.dumps(refused).encode())
         assert status in (400, 403), body
         message = body["error"]["message"]
-        assert "Athena function map_agg() is not translated" in message
-        assert "map(list(key), list(value))" in message and "lake tables" not in message
+        assert "Athena function approx_set() is not translated" in message
+        assert "approx_count_distinct(x)" in message and "lake tables" not in message
     finally:
         server.stop()
 
@@ -371,3 +376,173 @@ def test_rewritten_columns_keep_the_name_of_the_call(con: Connection) -> None:
         ("www.example.org", "", 1),
         (None, "health", 1),
     ]
+
+
+@pytest.mark.parametrize(
+    ("sql", "expected"),
+    [
+        # Trino's DecimalOperators: 100.0 is decimal(4,1); a division has the larger scale,
+        # rounded HALF_UP.
+        (
+            "SELECT 100.0 / 3, 200.0 / 3, -200.0 / 3, 1 / 3.00",
+            [(Decimal("33.3"), Decimal("66.7"), Decimal("-66.7"), Decimal("0.33"))],
+        ),
+        ("SELECT count(*) * 100.0 / 3 FROM logs.requests", [(Decimal("100.0"),)]),
+        ("SELECT count_if(n > 0) * 100.0 / count(*) FROM logs.requests", [(Decimal("66.7"),)]),
+        ("SELECT 0.5 * 3 / 2, 2.5 / 0.5", [(Decimal("0.8"), Decimal("5.0"))]),
+        (
+            "WITH t AS (SELECT count(*) * 100.0 AS pct FROM logs.requests) SELECT pct / 7 FROM t",
+            [(Decimal("42.9"),)],
+        ),
+        ("SELECT avg(x) FROM (VALUES 1.5, 2.0, 2.25) t(x)", [(Decimal("1.92"),)]),
+        ("SELECT sum(x) / count(x) FROM (VALUES 1.5, 2.25) t(x)", [(Decimal("1.88"),)]),
+        ("SELECT CAST(NULL AS decimal(4,1)) / 2", [(None,)]),
+        ("SELECT 1.5E0 / 2, 1.0 / CAST(4 AS double)", [(0.75, 0.25)]),
+        ("SELECT try(100.0 / 0)", [(None,)]),
+    ],
+)
+def test_decimal_literals_and_division(
+    con: Connection, sql: str, expected: list[tuple[Any, ...]]
+) -> None:
+    rows = con.sql(sql, dialect="athena").fetchall()
+    assert rows == expected
+    for row, want in zip(rows, expected, strict=True):
+        assert [type(v) for v in row] == [type(w) for w in want], sql
+
+
+@pytest.mark.parametrize(
+    "sql", ["SELECT 100.0 / 0", "SELECT 7 / 0", "SELECT n / 0 FROM logs.requests"]
+)
+def test_division_by_zero_is_an_error(con: Connection, sql: str) -> None:
+    with pytest.raises(QueryError, match="Division by zero"):
+        con.sql(sql, dialect="athena").fetchall()
+
+
+@pytest.mark.parametrize(
+    ("sql", "expected"),
+    [
+        # String.valueOf(double): plain from 10^-3 to 10^7, else scientific (Java's format).
+        (
+            "SELECT CAST(1.0E0 AS varchar), CAST(1e7 AS varchar), CAST(12345678.9E0 AS varchar), "
+            "CAST(-1.5E-5 AS varchar), CAST(0.001E0 AS varchar), CAST(0.0001E0 AS varchar), "
+            "CAST(1e100 AS varchar), CAST(0E0 AS varchar)",
+            [("1.0", "1.0E7", "1.23456789E7", "-1.5E-5", "0.001", "1.0E-4", "1.0E100", "0.0")],
+        ),
+        (
+            "SELECT CAST(nan() AS varchar), CAST(-infinity() AS varchar), CAST(true AS varchar), "
+            "CAST(1.50 AS varchar), CAST(REAL '2.5' AS varchar)",
+            [("NaN", "-Infinity", "true", "1.50", "2.5")],
+        ),
+        # timestamp(p) text has p fractional digits; a lake's Iceberg timestamp is (6).
+        (
+            "SELECT CAST(TIMESTAMP '2020-01-01 00:00:00' AS varchar), "
+            "CAST(TIMESTAMP '2020-01-01 00:00:00.120' AS varchar), CAST(ts AS varchar) "
+            "FROM logs.requests WHERE n = 0",
+            [("2020-01-01 00:00:00", "2020-01-01 00:00:00.120", "2026-12-01 10:00:00.000000")],
+        ),
+        # DoubleOperators.castToLong: HALF_UP (away from zero); DuckDB rounds half to even.
+        (
+            "SELECT CAST(2.5E0 AS bigint), CAST(-2.5E0 AS bigint), CAST(3.5E0 AS integer), "
+            "CAST(2.4E0 AS bigint), try_cast(0.5E0 AS bigint), CAST(2.5 AS bigint)",
+            [(3, -3, 4, 2, 1, 3)],
+        ),
+        # round(double, n): Math.round(x * 10^n) / 10^n, symmetric around zero.
+        (
+            "SELECT round(2.5E0), round(-2.5E0), round(1.005E0, 2), round(-0.125E0, 2), "
+            "round(123.456E0, -1), round(2.45, 1)",
+            [(3.0, -3.0, 1.0, -0.13, 120.0, Decimal("2.5"))],
+        ),
+    ],
+)
+def test_casts_and_rounding(con: Connection, sql: str, expected: list[tuple[Any, ...]]) -> None:
+    assert con.sql(sql, dialect="athena").fetchall() == expected
+
+
+@pytest.mark.parametrize(
+    ("sql", "expected"),
+    [
+        # map_agg: NULL keys skipped; one value of a repeated key (which one is arbitrary)
+        (
+            "SELECT map_agg(k, v) FROM (VALUES ('a', 1), ('b', 2), (NULL, 3)) t(k, v)",
+            [([("a", 1), ("b", 2)],)],
+        ),
+        ("SELECT map_agg(k, v) FROM (VALUES ('a', 1)) t(k, v) WHERE v > 5", [(None,)]),
+        # histogram: map(K, bigint), NULL not counted
+        (
+            "SELECT histogram(x) FROM (VALUES 'a', 'b', 'a', NULL) t(x)",
+            [([("a", 2), ("b", 1)],)],
+        ),
+        # approximate aggregates answered exactly
+        ("SELECT approx_distinct(x) FROM (VALUES 'a', 'b', 'a', NULL) t(x)", [(2,)]),
+        (
+            "SELECT approx_percentile(x, 0.5), approx_percentile(x, ARRAY[0.25, 0.75]) "
+            "FROM (VALUES 1, 2, 3, 4) t(x)",
+            [(2, [1, 3])],
+        ),
+        (
+            "SELECT approx_most_frequent(2, x, 100) FROM (VALUES 'a', 'b', 'a', 'c', 'c', 'c') t(x)",
+            [([("c", 3), ("a", 2)],)],
+        ),
+        # max_by/min_by: the x of the row with the largest y, NULL included; NULL y skipped
+        (
+            "SELECT max_by(x, y), min_by(x, y), max_by(x, y, 2) "
+            "FROM (VALUES ('a', NULL), (NULL, 3), ('b', 1), ('c', 2)) t(x, y)",
+            [(None, "b", [None, "c"])],
+        ),
+        ("SELECT arbitrary(x) FROM (VALUES NULL, 7) t(x)", [(7,)]),
+        # contains: not found in an array holding NULL is NULL
+        (
+            "SELECT contains(ARRAY[1, NULL], 2), contains(ARRAY[1, NULL], 1), "
+            "contains(ARRAY[1], 2)",
+            [(None, True, False)],
+        ),
+        # try, try_cast: NULL instead of the error
+        (
+            "SELECT try(7 / 0), try(CAST('x' AS integer)), try_cast('12' AS integer)",
+            [(None, None, 12)],
+        ),
+        (
+            "SELECT x, i FROM UNNEST(ARRAY['a', 'b']) WITH ORDINALITY AS t(x, i)",
+            [("a", 1), ("b", 2)],
+        ),
+        # NULL in, NULL out: concat, ||, greatest/least
+        (
+            "SELECT concat('a', NULL) AS c, 'a' || NULL AS p, greatest(1, NULL, 3) AS g, "
+            "least(1, NULL) AS l",
+            [(None, None, None, None)],
+        ),
+        (
+            "SELECT array_join(ARRAY['a', NULL, 'b'], ','), array_join(ARRAY['a', NULL], ',', 'x'), "
+            "regexp_like('abc', 'b'), regexp_extract_all('1a 2b 14m', '\\d+'), strpos('abc', 'c'), "
+            "length('héllo'), upper('àb')",
+            [("a,b", "a,x", True, ["1", "2", "14"], 3, 5, "ÀB")],
+        ),
+        (
+            "SELECT x, grouping(x), count(*) FROM (VALUES 'a', 'b', 'a') t(x) "
+            "GROUP BY ROLLUP (x) ORDER BY x",
+            [("a", 0, 2), ("b", 0, 1), (None, 1, 3)],
+        ),
+        (
+            "SELECT x, rank() OVER (ORDER BY y DESC), row_number() OVER (ORDER BY y), "
+            "lag(x) OVER (ORDER BY y) FROM (VALUES ('a', 1), ('b', 2)) t(x, y) ORDER BY x",
+            [("a", 2, 1, None), ("b", 1, 2, "a")],
+        ),
+        (
+            'SELECT "user-agent", count(DISTINCT n) FROM (SELECT \'ua\' AS "user-agent", n '
+            "FROM logs.requests WHERE n BETWEEN 1 AND 2) GROUP BY 1 LIMIT 5",
+            [("ua", 2)],
+        ),
+        # ORDER BY: NULLS LAST for ASC and DESC alike
+        ("SELECT x FROM (VALUES 1, NULL, 2) t(x) ORDER BY x DESC", [(2,), (1,), (None,)]),
+        ("SELECT 'a' < 'B', 'a_c' LIKE 'a\\_c' ESCAPE '\\', 2 IN (1, NULL)", [(False, True, None)]),
+    ],
+)
+def test_aggregates_and_functions(
+    con: Connection, sql: str, expected: list[tuple[Any, ...]]
+) -> None:
+    assert con.sql(sql, dialect="athena").fetchall() == expected
+
+
+def test_a_decimal_division_of_unknown_types_is_refused(con: Connection) -> None:
+    with pytest.raises(QueryRefusedError, match="cast the operands"):
+        con.sql("SELECT sign(x * 1.0) / 3 FROM (VALUES 1) t(x)", dialect="athena")

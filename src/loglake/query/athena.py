@@ -8,7 +8,13 @@ DuckDB or exist with other semantics. :func:`rewrite` runs on sqlglot's tree of 
   ``_fragment``, ``_parameter``; ``url_encode``, ``url_decode``) by plain DuckDB expressions that
   split the URL as ``java.net.URI`` does (RFC 2396/3986), so nothing must exist in the sandbox;
 - ``split_part`` past the last field and ``regexp_extract`` without a match: NULL, not ``''``;
-- a division of two integers (``bigint / bigint``): an integer division, as in Athena;
+- a division of two integers (``bigint / bigint``): an integer division, as in Athena; decimal
+  literals and divisions, ``avg`` of decimals, casts of doubles to integers and text, ``round``
+  of doubles: as Trino types and computes them (query/athena_numeric.py);
+- ``map_agg``, ``histogram`` (bigint counts), ``max_by``/``min_by`` (a NULL value kept),
+  ``contains`` (NULL when not found in an array holding NULL), ``nan()``, ``infinity()``; the
+  approximate aggregates ``approx_distinct``, ``approx_percentile`` and ``approx_most_frequent``
+  answered exactly (within any error bound Athena's answer has);
 - ``count_if`` and ``cardinality`` (of an array or a map) as Athena's ``bigint``;
 - ``regexp_replace`` replacements written with Java's ``$1`` group references (and ``\\$`` for a
   dollar) as RE2's ``\\1``.
@@ -27,7 +33,7 @@ from sqlglot import exp, parse_one
 from sqlglot.errors import ParseError, TokenError
 
 from loglake.errors import QueryRefusedError
-from loglake.query import athena_datetime
+from loglake.query import athena_datetime, athena_numeric
 
 #: The dialects whose function library is Trino's.
 DIALECTS = frozenset({"athena", "trino", "presto"})
@@ -41,7 +47,6 @@ _PORT = r"^(?:[^@]*@)?(?:\[[^\]]*\]|[^:]*):([0-9]+)$"
 #: Athena functions DuckDB lacks and that are not translated, with what to write instead.
 ALTERNATIVES: dict[str, str] = {
     "to_iso8601": "strftime(ts, '%Y-%m-%dT%H:%M:%S.%g') (DuckDB's strftime patterns)",
-    "map_agg": "map(list(key), list(value))",
     "format_datetime": "strftime(ts, pattern) with a strftime-style pattern ('%Y-%m-%d %H:%M:%S')",
     "with_timezone": "timezone('Area/City', ts)",
     "approx_set": "approx_count_distinct(x)",
@@ -155,10 +160,14 @@ def rewrite(tree: exp.Expr, columns_of: ColumnsOf | None = None) -> exp.Expr:
     integers an integer division when ``columns_of`` lets the operands' types be known. Raises
     QueryRefusedError for a URL function called with the wrong number of arguments."""
     names = _projection_names(tree)
-    _integer_division(tree, columns_of)
+    twins, type_of = _typed(tree, columns_of)
     # Deepest first, so an argument is already rewritten when its caller is.
     for node in reversed(list(tree.walk(bfs=False))):
         replacement = _replacement(node)
+        if replacement is None and "athena_n" in node.meta:
+            twin = twins.get(node.meta.pop("athena_n"))
+            if twin is not None:
+                replacement = athena_numeric.numeric_replacement(node, twin, type_of)
         if replacement is not None:
             if node is tree:
                 tree = replacement
@@ -187,29 +196,31 @@ def _keep_names(names: list[tuple[exp.Select, int, str, str]]) -> None:
             projection.replace(exp.alias_(projection.copy(), name, quoted=True))
 
 
-def _integer_division(tree: exp.Expr, columns_of: ColumnsOf | None) -> None:
-    """Athena's ``bigint / bigint`` is an integer (truncated toward zero, as DuckDB's ``//``).
-    The operands' types come from annotating a qualified copy of the tree with the lake tables'
-    column types; a division whose types stay unknown is left as it is (documented)."""
+def _typed(
+    tree: exp.Expr, columns_of: ColumnsOf | None
+) -> tuple[dict[int, exp.Expr], athena_numeric.TypeOf]:
+    """Tag the divisions, ``avg``, casts and ``round`` of ``tree`` whose Trino types may make
+    them answer otherwise than DuckDB's (query/athena_numeric.py), and return each one's twin in
+    a qualified copy of the tree annotated with the lake tables' column types, with the typing
+    of that copy. When the copy cannot be qualified, only literals, casts and aggregates are
+    typed."""
     from sqlglot.errors import SqlglotError
     from sqlglot.optimizer.annotate_types import annotate_types
     from sqlglot.optimizer.qualify import qualify
     from sqlglot.schema import MappingSchema
 
-    divisions = list(tree.find_all(exp.Div))
-    if not divisions:
-        return
-    for i, div in enumerate(divisions):
-        div.meta["athena_div"] = i
+    kinds = (exp.Div, exp.Avg, exp.Cast, exp.Round)
+    for i, node in enumerate(n for n in tree.walk() if isinstance(n, kinds)):
+        node.meta["athena_n"] = i
     schema: dict[str, dict[str, dict[str, str]]] = {}
     for table in tree.find_all(exp.Table):
         if table.db and table.name and columns_of is not None:
             columns = columns_of(f"{table.db}.{table.name}".lower())
             if columns:
                 schema.setdefault(table.db, {})[table.name] = columns
+    nested: dict[str, object] = {db: tables for db, tables in schema.items()}
+    mapping = MappingSchema(nested, dialect="duckdb")
     try:
-        nested: dict[str, object] = {db: tables for db, tables in schema.items()}
-        mapping = MappingSchema(nested, dialect="duckdb")
         copy = qualify(
             tree.copy(),
             schema=mapping,
@@ -220,20 +231,9 @@ def _integer_division(tree: exp.Expr, columns_of: ColumnsOf | None) -> None:
         )
         annotate_types(copy, schema=mapping, dialect="athena")
     except (SqlglotError, KeyError, ValueError):
-        return  # types unknown: the division stays as it is
-    integers = exp.DataType.INTEGER_TYPES
-    whole = {
-        div.meta["athena_div"]
-        for div in copy.find_all(exp.Div)
-        if "athena_div" in div.meta
-        and div.this.type is not None
-        and div.expression.type is not None
-        and div.this.type.this in integers
-        and div.expression.type.this in integers
-    }
-    for div in divisions:
-        if div.meta.pop("athena_div") in whole:
-            div.replace(exp.IntDiv(this=div.this, expression=div.expression))
+        copy = tree.copy()
+    twins = {n.meta["athena_n"]: n for n in copy.walk() if "athena_n" in n.meta}
+    return twins, athena_numeric.TypeOf(copy)
 
 
 def _replacement(node: exp.Expr) -> exp.Expr | None:
@@ -242,6 +242,14 @@ def _replacement(node: exp.Expr) -> exp.Expr | None:
         return timed
     if isinstance(node, exp.Anonymous):
         name = str(node.this).lower()
+        if name in _AGGREGATES:
+            arity, build = _AGGREGATES[name]
+            if len(node.expressions) != arity:
+                raise QueryRefusedError(
+                    f"Athena function {name}() takes {arity} argument(s) here, "
+                    f"got {len(node.expressions)}"
+                )
+            return _parse(build(*(_sql(a) for a in node.expressions)))
         if name in _URL_FUNCTIONS:
             arity, build = _URL_FUNCTIONS[name]
             if len(node.expressions) != arity:
@@ -251,6 +259,9 @@ def _replacement(node: exp.Expr) -> exp.Expr | None:
                 )
             return _parse(build(*(_sql(a) for a in node.expressions)))
         return None
+    aggregate = _aggregate_replacement(node)
+    if aggregate is not None:
+        return aggregate
     if isinstance(node, exp.CountIf):
         # DuckDB counts in HUGEINT (a decimal to Arrow); Athena's count_if is a bigint. The cast
         # goes around the whole call, with its FILTER and OVER clauses.
@@ -287,6 +298,84 @@ def _replacement(node: exp.Expr) -> exp.Expr | None:
                 f"'\\$([0-9])', '\\\\\\1', 'g')"
             )
             replacement.replace(_parse(runtime))
+    return None
+
+
+def _map_agg(key: str, value: str) -> str:
+    # Trino skips NULL keys and keeps one value of a repeated key; DuckDB's map() refuses both.
+    entries = f"list({{'key': {key}, 'value': {value}}}) FILTER (WHERE {key} IS NOT NULL)"
+    first = (
+        f"list_filter({entries}, (_e, _i) -> "
+        f"list_position(list_transform({entries}, _x -> _x.key), _e.key) = _i)"
+    )
+    return f"map_from_entries({first})"
+
+
+def _histogram(value: str) -> str:
+    # DuckDB counts in UBIGINT; Trino's histogram is map(K, bigint). NULLs are skipped by both.
+    entries = f"map_entries(histogram({value}))"
+    bigint = "_e -> {'key': _e.key, 'value': CAST(_e.value AS BIGINT)}"
+    return f"map_from_entries(list_transform({entries}, {bigint}))"
+
+
+def _approx_most_frequent(buckets: str, value: str, capacity: str) -> str:
+    # Exact counts: the `buckets` most frequent values (ties by value), with their bigint counts.
+    del capacity  # the size of Trino's summary; exact counting needs none
+    entries = f"map_entries(histogram({value}))"
+    negated = "_e -> {'n': -CAST(_e.value AS BIGINT), 'key': _e.key}"
+    ranked = f"list_sort(list_transform({entries}, {negated}))"
+    top = f"list_slice({ranked}, 1, {buckets})"
+    return f"map_from_entries(list_transform({top}, _e -> {{'key': _e.key, 'value': -_e.n}}))"
+
+
+_AGGREGATES: dict[str, tuple[int, Callable[..., str]]] = {
+    "map_agg": (2, _map_agg),
+    "histogram": (1, _histogram),
+    "approx_most_frequent": (3, _approx_most_frequent),
+    "nan": (0, lambda: "CAST('NaN' AS DOUBLE)"),
+    "infinity": (0, lambda: "CAST('Infinity' AS DOUBLE)"),
+}
+
+
+def _aggregate_replacement(node: exp.Expr) -> exp.Expr | None:
+    """Trino's approximate aggregates answered exactly, ``max_by``/``min_by`` keeping a NULL
+    value, ``contains`` with Trino's NULL, and constructs sqlglot would drop refused."""
+    if isinstance(node, exp.ApproxDistinct):
+        # Exact: Athena's HyperLogLog answer has a 2.3 % standard error around this count.
+        return _parse(f"count(DISTINCT {_sql(node.this)})")
+    if isinstance(node, exp.ApproxQuantile):
+        if node.args.get("weight") is not None or node.args.get("accuracy") is not None:
+            raise QueryRefusedError(
+                "Athena function approx_percentile() with a weight or an accuracy argument is "
+                "not translated to loglake's SQL engine; use approx_percentile(x, percentage) "
+                "(exact here), or repeat each row by its weight: ... CROSS JOIN "
+                "UNNEST(sequence(1, w)) AS r(i)"
+            )
+        return _parse(f"quantile_disc({_sql(node.this)}, {_sql(node.args['quantile'])})")
+    if isinstance(node, (exp.ArgMax, exp.ArgMin)):
+        value, key, count = _sql(node.this), _sql(node.expression), node.args.get("count")
+        if count is None:
+            name = "arg_max_null" if isinstance(node, exp.ArgMax) else "arg_min_null"
+            return _parse(f"{name}({value}, {key})")
+        # max_by(x, y, n): the x of the n largest y, largest first, a NULL x kept (DuckDB's
+        # arg_max(x, y, n) drops it).
+        order = "DESC" if isinstance(node, exp.ArgMax) else "ASC"
+        listed = f"list({value} ORDER BY {key} {order}) FILTER (WHERE {key} IS NOT NULL)"
+        return _parse(f"list_slice({listed}, 1, {_sql(count)})")
+    if isinstance(node, exp.ArrayContains):
+        array, element = _sql(node.this), _sql(node.expression)
+        # Trino: not found in an array holding a NULL is NULL, not false.
+        return _parse(
+            f"CASE WHEN {array} IS NULL OR {element} IS NULL THEN NULL "
+            f"WHEN list_contains({array}, {element}) THEN true "
+            f"WHEN list_count({array}) < len({array}) THEN NULL ELSE false END"
+        )
+    if isinstance(node, exp.StrPosition) and node.args.get("occurrence") is not None:
+        raise QueryRefusedError(
+            "Athena function strpos() with an instance argument is not translated to loglake's "
+            "SQL engine; use strpos(s, sub) for the first, or for the n-th (non-overlapping) "
+            "length(array_join(slice(split(s, sub), 1, n), sub)) + 1"
+        )
     return None
 
 
