@@ -192,6 +192,8 @@ _FAST_REQUEST = (
     r'(?P<method>[A-Z]+) (?P<path>[^ "?\\]*)(?:\?(?P<query>[^ "\\]*))? (?P<protocol>HTTP/[0-9.]+)'
 )
 _QUOTED_PATTERNS = (_QUOTED, _QUOTED_LAST)
+# A text field between brackets (`[$proxy_alternative_upstream_name]`) may be empty: `[]`.
+_BRACKETED = r"[^\]]*"
 
 
 def _compile(parts: list[str | _Field], fast: bool = False) -> tuple[str, list[_Field]]:
@@ -214,6 +216,10 @@ def _compile(parts: list[str | _Field], fast: bool = False) -> tuple[str, list[_
         quoted = quoted and isinstance(nxt, str) and nxt.startswith('"')
         is_last = i + 2 >= len(parts) and nxt == '"'
         pattern = part.pattern
+        bracketed = isinstance(prev, str) and prev.endswith("[")
+        if bracketed and isinstance(nxt, str) and nxt.startswith("]") and pattern == _TOKEN:
+            pattern = _BRACKETED
+            part = _Field(part.column, pattern, part.kind, part.scale)
         if quoted:
             if fast:
                 pattern = _FAST_QUOTED_LAST if is_last else _FAST_QUOTED
@@ -394,7 +400,9 @@ class AccessFormat:
                 # Undo the server's escaping of quotes and backslashes; \xNN escapes stay as text.
                 col = col.str.replace_all(r'\\(["\\])', "$1")
             quoted = f.pattern in (*_QUOTED_PATTERNS, _FAST_QUOTED, _FAST_QUOTED_LAST)
-            if f.kind == "dash_str" or (
+            if f.pattern == _BRACKETED:
+                col = pl.when(col.is_in(["", "-"])).then(None).otherwise(col)
+            elif f.kind == "dash_str" or (
                 quoted and f.kind == "str" and f.column not in _REQUEST_PARTS
             ):
                 col = pl.when(col == "-").then(None).otherwise(col)

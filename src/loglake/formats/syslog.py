@@ -26,6 +26,9 @@ Choices, and why:
   ``message`` is the whole text after the host. So ``syslogd 1.4.1: restart.`` (a space inside the
   tag) gives ``app`` null and the message ``syslogd 1.4.1: restart.``: guessing where such a tag
   ends would misread ordinary messages.
+* A host name never holds brackets nor ends with a colon. A line whose first word after the
+  timestamp does (``Nov 23 21:50:19 sshd[8148]: Disconnecting: ...``, as local daemons write
+  without a host) has ``host`` null and that word read as its TAG (``app`` sshd, ``pid`` 8148).
 * RFC 5424 nil values (``-``) become null; a non-numeric PROCID gives ``pid`` null; a nil TIMESTAMP
   (the sender had no clock) gets ``now``, as rsyslog uses the reception time. The UTF-8 BOM that may
   start MSG is removed. A line without MSG has ``message`` null.
@@ -111,8 +114,10 @@ RFC3164_RE = (
     r"^(?:<(?P<pri>\d{1,3})>)?"
     rf"(?P<ts>(?:{_MONTHS}) {{1,2}}\d{{1,2}} \d{{2}}:\d{{2}}:\d{{2}}"
     rf"|{_ISO_BASE}(?:Z|[+-]\d{{2}}:?\d{{2}})?) +"
-    r"(?P<host>\S+)"
-    r"(?: +(?:(?P<app>[^\s\[\]:]+)(?:\[(?P<pid>[^\]]*)\])?:(?: |$))?(?P<msg>.*))?$"
+    # A host never holds brackets nor ends with a colon: a first word that does (`sshd[8148]:`)
+    # is the TAG of a line written without a host, as local daemons do.
+    r"(?:(?P<host>[^\s\[\]]*[^\s\[\]:])(?: +|$))?"
+    r"(?:(?P<app>[^\s\[\]:]+)(?:\[(?P<pid>[^\]]*)\])?:(?: |$))?(?P<msg>.*)$"
 )
 
 # Protocols each mode tries, in order (RFC 5424 first: its header is the stricter one).
@@ -263,7 +268,11 @@ class SyslogFormat:
             _severity(pri),
             pl.lit(None, dtype=pl.String).alias("msgid"),
             pl.lit(None, dtype=pl.String).alias("structured_data"),
-            pl.col("msg").alias("message"),
+            # A line that ends after the host has no message (not an empty one).
+            pl.when((pl.col("msg") == "") & pl.col("app").is_null())
+            .then(None)
+            .otherwise(pl.col("msg"))
+            .alias("message"),
             pl.col("line"),
         ]
 
@@ -298,8 +307,8 @@ def _split(frame: pl.DataFrame, regex: str, prefix: str) -> tuple[pl.DataFrame, 
     tried = frame.filter(pl.col("text").str.starts_with(prefix)) if prefix else frame
     groups = tried.get_column("text").str.extract_groups(regex).struct.unnest()
     pri = groups.get_column("pri").cast(pl.Int64)
-    # `host` is captured by every match; a PRI above 191 names no facility: not syslog.
-    ok = groups.get_column("host").is_not_null() & (pri.is_null() | (pri <= _MAX_PRI))
+    # `ts` is captured by every match; a PRI above 191 names no facility: not syslog.
+    ok = groups.get_column("ts").is_not_null() & (pri.is_null() | (pri <= _MAX_PRI))
     matched = pl.concat([groups, tried.select("line")], how="horizontal").filter(ok)
     done = matched.get_column("line")
     return matched, frame.filter(~pl.col("line").is_in(done.implode()))
