@@ -115,6 +115,14 @@ def otlp(body: bytes, status: int, says: str, **headers: str) -> Bad:
     )
 
 
+def loki(body: bytes, status: int, says: str, **headers: str) -> Bad:
+    """A ``POST /loki/api/v1/push`` (JSON unless ``headers`` say otherwise); the answer is the API's
+    one JSON shape."""
+    code = {400: "invalid_request", 415: "unsupported_encoding"}[status]
+    sent = {"Content_Type": JSON, **headers}
+    return Bad("POST", "/loki/api/v1/push", status, code, body, sent, says)
+
+
 def es(method: str, path: str, body: bytes, status: int, kind: str, **headers: str) -> Bad:
     """A request to the Elasticsearch API; the answer has its shape, ``kind`` its error type."""
     return Bad(
@@ -146,6 +154,18 @@ BAD: dict[tuple[str, str], list[Bad]] = {
         otlp(b'{"resourceLogs": [{"scopeLogs": [{"logRecords": [{"spanId": 1}]}]}]}', 400, "hex"),
         otlp(b"{}", 415, "gzip, zstd or identity", Content_Encoding="br"),
     ],
+    ("/loki/api/v1/push", "POST"): [
+        loki(b"{not json", 400, "not JSON"),
+        loki(DEEP, 400, "not JSON"),
+        loki(b'{"streams": {}}', 400, "streams"),
+        loki(b'{"streams": [{"stream": {"a": "b"}, "values": [[1, "x"]]}]}', 400, "nanoseconds"),
+        loki(b'{"streams": [{"stream": {}, "values": [["1", "x"]]}]}', 400, "label"),
+        loki(b"\xff\xff\xff\xff\xff\xff", 400, "snappy", Content_Type="application/x-protobuf"),
+        loki(b"{}", 415, "not supported", Content_Encoding="br"),
+        loki(b"not gzip", 400, "not gzip", Content_Encoding="gzip"),
+        Bad("GET", "/loki/api/v1/push", 405, "method_not_allowed"),
+    ],
+    ("/ready", "GET"): [Bad("POST", "/ready", 405, "method_not_allowed")],
     ("/", "POST"): [
         amz("PutRecord", b"{not json", 400, "SerializationException"),
         amz("PutRecord", DEEP, 400, "SerializationException"),

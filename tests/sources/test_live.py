@@ -113,7 +113,8 @@ def test_a_source_is_one_module_and_one_registry_line(tmp_path: Path, registered
     config = load_config(home=tmp_path, environ={"LOGLAKE_HOME": str(tmp_path)})
     names = [source.name for source in load_sources(config)]
     # The built-in protocols, in registry order, then the one the test registered.
-    assert names == ["http", "kinesis", "firehose", "syslog", "elasticsearch", "otlp", "example"]
+    builtin = ["http", "kinesis", "firehose", "syslog", "elasticsearch", "otlp", "loki"]
+    assert names == [*builtin, "example"]
 
 
 def test_the_example_source_runs_in_the_server(served: tuple[Any, Runtime]) -> None:

@@ -48,6 +48,7 @@ REGISTRY: dict[str, str] = {
     "tail": "loglake.sources.tail:sources",
     "elasticsearch": "loglake.sources.elasticsearch:sources",
     "otlp": "loglake.sources.otlp:sources",
+    "loki": "loglake.sources.loki:sources",
 }
 
 
