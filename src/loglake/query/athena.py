@@ -46,9 +46,6 @@ _PORT = r"^(?:[^@]*@)?(?:\[[^\]]*\]|[^:]*):([0-9]+)$"
 
 #: Athena functions DuckDB lacks and that are not translated, with what to write instead.
 ALTERNATIVES: dict[str, str] = {
-    "to_iso8601": "strftime(ts, '%Y-%m-%dT%H:%M:%S.%g') (DuckDB's strftime patterns)",
-    "format_datetime": "strftime(ts, pattern) with a strftime-style pattern ('%Y-%m-%d %H:%M:%S')",
-    "with_timezone": "timezone('Area/City', ts)",
     "approx_set": "approx_count_distinct(x)",
     "from_unixtime_nanos": "make_timestamp(nanos // 1000)",
 }
