@@ -32,6 +32,8 @@ REGISTRY: dict[str, str] = {
     "rfc5424": "loglake.formats.syslog:syslog_format",
     "json": "loglake.formats.jsonl:json_format",
     "jsonl": "loglake.formats.jsonl:json_format",
+    "apache_error": "loglake.formats.error_logs:error_log_format",
+    "nginx_error": "loglake.formats.error_logs:error_log_format",
 }
 
 #: Candidates for auto-detection, most specific first (ties go to the earlier one).
@@ -42,6 +44,8 @@ DETECT_ORDER = (
     "combined",
     "vhost_common",
     "common",
+    "apache_error",
+    "nginx_error",
     "rfc5424",
     "rfc3164",
     "json",
