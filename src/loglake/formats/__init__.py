@@ -34,6 +34,10 @@ REGISTRY: dict[str, str] = {
     "jsonl": "loglake.formats.jsonl:json_format",
     "apache_error": "loglake.formats.error_logs:error_log_format",
     "nginx_error": "loglake.formats.error_logs:error_log_format",
+    "alb": "loglake.formats.aws:aws_format",
+    "clb": "loglake.formats.aws:aws_format",
+    "elb": "loglake.formats.aws:aws_format",
+    "s3_access": "loglake.formats.aws:aws_format",
 }
 
 #: Candidates for auto-detection, most specific first (ties go to the earlier one).
@@ -44,8 +48,12 @@ DETECT_ORDER = (
     "combined",
     "vhost_common",
     "common",
+    # Before syslog: a CLB line also reads as RFC 3164 with an RFC 3339 stamp and no tag.
     "apache_error",
     "nginx_error",
+    "alb",
+    "clb",
+    "s3_access",
     "rfc5424",
     "rfc3164",
     "json",
