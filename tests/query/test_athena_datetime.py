@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 import loglake
-from loglake.errors import QueryRefusedError
+from loglake.errors import QueryError, QueryRefusedError
 from loglake.query.athena_datetime import joda_tokens
 from loglake.query.engine import Connection
 
@@ -106,6 +106,14 @@ def test_parse_datetime_keeps_a_zone_at_the_end(con: Connection) -> None:
         "'yyyy-MM-dd HH:mm ZZZ'), 'HH:mm ZZ ZZZ')"
     )
     assert one(con, sql) == "10:00 -05:00 America/New_York"
+
+
+def test_an_unknown_zone_is_an_error_naming_it(con: Connection) -> None:
+    with pytest.raises(QueryError, match="unknown time zone 'Mars/Olympus'"):
+        con.sql("SELECT now() AT TIME ZONE 'Mars/Olympus'", dialect="athena")
+    # Zone names are case-insensitive, as in Athena.
+    sql = "SELECT hour(TIMESTAMP '2012-10-31 01:00' AT TIME ZONE 'america/los_angeles')"
+    assert one(con, sql) == 18
 
 
 def test_at_time_zone_of_a_zoned_value_uses_its_instant(con: Connection) -> None:

@@ -24,10 +24,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from functools import cache
 
 from sqlglot import exp, parse_one
 
-from loglake.errors import QueryRefusedError
+from loglake.errors import QueryError, QueryRefusedError
 
 #: meta keys of a node that stands for a timestamp with time zone: the SQL of its instant (a UTC
 #: TIMESTAMP) and of its zone's name (a VARCHAR: 'UTC', 'America/Los_Angeles', '+01:00').
@@ -141,13 +142,30 @@ def _zone_literal(zone: exp.Expr) -> str:
             return f"'{sign}{int(hours):02d}:{minutes or '00'}'"
         if text.upper() in ("Z", "UTC", "GMT", "UT"):
             return "'UTC'"
-        return exp.Literal.string(text).sql(dialect="duckdb")
+        known = _zone_names()
+        if text.lower() not in known:
+            raise QueryError(
+                f"unknown time zone {text!r}: use an IANA name such as 'America/Los_Angeles', "
+                "'UTC', or an offset such as '+05:30'"
+            )
+        return exp.Literal.string(known[text.lower()]).sql(dialect="duckdb")
     if isinstance(zone, exp.Interval):
         raise QueryRefusedError(
             "Athena's AT TIME ZONE INTERVAL '...' is not translated; write the offset as a "
             "string, e.g. AT TIME ZONE '-08:00'"
         )
     return _sql(zone)
+
+
+@cache
+def _zone_names() -> dict[str, str]:
+    """The zone names DuckDB's ICU knows, by their lower-case spelling (Trino's are
+    case-insensitive too)."""
+    import duckdb
+
+    with duckdb.connect() as con:
+        rows = con.execute("SELECT name FROM pg_timezone_names()").fetchall()
+    return {str(r[0]).lower(): str(r[0]) for r in rows}
 
 
 def _unit(node: exp.Expr, function: str) -> str:
