@@ -38,6 +38,9 @@ REGISTRY: dict[str, str] = {
     "clb": "loglake.formats.aws:aws_format",
     "elb": "loglake.formats.aws:aws_format",
     "s3_access": "loglake.formats.aws:aws_format",
+    "cloudfront": "loglake.formats.w3c:w3c_format",
+    "w3c": "loglake.formats.w3c:w3c_format",
+    "iis": "loglake.formats.w3c:w3c_format",
 }
 
 #: Candidates for auto-detection, most specific first (ties go to the earlier one).
@@ -54,6 +57,8 @@ DETECT_ORDER = (
     "alb",
     "clb",
     "s3_access",
+    "cloudfront",
+    "w3c",
     "rfc5424",
     "rfc3164",
     "json",
