@@ -223,4 +223,22 @@ CORPUS_DATETIME: list[tuple[str, str, list[tuple[Any, ...]]]] = [
             )
         ],
     ),
+    (
+        # Trino docs, "Date and time operators" (+ and - with intervals).
+        "date and timestamp plus and minus intervals (Trino docs)",
+        "SELECT date '2012-08-08' + interval '2' day, "
+        "timestamp '2012-08-08 01:00' + interval '29' hour AS b, "
+        "timestamp '2012-10-31 01:00' + interval '1' month AS c, "
+        "date '2012-08-08' - interval '2' day AS d, "
+        "timestamp '2012-10-31 01:00' - interval '1' month AS e",
+        [
+            (
+                date(2012, 8, 10),
+                datetime(2012, 8, 9, 6, 0),
+                datetime(2012, 11, 30, 1, 0),
+                date(2012, 8, 6),
+                datetime(2012, 9, 30, 1, 0),
+            )
+        ],
+    ),
 ]

@@ -5,7 +5,7 @@ rules, worked out by hand."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +65,11 @@ def test_joda_tokens_split_fields_quotes_and_literals() -> None:
         ("millisecond(TIMESTAMP '2020-01-01 00:00:12.345')", 345),
         ("day_of_week(DATE '2024-01-07')", 7),
         ("human_readable_seconds(0)", "0 seconds"),
+        ("to_milliseconds(INTERVAL '1' DAY + INTERVAL '2' SECOND)", 86402000),
+        # A timestamp with time zone plus an interval keeps its zone (instant + 1 day here).
+        ("to_iso8601(from_unixtime(0, 'America/New_York') + INTERVAL '1' DAY)",
+         "1970-01-01T19:00:00.000-05:00"),
+        ("date_trunc('month', DATE '2020-01-31' + INTERVAL '1' DAY)", date(2020, 2, 1)),
         # Whole units elapsed, not boundaries crossed (DuckDB's date_diff says 1 for each).
         ("date_diff('day', TIMESTAMP '2020-03-01 23:00', TIMESTAMP '2020-03-02 01:00')", 0),
         ("date_diff('year', DATE '2020-12-31', DATE '2021-01-01')", 0),
@@ -136,6 +141,11 @@ def test_at_time_zone_of_a_zoned_value_uses_its_instant(con: Connection) -> None
         ("date_format(now(), '%U')", ("%U", "week()")),
         ("date_diff(lower('day'), now(), now())", ("date_diff", "literal unit")),
         ("now() AT TIME ZONE INTERVAL '1' HOUR", ("AT TIME ZONE", "'-08:00'")),
+        ("DATE '2020-01-01' + INTERVAL '2' HOUR", ("hours to a date", "cast")),
+        (
+            "from_iso8601_timestamp_nanos('2020-01-01')",
+            ("from_iso8601_timestamp_nanos", "from_iso8601_timestamp()"),
+        ),
         ("format_datetime(now(), 'yyyy ''T')", ("unterminated quote",)),
     ],
 )

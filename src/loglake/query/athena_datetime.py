@@ -80,17 +80,24 @@ def _zoned(local: str, instant: str, zone: str, precision: int) -> exp.Expr:
     return node
 
 
+def _unwrap(node: exp.Expr) -> exp.Expr:
+    """``node`` without the parentheses written around it in the query."""
+    while isinstance(node, exp.Paren) and _INSTANT not in node.meta:
+        node = node.this
+    return node
+
+
 def _is_zoned(node: exp.Expr) -> bool:
-    return _INSTANT in node.meta
+    return _INSTANT in _unwrap(node).meta
 
 
 def _instant(node: exp.Expr) -> str:
     """The SQL of ``node``'s instant as a UTC TIMESTAMP (a timestamp without zone is UTC)."""
-    return str(node.meta.get(_INSTANT, _sql(node)))
+    return str(_unwrap(node).meta.get(_INSTANT, _sql(node)))
 
 
 def _zone(node: exp.Expr) -> str:
-    return str(node.meta.get(_ZONE, "'UTC'"))
+    return str(_unwrap(node).meta.get(_ZONE, "'UTC'"))
 
 
 def _offset_minutes(node: exp.Expr) -> str:
@@ -192,6 +199,8 @@ def _is_date(node: exp.Expr) -> bool:
     """True when ``node`` is known at plan time to be a DATE (a literal, a cast, date(), ...)."""
     inner = node
     while isinstance(inner, exp.Paren):
+        if inner.meta.get("athena_date"):
+            return True
         inner = inner.this
     if isinstance(inner, exp.Cast):
         return inner.to.this == exp.DataType.Type.DATE
@@ -263,6 +272,57 @@ def _comparison(node: exp.Expr) -> exp.Expr | None:
         if _is_zoned(side):
             side.replace(_parse(_instant(side)))
     return None
+
+
+_DAY_TO_SECOND = frozenset({"DAY", "HOUR", "MINUTE", "SECOND", "MILLISECOND"})
+_YEAR_TO_MONTH = frozenset({"YEAR", "MONTH", "QUARTER", "WEEK"})
+
+
+def _interval_unit(node: exp.Expr) -> str | None:
+    if not isinstance(node, exp.Interval):
+        return None
+    unit = node.args.get("unit")
+    return unit.name.upper() if isinstance(unit, exp.Var) else None
+
+
+def _plus_interval(node: exp.Expr) -> exp.Expr | None:
+    """``date ± interval`` is a date in Athena; ``timestamp with time zone ± interval`` keeps
+    its zone, adding a day-to-second interval to the instant and a year-to-month one on the
+    zone's calendar."""
+    left, right = node.this, node.expression
+    sign = "-" if isinstance(node, exp.Sub) else "+"
+    value, interval = (left, right) if _interval_unit(right) else (right, left)
+    unit = _interval_unit(interval)
+    if unit is None or (sign == "-" and value is not left):
+        return None
+    if _is_date(value):
+        if unit not in _YEAR_TO_MONTH and unit != "DAY":
+            raise QueryRefusedError(
+                f"Athena does not add {unit.lower()}s to a date; cast it to timestamp first"
+            )
+        result = _parse(f"CAST({_sql(value)} {sign} {_sql(interval)} AS DATE)")
+        result.meta["athena_date"] = True
+        return result
+    if not _is_zoned(value):
+        return None
+    zone = _zone(value)
+    if unit in _DAY_TO_SECOND:
+        instant = f"({_instant(value)} {sign} {_sql(interval)})"
+        return _zoned(_local_in(instant, zone), instant, zone, _precision(value))
+    local = f"({_sql(value)} {sign} {_sql(interval)})"
+    return _zoned(local, _instant_of(local, zone), zone, _precision(value))
+
+
+def _to_milliseconds(node: exp.Expr) -> exp.Expr:
+    (value,) = _args(node, "to_milliseconds", 1)
+    return _parse(f"CAST(round(epoch({_sql(value)}) * 1000) AS BIGINT)")
+
+
+def _refuse_nanos(node: exp.Expr) -> exp.Expr:
+    raise QueryRefusedError(
+        "Athena function from_iso8601_timestamp_nanos() is not translated: loglake keeps "
+        "microseconds, not nanoseconds; use from_iso8601_timestamp() (milliseconds)"
+    )
 
 
 # -- Unix time, ISO 8601 ------------------------------------------------------------------------
@@ -888,6 +948,7 @@ _ANONYMOUS: dict[str, Callable[[exp.Expr], exp.Expr | None]] = {
     "millisecond": _millisecond,
     "yow": _yow,
     "human_readable_seconds": _human_readable_seconds,
+    "to_milliseconds": _to_milliseconds,
 }
 
 _HANDLERS: list[tuple[type[exp.Expr], Callable[[exp.Expr], exp.Expr | None]]] = [
@@ -906,6 +967,9 @@ _HANDLERS: list[tuple[type[exp.Expr], Callable[[exp.Expr], exp.Expr | None]]] = 
     (exp.TimeToStr, _date_format),
     (exp.ParseDatetime, _parse_datetime),
     (exp.YearOfWeek, lambda n: _parse(f"isoyear({_sql(n.this)})")),
+    (exp.FromISO8601TimestampNanos, _refuse_nanos),
+    (exp.Add, _plus_interval),
+    (exp.Sub, _plus_interval),
     (exp.EQ, _comparison),
     (exp.Between, _comparison),
     (exp.NEQ, _comparison),
