@@ -11,6 +11,8 @@ DuckDB or exist with other semantics. :func:`rewrite` runs on sqlglot's tree of 
 - a division of two integers (``bigint / bigint``): an integer division, as in Athena; decimal
   literals and divisions, ``avg`` of decimals, casts of doubles to integers and text, ``round``
   of doubles: as Trino types and computes them (query/athena_numeric.py);
+- ``sum`` of integers as a ``bigint`` (DuckDB sums in 128 bits); ``every``, ``hamming_distance``,
+  ``codepoint``, ``trim_array``, ``split(s, d, limit)``;
 - ``map_agg``, ``histogram`` (bigint counts), ``max_by``/``min_by`` (a NULL value kept),
   ``contains`` (NULL when not found in an array holding NULL), ``nan()``, ``infinity()``; the
   approximate aggregates ``approx_distinct``, ``approx_percentile`` and ``approx_most_frequent``
@@ -206,7 +208,7 @@ def _typed(
     from sqlglot.optimizer.qualify import qualify
     from sqlglot.schema import MappingSchema
 
-    kinds = (exp.Div, exp.Avg, exp.Cast, exp.Round)
+    kinds = (exp.Div, exp.Avg, exp.Cast, exp.Round, exp.Sum)
     for i, node in enumerate(n for n in tree.walk() if isinstance(n, kinds)):
         node.meta["athena_n"] = i
     schema: dict[str, dict[str, dict[str, str]]] = {}
@@ -283,6 +285,12 @@ def _replacement(node: exp.Expr) -> exp.Expr | None:
         return _parse(f"CASE WHEN regexp_matches({value}, {pattern}) THEN {extract} END")
     if isinstance(node, exp.RegexpReplace):
         replacement = node.args.get("replacement")
+        if isinstance(replacement, exp.Lambda):
+            raise QueryRefusedError(
+                "Athena function regexp_replace() with a lambda replacement is not translated "
+                "to loglake's SQL engine; use regexp_replace(s, pattern, '$1...') with group "
+                "references, or regexp_extract_all() and transform() over the matches"
+            )
         if isinstance(replacement, exp.Literal) and replacement.is_string:
             converted = java_replacement(replacement.this)
             if converted != replacement.this:
@@ -325,10 +333,22 @@ def _approx_most_frequent(buckets: str, value: str, capacity: str) -> str:
     return f"map_from_entries(list_transform({top}, _e -> {{'key': _e.key, 'value': -_e.n}}))"
 
 
+def _trim_array(array: str, n: str) -> str:
+    return (
+        f"CASE WHEN {n} < 0 OR {n} > len({array}) "
+        f"THEN error('size must not exceed array cardinality') "
+        f"ELSE list_slice({array}, 1, len({array}) - {n}) END"
+    )
+
+
 _AGGREGATES: dict[str, tuple[int, Callable[..., str]]] = {
     "map_agg": (2, _map_agg),
     "histogram": (1, _histogram),
     "approx_most_frequent": (3, _approx_most_frequent),
+    "every": (1, lambda x: f"bool_and({x})"),
+    "trim_array": (2, _trim_array),
+    "hamming_distance": (2, lambda a, b: f"CAST(hamming({a}, {b}) AS BIGINT)"),
+    "codepoint": (1, lambda x: f"CAST(unicode({x}) AS INTEGER)"),
     "nan": (0, lambda: "CAST('NaN' AS DOUBLE)"),
     "infinity": (0, lambda: "CAST('Infinity' AS DOUBLE)"),
 }
@@ -367,6 +387,41 @@ def _aggregate_replacement(node: exp.Expr) -> exp.Expr | None:
             f"WHEN list_contains({array}, {element}) THEN true "
             f"WHEN list_count({array}) < len({array}) THEN NULL ELSE false END"
         )
+    if isinstance(node, exp.ArraySort) and node.expression is not None:
+        raise QueryRefusedError(
+            "Athena function array_sort() with a comparator function is not translated to "
+            "loglake's SQL engine; use array_sort(x) (ascending, NULLs last), or build the array "
+            "in the order wanted with array_agg(x ORDER BY ...)"
+        )
+    if isinstance(node, exp.Reduce) and not _is_identity(node.args.get("finish")):
+        raise QueryRefusedError(
+            "Athena function reduce() with an output function other than s -> s is not "
+            "translated to loglake's SQL engine; use reduce(array, initial, (s, x) -> ..., "
+            "s -> s) and apply the output function to its result"
+        )
+    if isinstance(node, exp.Split) and node.args.get("limit") is not None:
+        value, delimiter = _sql(node.this), _sql(node.expression)
+        limit = _sql(node.args["limit"])
+        parts = f"string_split({value}, {delimiter})"
+        # Trino: at most `limit` elements, the last holding the rest of the string.
+        return _parse(
+            f"CASE WHEN {limit} < 1 THEN error('split limit must be positive') "
+            f"WHEN len({parts}) <= {limit} THEN {parts} "
+            f"ELSE list_append(list_slice({parts}, 1, {limit} - 1), "
+            f"array_to_string(list_slice({parts}, {limit}, len({parts})), {delimiter})) END"
+        )
+    if isinstance(node, exp.Format):
+        raise QueryRefusedError(
+            "Athena function format() (Java's String.format patterns) is not translated to "
+            "loglake's SQL engine; use printf(pattern, args...) (C-style %s, %d, %.2f) or || "
+            "concatenation"
+        )
+    if isinstance(node, exp.StrToMap):
+        raise QueryRefusedError(
+            "Athena function split_to_map() is not translated to loglake's SQL engine; use "
+            "split(s, entry_delimiter) with split_part(entry, key_value_delimiter, 1 or 2), "
+            "or url_extract_parameter() for a URL query string"
+        )
     if isinstance(node, exp.StrPosition) and node.args.get("occurrence") is not None:
         raise QueryRefusedError(
             "Athena function strpos() with an instance argument is not translated to loglake's "
@@ -374,6 +429,18 @@ def _aggregate_replacement(node: exp.Expr) -> exp.Expr | None:
             "length(array_join(slice(split(s, sub), 1, n), sub)) + 1"
         )
     return None
+
+
+def _is_identity(function: exp.Expr | None) -> bool:
+    """True for no function or ``s -> s``."""
+    if function is None:
+        return True
+    return (
+        isinstance(function, exp.Lambda)
+        and len(function.expressions) == 1
+        and isinstance(function.this, (exp.Identifier, exp.Column))
+        and function.this.name == function.expressions[0].name
+    )
 
 
 def java_replacement(text: str) -> str:

@@ -13,7 +13,8 @@ aggregates, the lake tables' column types and the projections of CTEs, subquerie
 - ``CAST(double AS bigint)`` (and ``integer``...) rounds half away from zero (DuckDB: half to even);
 - ``CAST(double AS varchar)`` is Java's ``Double.toString`` (``1.0E7``, ``1.5E-5``, ``NaN``), and
   ``CAST(timestamp(p) AS varchar)`` has ``p`` fractional digits (a lake column is ``timestamp(6)``);
-- ``round(double, n)`` is Java's ``Math.round(x * 10^n) / 10^n``, symmetric around zero.
+- ``round(double, n)`` is Java's ``Math.round(x * 10^n) / 10^n``, symmetric around zero;
+- ``sum`` of integers is a ``bigint`` (DuckDB's is a 128-bit integer).
 
 A division with a decimal operand whose type cannot be worked out is refused (QueryRefusedError)
 rather than answered in floating point.
@@ -456,6 +457,16 @@ def numeric_replacement(original: exp.Expr, typed: exp.Expr, type_of: TypeOf) ->
                 return _parse(java_double_text(value, source))
             if source.kind == "timestamp" and source.precision is not None:
                 return _parse(timestamp_text(value, source.precision))
+        return None
+    if isinstance(original, exp.Sum):
+        inner = type_of(typed.this)
+        if inner is not None and inner.kind == "int":
+            # Trino's sum of integers is a bigint (an overflow an error); DuckDB's a HUGEINT. The
+            # cast goes around the whole call, with its FILTER and OVER clauses.
+            call: exp.Expr = original
+            while isinstance(call.parent, (exp.Filter, exp.Window)):
+                call = call.parent
+            call.replace(exp.cast(call.copy(), "BIGINT"))
         return None
     if isinstance(original, exp.Round) and original.args.get("decimals") is not None:
         source = type_of(typed.this)
