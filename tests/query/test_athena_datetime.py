@@ -60,6 +60,8 @@ def test_joda_tokens_split_fields_quotes_and_literals() -> None:
         ("timezone_hour(TIMESTAMP '2020-07-25 11:45 -05:30')", -5),
         ("timezone_minute(TIMESTAMP '2020-07-25 11:45 -05:30')", -30),
         ("hour(TIMESTAMP '2020-07-25 11:45 +05:30')", 11),
+        ("to_iso8601(CAST(TIMESTAMP '2020-07-25 11:45:28.123456 +05:30' "
+         "AS timestamp(3) with time zone))", "2020-07-25T11:45:28.123+05:30"),
         ("to_unixtime(TIMESTAMP '1970-01-01 05:30 +05:30')", 0.0),
         ("current_timezone()", "UTC"),
         ("millisecond(TIMESTAMP '2020-01-01 00:00:12.345')", 345),
@@ -119,6 +121,18 @@ def test_an_unknown_zone_is_an_error_naming_it(con: Connection) -> None:
     # Zone names are case-insensitive, as in Athena.
     sql = "SELECT hour(TIMESTAMP '2012-10-31 01:00' AT TIME ZONE 'america/los_angeles')"
     assert one(con, sql) == 18
+
+
+def test_a_zone_lost_through_a_subquery_is_refused_where_it_matters(con: Connection) -> None:
+    cte = "WITH t AS (SELECT TIMESTAMP '2026-12-01 10:00' AT TIME ZONE 'America/Los_Angeles' AS lt)"
+    # Field functions read the wall time, which the column keeps.
+    assert one(con, f"{cte} SELECT hour(lt) FROM t") == 2
+    for use in ("to_unixtime(lt)", "to_iso8601(lt)", "lt > TIMESTAMP '2026-12-01 09:00'"):
+        with pytest.raises(QueryRefusedError, match="column lt is a timestamp with time zone"):
+            con.sql(f"{cte} SELECT {use} FROM t", dialect="athena")
+    # A UTC value's wall time is its instant: nothing is lost.
+    sql = "SELECT to_unixtime(u) FROM (SELECT from_unixtime(1) AS u)"
+    assert one(con, sql) == 1.0
 
 
 def test_at_time_zone_of_a_zoned_value_uses_its_instant(con: Connection) -> None:

@@ -14,7 +14,8 @@ written as a DuckDB ``TIMESTAMP`` holding its *local* wall time, so that ``hour(
 The expression node also carries, at plan time, the SQL of the instant (as a UTC ``TIMESTAMP``)
 and of the zone's name, which ``to_unixtime``, ``to_iso8601``, ``format_datetime`` (``Z``),
 ``timezone_hour``, a second ``AT TIME ZONE`` and comparisons use. That knowledge does not cross a
-subquery's or a CTE's column: there, the value is its local wall time (documented in docs/sql.md).
+subquery's or a CTE's column: there the value is its wall time, right for field functions, and a
+use that its zone decides is refused (:func:`_refuse_lost_zones`).
 
 Anything without a faithful translation raises QueryRefusedError naming the Athena function or
 pattern letter and what to use instead.
@@ -36,6 +37,9 @@ _INSTANT = "athena_instant"
 _ZONE = "athena_zone"
 #: meta key of a node whose Athena type is a timestamp(p) (with time zone or not): p.
 _PRECISION = "athena_precision"
+#: meta key of a translated node whose answer depends on the zone of its arguments: the names of
+#: the columns it reads (see _refuse_lost_zones).
+_USES = "athena_zone_uses"
 
 _UNITS = frozenset(
     {"millisecond", "second", "minute", "hour", "day", "week", "month", "quarter", "year"}
@@ -50,13 +54,69 @@ def replacement(node: exp.Expr) -> exp.Expr | None:
     """The DuckDB expression that answers as Athena's date/time construct ``node`` does, or None
     when ``node`` is not one this module translates. Raises QueryRefusedError for a construct
     that cannot be translated faithfully (the message names it and what to use instead)."""
+    if node.parent is None:
+        _refuse_lost_zones(node)  # the root comes last: everything below is translated
+    result: exp.Expr | None = None
     if isinstance(node, exp.Anonymous):
         build = _ANONYMOUS.get(str(node.this).lower())
-        return build(node) if build else None
-    for kind, handler in _HANDLERS:
-        if isinstance(node, kind):
-            return handler(node)
-    return None
+        result = build(node) if build else None
+    else:
+        for kind, handler in _HANDLERS:
+            if isinstance(node, kind):
+                result = handler(node)
+                break
+    if _zone_sensitive(node):
+        target = result if result is not None else node
+        names = {c.name.lower() for c in node.find_all(exp.Column)}
+        target.meta[_USES] = names | set(target.meta.get(_USES, ()))
+    return result
+
+
+def _zone_sensitive(node: exp.Expr) -> bool:
+    """True for a construct whose answer depends on its argument's zone, not only on its wall
+    time (to_unixtime, to_iso8601, comparisons, AT TIME ZONE, ...)."""
+    if isinstance(node, _SENSITIVE):
+        return True
+    if isinstance(node, exp.Cast):
+        return node.args["to"].this in (exp.DataType.Type.VARCHAR, exp.DataType.Type.TEXT)
+    if isinstance(node, exp.Extract):
+        return node.this.name.upper() in ("TIMEZONE_HOUR", "TIMEZONE_MINUTE")
+    if isinstance(node, exp.Anonymous):
+        name = str(node.this).lower()
+        if name == "format_datetime" and len(node.expressions) == 2:
+            pattern = node.expressions[1]
+            return isinstance(pattern, exp.Literal) and any(
+                isinstance(t, tuple) and t[0] == "Z" for t in joda_tokens(pattern.this)
+            )
+        return name in ("to_iso8601", "timezone_hour", "timezone_minute", "timezone")
+    return False
+
+
+def _refuse_lost_zones(root: exp.Expr) -> None:
+    """Refuse a statement that takes a timestamp with time zone (other than UTC) out of a
+    subquery or a CTE by a column and then uses that column where its zone matters: the zone is
+    known only within the expression that makes it, so the answer would silently differ."""
+    lost: dict[str, str] = {}
+    for select in root.find_all(exp.Select):
+        if select.find_ancestor(exp.Subquery, exp.CTE) is None:
+            continue
+        for projection in select.expressions:
+            zoned = isinstance(projection, exp.Alias) and _is_zoned(projection.this)
+            if zoned and _zone(projection.this) != "'UTC'":
+                lost[projection.alias.lower()] = projection.alias
+    if not lost:
+        return
+    for node in root.walk():
+        used = set(node.meta.get(_USES, ())) & set(lost)
+        if used:
+            name = lost[sorted(used)[0]]
+            raise QueryRefusedError(
+                f"column {name} is a timestamp with time zone made in a subquery or WITH "
+                "clause, and its zone does not cross into the outer query, where it is used "
+                "for something its zone decides (to_unixtime, to_iso8601, a comparison, AT TIME "
+                "ZONE, ...); apply that inside the subquery, or write AT TIME ZONE in the outer "
+                "query"
+            )
 
 
 # -- helpers ------------------------------------------------------------------------------------
@@ -250,7 +310,8 @@ def _cast(node: exp.Expr) -> exp.Expr | None:
                 zone = _zone_literal(exp.Literal.string(match.group(2)))
                 return _zoned(local, _instant_of(local, zone), zone, _precision(node))
         if _is_zoned(value):
-            return value.copy()
+            # The zone is kept; the type's precision is the cast's (timestamp(3) without one).
+            return _zoned(_sql(value), _instant(value), _zone(value), _precision(node))
         return None
     if _is_zoned(value) and target in (exp.DataType.Type.VARCHAR, exp.DataType.Type.TEXT):
         # Athena writes a timestamp(p) with time zone with p digits and its zone's name.
@@ -978,3 +1039,16 @@ _HANDLERS: list[tuple[type[exp.Expr], Callable[[exp.Expr], exp.Expr | None]]] = 
     (exp.LT, _comparison),
     (exp.LTE, _comparison),
 ]
+
+_SENSITIVE = (
+    exp.TimeToUnix,
+    exp.DateDiff,
+    exp.AtTimeZone,
+    exp.EQ,
+    exp.NEQ,
+    exp.GT,
+    exp.GTE,
+    exp.LT,
+    exp.LTE,
+    exp.Between,
+)
