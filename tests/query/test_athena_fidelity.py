@@ -546,3 +546,30 @@ def test_aggregates_and_functions(
 def test_a_decimal_division_of_unknown_types_is_refused(con: Connection) -> None:
     with pytest.raises(QueryRefusedError, match="cast the operands"):
         con.sql("SELECT sign(x * 1.0) / 3 FROM (VALUES 1) t(x)", dialect="athena")
+
+
+@pytest.mark.parametrize(
+    ("sql", "message"),
+    [
+        # Trino's subscript operator fails where element_at gives NULL (functions/array.html).
+        ("SELECT ARRAY[1, 2][5]", "Array subscript must be less than or equal to array length"),
+        ("SELECT ARRAY[1, 2][0]", "SQL array indices start at 1"),
+        ("SELECT ARRAY[1, 2][-1]", "Array subscript is negative"),
+        ("SELECT split('a.b', '.')[3]", "Array subscript must be less than or equal"),
+        ("SELECT element_at(ARRAY[1, 2], 0)", "SQL array indices start at 1"),
+        ("SELECT MAP(ARRAY['a'], ARRAY[1])['z']", "Key not present in map"),
+    ],
+)
+def test_subscripts_fail_as_in_athena(con: Connection, sql: str, message: str) -> None:
+    with pytest.raises(QueryError, match=message):
+        con.sql(sql, dialect="athena").fetchall()
+
+
+def test_subscripts_within_bounds(con: Connection) -> None:
+    rows = con.sql(
+        "SELECT ARRAY[1, 2][2] AS a, split('a.b', '.')[1] AS b, element_at(ARRAY[1, 2], 5) AS c, "
+        "element_at(ARRAY[1, 2], -1) AS d, MAP(ARRAY['a'], ARRAY[1])['a'] AS e, "
+        "element_at(MAP(ARRAY['a'], ARRAY[1]), 'z') AS f",
+        dialect="athena",
+    ).fetchall()
+    assert rows == [(2, "a", None, 2, 1, None)]

@@ -14,7 +14,9 @@ aggregates, the lake tables' column types and the projections of CTEs, subquerie
 - ``CAST(double AS varchar)`` is Java's ``Double.toString`` (``1.0E7``, ``1.5E-5``, ``NaN``), and
   ``CAST(timestamp(p) AS varchar)`` has ``p`` fractional digits (a lake column is ``timestamp(6)``);
 - ``round(double, n)`` is Java's ``Math.round(x * 10^n) / 10^n``, symmetric around zero;
-- ``sum`` of integers is a ``bigint`` (DuckDB's is a 128-bit integer).
+- ``sum`` of integers is a ``bigint`` (DuckDB's is a 128-bit integer);
+- ``array[i]`` past the end or below 1, ``map[key]`` of an absent key and ``element_at(array, 0)``
+  are errors, as in Trino (DuckDB answers NULL).
 
 A division with a decimal operand whose type cannot be worked out is refused (QueryRefusedError)
 rather than answered in floating point.
@@ -45,6 +47,8 @@ class TrinoType:
 
 
 OTHER = TrinoType("other")
+ARRAY = TrinoType("array")
+MAP = TrinoType("map")
 DOUBLE = TrinoType("double")
 REAL = TrinoType("real")
 BIGINT = TrinoType("int", 19, 0)
@@ -91,6 +95,10 @@ def of_data_type(data_type: exp.DataType | None) -> TrinoType | None:
         numbers = [int(p.this) for p in params if isinstance(p, exp.Literal)]
         # A lake column has no precision in DuckDB's schema: Athena reads Iceberg's as (6).
         return TrinoType("timestamp", numbers[0] if numbers else 6)
+    if kind in (exp.DataType.Type.ARRAY, exp.DataType.Type.LIST):
+        return ARRAY
+    if kind == exp.DataType.Type.MAP:
+        return MAP
     if kind in (exp.DataType.Type.UNKNOWN, exp.DataType.Type.NULL):
         return None
     return OTHER
@@ -211,6 +219,8 @@ class TypeOf:
                 self(b, nxt) for b in branches if b is not None and not isinstance(b, exp.Null)
             }
             return types.pop() if len(types) == 1 else None
+        if isinstance(node, (exp.Split, exp.RegexpSplit, exp.RegexpExtractAll, exp.Array)):
+            return ARRAY
         if isinstance(node, exp.Column):
             return self._column(node, nxt)
         if isinstance(node, exp.Anonymous) and str(node.this).lower() in ("nan", "infinity"):
@@ -468,11 +478,43 @@ def numeric_replacement(original: exp.Expr, typed: exp.Expr, type_of: TypeOf) ->
                 call = call.parent
             call.replace(exp.cast(call.copy(), "BIGINT"))
         return None
+    if isinstance(original, exp.Bracket) and len(original.expressions) == 1:
+        return _subscript(original, type_of(typed.this))
     if isinstance(original, exp.Round) and original.args.get("decimals") is not None:
         source = type_of(typed.this)
         if source is not None and source.kind in ("double", "real"):
             return _parse(java_round(_sql(original.this), _sql(original.args["decimals"])))
     return None
+
+
+def _subscript(bracket: exp.Bracket, container: TrinoType | None) -> exp.Expr | None:
+    """Trino's ``array[i]`` fails past the end or below 1 and ``map[key]`` for an absent key,
+    ``element_at(array, 0)`` fails: DuckDB gives NULL for all of them."""
+    if container is None or container.kind not in ("array", "map"):
+        return None
+    text = bracket.sql(dialect="duckdb")
+    head = bracket.this.sql(dialect="duckdb")
+    if not (text.startswith(head + "[") and text.endswith("]")):
+        return None
+    index = f"({text[len(head) + 1 : -1]})"
+    value = f"({head})"
+    safe = bool(bracket.args.get("safe"))
+    if container.kind == "map":
+        if safe:
+            return None
+        return _parse(
+            f"CASE WHEN NOT map_contains({value}, {index}) "
+            f"THEN error('Key not present in map') ELSE {text} END"
+        )
+    zero = f"WHEN {index} = 0 THEN error('SQL array indices start at 1')"
+    if safe:
+        return _parse(f"CASE {zero} ELSE {text} END")
+    return _parse(
+        f"CASE WHEN {index} < 0 THEN error('Array subscript is negative') {zero} "
+        f"WHEN {index} > len({value}) "
+        f"THEN error('Array subscript must be less than or equal to array length') "
+        f"ELSE {text} END"
+    )
 
 
 def _parse(sql: str) -> exp.Expr:
