@@ -298,6 +298,55 @@ def test_the_collector_rides_out_a_loglake_restart(tmp_path: Path) -> None:
             srv.stop(signal.SIGKILL)
 
 
+@contextlib.contextmanager
+def small_disk(path: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of ``size`` mounted at ``path`` (skips where mounting is not allowed: not root)."""
+    path.mkdir()
+    try:
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+            check=True,
+            capture_output=True,
+        )
+    except (OSError, subprocess.CalledProcessError) as exc:
+        pytest.skip(f"a full disk needs a small tmpfs, and mounting one is not allowed: {exc}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False, capture_output=True)
+
+
+def test_a_full_disk_makes_the_collector_retry_until_there_is_room(tmp_path: Path) -> None:
+    # ENOSPC while appending is no fault of the data: a 503 the Collector retries (a 500 would
+    # make it drop the batch for good), and once there is room every line lands once.
+    with small_disk(tmp_path / "disk", "4m") as disk:
+        srv = Server.started(disk / "lake", CONFIG)
+        try:
+            ballast = disk / "ballast"
+            free = os.statvfs(disk).f_bavail * os.statvfs(disk).f_frsize
+            ballast.write_bytes(bytes(free - 300_000))  # room for the server's own small files
+            log = tmp_path / "disk.log"
+            expected = lines_for("disk", 3000)
+            write_lines(log, expected)
+            batch = {"timeout": "100ms", "send_batch_size": 100, "send_batch_max_size": 100}
+            with collector(tmp_path, collector_config(log, srv.url, "disk", None, batch)) as col:
+
+                def refused() -> bool:
+                    col.check_running()
+                    return "No space left on device" in col.log.read_text(errors="replace")
+
+                wait_for(refused, "the Collector's 503 for a full disk")
+                ballast.unlink()
+                found = deliver(srv, col, "disk", len(expected))
+            assert_lines(found, log, expected, "disk")
+            assert metric(srv, "loglake_source_records_dropped_total", "stream_error") > 0
+            failures = [e for e in col.events() if "HTTP Status Code" in e.get("error", "")]
+            assert failures and all("Throttle (1s)" in e["error"] for e in failures), failures
+        finally:
+            if srv.proc is not None:
+                srv.stop(signal.SIGKILL)
+
+
 def test_the_collector_sends_the_api_key(tmp_path: Path) -> None:
     # No [streams.otlp]: the first batch creates the stream, as it does on a fresh server.
     config = '[auth]\napi_keys = ["s3cret-key"]\n\n[syslog]\nudp = ""\ntcp = ""\n'

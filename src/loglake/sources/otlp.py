@@ -12,14 +12,17 @@ The answer comes once the records are durable: an ``ExportLogsServiceResponse`` 
 encoding, with ``partial_success`` counting the records refused one by one (a trace id that is not 16
 bytes, a span id that is not 8). Errors answer a ``google.rpc.Status`` in the request's encoding, as
 the OTLP/HTTP specification asks: 400 for a malformed body, 413/415 for one too large or in another
-encoding, 503 with ``Retry-After`` when the stream's disk budget is used up (the Collector and the
-SDKs retry exactly 429, 502, 503 and 504).
+encoding, 503 with ``Retry-After`` when the stream's disk budget is used up or the append failed in
+a way a retry may get past (a full disk: none acknowledged). The Collector and the SDKs retry
+exactly 429, 502, 503 and 504 and drop the batch on any other status, so a failure that is not the
+data's fault must never be a 500.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import logging
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -33,7 +36,7 @@ from opentelemetry.proto.common.v1 import common_pb2
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
-from loglake.errors import LoglakeError
+from loglake.errors import LoglakeError, is_transient
 from loglake.sources.http_body import (
     BadEncoding,
     BodyTooLarge,
@@ -42,7 +45,7 @@ from loglake.sources.http_body import (
     read_body,
 )
 from loglake.sources.live import CountersByStream, HttpRoute, SourceContext, SourceCounters, Streams
-from loglake.stream.local import StreamFullError
+from loglake.stream.local import RETRY_AFTER_S, StreamFullError
 
 if TYPE_CHECKING:
     from opentelemetry.proto.logs.v1 import logs_pb2
@@ -50,6 +53,8 @@ if TYPE_CHECKING:
 
     from loglake.config import Config
     from loglake.sources.live import LiveSource
+
+log = logging.getLogger(__name__)
 
 PATH = "/v1/logs"
 STREAM = "otlp"
@@ -313,21 +318,21 @@ class OtlpSource:
             )
         counters = self._counters[STREAM]
         counters.add(received=total, rejected=len(problems))
-        if records and STREAM not in streams.names():
-            # Created on first use, not at start: a server nobody sends OTLP to has no otlp
-            # stream. Created as the API creates streams, so it is reopened after a restart.
-            await run_in_threadpool(streams.create, STREAM, STREAM_SETTINGS)
         if records:
             try:
+                if STREAM not in streams.names():
+                    # Created on first use, not at start: a server nobody sends OTLP to has no
+                    # otlp stream. Created as the API creates streams: reopened after a restart.
+                    await run_in_threadpool(streams.create, STREAM, STREAM_SETTINGS)
                 await run_in_threadpool(streams.append, STREAM, records)
             except StreamFullError:
                 counters.drop("stream_full", len(records))
                 raise
-            except LoglakeError as exc:
-                counters.drop("too_large" if exc.status == 413 else "stream_error", len(records))
-                raise
-            except Exception:
-                counters.drop("stream_error", len(records))
+            except Exception as exc:
+                too_large = isinstance(exc, LoglakeError) and exc.status == 413
+                counters.drop("too_large" if too_large else "stream_error", len(records))
+                if is_transient(exc):
+                    raise transient_failure(exc) from exc
                 raise
         counters.add(accepted=len(records))
         reply = logs_service_pb2.ExportLogsServiceResponse()
@@ -336,6 +341,23 @@ class OtlpSource:
             shown = "; ".join(sorted(set(problems))[:5])
             reply.partial_success.error_message = f"{len(problems)} log records refused: {shown}"
         return encode(reply, is_json, 200)
+
+
+def transient_failure(exc: BaseException) -> OtlpError:
+    """A failure that may pass on a retry (a full disk, an I/O error: nothing was acknowledged)
+    as a 503 with Retry-After, logged. OTLP senders drop a batch for good on any status but 429,
+    502, 503 and 504, so a 500 here would lose data the sender still holds."""
+    log.warning(
+        "otlp: appending to stream %s failed, answered 503 so the sender retries: %s",
+        STREAM,
+        exc,
+        extra={"fields": {"stream": STREAM, "reason": str(exc) or type(exc).__name__}},
+    )
+    return OtlpError(
+        503,
+        f"the stream {STREAM} cannot take records now ({exc}); none acknowledged, retry later",
+        retry_after=RETRY_AFTER_S,
+    )
 
 
 def encode(
