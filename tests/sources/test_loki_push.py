@@ -349,6 +349,19 @@ def test_compressed_json_and_protobuf(server: Server, encoding: str) -> None:
     assert lines_of(rows(server, f"labels.test = '{encoding}'", len(want))) == want
 
 
+def test_labels_differing_only_in_case_go_to_rejected_with_the_reason(server: Server) -> None:
+    # Column names are case-insensitive in the lake, members of objects too: Job and job with
+    # different values cannot both be stored, so the entry is kept raw in logs.rejected.
+    body = push_body("case", [(1, "clash")], Job="a", job="b")
+    assert post(server, body)[0] == 204
+    assert post(server, push_body("case", [(2, "fine")], job="b"))[0] == 204
+    assert [r["message"] for r in rows(server, "labels.test = 'case'", 1)] == ["fine"]
+    where = 'FROM logs.rejected WHERE contains(decode(raw), \'"test":"case"\')'
+    server.wait_rows(f"SELECT count(*) AS n {where}", 1)
+    [refused] = server.query(f"SELECT reason {where}")
+    assert '"Job" and "job"' in refused["reason"], refused
+
+
 # -- refusals ----------------------------------------------------------------------------------------
 
 NOT_SNAPPY = b"\xff\xff\xff\xff\xff\xff"
