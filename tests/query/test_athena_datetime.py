@@ -101,6 +101,13 @@ def test_fields_missing_from_the_text_default_as_in_joda(con: Connection) -> Non
     assert one(con, "SELECT date_parse('70-01-02', '%y-%m-%d')") == datetime(1970, 1, 2)
 
 
+def test_text_that_does_not_match_fails_naming_the_athena_pattern(con: Connection) -> None:
+    # Athena fails too; the message names the pattern as written, not its translation.
+    with pytest.raises(QueryError, match=r"parse_datetime.*'yyyy-MM-dd': 2020-13-01"):
+        con.sql("SELECT parse_datetime('2020-13-01', 'yyyy-MM-dd')", dialect="athena")
+    assert one(con, "SELECT parse_datetime(NULL, 'yyyy-MM-dd')") is None
+
+
 def test_parse_datetime_keeps_a_zone_at_the_end(con: Connection) -> None:
     sql = (
         "SELECT to_iso8601(parse_datetime('06/Feb/2019:00:00:38 -0730', 'dd/MMM/yyyy:HH:mm:ss Z'))"

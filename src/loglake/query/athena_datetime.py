@@ -714,7 +714,8 @@ def _date_parse(node: exp.Expr) -> exp.Expr | None:
     literal = exp.Literal.string(converted).sql(dialect="duckdb")
     # Athena's date_parse gives a timestamp(3).
     parsed = _no_year(
-        converted, f"date_trunc('millisecond', strptime({_sql(node.this)}, {literal}))"
+        converted,
+        f"date_trunc('millisecond', {_strptime(_sql(node.this), literal, 'date_parse', fmt.this)})",
     )
     if "%y" in converted.replace("%%", ""):
         # Athena reads a two-digit year as 1970..2069, DuckDB as 1969..2068: only '69' differs.
@@ -961,7 +962,8 @@ def _parse_datetime(node: exp.Expr) -> exp.Expr:
     if not (isinstance(last, tuple) and last[0] == "Z"):
         fmt = _joda_parse_format(tokens)
         # A timestamp(3) with time zone, in the session's zone (UTC) when the text has none.
-        local = _no_year(fmt, f"date_trunc('millisecond', strptime({text}, {_string(fmt)}))")
+        parsed = _strptime(text, _string(fmt), "parse_datetime", pattern.this)
+        local = _no_year(fmt, f"date_trunc('millisecond', {parsed})")
         return _zoned(local, local, "'UTC'", 3)
     # A zone at the end (S3 access logs: 'dd/MMM/yyyy:HH:mm:ss Z'): the text before it is the
     # wall time, the zone that of the value, as Joda's withOffsetParsed() gives it.
@@ -971,7 +973,8 @@ def _parse_datetime(node: exp.Expr) -> exp.Expr:
     else:
         zone_text = f"regexp_extract({text}, '(Z|[+-][0-9]{{2}}(?::?[0-9]{{2}})?)$', 1)"
     local_text = f"left({text}, length({text}) - length({zone_text}))"
-    local = _no_year(fmt, f"date_trunc('millisecond', strptime({local_text}, {_string(fmt)}))")
+    parsed = _strptime(local_text, _string(fmt), "parse_datetime", pattern.this)
+    local = _no_year(fmt, f"date_trunc('millisecond', {parsed})")
     if last[1] >= 3:
         zone = (
             f"(CASE WHEN {zone_text} IN ('Z', 'UTC', 'GMT', 'UT') THEN 'UTC' ELSE {zone_text} END)"
@@ -983,6 +986,18 @@ def _parse_datetime(node: exp.Expr) -> exp.Expr:
 
 def _string(text: str) -> str:
     return exp.Literal.string(text).sql(dialect="duckdb")
+
+
+def _strptime(text: str, fmt: str, function: str, pattern: str) -> str:
+    """DuckDB's strptime of ``text``, failing (as Athena does) with a message that names the
+    Athena function and the pattern as written, not its translation."""
+    shown = exp.Literal.string(
+        f"Athena {function}(): the text does not match the pattern '{pattern}': "
+    ).sql(dialect="duckdb")
+    return (
+        f"coalesce(try_strptime({text}, {fmt}), "
+        f"CASE WHEN {text} IS NOT NULL THEN error({shown} || {text}) END)"
+    )
 
 
 def _args(node: exp.Expr, name: str, arity: int) -> list[exp.Expr]:
