@@ -573,3 +573,13 @@ def test_subscripts_within_bounds(con: Connection) -> None:
         dialect="athena",
     ).fetchall()
     assert rows == [(2, "a", None, 2, 1, None)]
+
+
+def test_try_makes_failed_subscripts_and_arguments_null(con: Connection) -> None:
+    rows = con.sql(
+        "SELECT try(ARRAY[1, 2][5]) AS a, try(split_part('a,b', ',', 0)) AS b, "
+        "try(trim_array(ARRAY[1], 3)) AS c, try(element_at(ARRAY[1], 0)) AS d, "
+        "try(split('a.b', '.', 0)) AS e",
+        dialect="athena",
+    ).fetchall()
+    assert rows == [(None, None, None, None, None)]

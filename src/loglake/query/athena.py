@@ -129,9 +129,10 @@ def _url_decode(value: str) -> str:
 
 def _split_part(value: str, delimiter: str, index: str) -> str:
     # DuckDB counts a negative index from the end; Trino refuses an index below 1.
+    fail = athena_numeric.failing_integer("split_part index must be greater than zero")
+    checked = f"(CASE WHEN {index} < 1 THEN {fail} ELSE {index} END)"
     return (
-        f"CASE WHEN {index} < 1 THEN error('split_part index must be greater than zero') "
-        f"WHEN {index} <= len(string_split({value}, {delimiter})) "
+        f"CASE WHEN {checked} <= len(string_split({value}, {delimiter})) "
         f"THEN split_part({value}, {delimiter}, {index}) END"
     )
 
@@ -334,11 +335,9 @@ def _approx_most_frequent(buckets: str, value: str, capacity: str) -> str:
 
 
 def _trim_array(array: str, n: str) -> str:
-    return (
-        f"CASE WHEN {n} < 0 OR {n} > len({array}) "
-        f"THEN error('size must not exceed array cardinality') "
-        f"ELSE list_slice({array}, 1, len({array}) - {n}) END"
-    )
+    fail = athena_numeric.failing_integer("size must not exceed array cardinality")
+    checked = f"(CASE WHEN {n} < 0 OR {n} > len({array}) THEN {fail} ELSE {n} END)"
+    return f"list_slice({array}, 1, len({array}) - {checked})"
 
 
 _AGGREGATES: dict[str, tuple[int, Callable[..., str]]] = {
@@ -404,9 +403,10 @@ def _aggregate_replacement(node: exp.Expr) -> exp.Expr | None:
         limit = _sql(node.args["limit"])
         parts = f"string_split({value}, {delimiter})"
         # Trino: at most `limit` elements, the last holding the rest of the string.
+        fail = athena_numeric.failing_integer("split limit must be positive")
+        limit = f"(CASE WHEN {limit} < 1 THEN {fail} ELSE {limit} END)"
         return _parse(
-            f"CASE WHEN {limit} < 1 THEN error('split limit must be positive') "
-            f"WHEN len({parts}) <= {limit} THEN {parts} "
+            f"CASE WHEN len({parts}) <= {limit} THEN {parts} "
             f"ELSE list_append(list_slice({parts}, 1, {limit} - 1), "
             f"array_to_string(list_slice({parts}, {limit}, len({parts})), {delimiter})) END"
         )

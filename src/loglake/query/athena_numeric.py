@@ -506,15 +506,21 @@ def _subscript(bracket: exp.Bracket, container: TrinoType | None) -> exp.Expr | 
             f"CASE WHEN NOT map_contains({value}, {index}) "
             f"THEN error('Key not present in map') ELSE {text} END"
         )
-    zero = f"WHEN {index} = 0 THEN error('SQL array indices start at 1')"
+    zero = f"WHEN {index} = 0 THEN {failing_integer('SQL array indices start at 1')}"
     if safe:
-        return _parse(f"CASE {zero} ELSE {text} END")
+        return _parse(f"{value}[CASE {zero} ELSE {index} END]")
+    past = "Array subscript must be less than or equal to array length"
     return _parse(
-        f"CASE WHEN {index} < 0 THEN error('Array subscript is negative') {zero} "
-        f"WHEN {index} > len({value}) "
-        f"THEN error('Array subscript must be less than or equal to array length') "
-        f"ELSE {text} END"
+        f"{value}[CASE WHEN {index} < 0 THEN {failing_integer('Array subscript is negative')} "
+        f"{zero} WHEN {index} > len({value}) THEN {failing_integer(past)} ELSE {index} END]"
     )
+
+
+def failing_integer(message: str) -> str:
+    """An integer expression that fails with ``message`` when (and only when) it is evaluated.
+    DuckDB's error() would do, but it is volatile and TRY() refuses volatile functions, while
+    Athena's try() turns these errors into NULL; a failing cast is neither."""
+    return f"CAST('{message}' AS BIGINT)"
 
 
 def _parse(sql: str) -> exp.Expr:
