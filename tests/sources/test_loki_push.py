@@ -35,6 +35,9 @@ format = "json"
 table = "logs.loki"
 buffer_seconds = 0.2
 
+[server]
+max_records_per_request = 500
+
 [syslog]
 udp = ""
 tcp = ""
@@ -425,6 +428,8 @@ SNAPPY_NOT_PROTO = bytes(cramjam.snappy.compress_raw(b"\xff\xff\xff\xff"))
         (NOT_SNAPPY, PROTOBUF, {}, 400, "snappy"),
         (SNAPPY_NOT_PROTO, PROTOBUF, {}, 400, "PushRequest"),
         (protobuf_body("job=x", [(1, "x", {})]), PROTOBUF, {}, 400, "label set"),
+        (protobuf_body('{job="x"}', [(10**21, "x", {})]), PROTOBUF, {}, 400, "int64"),
+        (push_body("many", [(i, "x") for i in range(501)]), JSON, {}, 413, "500 entries"),
         (protobuf_body('{job="x", job="y"}', [(1, "x", {})]), PROTOBUF, {}, 400, "duplicate"),
         (b"{}", JSON, {"Content-Encoding": "br"}, 415, "not supported"),
         (b"not gzip", JSON, {"Content-Encoding": "gzip"}, 400, "not gzip"),

@@ -40,6 +40,7 @@ from loglake.errors import LoglakeError
 from loglake.sources.http_body import (
     BadEncoding,
     BodyTooLarge,
+    TooManyRecords,
     UnsupportedEncoding,
     decode_body,
     read_body,
@@ -337,6 +338,11 @@ def from_protobuf(data: bytes, max_entries: int) -> Iterator[bytes]:
         for entry in stream.entries:
             count = _counted(count, max_entries)
             nanos = entry.timestamp.seconds * 1_000_000_000 + entry.timestamp.nanos
+            if not NANOS_RANGE[0] <= nanos <= NANOS_RANGE[1]:
+                raise PushRejected(
+                    f"an entry's timestamp ({entry.timestamp.seconds} s) is past Loki's int64 "
+                    "nanoseconds (years 1677 to 2262)"
+                )
             metadata = {pair.name: pair.value for pair in entry.structuredMetadata}
             yield row(nanos, entry.line, labels, text, metadata)
 
@@ -379,7 +385,10 @@ def _json_entry(entry: Any, where: str) -> tuple[int, str, dict[str, str]]:
         )
     nanos = int(stamp)
     if not NANOS_RANGE[0] <= nanos <= NANOS_RANGE[1]:
-        raise PushRejected(f"{where}: the timestamp {stamp[:60]} is past Loki's int64 nanoseconds")
+        raise PushRejected(
+            f"{where}: the timestamp {stamp[:60]} is past Loki's int64 nanoseconds "
+            "(years 1677 to 2262)"
+        )
     if not isinstance(line, str):
         raise PushRejected(f"{where}: the log line must be a string")
     metadata: dict[str, str] = {}
@@ -397,7 +406,7 @@ def _json_entry(entry: Any, where: str) -> tuple[int, str, dict[str, str]]:
 def _counted(count: int, max_entries: int) -> int:
     count += 1
     if count > max_entries:
-        raise BodyTooLarge(
+        raise TooManyRecords(
             f"the request holds more than {max_entries} entries "
             "(server.max_records_per_request); send smaller batches"
         )
