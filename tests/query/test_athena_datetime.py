@@ -163,6 +163,8 @@ def test_at_time_zone_of_a_zoned_value_uses_its_instant(con: Connection) -> None
         ("date_diff(lower('day'), now(), now())", ("date_diff", "literal unit")),
         ("now() AT TIME ZONE INTERVAL '1' HOUR", ("AT TIME ZONE", "'-08:00'")),
         ("DATE '2020-01-01' + INTERVAL '2' HOUR", ("hours to a date", "cast")),
+        ("date_trunc('hour', DATE '2020-01-01')", ("date_trunc('hour'", "timestamp")),
+        ("date_diff('minute', DATE '2020-01-01', current_date)", ("date_diff('minute'",)),
         (
             "from_iso8601_timestamp_nanos('2020-01-01')",
             ("from_iso8601_timestamp_nanos", "from_iso8601_timestamp()"),

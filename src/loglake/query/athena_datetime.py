@@ -570,6 +570,8 @@ def _date_diff(node: exp.Expr) -> exp.Expr:
     # same (month ends included), unlike its date_diff, which counts boundaries crossed.
     unit = _unit(node, "date_diff")
     start, end = node.expression, node.this
+    if unit not in _DATE_UNITS and _is_date(start) and _is_date(end):
+        raise _date_unit_refusal("date_diff", unit)
     if unit in _DATE_UNITS and (_is_zoned(start) or _is_zoned(end)):
         # Days and longer count on the calendar of the first value's zone (Joda's zoned
         # chronology); shorter units on the instants.
@@ -579,6 +581,13 @@ def _date_diff(node: exp.Expr) -> exp.Expr:
             f"{_local_in(_instant(end), zone)})"
         )
     return _parse(f"date_sub('{unit}', {_instant(start)}, {_instant(end)})")
+
+
+def _date_unit_refusal(function: str, unit: str) -> QueryRefusedError:
+    return QueryRefusedError(
+        f"Athena's {function}('{unit}', ...) does not take a date ('{unit}' is not a date "
+        "field there, so Athena fails); cast the date to timestamp, or use a unit from day to year"
+    )
 
 
 def _date_add(node: exp.Expr) -> exp.Expr:
@@ -599,9 +608,7 @@ def _date_add(node: exp.Expr) -> exp.Expr:
     added = f"{_sql(value)} + {interval}"
     if _is_date(value):
         if unit not in _DATE_UNITS:
-            raise QueryRefusedError(
-                f"Athena's date_add('{unit}', ...) does not take a date; cast it to timestamp"
-            )
+            raise _date_unit_refusal("date_add", unit)
         return _parse(f"CAST({added} AS DATE)")
     if _is_zoned(value):
         local = f"({added})"
@@ -614,6 +621,8 @@ def _date_trunc(node: exp.Expr) -> exp.Expr:
     value = node.this
     truncated = f"date_trunc('{unit}', {_sql(value)})"
     if _is_date(value):
+        if unit not in _DATE_UNITS:
+            raise _date_unit_refusal("date_trunc", unit)
         return _parse(f"CAST({truncated} AS DATE)")
     if _is_zoned(value):
         local = f"({truncated})"
@@ -1039,6 +1048,7 @@ _HANDLERS: list[tuple[type[exp.Expr], Callable[[exp.Expr], exp.Expr | None]]] = 
     (exp.DateDiff, _date_diff),
     (exp.DateAdd, _date_add),
     (exp.TimestampTrunc, _date_trunc),
+    (exp.DateTrunc, _date_trunc),
     (exp.StrToTime, _date_parse),
     (exp.TimeToStr, _date_format),
     (exp.ParseDatetime, _parse_datetime),
