@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from loglake.errors import QueryError
 from serving import Server, request
@@ -119,14 +120,16 @@ class Collector:
 
 
 @contextlib.contextmanager
-def collector(work: Path, config: dict[str, Any]) -> Iterator[Collector]:
-    """Run the Collector with ``config`` (written as JSON, which is YAML) until the block ends;
-    then SIGTERM, a wait, and SIGKILL if it did not stop."""
+def collector(
+    work: Path, config: dict[str, Any], env: dict[str, str] | None = None
+) -> Iterator[Collector]:
+    """Run the Collector with ``config`` (written as JSON, which is YAML) and ``env`` added to its
+    environment until the block ends; then SIGTERM, a wait, and SIGKILL if it did not stop."""
     path = work / "collector.yaml"
     path.write_text(json.dumps(config, indent=2))
     log = work / "collector.log"
     # Straight to 127.0.0.1 whatever proxy the environment names.
-    env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
+    env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")} | (env or {})
     with open(log, "wb") as out:
         proc = subprocess.Popen(
             [str(collector_binary()), "--config", str(path)],
@@ -204,12 +207,14 @@ def lines_for(test: str, n: int) -> list[str]:
     return [f'{test} line {i:05d} {"x" * (i % 50)} "quoted" \\ café ✓' for i in range(n)]
 
 
-def assert_lines(found: list[dict[str, Any]], log: Path, expected: list[str], test: str) -> None:
+def assert_lines(
+    found: list[dict[str, Any]], log: Path, expected: list[str], test: str, env: str = "ci"
+) -> None:
     """Each expected line once, with the file name, the test attribute and the resource."""
     assert sorted(r["body"] for r in found) == sorted(expected)
     for row in found:
         assert row["attributes"] == {"log.file.name": log.name, "test": test}
-        assert row["resource"] == {"service.name": "shop", "deployment.environment": "ci"}
+        assert row["resource"] == {"service.name": "shop", "deployment.environment": env}
         assert row["service_name"] == "shop"
         # filelog parses no time: the observed time is the event time, both set.
         assert row["time_unix_nano"] > 0 and row["observed_ts"]
@@ -367,15 +372,30 @@ def test_the_collector_sends_the_api_key(tmp_path: Path) -> None:
 
             wait_for(refused, "the Collector's 401")
         assert count(srv) == 0
-        log = right / "app.log"
+        # The right key, with the configuration docs/otlp.md gives (its key from the environment).
+        (right / "logs").mkdir()  # not next to collector.log: the glob would take that too
+        log = right / "logs" / "app.log"
         expected = lines_for("key", 200)
         write_lines(log, expected)
-        good = {"headers": {"Authorization": "Bearer s3cret-key"}}
-        with collector(right, collector_config(log, srv.url, "key", good)) as col:
+        documented = documented_config(srv.url, str(right / "logs" / "*.log"), "key")
+        with collector(right, documented, {"LOGLAKE_API_KEY": "s3cret-key"}) as col:
             found = deliver(srv, col, "key", len(expected), "s3cret-key")
-        assert_lines(found, log, expected, "key")
+        assert_lines(found, log, expected, "key", env="prod")
     finally:
         srv.stop(signal.SIGKILL)
+
+
+def documented_config(endpoint: str, pattern: str, test: str) -> dict[str, Any]:
+    """The Collector configuration of docs/otlp.md with loglake at ``endpoint``, the files of
+    ``pattern``, the attribute test=``test`` to find its rows, and the tests' telemetry."""
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "otlp.md").read_text()
+    found = re.search(r"```yaml\n(receivers:.*?)```", docs, re.DOTALL)
+    assert found, "docs/otlp.md lost its Collector configuration"
+    text = found[1].replace("http://loglake.example:8080", endpoint)
+    config: dict[str, Any] = yaml.safe_load(text.replace("/var/log/app/*.log", pattern))
+    config["receivers"]["filelog"]["attributes"] = {"test": test}
+    config["service"]["telemetry"] = {"metrics": {"level": "none"}, "logs": {"encoding": "json"}}
+    return config
 
 
 def seconds(duration: str) -> float:
