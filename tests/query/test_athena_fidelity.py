@@ -583,3 +583,56 @@ def test_try_makes_failed_subscripts_and_arguments_null(con: Connection) -> None
         dialect="athena",
     ).fetchall()
     assert rows == [(None, None, None, None, None)]
+
+
+@pytest.mark.parametrize(
+    ("sql", "expected"),
+    [
+        # ArraySliceFunction: a start (negative from the end) and a length
+        (
+            "SELECT slice(ARRAY[1, 2, 3, 4], 2, 2) AS a, slice(ARRAY[1, 2, 3, 4], -2, 2) AS b, "
+            "slice(ARRAY[1, 2, 3, 4], 3, 10) AS c, slice(ARRAY[1, 2], -5, 2) AS d",
+            [([2, 3], [3, 4], [3, 4], [])],
+        ),
+        # sequence(): counts down without a step when start > stop
+        (
+            "SELECT sequence(1, 5) AS a, sequence(5, 1) AS b, sequence(1, 5, 2) AS c, "
+            "sequence(5, 1, -2) AS d",
+            [([1, 2, 3, 4, 5], [5, 4, 3, 2, 1], [1, 3, 5], [5, 3, 1])],
+        ),
+        # array_distinct/array_union keep first occurrences in order; array_max with a NULL
+        (
+            "SELECT array_distinct(ARRAY[2, 1, 2, NULL, 1, NULL]) AS a, "
+            "array_union(ARRAY[3, 1], ARRAY[1, 2]) AS b, array_max(ARRAY[1, NULL]) AS c, "
+            "array_min(ARRAY[3, 1]) AS d",
+            [([2, 1, None], [3, 1, 2], None, 1)],
+        ),
+        # StringFunctions.substr: start 0 or before the beginning, or a length below 1, is ''
+        (
+            "SELECT substr('abc', 0) AS a, substr('abc', -5) AS b, substr('abcdef', -3, 2) AS c, "
+            "substr('abc', 2, 0) AS d, substring('abcdef', 2, 3) AS e, substr(NULL, 0) AS f",
+            [("", "", "de", "", "bcd", None)],
+        ),
+        (
+            "SELECT is_finite(1E0) AS a, is_infinite(infinity()) AS b, "
+            "arrays_overlap(ARRAY[1, 2], ARRAY[2, 3]) AS c, arrays_overlap(ARRAY[1, NULL], "
+            "ARRAY[3]) AS d, arrays_overlap(ARRAY[1], ARRAY[3]) AS e, round(e(), 5) AS f",
+            [(True, True, True, None, False, 2.71828)],
+        ),
+    ],
+)
+def test_array_and_string_edges(con: Connection, sql: str, expected: list[tuple[Any, ...]]) -> None:
+    assert con.sql(sql, dialect="athena").fetchall() == expected
+
+
+@pytest.mark.parametrize(
+    ("sql", "message"),
+    [
+        ("SELECT slice(ARRAY[1], 0, 1)", "SQL array indices start at 1"),
+        ("SELECT sequence(1, 5, -1)", "sequence stop value should be greater"),
+        ("SELECT sequence(1, 10001)", "must not have more than 10000 entries"),
+    ],
+)
+def test_array_argument_errors(con: Connection, sql: str, message: str) -> None:
+    with pytest.raises(QueryError, match=message):
+        con.sql(sql, dialect="athena").fetchall()

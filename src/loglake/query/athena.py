@@ -12,7 +12,10 @@ DuckDB or exist with other semantics. :func:`rewrite` runs on sqlglot's tree of 
   literals and divisions, ``avg`` of decimals, casts of doubles to integers and text, ``round``
   of doubles: as Trino types and computes them (query/athena_numeric.py);
 - ``sum`` of integers as a ``bigint`` (DuckDB sums in 128 bits); ``every``, ``hamming_distance``,
-  ``codepoint``, ``trim_array``, ``split(s, d, limit)``;
+  ``codepoint``, ``trim_array``, ``split(s, d, limit)``, ``substr`` (start 0 or before the
+  beginning is ''), ``slice`` (a length, not an end), ``array_distinct`` and ``array_union``
+  (first occurrences in order), ``array_max``/``array_min`` (NULL with a NULL element),
+  ``arrays_overlap``, ``e()``, ``is_finite``, ``is_infinite``;
 - ``map_agg``, ``histogram`` (bigint counts), ``max_by``/``min_by`` (a NULL value kept),
   ``contains`` (NULL when not found in an array holding NULL), ``nan()``, ``infinity()``; the
   approximate aggregates ``approx_distinct``, ``approx_percentile`` and ``approx_most_frequent``
@@ -209,7 +212,7 @@ def _typed(
     from sqlglot.optimizer.qualify import qualify
     from sqlglot.schema import MappingSchema
 
-    kinds = (exp.Div, exp.Avg, exp.Cast, exp.Round, exp.Sum, exp.Bracket)
+    kinds = (exp.Div, exp.Avg, exp.Cast, exp.Round, exp.Sum, exp.Bracket, exp.GenerateSeries)
     for i, node in enumerate(n for n in tree.walk() if isinstance(n, kinds)):
         node.meta["athena_n"] = i
     schema: dict[str, dict[str, dict[str, str]]] = {}
@@ -334,6 +337,53 @@ def _approx_most_frequent(buckets: str, value: str, capacity: str) -> str:
     return f"map_from_entries(list_transform({top}, _e -> {{'key': _e.key, 'value': -_e.n}}))"
 
 
+def _substring(node: exp.Expr) -> str:
+    """Trino's substr: start 0, a negative start before the beginning or a length below 1 give
+    '' (DuckDB counts them otherwise)."""
+    value, start = _sql(node.this), _sql(node.args["start"])
+    length = node.args.get("length")
+    empty = f"{start} = 0 OR ({start} < 0 AND -{start} > length({value}))"
+    if length is None:
+        return (
+            f"CASE WHEN {value} IS NULL OR {start} IS NULL THEN NULL WHEN {empty} THEN '' "
+            f"ELSE substring({value}, {start}) END"
+        )
+    count = _sql(length)
+    return (
+        f"CASE WHEN {value} IS NULL OR {start} IS NULL OR {count} IS NULL THEN NULL "
+        f"WHEN {empty} OR {count} <= 0 THEN '' ELSE substring({value}, {start}, {count}) END"
+    )
+
+
+def _slice(array: str, start: str, length: str) -> str:
+    """Trino's slice(array, start, length) (DuckDB's list_slice takes an end, not a length)."""
+    fail_length = athena_numeric.failing_integer("length must be greater than or equal to 0")
+    fail_start = athena_numeric.failing_integer("SQL array indices start at 1")
+    count = f"(CASE WHEN {length} < 0 THEN {fail_length} ELSE {length} END)"
+    first = (
+        f"(CASE WHEN {start} = 0 THEN {fail_start} "
+        f"WHEN {start} < 0 THEN len({array}) + {start} + 1 ELSE {start} END)"
+    )
+    return (
+        f"CASE WHEN {count} IS NULL OR {first} < 1 THEN list_slice({array}, 1, 0) "
+        f"ELSE list_slice({array}, {first}, least({first} + {count}, len({array}) + 1) - 1) END"
+    )
+
+
+def _ordered_distinct(array: str) -> str:
+    # Trino keeps each value's first occurrence, in order; DuckDB's list_distinct does not keep
+    # the order (nor a NULL).
+    return f"list_filter({array}, (_x, _i) -> list_position({array}, _x) = _i)"
+
+
+def _arrays_overlap(a: str, b: str) -> str:
+    # Trino: NULL when nothing non-NULL is shared but either array holds a NULL.
+    return (
+        f"CASE WHEN {a} IS NULL OR {b} IS NULL THEN NULL WHEN list_has_any({a}, {b}) THEN true "
+        f"WHEN list_count({a}) < len({a}) OR list_count({b}) < len({b}) THEN NULL ELSE false END"
+    )
+
+
 def _trim_array(array: str, n: str) -> str:
     fail = athena_numeric.failing_integer("size must not exceed array cardinality")
     checked = f"(CASE WHEN {n} < 0 OR {n} > len({array}) THEN {fail} ELSE {n} END)"
@@ -345,6 +395,11 @@ _AGGREGATES: dict[str, tuple[int, Callable[..., str]]] = {
     "histogram": (1, _histogram),
     "approx_most_frequent": (3, _approx_most_frequent),
     "every": (1, lambda x: f"bool_and({x})"),
+    "e": (0, lambda: "exp(1)"),
+    "is_finite": (1, lambda x: f"isfinite({x})"),
+    "is_infinite": (1, lambda x: f"isinf({x})"),
+    "arrays_overlap": (2, _arrays_overlap),
+    "array_union": (2, lambda a, b: _ordered_distinct(f"list_concat({a}, {b})")),
     "trim_array": (2, _trim_array),
     "hamming_distance": (2, lambda a, b: f"CAST(hamming({a}, {b}) AS BIGINT)"),
     "codepoint": (1, lambda x: f"CAST(unicode({x}) AS INTEGER)"),
@@ -421,6 +476,19 @@ def _aggregate_replacement(node: exp.Expr) -> exp.Expr | None:
             "Athena function split_to_map() is not translated to loglake's SQL engine; use "
             "split(s, entry_delimiter) with split_part(entry, key_value_delimiter, 1 or 2), "
             "or url_extract_parameter() for a URL query string"
+        )
+    if isinstance(node, exp.Substring) and node.args.get("start") is not None:
+        return _parse(_substring(node))
+    if isinstance(node, exp.ArraySlice) and node.args.get("end") is not None:
+        return _parse(_slice(_sql(node.this), _sql(node.args["start"]), _sql(node.args["end"])))
+    if isinstance(node, exp.ArrayDistinct):
+        return _parse(_ordered_distinct(_sql(node.this)))
+    if isinstance(node, (exp.ArrayMax, exp.ArrayMin)):
+        # Trino: NULL when the array holds a NULL (DuckDB skips it).
+        array = _sql(node.this)
+        name = "list_max" if isinstance(node, exp.ArrayMax) else "list_min"
+        return _parse(
+            f"CASE WHEN list_count({array}) < len({array}) THEN NULL ELSE {name}({array}) END"
         )
     if isinstance(node, exp.StrPosition) and node.args.get("occurrence") is not None:
         raise QueryRefusedError(

@@ -15,6 +15,8 @@ aggregates, the lake tables' column types and the projections of CTEs, subquerie
   ``CAST(timestamp(p) AS varchar)`` has ``p`` fractional digits (a lake column is ``timestamp(6)``);
 - ``round(double, n)`` is Java's ``Math.round(x * 10^n) / 10^n``, symmetric around zero;
 - ``sum`` of integers is a ``bigint`` (DuckDB's is a 128-bit integer);
+- ``sequence`` of integers counts down when start > stop, and fails as Trino does for a step
+  going the wrong way, a zero step or more than 10000 entries;
 - ``array[i]`` past the end or below 1, ``map[key]`` of an absent key and ``element_at(array, 0)``
   are errors, as in Trino (DuckDB answers NULL).
 
@@ -478,6 +480,17 @@ def numeric_replacement(original: exp.Expr, typed: exp.Expr, type_of: TypeOf) ->
                 call = call.parent
             call.replace(exp.cast(call.copy(), "BIGINT"))
         return None
+    if isinstance(original, exp.GenerateSeries):
+        start, end = type_of(typed.args.get("start")), type_of(typed.args.get("end"))
+        if start is not None and end is not None and start.kind == end.kind == "int":
+            return _parse(
+                _sequence(
+                    _sql(original.args["start"]),
+                    _sql(original.args["end"]),
+                    _sql(original.args["step"]) if original.args.get("step") is not None else None,
+                )
+            )
+        return None
     if isinstance(original, exp.Bracket) and len(original.expressions) == 1:
         return _subscript(original, type_of(typed.this))
     if isinstance(original, exp.Round) and original.args.get("decimals") is not None:
@@ -514,6 +527,27 @@ def _subscript(bracket: exp.Bracket, container: TrinoType | None) -> exp.Expr | 
         f"{value}[CASE WHEN {index} < 0 THEN {failing_integer('Array subscript is negative')} "
         f"{zero} WHEN {index} > len({value}) THEN {failing_integer(past)} ELSE {index} END]"
     )
+
+
+def _sequence(first: str, last: str, step: str | None) -> str:
+    """Trino's sequence() of integers: counting down without a step when start > stop, an error
+    for a step going the wrong way, a zero step or more than 10000 entries (DuckDB gives an empty
+    or an unbounded list)."""
+    if step is None:
+        step = f"(CASE WHEN {first} <= {last} THEN 1 ELSE -1 END)"
+    wrong = (
+        "sequence stop value should be greater than or equal to start value if step is greater "
+        "than zero otherwise stop should be less than or equal to start"
+    )
+    checked = (
+        f"(CASE WHEN {step} = 0 THEN {failing_integer('step must not be zero')} "
+        f"WHEN ({step} > 0 AND {first} > {last}) OR ({step} < 0 AND {first} < {last}) "
+        f"THEN {failing_integer(wrong)} "
+        f"WHEN abs({last} - {first}) // abs({step}) >= 10000 "
+        f"THEN {failing_integer('result of sequence function must not have more than 10000 entries')} "
+        f"ELSE {step} END)"
+    )
+    return f"generate_series({first}, {last}, {checked})"
 
 
 def failing_integer(message: str) -> str:
