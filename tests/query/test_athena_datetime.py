@@ -64,6 +64,8 @@ def test_joda_tokens_split_fields_quotes_and_literals() -> None:
          "AS timestamp(3) with time zone))", "2020-07-25T11:45:28.123+05:30"),
         ("to_unixtime(TIMESTAMP '1970-01-01 05:30 +05:30')", 0.0),
         ("current_timezone()", "UTC"),
+        # now() is a DuckDB TIMESTAMPTZ: at an offset it is a wall time like any other.
+        ("typeof(now() AT TIME ZONE '+05:30')", "TIMESTAMP"),
         ("millisecond(TIMESTAMP '2020-01-01 00:00:12.345')", 345),
         ("day_of_week(DATE '2024-01-07')", 7),
         ("human_readable_seconds(0)", "0 seconds"),

@@ -152,8 +152,12 @@ def _is_zoned(node: exp.Expr) -> bool:
 
 
 def _instant(node: exp.Expr) -> str:
-    """The SQL of ``node``'s instant as a UTC TIMESTAMP (a timestamp without zone is UTC)."""
-    return str(_unwrap(node).meta.get(_INSTANT, _sql(node)))
+    """The SQL of ``node``'s instant as a UTC TIMESTAMP (a timestamp without zone is UTC; a
+    DuckDB TIMESTAMPTZ such as now() is written as its UTC wall time, the sandbox's zone)."""
+    inner = _unwrap(node)
+    if _INSTANT in inner.meta:
+        return str(inner.meta[_INSTANT])
+    return f"CAST({_sql(node)} AS TIMESTAMP)"
 
 
 def _zone(node: exp.Expr) -> str:
