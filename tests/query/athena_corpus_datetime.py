@@ -69,6 +69,8 @@ CORPUS_DATETIME: list[tuple[str, str, list[tuple[Any, ...]]]] = [
         [("2026-12-01 10:00:02",)],
     ),
     (
+        # Written for this corpus (the inverse of the WAF example's from_unixtime); 10:00:02 UTC
+        # on 2026-12-01 is 1796119202 s after the epoch (Python's datetime.timestamp()).
         "epoch seconds of a request (to_unixtime)",
         "SELECT to_unixtime(ts) FROM logs.alb WHERE n = 2",
         [(1796119202.0,)],
@@ -81,17 +83,20 @@ CORPUS_DATETIME: list[tuple[str, str, list[tuple[Any, ...]]]] = [
         [(datetime(2026, 12, 1, 10, 0), 6)],
     ),
     (
+        # Issue 12's "traffic by local hour" report; PST is UTC-8 on 2026-12-01.
         "traffic by local hour in Los Angeles (AT TIME ZONE)",
         "SELECT hour(ts AT TIME ZONE 'America/Los_Angeles') AS h, count(*) FROM logs.alb "
         "GROUP BY 1",
         [(2, 6)],
     ),
     (
+        # Written for this corpus: 2026-12-01 is a Tuesday of ISO week 49 (Python's isocalendar()).
         "ISO week and its year of the requests",
         "SELECT DISTINCT week(ts), year_of_week(ts), extract(dow FROM ts) FROM logs.alb",
         [(49, 2026, 2)],
     ),
     (
+        # The S3 server access log time format (AWS docs) written back with format_datetime.
         "request times as Joda-formatted text with their offset",
         "SELECT format_datetime(ts, 'dd/MMM/yyyy:HH:mm:ss Z') FROM logs.alb WHERE n = 5",
         [("01/Dec/2026:10:00:05 +0000",)],
@@ -103,7 +108,8 @@ CORPUS_DATETIME: list[tuple[str, str, list[tuple[Any, ...]]]] = [
         [("2026-12-01T10:00:03.000000",)],
     ),
     (
-        # The WHERE clause runs before the window: the first request is n = 4.
+        # Written for this corpus. The WHERE clause runs before the window: the first request is
+        # n = 4.
         "seconds since the first request (date_diff)",
         "SELECT n, date_diff('second', min(ts) OVER (), ts) FROM logs.alb WHERE n >= 4 ORDER BY n",
         [(4, 0), (5, 1)],
