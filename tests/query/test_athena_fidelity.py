@@ -198,6 +198,12 @@ def test_regexp_replace_group_reference_from_a_column(con: Connection) -> None:
             "UNNEST(sequence(1, w))",
         ),
         ("SELECT approx_set(n) FROM logs.requests", "approx_set()", "approx_count_distinct(x)"),
+        ("SELECT json_array_get('[1, 2]', 0)", "json_array_get()", "json_extract(json, '$[i]')"),
+        (
+            "SELECT zip_with(ARRAY[1], ARRAY[2], (x, y) -> x + y)",
+            "zip_with()",
+            "transform(sequence(1, cardinality(a))",
+        ),
         ("SELECT no_such_function(1)", "no_such_function()", "Athena dialect"),
     ],
 )

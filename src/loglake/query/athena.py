@@ -52,6 +52,20 @@ _PORT = r"^(?:[^@]*@)?(?:\[[^\]]*\]|[^:]*):([0-9]+)$"
 #: Athena functions DuckDB lacks and that are not translated, with what to write instead.
 ALTERNATIVES: dict[str, str] = {
     "approx_set": "approx_count_distinct(x)",
+    "json_array_get": "json_extract(json, '$[i]') (0-based i)",
+    "json_size": "json_array_length(json_extract(json, path)) for an array",
+    "array_intersect": "array_distinct(filter(a, x -> contains(b, x)))",
+    "array_except": "array_distinct(filter(a, x -> NOT contains(b, x)))",
+    "array_histogram": "histogram(x) over CROSS JOIN UNNEST(array) AS t(x)",
+    "zip_with": "transform(sequence(1, cardinality(a)), i -> f(element_at(a, i), element_at(b, i)))",
+    "map_filter": "map_from_entries(filter(map_entries(m), e -> ...))",
+    "transform_values": "map_from_entries(transform(map_entries(m), e -> ...))",
+    "transform_keys": "map_from_entries(transform(map_entries(m), e -> ...))",
+    "multimap_agg": "map_agg(k, values) over a subquery with array_agg(v) AS values GROUP BY k",
+    "regexp_position": "strpos(s, regexp_extract(s, pattern))",
+    "ngrams": "transform(sequence(1, cardinality(a) - n + 1), i -> slice(a, i, n))",
+    "title_case": "upper(substr(s, 1, 1)) || lower(substr(s, 2)) per word",
+    "luhn_check": "a CASE over the digits (no built-in equivalent)",
     "from_unixtime_nanos": "make_timestamp(nanos // 1000)",
 }
 
