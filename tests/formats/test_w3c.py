@@ -207,3 +207,23 @@ def test_each_file_is_detected_as_its_format() -> None:
         assert found is not None and (found.name, found.default_table) == (fmt, table)
     # Shell-style comments alone are not W3C.
     assert get_format("w3c").match_rate(pl.Series(["# a comment", "echo hi"])) == 0.0
+
+
+def test_fields_do_not_carry_over_to_another_input() -> None:
+    fmt = get_format("w3c")
+    fmt.parse(line_batch(b"#Fields: date time c-ip\n", 1, "a.log"))
+    record = b"2002-05-24 20:18:01 172.224.24.114\n"
+    same = fmt.parse(line_batch(record, 2, "a.log"))
+    assert same.parsed.select("c_ip").rows() == [("172.224.24.114",)]
+    other = fmt.parse(line_batch(record, 3, "b.log"))  # no #Fields of its own: IIS's 15 fields
+    assert (other.parsed.height, other.rejected.height) == (0, 1)
+
+
+def test_concatenated_files_repeat_their_directives() -> None:
+    # `cat *.log` of a day of CloudFront files: a directive pair before every file's records.
+    data = (DATA / "cloudfront.log").read_bytes() * 500
+    result = parse_lines(data, "cloudfront")
+    assert (result.parsed.height, result.rejected.height) == (1500, 1000)
+    lines = result.parsed.get_column("line")
+    assert lines.is_sorted() and lines.head(4).to_list() == [3, 4, 5, 8]
+    assert set(result.rejected.get_column("reason").to_list()) == {DIRECTIVE}

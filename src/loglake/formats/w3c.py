@@ -9,11 +9,12 @@ spelling change, ``cs(Referer)`` → ``cs_referrer``, for CloudFront). Known fie
 (``sc-status`` int, ``sc-bytes`` bigint, ``date`` date, ...), the others are text. ``ts`` is
 ``date`` + ``time``, which W3C writes in UTC.
 
-A batch is parsed per run of lines under the same ``#Fields:`` directive (a file may hold several,
-after a server restart), each run with one ``str.split`` and a ``list.get`` per field. The last
-directive seen carries over to the next batch of the same input. Lines before any directive use
-the producer's default field list (CloudFront's 33 fields, IIS's 14) when their number of values
-fits it.
+A batch is parsed per distinct ``#Fields:`` list (a file may hold several directives, after a
+server restart; concatenated files repeat the same one), the lines under each list with one
+``str.split`` and a ``list.get`` per field. The directive in force at the end of a batch carries
+over to the next batch of the same input (same source, next line), never to another input.
+Lines before any directive use the producer's default field list (CloudFront's 33 fields, IIS's
+14) when their number of values fits it.
 
 Directive lines (``#Version``, ``#Fields``, ``#Software``, ``#Date``...) are not records: they are
 kept in ``logs.rejected`` with the reason ``W3C directive line: not a record``. A line whose number
@@ -107,7 +108,8 @@ class W3CFormat:
     description: ClassVar[str] = "W3C extended log"
 
     def __init__(self) -> None:
-        self._fields: tuple[str, ...] | None = None  # the last #Fields seen (carried over)
+        # The #Fields in force at the end of the last batch: (source, its next line, fields).
+        self._carry: tuple[str, int, tuple[str, ...]] | None = None
 
     def match_rate(self, sample: pl.Series) -> float:
         """Fraction of ``sample`` lines that are W3C directives or records fitting them."""
@@ -131,20 +133,35 @@ class W3CFormat:
         line_no = batch.line_numbers()
         is_directive = text.str.starts_with("#").fill_null(False)
         is_fields = text.str.starts_with("#Fields:").fill_null(False)
-        headers: list[tuple[str, ...] | None] = [self._fields]
-        headers += [tuple(h[len("#Fields:") :].split()) for h in text.filter(is_fields).to_list()]
-        if len(headers) > 1:
-            self._fields = headers[-1]
-        frame = pl.DataFrame(
-            {"line": line_no, "text": text, "group": is_fields.cast(pl.Int32).cum_sum()}
-        ).filter(~is_directive & (text.str.len_bytes() > 0))
+        carry = self._carry
+        # Fields carry over only to the next batch of the same input, never to another input.
+        carried = None
+        if carry is not None and carry[:2] == (batch.source, batch.first_line):
+            carried = carry[2]
+        # The #Fields directive in force on each line, grouped by its text: a few distinct lists
+        # however many directives (concatenated files repeat the same one).
+        header = (
+            pl.Series("header", text)
+            .zip_with(is_fields, pl.Series([None], dtype=pl.String))
+            .str.strip_prefix("#Fields:")
+            .str.replace_all(r"\s+", " ")
+            .str.strip_chars()
+            .forward_fill()
+        )
+        frame = pl.DataFrame({"line": line_no, "text": text, "header": header}).filter(
+            ~is_directive & (text.str.len_bytes() > 0)
+        )
         parts: list[pl.DataFrame] = []
         refused: list[pl.DataFrame] = []
-        for (group,), rows in frame.group_by("group", maintain_order=True):
-            fields = headers[int(group)]
+        for (spec,), rows in frame.group_by("header", maintain_order=True):
+            fields = carried if spec is None else tuple(str(spec).split())
             parsed, bad = self._parse_group(rows, fields)
             parts.append(parsed)
             refused.append(bad)
+        last = header.drop_nulls().tail(1).to_list()
+        in_force = tuple(last[0].split()) if last else carried
+        end = batch.first_line + len(batch)
+        self._carry = (batch.source, end, in_force) if in_force is not None else None
         parsed = (
             pl.concat(parts, how="diagonal_relaxed").sort("line")
             if parts
