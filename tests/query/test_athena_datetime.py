@@ -4,6 +4,7 @@ rules, worked out by hand."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from datetime import date, datetime
 from pathlib import Path
@@ -179,3 +180,26 @@ def test_untranslatable_is_refused_by_name(con: Connection, sql: str, words: tup
         con.sql(f"SELECT {sql}", dialect="athena")
     for word in words:
         assert word in str(info.value)
+
+
+def test_answers_do_not_depend_on_the_machine_time_zone(run_cli: Any) -> None:
+    # `loglake query` in a process whose zone is UTC+14: the sandbox's session zone is UTC, as
+    # Athena's, so every value is as in UTC.
+    sql = (
+        "SELECT hour(TIMESTAMP '2012-10-31 01:00' AT TIME ZONE 'America/Los_Angeles') AS h, "
+        "to_iso8601(from_unixtime(0)) AS i, current_timezone() AS z, "
+        "format_datetime(from_unixtime(0), 'yyyy-MM-dd HH:mm Z') AS f, "
+        "to_unixtime(TIMESTAMP '1970-01-02 00:00') AS u, "
+        "CAST(date_trunc('day', from_unixtime(72000)) AS varchar) AS d"
+    )
+    out = run_cli(
+        "query", "--dialect", "athena", "--format", "json", sql, env={"TZ": "Pacific/Kiritimati"}
+    )
+    assert json.loads(out.stdout) == {
+        "h": 18,
+        "i": "1970-01-01T00:00:00.000Z",
+        "z": "UTC",
+        "f": "1970-01-01 00:00 +0000",
+        "u": 86400.0,
+        "d": "1970-01-01 00:00:00.000 UTC",
+    }
