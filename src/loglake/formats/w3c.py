@@ -115,6 +115,11 @@ class W3CFormat:
         """Fraction of ``sample`` lines that are W3C directives or records fitting them."""
         if len(sample) == 0:
             return 0.0
+        # Cheap test first (detection tries every format on every input): W3C records start
+        # with a date and a time, or the file with directives.
+        start = rf"^\d{{4}}-\d{{2}}-\d{{2}}{self.separator}\d{{2}}:\d{{2}}"
+        if not sample.str.contains(f"{start}|{_DIRECTIVE}").any():
+            return 0.0
         probe = type(self)()  # a fresh parser: detection must not change this one's state
         result = probe.parse(
             LineBatch(text=sample, raw=sample.cast(pl.Binary).to_arrow(), first_line=1, source="")
