@@ -211,3 +211,35 @@ def test_bad_lines_are_rejected_with_reasons() -> None:
     )
     assert nginx.rejected.get_column("reason").to_list() == ["invalid timestamp"]
     assert nginx.parsed.schema["ts"] == pl.Datetime("us", "UTC")
+
+
+def test_apache_os_errors_empty_modules_and_ipv6_clients() -> None:
+    data = (
+        # An SSL debugging transcript posted to a public mailing list (Apache 2.4, mod_ssl).
+        b"[Mon Jun 29 20:16:55.808702 2015] [ssl:info] [pid 5588] (70007)The timeout specified "
+        b"has expired: [client 80.100.143.119:63297] AH01991: SSL input filter read failed.\n"
+        # A PHP warning as Apache 2.4 logs it, module empty ([:error]), from a public write-up.
+        b"[Fri Mar 02 12:18:56.505245 2018] [:error] [pid 3506] [client 192.168.234.1:47880] PHP "
+        b"Warning:  phpinfo() has been disabled for security reasons in "
+        b"/var/www/html/php/index.php on line 2\n"
+        # A proxy_fcgi timeout from a local IPv6 client, from a public troubleshooting note.
+        b"[Thu Mar 25 18:53:07.457268 2021] [proxy_fcgi:error] [pid 13295] (70007)The timeout "
+        b"specified has expired: [client ::1:54684] AH01075: Error dispatching request to : "
+        b"(polling)\n"
+    )
+    result = get_format("apache_error").parse(line_batch(data, 1, "x"))
+    assert result.rejected.height == 0
+    got = result.parsed.select(
+        "module", "level", "pid", "client", "client_port", "detail", "error_code"
+    ).rows()
+    timeout = "(70007)The timeout specified has expired"
+    assert got == [
+        ("ssl", "info", 5588, "80.100.143.119", 63297, timeout, "AH01991"),
+        (None, "error", 3506, "192.168.234.1", 47880, None, None),
+        ("proxy_fcgi", "error", 13295, "::1", 54684, timeout, "AH01075"),
+    ]
+    # Apache 2.2 (no [pid] block) writes no port: an IPv6 address stays whole.
+    old = get_format("apache_error").parse(
+        line_batch(b"[Wed Oct 11 14:32:52 2000] [error] [client 2001:db8::1] denied\n", 1, "x")
+    )
+    assert old.parsed.select("client", "client_port").rows() == [("2001:db8::1", None)]

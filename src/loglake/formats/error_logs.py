@@ -5,7 +5,8 @@ Both go to one table, ``logs.errors``, with the same columns (null where a serve
 field), so one query covers every web server's errors:
 
 * Apache 2.4 (``ErrorLogFormat`` default): ``[Fri Sep 09 10:42:29.902022 2011] [core:error]
-  [pid 35708:tid 4328636416] [client 72.15.99.187:5678] AH00128: File does not exist: ...``;
+  [pid 35708:tid 4328636416] [client 72.15.99.187:5678] AH00128: File does not exist: ...``
+  (the client's port split off, after an IPv6 address too);
   Apache 2.2: ``[Wed Oct 11 14:32:52 2000] [error] [client 127.0.0.1] client denied ...``. A text
   between the ``[pid]`` and ``[client]`` blocks (``mod_rewrite.c(470):`` at trace levels, an OS
   error such as ``(13)Permission denied:``) is ``detail``; an ``AH01234:`` code starting the
@@ -91,14 +92,25 @@ class _ErrorLogFormat(FieldedFormat):
         return local_time(self.time_format, self.timezone)(text)
 
 
-def _split_client(frame: pl.DataFrame) -> pl.DataFrame:
-    """``client`` ``1.2.3.4:5678`` as ``client`` and ``client_port``; an IPv6 address (more than
-    one colon) stays whole, its port not told apart from the address."""
-    parts = frame.get_column("client").str.extract_groups(r"^([^:]+):(\d{1,5})$").struct.unnest()
-    has_port = parts.get_column("1").is_not_null()
+def _split_client(frame: pl.DataFrame, ipv6_port: pl.Expr | None = None) -> pl.DataFrame:
+    """``client`` ``1.2.3.4:5678`` as ``client`` and ``client_port``.
+
+    An IPv6 address (more than one colon) is split at its last colon only where ``ipv6_port``
+    is true (a server that always writes the port); elsewhere it stays whole, port null.
+    """
+    client = pl.col("client")
+    v4 = client.str.extract_groups(r"^([^:]+):(\d{1,5})$")
+    v6 = client.str.extract_groups(r"^(.*:.*):(\d{1,5})$")
+    use_v6 = v4.struct.field("1").is_null() & v6.struct.field("1").is_not_null()
+    use_v6 = pl.lit(False) if ipv6_port is None else use_v6 & ipv6_port
     return frame.with_columns(
-        client=pl.when(has_port).then(parts.get_column("1")).otherwise(pl.col("client")),
-        client_port=parts.get_column("2").cast(pl.Int32, strict=False),
+        client=pl.when(use_v6)
+        .then(v6.struct.field("1"))
+        .otherwise(pl.coalesce(v4.struct.field("1"), client)),
+        client_port=pl.when(use_v6)
+        .then(v6.struct.field("2"))
+        .otherwise(v4.struct.field("2"))
+        .cast(pl.Int32, strict=False),
     )
 
 
@@ -116,7 +128,8 @@ class ApacheErrorFormat(_ErrorLogFormat):
 
     def derive(self, frame: pl.DataFrame) -> pl.DataFrame:
         message = pl.col("message")
-        frame = _split_client(frame).with_columns(
+        # Apache 2.4 (the one writing a [pid] block) always logs the client's port.
+        frame = _split_client(frame, ipv6_port=pl.col("pid").is_not_null()).with_columns(
             error_code=message.str.extract(r"^(AH\d{5}):", 1),
             referrer=message.str.extract(r", referer: (\S*)$", 1),
         )
