@@ -145,6 +145,15 @@ def test_a_zone_lost_through_a_subquery_is_refused_where_it_matters(con: Connect
     assert one(con, sql) == 1.0
 
 
+def test_zoned_values_sort_by_instant(con: Connection) -> None:
+    # 09:00 +01:00 is 08:00 UTC: before 08:30 UTC although its wall time is later.
+    sql = (
+        "SELECT n FROM (VALUES (1, '2020-01-01T09:00:00+01:00'), (2, '2020-01-01T08:30:00Z')) "
+        "AS t(n, s) ORDER BY from_iso8601_timestamp(s)"
+    )
+    assert con.sql(sql, dialect="athena").fetchall() == [(1,), (2,)]
+
+
 def test_at_time_zone_of_a_zoned_value_uses_its_instant(con: Connection) -> None:
     sql = (
         "SELECT hour(from_iso8601_timestamp('2020-05-11T11:15:05+01:00') "

@@ -339,6 +339,13 @@ def _comparison(node: exp.Expr) -> exp.Expr | None:
     return None
 
 
+def _ordered(node: exp.Expr) -> exp.Expr | None:
+    """Athena sorts timestamps with time zone by their instants."""
+    if _is_zoned(node.this):
+        node.this.replace(_parse(_instant(node.this)))
+    return None
+
+
 _DAY_TO_SECOND = frozenset({"DAY", "HOUR", "MINUTE", "SECOND", "MILLISECOND"})
 _YEAR_TO_MONTH = frozenset({"YEAR", "MONTH", "QUARTER", "WEEK"})
 
@@ -1062,6 +1069,7 @@ _HANDLERS: list[tuple[type[exp.Expr], Callable[[exp.Expr], exp.Expr | None]]] = 
     (exp.Sub, _plus_interval),
     (exp.EQ, _comparison),
     (exp.Between, _comparison),
+    (exp.Ordered, _ordered),
     (exp.NEQ, _comparison),
     (exp.GT, _comparison),
     (exp.GTE, _comparison),
