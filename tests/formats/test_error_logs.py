@@ -243,3 +243,46 @@ def test_apache_os_errors_empty_modules_and_ipv6_clients() -> None:
         line_batch(b"[Wed Oct 11 14:32:52 2000] [error] [client 2001:db8::1] denied\n", 1, "x")
     )
     assert old.parsed.select("client", "client_port").rows() == [("2001:db8::1", None)]
+
+
+def test_nginx_request_lines_are_written_raw() -> None:
+    data = (
+        # Public nginx debug logs: a proxy probe, TLS bytes sent to a plain port (the request
+        # holds a comma), an HTTP/2 preface; `server:` empty or a regex server_name.
+        "2025/01/16 15:45:33 [info] 1614335#1614335: *1 client sent invalid request while "
+        "reading client request line, client: 91.228.154.209, server: , request: "
+        '"CONNECT www.google.com:443 HTTP/1.1"\n'
+        "2015/12/30 12:14:28 [info] 1383#0: *48 client sent invalid method while reading "
+        "client request line, client: 91.157.67.239, server: villesalonen.fi, request: "
+        '"\u2592\u2592t\u2592\u2592Q\u2592\u2592,N\u2592\u2592N\u2592\u2592s"\n'
+        "2025/05/09 15:43:52 [info] 576#576: *12 client sent invalid request while reading "
+        "client request line, client: 206.168.34.86, server: ~sven-dev(-vic)?.nimbusvideo.com, "
+        'request: "PRI * HTTP/2.0"\n'
+        # fail2ban's nginx-http-auth line with quotes put into its request and referrer (made
+        # up: nginx copies both raw, so they may hold quotes).
+        '2014/04/02 12:37:58 [error] 6563#0: *1861 user "scribendio": password mismatch, '
+        'client: 10.0.2.2, server: scribend.io, request: "GET /a"b HTTP/1.1", host: '
+        '"scribend.io", referrer: "https://scribend.io/"x""\n'
+    ).encode()
+    result = get_format("nginx_error").parse(line_batch(data, 1, "x"))
+    assert result.rejected.height == 0
+    invalid = "client sent invalid request while reading client request line"
+    assert result.parsed.select("connection", "client", "server", "request", "message").rows() == [
+        (1, "91.228.154.209", None, "CONNECT www.google.com:443 HTTP/1.1", invalid),
+        (
+            48,
+            "91.157.67.239",
+            "villesalonen.fi",
+            "\u2592\u2592t\u2592\u2592Q\u2592\u2592,N\u2592\u2592N\u2592\u2592s",
+            "client sent invalid method while reading client request line",
+        ),
+        (12, "206.168.34.86", "~sven-dev(-vic)?.nimbusvideo.com", "PRI * HTTP/2.0", invalid),
+        (
+            1861,
+            "10.0.2.2",
+            "scribend.io",
+            'GET /a"b HTTP/1.1',
+            'user "scribendio": password mismatch',
+        ),
+    ]
+    assert result.parsed.get_column("referrer").to_list()[3] == 'https://scribend.io/"x"'

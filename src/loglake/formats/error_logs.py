@@ -61,11 +61,12 @@ _NGINX_REGEX = (
     r"^(?P<time>\d{4}/\d{2}/\d{2} \d{2}:\d{2}:\d{2}) \[(?P<level>[a-z]+)\] "
     r"(?P<pid>\d+)#(?P<tid>\d+): (?:\*(?P<connection>\d+) )?(?P<message>.*?)"
     r"(?:, client: (?P<client>[^,]*)(?:, server: (?P<server>[^,]*))?"
-    r'(?:, request: "(?P<request>(?:[^"\\]|\\.)*)")?'
-    r'(?:, subrequest: "[^"]*")?'
+    # nginx writes the request line and the referrer raw: they may hold quotes themselves.
+    r'(?:, request: "(?P<request>.*?)")?'
+    r'(?:, subrequest: ".*?")?'
     r'(?:, upstream: "(?P<upstream>[^"]*)")?'
     r'(?:, host: "(?P<host>[^"]*)")?'
-    r'(?:, referrer: "(?P<referrer>[^"]*)")?)?$'
+    r'(?:, referrer: "(?P<referrer>.*?)")?)?$'
 )
 
 
