@@ -87,7 +87,8 @@ def _stderr_console(force_terminal: bool = False) -> Any:
     "fmt",
     default="auto",
     show_default=True,
-    help="Format name (combined, common, vhost_combined, nginx_main, syslog, json...), "
+    help="Format name (combined, common, vhost_combined, nginx_main, syslog, json, "
+    "apache_error, nginx_error, alb, clb, s3_access, cloudfront, w3c...), "
     "an Apache LogFormat or nginx log_format string, or auto.",
 )
 @click.option("--table", help="Target table NAMESPACE.NAME (default: the format's table).")
