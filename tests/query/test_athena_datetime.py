@@ -143,6 +143,16 @@ def test_a_zone_lost_through_a_subquery_is_refused_where_it_matters(con: Connect
     # A UTC value's wall time is its instant: nothing is lost.
     sql = "SELECT to_unixtime(u) FROM (SELECT from_unixtime(1) AS u)"
     assert one(con, sql) == 1.0
+    # A zone read from the data is checked row by row: CloudTrail's UTC times pass.
+    sql = (
+        "WITH t AS (SELECT from_iso8601_timestamp(s) AS e FROM (VALUES ({})) AS v(s)) "
+        "SELECT count(*) FROM t WHERE e > TIMESTAMP '2019-01-01 00:00'"
+    )
+    assert one(con, sql.format("'2019-03-12T21:32:00Z'")) == 1
+    with pytest.raises(
+        QueryError, match=r"column e is a timestamp with time zone.*'s zone is \+01:00"
+    ):
+        con.sql(sql.format("'2019-03-12T21:32:00+01:00'"), dialect="athena")
 
 
 def test_zoned_values_sort_by_instant(con: Connection) -> None:

@@ -95,28 +95,41 @@ def _zone_sensitive(node: exp.Expr) -> bool:
 def _refuse_lost_zones(root: exp.Expr) -> None:
     """Refuse a statement that takes a timestamp with time zone (other than UTC) out of a
     subquery or a CTE by a column and then uses that column where its zone matters: the zone is
-    known only within the expression that makes it, so the answer would silently differ."""
-    lost: dict[str, str] = {}
+    known only within the expression that makes it, so the answer would silently differ.
+
+    A zone read from the data (``from_iso8601_timestamp``, ``parse_datetime`` with ``Z``) is
+    checked row by row instead: such a column fails when a row's zone is not UTC (CloudTrail's
+    ``...Z`` times pass), since its wall time is then its instant."""
+    lost: dict[str, exp.Alias] = {}
     for select in root.find_all(exp.Select):
         if select.find_ancestor(exp.Subquery, exp.CTE) is None:
             continue
         for projection in select.expressions:
             zoned = isinstance(projection, exp.Alias) and _is_zoned(projection.this)
             if zoned and _zone(projection.this) != "'UTC'":
-                lost[projection.alias.lower()] = projection.alias
+                lost[projection.alias.lower()] = projection
     if not lost:
         return
+    used: set[str] = set()
     for node in root.walk():
-        used = set(node.meta.get(_USES, ())) & set(lost)
-        if used:
-            name = lost[sorted(used)[0]]
-            raise QueryRefusedError(
-                f"column {name} is a timestamp with time zone made in a subquery or WITH "
-                "clause, and its zone does not cross into the outer query, where it is used "
-                "for something its zone decides (to_unixtime, to_iso8601, a comparison, AT TIME "
-                "ZONE, ...); apply that inside the subquery, or write AT TIME ZONE in the outer "
-                "query"
-            )
+        used |= set(node.meta.get(_USES, ())) & set(lost)
+    for key in sorted(used):
+        projection = lost[key]
+        value = projection.this
+        zone = _zone(value)
+        message = (
+            f"column {projection.alias} is a timestamp with time zone made in a subquery or "
+            "WITH clause, and its zone does not cross into the outer query, where it is used for "
+            "something its zone decides (to_unixtime, to_iso8601, a comparison, AT TIME ZONE, "
+            "...); apply that inside the subquery, or write AT TIME ZONE in the outer query"
+        )
+        if re.fullmatch(r"'[^']*'", zone):
+            raise QueryRefusedError(message)
+        text = exp.Literal.string(message + "; a row's zone is ").sql(dialect="duckdb")
+        guarded = _parse(
+            f"CASE WHEN {zone} = 'UTC' THEN {_sql(value)} ELSE error({text} || {zone}) END"
+        )
+        value.replace(guarded)
 
 
 # -- helpers ------------------------------------------------------------------------------------
