@@ -642,3 +642,24 @@ def test_array_and_string_edges(con: Connection, sql: str, expected: list[tuple[
 def test_array_argument_errors(con: Connection, sql: str, message: str) -> None:
     with pytest.raises(QueryError, match=message):
         con.sql(sql, dialect="athena").fetchall()
+
+
+def test_a_volatile_operand_is_evaluated_once(con: Connection) -> None:
+    # The rewrites repeat their operand; rand() is bound once per row so every repetition sees
+    # the same value.
+    from loglake.query.engine import transpile
+
+    for sql in (
+        "SELECT CAST(rand() AS varchar)",
+        "SELECT round(rand(), 2)",
+        "SELECT CAST(rand() * 10 AS bigint)",
+        "SELECT CAST(rand() AS decimal(4, 2)) / 3",
+    ):
+        assert "LIST_TRANSFORM" in transpile(sql, "athena").upper(), sql
+    rows = con.sql(
+        "SELECT regexp_like(CAST(rand() * 1000 AS varchar), '^[0-9]+[.][0-9]+(E-?[0-9]+)?$'), "
+        "CAST(rand() * 10 AS bigint) BETWEEN 0 AND 10, round(rand(), 2) BETWEEN 0 AND 1 "
+        "FROM UNNEST(sequence(1, 200)) AS t(i)",
+        dialect="athena",
+    ).fetchall()
+    assert rows == [(True, True, True)] * 200

@@ -26,6 +26,8 @@ rather than answered in floating point.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -225,8 +227,14 @@ class TypeOf:
             return ARRAY
         if isinstance(node, exp.Column):
             return self._column(node, nxt)
-        if isinstance(node, exp.Anonymous) and str(node.this).lower() in ("nan", "infinity"):
-            return DOUBLE
+        if isinstance(node, exp.Anonymous):
+            name = str(node.this).lower()
+            if name in ("nan", "infinity", "e"):
+                return DOUBLE
+            if name == "url_extract_port":
+                return BIGINT
+            if name.startswith("url_"):
+                return OTHER
         if isinstance(node, exp.Window):
             return self(node.this, nxt)
         if isinstance(node, exp.Filter):
@@ -318,6 +326,19 @@ def _unscaled(operand: str, t: TrinoType) -> str:
     if t.kind == "int" or not t.scale:
         return f"CAST({operand} AS HUGEINT)"
     return f"CAST(CAST({operand} AS DECIMAL(38, {t.scale})) * {10**t.scale} AS HUGEINT)"
+
+
+_VOLATILE = re.compile(r"\b(random|rand|uuid|gen_random_uuid|shuffle|nextval)\s*\(", re.IGNORECASE)
+
+
+def bound(operands: list[str], build: Callable[[list[str]], str]) -> str:
+    """``build(operands)``, which may repeat an operand: an operand calling a volatile function
+    (``rand()``) is then bound once per row, so that every repetition sees the same value."""
+    if not any(_VOLATILE.search(o) for o in operands):
+        return build(operands)
+    fields = ", ".join(f"'v{i}': {o}" for i, o in enumerate(operands))
+    body = build([f"_bound.v{i}" for i in range(len(operands))])
+    return f"list_transform([{{{fields}}}], _bound -> {body})[1]"
 
 
 def decimal_division(left: str, lt: TrinoType, right: str, rt: TrinoType) -> str:
@@ -432,7 +453,7 @@ def numeric_replacement(original: exp.Expr, typed: exp.Expr, type_of: TypeOf) ->
             and a.scale is not None
             and b.scale is not None
         ):
-            return _parse(decimal_division(left, a, right, b))
+            return _parse(bound([left, right], lambda v: decimal_division(v[0], a, v[1], b)))
         if "decimal" in kinds or has_decimal_literal(typed):
             raise QueryRefusedError(
                 f"Athena divides decimals exactly (rounding HALF_UP to the larger scale), but the "
@@ -463,10 +484,12 @@ def numeric_replacement(original: exp.Expr, typed: exp.Expr, type_of: TypeOf) ->
         value = _sql(original.this)
         try_cast = isinstance(original, exp.TryCast)
         if source.kind in ("double", "real") and target.this in _INTEGER_TARGETS:
-            return _parse(half_up_integer(value, target.sql(dialect="duckdb"), try_cast))
+            to = target.sql(dialect="duckdb")
+            return _parse(bound([value], lambda v: half_up_integer(v[0], to, try_cast)))
         if target.this in _TEXT_TARGETS and not target.expressions:
             if source.kind in ("double", "real"):
-                return _parse(java_double_text(value, source))
+                floating: TrinoType = source
+                return _parse(bound([value], lambda v: java_double_text(v[0], floating)))
             if source.kind == "timestamp" and source.precision is not None:
                 return _parse(timestamp_text(value, source.precision))
         return None
@@ -496,7 +519,8 @@ def numeric_replacement(original: exp.Expr, typed: exp.Expr, type_of: TypeOf) ->
     if isinstance(original, exp.Round) and original.args.get("decimals") is not None:
         source = type_of(typed.this)
         if source is not None and source.kind in ("double", "real"):
-            return _parse(java_round(_sql(original.this), _sql(original.args["decimals"])))
+            operands = [_sql(original.this), _sql(original.args["decimals"])]
+            return _parse(bound(operands, lambda v: java_round(v[0], v[1])))
     return None
 
 
