@@ -193,7 +193,7 @@ def test_bad_records_are_rejected_with_their_reason() -> None:
         (4, "invalid timestamp"),
         (5, "empty line"),
         (6, DIRECTIVE),
-        (7, "the #Fields directive has no date and time: time c-ip"),
+        (7, "no date: the #Fields have none and no #Date directive came before"),
     ]
     assert result.parsed.height + result.rejected.height == 7
 
@@ -227,3 +227,37 @@ def test_concatenated_files_repeat_their_directives() -> None:
     lines = result.parsed.get_column("line")
     assert lines.is_sorted() and lines.head(4).to_list() == [3, 4, 5, 8]
     assert set(result.rejected.get_column("reason").to_list()) == {DIRECTIVE}
+
+
+def test_records_without_a_date_field_take_the_date_directives() -> None:
+    # Microsoft's IIS 6.0 FTP log example (as quoted by the w3c-logs test suite): time only.
+    data = (
+        b"#Software: Microsoft Internet Information Services 6.0\n"
+        b"#Version: 1.0\n"
+        b"#Date: 2002-06-04 16:40:23\n"
+        b"#Fields: time c-ip cs-method cs-uri-stem sc-status \n"
+        b"16:40:23 10.152.10.200 [6994]USER anonymous 331\n"
+        b"16:40:25 10.152.10.200 [6994]PASS anonymous@example.net 530\n"
+    )
+    fmt = get_format("w3c")
+    result = fmt.parse(line_batch(data, 1, "ftp.log"))
+    assert result.rejected.get_column("line").to_list() == [1, 2, 3, 4]
+    assert result.parsed.select("ts", "date", "c_ip", "cs_method", "sc_status").rows() == [
+        (
+            datetime(2002, 6, 4, 16, 40, 23, tzinfo=UTC),
+            date(2002, 6, 4),
+            "10.152.10.200",
+            "[6994]USER",
+            331,
+        ),
+        (
+            datetime(2002, 6, 4, 16, 40, 25, tzinfo=UTC),
+            date(2002, 6, 4),
+            "10.152.10.200",
+            "[6994]PASS",
+            530,
+        ),
+    ]
+    # The directive's date carries over to the next chunk of the same input.
+    more = fmt.parse(line_batch(b"16:41:00 10.152.10.200 [6994]QUIT - 221\n", 7, "ftp.log"))
+    assert more.parsed.select("ts").rows() == [(datetime(2002, 6, 4, 16, 41, tzinfo=UTC),)]

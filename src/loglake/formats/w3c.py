@@ -7,7 +7,8 @@ after it in snake case (``cs-uri-stem`` → ``cs_uri_stem``, ``cs(User-Agent)`` 
 ``cs_user_agent``), as Athena's ``cloudfront_standard_logs`` table names them (with its one
 spelling change, ``cs(Referer)`` → ``cs_referrer``, for CloudFront). Known fields get a type
 (``sc-status`` int, ``sc-bytes`` bigint, ``date`` date, ...), the others are text. ``ts`` is
-``date`` + ``time``, which W3C writes in UTC.
+``date`` + ``time``, which W3C writes in UTC; records with a time but no date field take the date
+of the last ``#Date:`` directive (as IIS's FTP logs need), kept in ``date``.
 
 A batch is parsed per distinct ``#Fields:`` list (a file may hold several directives, after a
 server restart; concatenated files repeat the same one), the lines under each list with one
@@ -108,8 +109,9 @@ class W3CFormat:
     description: ClassVar[str] = "W3C extended log"
 
     def __init__(self) -> None:
-        # The #Fields in force at the end of the last batch: (source, its next line, fields).
-        self._carry: tuple[str, int, tuple[str, ...]] | None = None
+        # What is in force at the end of the last batch: its source, its next line, the #Fields
+        # list and the date of the last #Date directive.
+        self._carry: tuple[str, int, tuple[str, ...] | None, str | None] | None = None
 
     def match_rate(self, sample: pl.Series) -> float:
         """Fraction of ``sample`` lines that are W3C directives or records fitting them."""
@@ -140,9 +142,9 @@ class W3CFormat:
         is_fields = text.str.starts_with("#Fields:").fill_null(False)
         carry = self._carry
         # Fields carry over only to the next batch of the same input, never to another input.
-        carried = None
+        carried, carried_date = None, None
         if carry is not None and carry[:2] == (batch.source, batch.first_line):
-            carried = carry[2]
+            carried, carried_date = carry[2], carry[3]
         # The #Fields directive in force on each line, grouped by its text: a few distinct lists
         # however many directives (concatenated files repeat the same one).
         header = (
@@ -153,9 +155,16 @@ class W3CFormat:
             .str.strip_chars()
             .forward_fill()
         )
-        frame = pl.DataFrame({"line": line_no, "text": text, "header": header}).filter(
-            ~is_directive & (text.str.len_bytes() > 0)
+        # The date of the last #Date (or #Start-Date) directive: the date of records whose
+        # fields have a time but no date (W3C allows it; IIS's FTP logs do it).
+        day = (
+            text.str.extract(r"^#(?:Start-)?Date:\s*(\d{4}-\d{2}-\d{2})", 1)
+            .forward_fill()
+            .fill_null(pl.lit(carried_date, dtype=pl.String))
         )
+        frame = pl.DataFrame(
+            {"line": line_no, "text": text, "header": header, "directive_date": day}
+        ).filter(~is_directive & (text.str.len_bytes() > 0))
         parts: list[pl.DataFrame] = []
         refused: list[pl.DataFrame] = []
         for (spec,), rows in frame.group_by("header", maintain_order=True):
@@ -165,8 +174,8 @@ class W3CFormat:
             refused.append(bad)
         last = header.drop_nulls().tail(1).to_list()
         in_force = tuple(last[0].split()) if last else carried
-        end = batch.first_line + len(batch)
-        self._carry = (batch.source, end, in_force) if in_force is not None else None
+        last_day = day.tail(1).to_list()[0] if len(day) else carried_date
+        self._carry = (batch.source, batch.first_line + len(batch), in_force, last_day)
         parsed = (
             pl.concat(parts, how="diagonal_relaxed").sort("line")
             if parts
@@ -219,9 +228,12 @@ class W3CFormat:
         bad = rows.select("line", n=counts).filter(~ok).select("line", reason.alias("reason"))
         good = values.filter(ok)
         names = [column_name(f, self.renames) for f in fields]
-        frame = pl.DataFrame({"line": rows.get_column("line").filter(ok)}).with_columns(
-            good.list.get(i).alias(f"__{i}") for i in range(len(names))
-        )
+        frame = pl.DataFrame(
+            {
+                "line": rows.get_column("line").filter(ok),
+                "__directive_date": rows.get_column("directive_date").filter(ok),
+            }
+        ).with_columns(good.list.get(i).alias(f"__{i}") for i in range(len(names)))
         exprs = []
         seen: set[str] = set()
         for i, name in enumerate(names):
@@ -229,13 +241,17 @@ class W3CFormat:
                 continue
             seen.add(name)
             exprs.append(self._typed(pl.col(f"__{i}"), name))
+        dated_by_directive = "time" in seen and "date" not in seen
+        if dated_by_directive:
+            exprs.insert(0, self._typed(pl.col("__directive_date"), "date"))
+            seen.add("date")
         frame = frame.select(pl.col("line"), *exprs)
         if not {"date", "time"} <= seen:
             missing = (
                 rows.select("line")
                 .filter(ok)
                 .with_columns(
-                    reason=pl.lit(f"the #Fields directive has no date and time: {' '.join(fields)}")
+                    reason=pl.lit(f"the #Fields directive has no time: {' '.join(fields)}")
                 )
             )
             return frame.clear().select("line"), pl.concat([bad, missing])
@@ -247,7 +263,13 @@ class W3CFormat:
         frame = frame.select(ts.alias("ts"), pl.exclude("line"), pl.col("line"))
         bad_ts = frame.get_column("ts").is_null()
         if bad_ts.any():
-            invalid = frame.filter(bad_ts).select("line", reason=pl.lit("invalid timestamp"))
+            no_date = pl.col("date").is_null() & dated_by_directive
+            reason = (
+                pl.when(no_date)
+                .then(pl.lit("no date: the #Fields have none and no #Date directive came before"))
+                .otherwise(pl.lit("invalid timestamp"))
+            )
+            invalid = frame.filter(bad_ts).select("line", reason=reason)
             bad = pl.concat([bad, invalid])
             frame = frame.filter(~bad_ts)
         return frame, bad
