@@ -613,6 +613,7 @@ def test_try_makes_failed_subscripts_and_arguments_null(con: Connection) -> None
             "array_min(ARRAY[3, 1]) AS d",
             [([2, 1, None], [3, 1, 2], None, 1)],
         ),
+        ("SELECT reverse(ARRAY[1, 2, 3]) AS a, reverse('abc') AS b", [([3, 2, 1], "cba")]),
         # StringFunctions.substr: start 0 or before the beginning, or a length below 1, is ''
         (
             "SELECT substr('abc', 0) AS a, substr('abc', -5) AS b, substr('abcdef', -3, 2) AS c, "

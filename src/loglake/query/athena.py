@@ -226,7 +226,16 @@ def _typed(
     from sqlglot.optimizer.qualify import qualify
     from sqlglot.schema import MappingSchema
 
-    kinds = (exp.Div, exp.Avg, exp.Cast, exp.Round, exp.Sum, exp.Bracket, exp.GenerateSeries)
+    kinds = (
+        exp.Div,
+        exp.Avg,
+        exp.Cast,
+        exp.Round,
+        exp.Sum,
+        exp.Bracket,
+        exp.GenerateSeries,
+        exp.Reverse,
+    )
     for i, node in enumerate(n for n in tree.walk() if isinstance(n, kinds)):
         node.meta["athena_n"] = i
     schema: dict[str, dict[str, dict[str, str]]] = {}

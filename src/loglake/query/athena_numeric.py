@@ -514,6 +514,11 @@ def numeric_replacement(original: exp.Expr, typed: exp.Expr, type_of: TypeOf) ->
                 )
             )
         return None
+    if isinstance(original, exp.Reverse):
+        reversed_type = type_of(typed.this)
+        if reversed_type is not None and reversed_type.kind == "array":
+            return _parse(f"list_reverse({_sql(original.this)})")
+        return None
     if isinstance(original, exp.Bracket) and len(original.expressions) == 1:
         return _subscript(original, type_of(typed.this))
     if isinstance(original, exp.Round) and original.args.get("decimals") is not None:
