@@ -3,6 +3,7 @@ format (each auto-detected), then queries by table name, Athena's written as for
 
 from __future__ import annotations
 
+import gzip
 import json
 import shutil
 from pathlib import Path
@@ -22,6 +23,11 @@ def test_a_folder_of_every_new_format(run_cli: RunCli, tmp_path: Path) -> None:
     folder.mkdir()
     for path in DATA.glob("*.log"):
         shutil.copy(path, folder / path.name)
+    # CloudFront delivers gzip files named <distribution>.<YYYY-MM-DD-HH>.<id>.gz.
+    cloudfront = folder / "cloudfront.log"
+    gz = folder / "EMLARXS9EXAMPLE.2019-12-04-21.RT4KCN4SGK9.gz"
+    gz.write_bytes(gzip.compress(cloudfront.read_bytes()))
+    cloudfront.unlink()
     out = run_cli("ingest", str(folder)).stdout
     # 11 rejected: the W3C directive lines (2 of CloudFront, 9 of IIS), kept as such.
     assert "read 42 lines = parsed 31 + rejected 11 from 7 input(s)" in out
