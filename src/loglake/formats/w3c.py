@@ -15,7 +15,7 @@ server restart; concatenated files repeat the same one), the lines under each li
 ``str.split`` and a ``list.get`` per field. The directive in force at the end of a batch carries
 over to the next batch of the same input (same source, next line), never to another input.
 Lines before any directive use the producer's default field list (CloudFront's 33 fields, IIS's
-14) when their number of values fits it.
+15) when their number of values fits it.
 
 Directive lines (``#Version``, ``#Fields``, ``#Software``, ``#Date``...) are not records: they are
 kept in ``logs.rejected`` with the reason ``W3C directive line: not a record``. A line whose number
