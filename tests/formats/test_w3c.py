@@ -261,3 +261,37 @@ def test_records_without_a_date_field_take_the_date_directives() -> None:
     # The directive's date carries over to the next chunk of the same input.
     more = fmt.parse(line_batch(b"16:41:00 10.152.10.200 [6994]QUIT - 221\n", 7, "ftp.log"))
     assert more.parsed.select("ts").rows() == [(datetime(2002, 6, 4, 16, 41, tzinfo=UTC),)]
+
+
+def test_iis_7_sample_with_status_fields() -> None:
+    # A vendor's guide to "Interpreting IIS log files" (IIS 7.5 W3C sample, as published).
+    data = (
+        b"#Software: Microsoft Internet Information Services 7.5\n"
+        b"#Version: 1.0\n"
+        b"#Date: 2013-06-24 10:56:45\n"
+        b"#Fields: date time s-ip cs-method cs-uri-stem cs-uri-query s-port cs-username c-ip "
+        b"cs(User-Agent) sc-status sc-substatus sc-win32-status time-taken\n"
+        b"2013-06-24 10:56:45 192.168.0.1 POST /xas/ - 80 - 222.222.222.222 "
+        b"Mozilla/5.0+(Windows+NT+6.1;+WOW64)+AppleWebKit/537.36+(KHTML,+like+Gecko)"
+        b"+Chrome/27.0.1453.110+Safari/537.36 404 0 2 471\n"
+    )
+    result = parse_lines(data, "w3c")
+    assert result.rejected.height == 4
+    row = result.parsed.row(0, named=True)
+    assert row["ts"] == datetime(2013, 6, 24, 10, 56, 45, tzinfo=UTC)
+    assert (row["s_ip"], row["cs_method"], row["cs_uri_stem"], row["cs_uri_query"]) == (
+        "192.168.0.1",
+        "POST",
+        "/xas/",
+        None,
+    )
+    assert (row["s_port"], row["cs_username"], row["c_ip"]) == (80, None, "222.222.222.222")
+    assert row["cs_user_agent"].startswith("Mozilla/5.0+(Windows+NT+6.1;+WOW64)")
+    assert (row["sc_status"], row["sc_substatus"], row["sc_win32_status"]) == (404, 0, 2)
+    assert row["time_taken"] == 471.0
+    schema = result.parsed.schema
+    assert (schema["sc_status"], schema["sc_substatus"], schema["sc_win32_status"]) == (
+        pl.Int32(),
+        pl.Int32(),
+        pl.Int64(),
+    )
