@@ -601,6 +601,29 @@ def test_full_log_refuses_then_trim_frees_space(tmp_path: Path) -> None:
         assert log.read(50, max_records=1) == [(50, record)]
 
 
+def test_a_full_log_in_one_segment_is_freed_by_trim(tmp_path: Path) -> None:
+    # One big append fills the whole budget inside the active segment, which trim never deletes:
+    # the refused append rolls it, so that trimming after the commit frees the space.
+    limits = StreamLimits(segment_bytes=5000, max_bytes=5000)
+    record = b"r" * 68  # 100 bytes framed alone; 49 in one frame: 28 + 49 * 72 = 3556 bytes
+    with LocalLog(tmp_path / "log", limits, fsync=True) as log:
+        assert log.append([record] * 49) == (0, 49)
+        with pytest.raises(StreamFullError):
+            log.append([record] * 20)
+        assert [int(f.name[:20]) for f in segment_files(tmp_path / "log")] == [0, 49]
+        assert log.trim(49) == 3556
+        assert log.append([record] * 20) == (49, 69)
+        assert log.read(49, max_records=1) == [(49, record)]
+
+
+def test_an_append_larger_than_the_whole_budget_is_too_large(tmp_path: Path) -> None:
+    limits = StreamLimits(segment_bytes=1000, max_bytes=5000)
+    with LocalLog(tmp_path / "log", limits) as log:
+        with pytest.raises(RecordTooLargeError, match=r"whole disk budget.*max_log_bytes"):
+            log.append([b"r" * 100] * 60)  # never fits, however much is trimmed: not a retry
+        assert log.next_offset == 0 and log.size_bytes == 0
+
+
 def test_trim_keeps_active_segment_and_reports_trimmed_reads(tmp_path: Path) -> None:
     path = tmp_path / "log"
     with LocalLog(path, TINY) as log:

@@ -112,7 +112,8 @@ class StreamFullError(StreamError):
 
 
 class RecordTooLargeError(StreamError):
-    """One record is larger than ``max_record_bytes``; a client error (HTTP 413), never retried."""
+    """One record is larger than ``max_record_bytes``, or one append larger than the whole budget
+    ``max_bytes`` (it would never fit); a client error (HTTP 413), never retried."""
 
     status = 413
     code = "record_too_large"
@@ -781,16 +782,31 @@ class LocalLog:
     def _write(self, body: bytes, count: int, crc: int) -> tuple[int, int]:
         """Write one call's frame of ``count`` records (lock held); roll or refuse first."""
         size = HEADER_SIZE + len(body)
+        if size > self.limits.max_bytes:  # would be "full" forever: a client error, not a retry
+            raise RecordTooLargeError(
+                f"an append of {size} bytes exceeds the stream's whole disk budget "
+                f"({self.limits.max_bytes} bytes, streams.NAME.max_log_bytes): send smaller "
+                "batches or raise the budget"
+            )
         while True:
             self._check_usable()
+            active = self._segments[-1]
             if self._size + size > self.limits.max_bytes:
+                if active.size > 0:
+                    # Only closed segments are trimmed: roll the active one, or a log whose
+                    # records fit in one segment (a budget of a single segment, one big
+                    # append) would stay full after delivery has committed them all.
+                    if self._syncing:  # the leader's fsync uses the active fd
+                        self._cond.wait()
+                        continue
+                    self._roll()
+                    continue
                 raise StreamFullError(
                     f"stream log {self.path} is full: {self._size} bytes used, {size} more would "
                     f"exceed max_bytes ({self.limits.max_bytes}); consumers must commit so old "
                     f"segments can be trimmed; retry after {RETRY_AFTER_S:g} s",
                     RETRY_AFTER_S,
                 )
-            active = self._segments[-1]
             if active.size > 0 and active.size + size > self.limits.segment_bytes:
                 if self._syncing:  # the leader's fsync uses the active fd: let it finish first
                     self._cond.wait()
