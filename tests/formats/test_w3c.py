@@ -295,3 +295,11 @@ def test_iis_7_sample_with_status_fields() -> None:
         pl.Int32(),
         pl.Int64(),
     )
+
+
+def test_a_byte_order_mark_before_the_first_directive() -> None:
+    data = "\ufeff".encode() + (DATA / "iis.log").read_bytes()
+    result = parse_lines(data, "w3c")
+    assert result.parsed.height == 2
+    assert result.rejected.get_column("reason").to_list()[0] == DIRECTIVE
+    assert result.rejected.get_column("raw").to_list()[0].startswith(b"\xef\xbb\xbf#Software")

@@ -136,7 +136,8 @@ class W3CFormat:
 
         Never raises for bad input: ``parsed.height + rejected.height == len(batch)``.
         """
-        text = batch.text
+        # A file saved with a byte order mark has it before its first directive.
+        text = batch.text.str.strip_prefix("\ufeff")
         line_no = batch.line_numbers()
         is_directive = text.str.starts_with("#").fill_null(False)
         is_fields = text.str.starts_with("#Fields:").fill_null(False)
