@@ -15,7 +15,7 @@ import pytest
 import loglake
 from loglake.errors import QueryError, QueryRefusedError
 from loglake.query.athena_datetime import joda_tokens
-from loglake.query.engine import Connection
+from loglake.query.engine import Connection, transpile
 
 
 @pytest.fixture(scope="module")
@@ -222,3 +222,26 @@ def test_answers_do_not_depend_on_the_machine_time_zone(run_cli: Any) -> None:
         "u": 86400.0,
         "d": "1970-01-01 00:00:00.000 UTC",
     }
+
+
+def test_nested_translations_stay_small() -> None:
+    # Each value used several times is computed once (a lambda binding), so nesting does not
+    # multiply the SQL: four levels once gave 70 kB.
+    sql = (
+        "SELECT to_iso8601(date_trunc('hour', from_iso8601_timestamp(s) "
+        "AT TIME ZONE 'Europe/Paris') + INTERVAL '1' DAY) FROM t"
+    )
+    assert len(transpile(sql, "athena")) < 8000
+
+
+def test_zone_from_a_column(con: Connection) -> None:
+    # A column of a derived table is taken as timestamp(6), the lake's columns' type.
+    sql = (
+        "SELECT hour(t AT TIME ZONE z), to_iso8601(with_timezone(t, z)) FROM (VALUES "
+        "(CAST('2026-12-01 10:00' AS timestamp(6)), '+05:30'), "
+        "(CAST('2026-12-01 10:00' AS timestamp(6)), 'Asia/Tokyo')) AS v(t, z) ORDER BY 1"
+    )
+    assert con.sql(sql, dialect="athena").fetchall() == [
+        (15, "2026-12-01T10:00:00.000000+05:30"),
+        (19, "2026-12-01T10:00:00.000000+09:00"),
+    ]

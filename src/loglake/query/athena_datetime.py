@@ -23,6 +23,7 @@ pattern letter and what to use instead.
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Callable
 from functools import cache
@@ -45,6 +46,9 @@ _UNITS = frozenset(
     {"millisecond", "second", "minute", "hour", "day", "week", "month", "quarter", "year"}
 )
 _DATE_UNITS = frozenset({"day", "week", "month", "quarter", "year"})
+
+#: Names of the values bound once by _let.
+_NAMES = itertools.count()
 
 #: A zone written as an offset, which ICU's timezone() does not take: applied as minutes.
 _OFFSET_ZONE = r"^[+-][0-9]{2}:[0-9]{2}$"
@@ -184,24 +188,68 @@ def _offset_minutes(node: exp.Expr) -> str:
     return f"((epoch_us({_sql(node)}) - epoch_us({_instant(node)})) // 60000000)"
 
 
+def _let(value: str, body: Callable[[str], str]) -> str:
+    """SQL of ``body`` with ``value`` computed once: each rewrite that nests another would
+    otherwise repeat its operand's SQL several times, growing exponentially with the depth."""
+    name = f"athena_v{next(_NAMES)}"
+    return f"list_transform([{value}], LAMBDA {name}: {body(name)})[1]"
+
+
+def _literal_zone(zone: str) -> str | None:
+    """The text of a zone written as a SQL string literal, None for an expression."""
+    match = re.fullmatch(r"'([^']*)'", zone)
+    return match.group(1) if match else None
+
+
+def _literal_offset(zone: str) -> int | None:
+    """Minutes of a literal '+hh:mm' zone, None for any other."""
+    text = _literal_zone(zone)
+    if text is None or not re.fullmatch(_OFFSET_ZONE, text):
+        return None
+    sign = -1 if text[0] == "-" else 1
+    return sign * (int(text[1:3]) * 60 + int(text[4:6]))
+
+
 def _local_in(instant: str, zone: str) -> str:
     """The wall time in ``zone`` (an IANA name, 'UTC' or an offset '+05:30') of a UTC instant."""
-    minutes = _zone_offset_minutes(zone)
-    return (
-        f"(CASE WHEN regexp_matches({zone}, '{_OFFSET_ZONE}') "
-        f"THEN {instant} + to_minutes({minutes}) "
-        f"ELSE timezone({zone}, CAST({instant} AS TIMESTAMPTZ)) END)"
-    )
+    offset = _literal_offset(zone)
+    if offset is not None:
+        return f"({instant} + to_minutes({offset}))"
+    if _literal_zone(zone) is not None:
+        return f"timezone({zone}, CAST({instant} AS TIMESTAMPTZ))"
+
+    def body(z: str) -> str:
+        return _let(
+            instant,
+            lambda i: (
+                f"CASE WHEN regexp_matches({z}, '{_OFFSET_ZONE}') "
+                f"THEN {i} + to_minutes({_zone_offset_minutes(z)}) "
+                f"ELSE timezone({z}, CAST({i} AS TIMESTAMPTZ)) END"
+            ),
+        )
+
+    return _let(zone, body)
 
 
 def _instant_of(local: str, zone: str) -> str:
     """The UTC instant of wall time ``local`` in ``zone``."""
-    minutes = _zone_offset_minutes(zone)
-    return (
-        f"(CASE WHEN regexp_matches({zone}, '{_OFFSET_ZONE}') "
-        f"THEN {local} - to_minutes({minutes}) "
-        f"ELSE timezone('UTC', timezone({zone}, CAST({local} AS TIMESTAMP))) END)"
-    )
+    offset = _literal_offset(zone)
+    if offset is not None:
+        return f"({local} - to_minutes({offset}))"
+    if _literal_zone(zone) is not None:
+        return f"timezone('UTC', timezone({zone}, CAST({local} AS TIMESTAMP)))"
+
+    def body(z: str) -> str:
+        return _let(
+            local,
+            lambda t: (
+                f"CASE WHEN regexp_matches({z}, '{_OFFSET_ZONE}') "
+                f"THEN {t} - to_minutes({_zone_offset_minutes(z)}) "
+                f"ELSE timezone('UTC', timezone({z}, CAST({t} AS TIMESTAMP))) END"
+            ),
+        )
+
+    return _let(zone, body)
 
 
 def _zone_offset_minutes(zone: str) -> str:
@@ -442,12 +490,7 @@ def _from_unixtime(node: exp.Expr) -> exp.Expr:
 
 def _iso_offset(node: exp.Expr) -> str:
     """Java's ZoneOffset text of ``node``'s offset: 'Z', or '+01:00'."""
-    minutes = _offset_minutes(node)
-    return (
-        f"(CASE WHEN {minutes} = 0 THEN 'Z' ELSE "
-        f"(CASE WHEN {minutes} < 0 THEN '-' ELSE '+' END) || "
-        f"printf('%02d:%02d', abs({minutes}) // 60, abs({minutes}) % 60) END)"
-    )
+    return _let(_offset_minutes(node), lambda m: _offset_name(m, "Z"))
 
 
 def _precision(node: exp.Expr) -> int:
@@ -519,18 +562,27 @@ def _from_iso8601_timestamp(node: exp.Expr) -> exp.Expr:
 def _offset_text(offset: str) -> tuple[str, str]:
     """SQL of the minutes and of the zone name (Trino's: 'UTC' for a zero offset, else '+01:00')
     of an offset text: '' or 'Z' (UTC), '+01', '+0100' or '+01:00'."""
-    digits = f"replace({offset}, ':', '')"
-    minutes = (
-        f"(CASE WHEN {offset} IN ('', 'Z') THEN 0 ELSE "
-        f"(CASE WHEN left({offset}, 1) = '-' THEN -1 ELSE 1 END) * "
-        f"(CAST(substr({digits}, 2, 2) AS BIGINT) * 60 "
-        f"+ coalesce(CAST(nullif(substr({digits}, 4, 2), '') AS BIGINT), 0)) END)"
-    )
-    zone = (
-        f"(CASE WHEN {minutes} = 0 THEN 'UTC' ELSE (CASE WHEN {minutes} < 0 THEN '-' ELSE '+' END)"
-        f" || printf('%02d:%02d', abs({minutes}) // 60, abs({minutes}) % 60) END)"
-    )
+
+    def minutes_of(o: str) -> str:
+        digits = f"replace({o}, ':', '')"
+        return (
+            f"CASE WHEN {o} IN ('', 'Z') THEN 0 ELSE "
+            f"(CASE WHEN left({o}, 1) = '-' THEN -1 ELSE 1 END) * "
+            f"(CAST(substr({digits}, 2, 2) AS BIGINT) * 60 "
+            f"+ coalesce(CAST(nullif(substr({digits}, 4, 2), '') AS BIGINT), 0)) END"
+        )
+
+    minutes = _let(offset, minutes_of)
+    zone = _let(minutes, lambda m: _offset_name(m, "UTC"))
     return minutes, zone
+
+
+def _offset_name(minutes: str, zero: str) -> str:
+    """SQL of '+01:00' for ``minutes`` (a name bound once), ``zero`` for 0."""
+    return (
+        f"CASE WHEN {minutes} = 0 THEN '{zero}' ELSE (CASE WHEN {minutes} < 0 THEN '-' ELSE '+' "
+        f"END) || printf('%02d:%02d', abs({minutes}) // 60, abs({minutes}) % 60) END"
+    )
 
 
 def _from_iso8601_date(node: exp.Expr) -> exp.Expr:
@@ -905,11 +957,13 @@ def _joda_zone(value: exp.Expr, count: int) -> str:
     """Joda's Z (-0800), ZZ (-08:00) or ZZZ (the zone's id) of ``value``."""
     if count >= 3:
         return _zone(value)
-    minutes = _offset_minutes(value)
     layout = "%02d:%02d" if count == 2 else "%02d%02d"
-    return (
-        f"((CASE WHEN {minutes} < 0 THEN '-' ELSE '+' END) || "
-        f"printf('{layout}', abs({minutes}) // 60, abs({minutes}) % 60))"
+    return _let(
+        _offset_minutes(value),
+        lambda m: (
+            f"(CASE WHEN {m} < 0 THEN '-' ELSE '+' END) || "
+            f"printf('{layout}', abs({m}) // 60, abs({m}) % 60)"
+        ),
     )
 
 
