@@ -1,8 +1,8 @@
 """A corpus of real Athena queries: the AWS documentation's log-analysis examples (ALB, Classic and
-Network Load Balancer, CloudTrail, VPC flow logs, WAF, S3 server access logs), rewritten only to
+Network Load Balancer, CloudFront, CloudTrail, VPC flow logs, WAF, S3 server access logs), rewritten only to
 loglake's table and column names, and the Trino documentation's examples with their documented
-results. Each runs over the rows below (:data:`ALB_ROWS` as ``logs.alb``, :data:`TABLES` as the
-other tables; the date and time queries of athena_corpus_datetime.py share them).
+results. Each runs over the rows below (:data:`ALB_ROWS` as ``logs.alb``, :data:`TABLES` and
+:data:`FILES` as the other tables; the date and time queries of athena_corpus_datetime.py share them).
 
 Each expected answer was worked out by hand from those rows and Trino's documented semantics (or
 is the result the Trino documentation prints), not computed by loglake. The source of each query
@@ -43,6 +43,68 @@ AWS_S3 = "https://docs.aws.amazon.com/AmazonS3/latest/userguide/"
 TRINO = "https://trino.io/docs/current/"
 
 _WAF_GROUP = {"rulegroupid": "AWS-Common", "nonterminatingmatchingrules": [], "excludedrules": None}
+
+#: CloudFront standard log fields of AWS's example record (the 33 documented fields, tab-separated).
+_CLOUDFRONT_FIELDS = [
+    "2019-12-04",
+    "21:02:31",
+    "LAX1",
+    "392",
+    "192.0.2.100",
+    "GET",
+    "d111111abcdef8.cloudfront.net",
+    "/index.html",
+    "200",
+    "-",
+    "Mozilla/5.0%20(Windows%20NT%2010.0)",
+    "-",
+    "-",
+    "Hit",
+    "SOX4xwn4XV6Q4rgb7XiVGOHms_BGlTAC4KyHmureZmBNrjGdRLiNIQ==",
+    "d111111abcdef8.cloudfront.net",
+    "https",
+    "23",
+    "0.001",
+    "-",
+    "TLSv1.2",
+    "ECDHE-RSA-AES128-GCM-SHA256",
+    "Hit",
+    "HTTP/2.0",
+    "-",
+    "-",
+    "11040",
+    "0.001",
+    "Hit",
+    "text/html",
+    "78",
+    "-",
+    "-",
+]
+
+
+def _cloudfront_line(day: str, sent: int, status: int) -> str:
+    fields = list(_CLOUDFRONT_FIELDS)
+    fields[0], fields[3], fields[8] = day, str(sent), str(status)
+    return "\t".join(fields)
+
+
+#: Log files ingested in their own format: table -> (format, text).
+FILES: dict[str, tuple[str, str]] = {
+    # CloudFront standard logs (cloudfront-logs.html): `date` is a date, `sc_bytes` the bytes sent.
+    "logs.cloudfront": (
+        "cloudfront",
+        "".join(
+            _cloudfront_line(day, sent, status) + "\n"
+            for day, sent, status in [
+                ("2018-06-08", 100, 200),
+                ("2018-06-09", 200, 200),
+                ("2018-06-10", 400, 404),
+                ("2018-06-11", 800, 200),
+                ("2018-06-12", 1600, 200),
+            ]
+        ),
+    ),
+}
 
 #: The other lake tables of the corpus: name -> records (ingested as JSON lines).
 TABLES: dict[str, list[dict[str, Any]]] = {
@@ -276,6 +338,13 @@ CORPUS: list[tuple[str, str, Any]] = [
         'FROM "logs"."nlb_tls" WHERE tls_protocol_version < \'tlsv13\' '
         "GROUP BY tls_protocol_version, client_ip",
         Unordered([("tlsv12", 2, "192.0.2.1"), ("tlsv1", 1, "192.0.2.3")]),
+    ),
+    # --- AWS, "Query Amazon CloudFront logs" (cloudfront-logs.html), bytes as sc_bytes ---
+    (
+        "bytes served over three days (AWS CloudFront example)",
+        "SELECT SUM(sc_bytes) AS total_bytes FROM logs.cloudfront "
+        "WHERE \"date\" BETWEEN DATE '2018-06-09' AND DATE '2018-06-11' LIMIT 100",
+        [(1400,)],
     ),
     # --- AWS, "Query AWS CloudTrail logs" (cloudtrail-logs.html) ---
     (

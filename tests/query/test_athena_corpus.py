@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from athena_corpus import ALB_ROWS, CORPUS, TABLES, Fails, Refused, Unordered
+from athena_corpus import ALB_ROWS, CORPUS, FILES, TABLES, Fails, Refused, Unordered
 from athena_corpus_datetime import CORPUS_DATETIME
 
 import loglake
@@ -41,6 +41,11 @@ def con(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Connection]:
         )
         stats = ingest(config, [str(path)], format="json", table=table)
         assert stats.parsed == len(records) and stats.rejected == 0, table
+    for table, (fmt, text) in FILES.items():
+        path = home / f"{table}.log"
+        path.write_text(text)
+        stats = ingest(config, [str(path)], format=fmt, table=table)
+        assert stats.parsed == text.count("\n") and stats.rejected == 0, table
     with loglake.connect(str(home)) as c:
         yield c
 
