@@ -404,6 +404,15 @@ def test_rewritten_columns_keep_the_name_of_the_call(con: Connection) -> None:
         ("SELECT sum(x) / count(x) FROM (VALUES 1.5, 2.25) t(x)", [(Decimal("1.88"),)]),
         ("SELECT CAST(NULL AS decimal(4,1)) / 2", [(None,)]),
         ("SELECT 1.5E0 / 2, 1.0 / CAST(4 AS double)", [(0.75, 0.25)]),
+        # bigint / decimal(5,1) has scale 1: 1 / 1000.0 is 0.0 in Athena
+        ("SELECT n / 1000.0 FROM logs.requests WHERE n = 1", [(Decimal("0.0"),)]),
+        # the common type of COALESCE, CASE and greatest arguments
+        (
+            "SELECT coalesce(n, 0) / 2.0, CASE WHEN n > 0 THEN n ELSE 0 END / 2.0, "
+            "greatest(n, 1.25) / 2 FROM logs.requests WHERE n = 1",
+            [(Decimal("0.5"), Decimal("0.5"), Decimal("0.63"))],
+        ),
+        ("SELECT x / 2.0 FROM (VALUES 1, 2.5) t(x)", [(Decimal("0.5"),), (Decimal("1.3"),)]),
         ("SELECT try(100.0 / 0)", [(None,)]),
     ],
 )

@@ -219,10 +219,11 @@ class TypeOf:
                 if isinstance(node, exp.Case)
                 else [node.args.get("true"), node.args.get("false")]
             )
-            types = {
-                self(b, nxt) for b in branches if b is not None and not isinstance(b, exp.Null)
-            }
-            return types.pop() if len(types) == 1 else None
+            return common_type(
+                [self(b, nxt) for b in branches if b is not None and not isinstance(b, exp.Null)]
+            )
+        if isinstance(node, (exp.Greatest, exp.Least)):
+            return common_type([self(a, nxt) for a in [node.this, *node.expressions]])
         if isinstance(node, (exp.Split, exp.RegexpSplit, exp.RegexpExtractAll, exp.Array)):
             return ARRAY
         if isinstance(node, exp.Column):
@@ -281,26 +282,37 @@ class TypeOf:
             if isinstance(cells[index], exp.Null):
                 continue
             types.append(self(cells[index], depth + 1))
-        if not types or any(t is None for t in types):
-            return None
-        known = [t for t in types if t is not None]
-        kinds = {t.kind for t in known}
-        if kinds <= {"int", "decimal"} and "decimal" in kinds:
-            decimals = [_decimal_of(t) for t in known]
-            if any(d is None or d.scale is None or d.precision is None for d in decimals):
-                return TrinoType("decimal", None, None)
-            scale = max(d.scale for d in decimals if d and d.scale is not None)
-            whole = max(
-                d.precision - d.scale
-                for d in decimals
-                if d and d.precision is not None and d.scale is not None
-            )
-            return TrinoType("decimal", min(38, whole + scale), scale)
-        return (
-            known[0]
-            if len(set(known)) == 1
-            else (known[0] if len(kinds) == 1 and kinds != {"decimal"} else None)
+        return common_type(types)
+
+
+def common_type(types: list[TrinoType | None]) -> TrinoType | None:
+    """The type Trino coerces several values to (CASE branches, COALESCE arguments, a VALUES
+    column): integers to the widest, integers and decimals to a decimal wide enough for all,
+    anything with a double to double (real: real); None when one is unknown or they mix."""
+    if not types or any(t is None for t in types):
+        return None
+    known = [t for t in types if t is not None]
+    kinds = {t.kind for t in known}
+    if len(set(known)) == 1:
+        return known[0]
+    if kinds <= {"int", "decimal", "double", "real"}:
+        if "double" in kinds:
+            return DOUBLE
+        if "real" in kinds:
+            return REAL
+        if kinds == {"int"}:
+            return TrinoType("int", max(t.precision or 19 for t in known), 0)
+        decimals = [_decimal_of(t) for t in known]
+        if any(d is None or d.scale is None or d.precision is None for d in decimals):
+            return TrinoType("decimal", None, None)
+        scale = max(d.scale for d in decimals if d and d.scale is not None)
+        whole = max(
+            d.precision - d.scale
+            for d in decimals
+            if d and d.precision is not None and d.scale is not None
         )
+        return TrinoType("decimal", min(38, whole + scale), scale)
+    return known[0] if len(kinds) == 1 and kinds != {"decimal"} else None
 
 
 def _is_decimal_literal(node: exp.Expr) -> bool:
