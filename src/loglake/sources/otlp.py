@@ -2,11 +2,12 @@
 
 The body is an ``ExportLogsServiceRequest``, binary protobuf (``application/x-protobuf``) or
 OTLP/JSON (``application/json``: ids as hex strings, enums as names or numbers, 64-bit integers as
-strings or numbers), plain, gzip or zstd, at most ``server.max_body_bytes`` as sent and inflated and
-``server.max_records_per_request`` log records. Each LogRecord becomes one JSON object appended to
-the stream ``otlp`` (unless the config declares it, created by the first request that carries
-records, as ``PUT /v1/streams/otlp`` would: a ``json`` stream into ``logs.otlp``); its columns are
-listed in ``docs/otlp.md``.
+strings or numbers), plain or with any Content-Encoding the Collector sends but lz4 (gzip, zstd,
+snappy block or framed, x-snappy-framed, deflate, zlib), at most ``server.max_body_bytes`` as sent
+and inflated and ``server.max_records_per_request`` log records. Each LogRecord becomes one JSON
+object appended to the stream ``otlp`` (unless the config declares it, created by the first
+request that carries records, as ``PUT /v1/streams/otlp`` would: a ``json`` stream into
+``logs.otlp``); its columns are listed in ``docs/otlp.md``.
 
 The answer comes once the records are durable: an ``ExportLogsServiceResponse`` in the request's
 encoding, with ``partial_success`` counting the records refused one by one (a trace id that is not 16
@@ -23,10 +24,12 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import zlib
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+import cramjam
 import zstandard
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError
@@ -63,7 +66,18 @@ STREAM_SETTINGS = {"format": "json", "table": "logs.otlp"}
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
 #: Content-Encoding values a body may have ("x-gzip" is gzip's old name).
-ENCODINGS = ("identity", "gzip", "x-gzip", "zstd")
+ENCODINGS = (
+    "identity",
+    "gzip",
+    "x-gzip",
+    "zstd",
+    "deflate",
+    "zlib",
+    "snappy",
+    "x-snappy-framed",
+)
+#: The first chunk of every framed snappy stream.
+SNAPPY_STREAM_ID = b"\xff\x06\x00\x00sNaPpY"
 #: How OTLP senders send smaller requests, added to a 413's message.
 SMALLER_BATCHES = (
     "the Collector: lower send_batch_max_size of its batch processor; an SDK: lower "
@@ -95,9 +109,26 @@ class OtlpError(LoglakeError):
 
 
 def decode(body: bytes, encoding: str, limit: int) -> bytes:
-    """``body`` without its Content-Encoding (gzip or zstd), at most ``limit`` bytes inflated."""
-    if encoding != "zstd":
-        return decode_body(body, "gzip" if encoding == "x-gzip" else encoding, limit)
+    """``body`` without its Content-Encoding (one of :data:`ENCODINGS`), at most ``limit`` bytes
+    inflated: BodyTooLarge past it (found before inflating where the format states its size),
+    BadEncoding for a body that is not in its encoding."""
+    if encoding == "zstd":
+        return _unzstd(body, limit)
+    if encoding in ("deflate", "zlib"):
+        return _inflate(body, encoding, limit)
+    if encoding in ("snappy", "x-snappy-framed"):
+        return _unsnappy(body, encoding, limit)
+    return decode_body(body, "gzip" if encoding == "x-gzip" else encoding, limit)
+
+
+def _too_large(encoding: str, limit: int) -> BodyTooLarge:
+    return BodyTooLarge(
+        f"the {encoding} body inflates past the limit of {limit} bytes (server.max_body_bytes "
+        "counts decompressed bytes); send smaller requests"
+    )
+
+
+def _unzstd(body: bytes, limit: int) -> bytes:
     try:
         with zstandard.ZstdDecompressor().stream_reader(body) as reader:
             out = reader.read(limit + 1)
@@ -106,11 +137,67 @@ def decode(body: bytes, encoding: str, limit: int) -> bytes:
     except zstandard.ZstdError as exc:
         raise BadEncoding(f"Content-Encoding: zstd but the body is not zstd: {exc}") from exc
     if len(out) > limit:
-        raise BodyTooLarge(
-            f"the zstd body inflates past the limit of {limit} bytes (server.max_body_bytes "
-            "counts decompressed bytes); send smaller requests"
-        )
+        raise _too_large("zstd", limit)
     return bytes(out)
+
+
+def _inflate(body: bytes, encoding: str, limit: int) -> bytes:
+    """A zlib stream (what HTTP's deflate and the Collector's deflate and zlib send), or a raw
+    deflate stream as some clients send for deflate."""
+    zlib_header = len(body) >= 2 and body[0] & 0x0F == 8 and (body[0] << 8 | body[1]) % 31 == 0
+    inflater = zlib.decompressobj(zlib.MAX_WBITS if zlib_header else -zlib.MAX_WBITS)
+    try:
+        out = inflater.decompress(body, limit + 1)
+    except zlib.error as exc:
+        raise BadEncoding(
+            f"Content-Encoding: {encoding} but the body is not {encoding}: {exc}"
+        ) from exc
+    if len(out) > limit:
+        raise _too_large(encoding, limit)
+    if not inflater.eof:
+        raise BadEncoding(f"Content-Encoding: {encoding} but the body is cut short")
+    return out
+
+
+def _unsnappy(body: bytes, encoding: str, limit: int) -> bytes:
+    """Snappy, block or framed: the Collector sends ``snappy`` as a block since 0.125 and framed
+    before (told apart by the framed format's stream identifier, as the Collector's own receivers
+    do), ``x-snappy-framed`` framed. Both state their size, checked before inflating."""
+    framed = body.startswith(SNAPPY_STREAM_ID)
+    if encoding == "x-snappy-framed" and not framed:
+        raise BadEncoding("Content-Encoding: x-snappy-framed but the body is not framed snappy")
+    try:
+        size = _snappy_framed_size(body) if framed else cramjam.snappy.decompress_raw_len(body)
+        if size > limit:
+            raise _too_large(encoding, limit)
+        # The framed decoder checks each chunk's CRC.
+        out = cramjam.snappy.decompress(body) if framed else cramjam.snappy.decompress_raw(body)
+    except cramjam.DecompressionError as exc:
+        raise BadEncoding(
+            f"Content-Encoding: {encoding} but the body is not snappy: {exc}"
+        ) from exc
+    return bytes(out)
+
+
+def _snappy_framed_size(body: bytes) -> int:
+    """The inflated size of a framed snappy stream, from its chunks' headers and block preambles
+    (google/snappy framing_format.txt: a type byte, a 3-byte length, then for data chunks a
+    4-byte CRC and the data)."""
+    size = pos = 0
+    while pos < len(body):
+        kind = body[pos]
+        length = int.from_bytes(body[pos + 1 : pos + 4], "little")
+        chunk = body[pos + 4 : pos + 4 + length]
+        if pos + 4 > len(body) or len(chunk) < length:
+            raise BadEncoding("Content-Encoding: snappy but the framed body is cut short")
+        if kind == 0x00:  # compressed data
+            size += cramjam.snappy.decompress_raw_len(chunk[4:])
+        elif kind == 0x01:  # uncompressed data
+            size += len(chunk) - 4
+        elif kind < 0x80:  # reserved unskippable chunks (stream identifiers are 0xff)
+            raise BadEncoding(f"Content-Encoding: snappy but the framed body has a chunk {kind}")
+        pos += 4 + length
+    return size
 
 
 def _hex_ids_to_base64(value: Any) -> None:
@@ -311,7 +398,8 @@ class OtlpSource:
         encoding = request.headers.get("content-encoding", "identity").strip().lower() or "identity"
         if encoding not in ENCODINGS:
             raise UnsupportedEncoding(
-                f"Content-Encoding {encoding} is not supported: send gzip, zstd or identity"
+                f"Content-Encoding {encoding} is not supported: send gzip, zstd, snappy, "
+                "x-snappy-framed, deflate, zlib or identity"
             )
         body = await read_body(request, self._limit, self._timeout, "server.max_body_bytes")
         data = decode(body, encoding, self._limit)
