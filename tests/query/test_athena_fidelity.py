@@ -413,6 +413,12 @@ def test_rewritten_columns_keep_the_name_of_the_call(con: Connection) -> None:
             [(Decimal("0.5"), Decimal("0.5"), Decimal("0.63"))],
         ),
         ("SELECT x / 2.0 FROM (VALUES 1, 2.5) t(x)", [(Decimal("0.5"),), (Decimal("1.3"),)]),
+        # a NULLIF denominator (zero becomes NULL, not an error)
+        (
+            "SELECT count(*) * 100.0 / nullif(sum(n), 0), count(*) * 100.0 / nullif(0, 0) "
+            "FROM logs.requests",
+            [(Decimal("100.0"), None)],
+        ),
         ("SELECT try(100.0 / 0)", [(None,)]),
     ],
 )

@@ -206,7 +206,7 @@ class TypeOf:
             if inner is not None and inner.kind == "int":
                 return DOUBLE
             return inner
-        if isinstance(node, (exp.Min, exp.Max, exp.AnyValue, exp.Abs, exp.Round)):
+        if isinstance(node, (exp.Min, exp.Max, exp.AnyValue, exp.Abs, exp.Round, exp.Nullif)):
             return self(node.this, nxt)
         if isinstance(node, (exp.Coalesce, exp.Case, exp.If)):
             branches = (
@@ -236,6 +236,8 @@ class TypeOf:
                 return BIGINT
             if name.startswith("url_"):
                 return OTHER
+        if isinstance(node, exp.Try):
+            return self(node.this, nxt)
         if isinstance(node, exp.Window):
             return self(node.this, nxt)
         if isinstance(node, exp.Filter):
