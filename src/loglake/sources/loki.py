@@ -138,15 +138,25 @@ def _push_message() -> type[Any]:
             ("parsed", 4, message, repeated, ".logproto.LabelPairAdapter"),
         ],
     )
-    # A pool of its own: the default pool may hold another logproto (a Loki client's generated code).
-    pool = descriptor_pool.DescriptorPool()
-    pool.AddSerializedFile(timestamp_pb2.DESCRIPTOR.serialized_pb)
-    pool.Add(proto)
+    pool = descriptor_pool.Default()  # its Timestamp is timestamp_pb2's: entries take those
+    try:
+        pool.Add(proto)
+    except TypeError:
+        # Another logproto is in the default pool already (a Loki client's generated code): a pool
+        # of its own then, whose Timestamp is a class of that pool.
+        pool = descriptor_pool.DescriptorPool()
+        pool.AddSerializedFile(timestamp_pb2.DESCRIPTOR.serialized_pb)
+        pool.Add(proto)
     return message_factory.GetMessageClass(pool.FindMessageTypeByName("logproto.PushRequest"))
 
 
 #: Loki's ``logproto.PushRequest`` message class.
 PushRequest = _push_message()
+
+
+def push_request_class() -> type[Any]:
+    """Loki's ``logproto.PushRequest`` message class, to build pushes (tests, benchmarks)."""
+    return PushRequest
 
 
 # -- decoding ---------------------------------------------------------------------------------------
