@@ -40,6 +40,9 @@ format = "json"
 buffer_seconds = 600   # no delivery commit (and so no trim) during the test
 max_log_bytes = 65536
 
+[streams.roomy]
+format = "json"
+
 [syslog]
 udp = ""
 tcp = ""
@@ -230,6 +233,20 @@ def test_a_full_stream_answers_429_with_retry_after(tmp_path: Path) -> None:
         assert reply["error"]["type"] == "es_rejected_execution_exception"
         assert int(headers["retry-after"]) >= 1
         assert headers["x-elastic-product"] == "Elasticsearch"
+        # The bulk answer too, for shippers that read items and not the status (rsyslog 8.2302)
+        assert reply["errors"] is True and len(reply["items"]) == 10
+        assert {i["index"]["status"] for i in reply["items"]} == {429}
+        assert reply["items"][0]["index"]["error"]["type"] == "es_rejected_execution_exception"
+        # Documents of another stream in the same request are stored and answered 201.
+        before = srv.next_offset("roomy")
+        mixed = ndjson(
+            {"index": {"_index": "roomy"}}, {"n": 1}, *([{"index": {"_index": "full"}}, doc] * 10)
+        )
+        status, raw, headers = call(srv, "POST", "/_bulk", mixed, {"Content-Type": NDJSON})
+        assert status == 429 and "retry-after" in headers
+        items = json.loads(raw)["items"]
+        assert [i["index"]["status"] for i in items] == [201] + [429] * 10
+        assert srv.next_offset("roomy") == before + 1
     finally:
         srv.stop(signal.SIGKILL)
 

@@ -6,7 +6,8 @@ Routes on the server's port: ``GET``/``HEAD /`` (an Elasticsearch 8 version docu
 (``/_index_template/NAME``, ``/_template/NAME``, ``/_ilm/policy/NAME``, ``/_ingest/pipeline/NAME``)
 and ``POST`` (or ``PUT``) ``/_bulk`` and ``/{index}/_bulk``. Each ``index`` or ``create`` document (a JSON
 object) is appended, as its JSON text, to the stream named like its index; ``delete`` and
-``update`` are answered per item as not supported. The answer comes once the documents are durable.
+``update`` are answered per item as not supported. The answer comes once the documents are durable;
+a full stream's is a 429 that carries the per-item answers too (see :func:`full_reply`).
 Every reply carries ``X-Elastic-Product: Elasticsearch`` (the clients refuse a server without it)
 and errors have Elasticsearch's shape, ``{"error": {"root_cause", "type", "reason"}, "status"}``.
 See ``docs/elasticsearch.md``.
@@ -14,6 +15,7 @@ See ``docs/elasticsearch.md``.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -51,6 +53,8 @@ VERSION = {
     "minimum_wire_compatibility_version": "7.17.0",
     "minimum_index_compatibility_version": "7.0.0",
 }
+#: How long a bulk request a full stream refused waits for space before its 429 (seconds).
+FULL_HOLD_S = 1.0
 ACTIONS = ("index", "create", "delete", "update")
 #: The set-up resources shippers create or look up at start; loglake keeps none of them.
 SETUP_PATHS = (
@@ -85,17 +89,28 @@ def reply(payload: Any, status: int = 200, headers: Mapping[str, str] | None = N
     return Response(body, status, {**PRODUCT, **(headers or {})}, media_type=CONTENT_TYPE)
 
 
-def error_reply(error: EsError) -> Response:
-    """``error`` as Elasticsearch answers it (what its clients parse into their exceptions)."""
+def error_reply(error: EsError, bulk: Mapping[str, Any] | None = None) -> Response:
+    """``error`` as Elasticsearch answers it (what its clients parse into their exceptions),
+    with the keys of ``bulk`` (a bulk answer's) after it."""
     cause = {"type": error.kind, "reason": error.reason}
     headers: dict[str, str] = {}
     if error.retry_after is not None:
         headers["Retry-After"] = str(max(1, round(error.retry_after)))
     if error.status in (408, 413, 415):
         headers["Connection"] = "close"  # the body may be unread: no further request on it
-    return reply(
-        {"error": {"root_cause": [cause], **cause}, "status": error.status}, error.status, headers
-    )
+    payload = {"error": {"root_cause": [cause], **cause}, "status": error.status, **(bulk or {})}
+    return reply(payload, error.status, headers)
+
+
+def full_reply(error: EsError, answers: list[dict[str, Any]], took: int) -> Response:
+    """A bulk request a full stream refused: 429 with Retry-After and Elasticsearch's error, and
+    also the bulk answer's ``errors`` and ``items``, each refused item with status 429.
+
+    Both, because shippers read one or the other: syslog-ng's http(), Fluent Bit, Vector,
+    Logstash and the Python client retry on the status, while rsyslog 8.2302's omelasticsearch
+    ignores the status, reads ``items`` and (with ``retryfailures``) resubmits exactly the items
+    whose status is 429; a reply without ``items`` it counts as a data error and drops."""
+    return error_reply(error, {"errors": True, "items": answers, "took": took})
 
 
 def guard(handler: Handler) -> Handler:
@@ -365,8 +380,9 @@ class ElasticsearchSource:
         """Append the documents of a bulk request to their streams; answer once they are durable.
 
         The index names the stream; an index that is no stream fails its items with 404
-        ``index_not_found_exception``. A stream whose disk budget is used up fails the whole
-        request with 429 and Retry-After, which shippers retry."""
+        ``index_not_found_exception``. A stream whose disk budget is used up (still, after a
+        second's wait) fails its items and those of the streams after it with 429, and the
+        request with 429 and Retry-After (:func:`full_reply`), which shippers retry."""
         streams = self._streams
         if streams is None:
             raise EsError("cluster_block_exception", "the server is starting", 503, 1.0)
@@ -392,16 +408,36 @@ class ElasticsearchSource:
                 continue
             by_stream.setdefault(item.index, []).append(item)
         seq_nos: dict[int, int] = {}
+        full: EsError | None = None
         for stream, waiting in by_stream.items():
-            first = await self._append(streams, stream, waiting)
+            if full is not None:  # not tried: answered as refused like the full stream's
+                self._counters[stream].add(received=len(waiting))
+                self._counters[stream].drop("stream_full", len(waiting))
+                self._refuse_full(waiting, full)
+                continue
+            try:
+                first = await self._append(streams, stream, waiting)
+            except EsError as exc:
+                if exc.status != 429:
+                    raise
+                full = exc
+                self._refuse_full(waiting, full)
+                continue
             for offset, item in enumerate(waiting, first):
                 seq_nos[id(item)] = offset
         answers = [item.answer(seq_nos.get(id(item))) for item in items]
         errors = any(item.error is not None for item in items)
         took = round((time.monotonic() - started) * 1000)
+        if full is not None:
+            return full_reply(full, answers, took)
         # "errors" then "items" first: Fluent Bit looks for the text {"errors":false,"items":[
         # and Vector for "errors":true; "took" (first in Elasticsearch's answers) goes last.
         return reply({"errors": errors, "items": answers, "took": took})
+
+    @staticmethod
+    def _refuse_full(items: list[Item], full: EsError) -> None:
+        for item in items:
+            item.refuse(429, full.kind, full.reason)
 
     async def _append(self, streams: Streams, stream: str, items: list[Item]) -> int:
         """Append ``items``' documents to ``stream`` once durable; their first offset."""
@@ -409,7 +445,14 @@ class ElasticsearchSource:
         counters = self._counters[stream]
         counters.add(received=len(records))
         try:
-            first, _ = await run_in_threadpool(streams.append, stream, records)
+            try:
+                first, _ = await run_in_threadpool(streams.append, stream, records)
+            except StreamFullError as exc:
+                # Held, then tried once more, before the 429: rsyslog's retry ruleset resends
+                # at once and syslog-ng after time-reopen(), whatever Retry-After says; holding
+                # keeps them from spinning, and delivery has often freed space by then.
+                await asyncio.sleep(min(exc.retry_after, FULL_HOLD_S))
+                first, _ = await run_in_threadpool(streams.append, stream, records)
         except StreamFullError as exc:
             counters.drop("stream_full", len(records))
             raise EsError(
