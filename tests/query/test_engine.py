@@ -158,3 +158,13 @@ def test_cli_output_formats(run_cli, lake: Config, tmp_path: Path) -> None:  # t
     assert pq.read_table(out).to_pylist() == js
     refused = run_cli("query", "DELETE FROM logs.access", env=env, check=False)
     assert refused.returncode == 1 and refused.stderr.startswith("error: DELETE statements")
+
+
+def test_columns_of_one_name_are_all_kept(con: Connection, lake: Config) -> None:
+    """SELECT 1 AS a, 2 AS a: both values reach fetchall(), the JSON output and pandas."""
+    result = con.sql("SELECT 1 AS a, 2 AS a, 3 AS b, 4 AS a_1")
+    assert result.fetchall() == [(1, 2, 3, 4)]
+    assert result.columns == ["a", "a_2", "b", "a_1"]
+    assert result.df().to_dict("records") == [{"a": 1, "a_2": 2, "b": 3, "a_1": 4}]
+    athena = con.sql("SELECT count(*), count(*) FROM logs.access", dialect="athena")
+    assert len(set(athena.fetchall()[0])) == 1 and len(athena.columns) == 2

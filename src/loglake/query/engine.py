@@ -56,6 +56,14 @@ class Result:
     truncated: bool
     cut_by: str | None = None
 
+    def __post_init__(self) -> None:
+        # Two result columns may share a name (SELECT 1 AS a, 2 AS a); everything that keys rows
+        # by name (JSON output, the console) would keep one. Later ones are renamed a_1, a_2, as
+        # DuckDB names them when such a result is used as a subquery.
+        names = self.table.column_names
+        if len(set(names)) != len(names):
+            self.table = self.table.rename_columns(unique_names(names))
+
     def arrow(self) -> pa.Table:
         return self.table
 
@@ -70,7 +78,9 @@ class Result:
         return self.table.to_pandas()
 
     def fetchall(self) -> list[tuple[Any, ...]]:
-        return [tuple(r.values()) for r in self.table.to_pylist()]
+        # By position, not through dicts: two columns may share a name (SELECT 1 AS a, 2 AS a).
+        columns = [column.to_pylist() for column in self.table.columns]
+        return list(zip(*columns, strict=True)) if columns else [() for _ in range(len(self))]
 
     @property
     def columns(self) -> list[str]:
@@ -372,3 +382,20 @@ def to_micros(value: datetime) -> int:
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 __all__ = ["Connection", "NoSuchTableError", "Result", "transpile"]
+
+
+def unique_names(names: list[str]) -> list[str]:
+    """``names`` with each repeated one suffixed ``_1``, ``_2``... (skipping names already taken)."""
+    taken = set(names)
+    seen: set[str] = set()
+    out = []
+    for name in names:
+        if name in seen:
+            n = 1
+            while f"{name}_{n}" in taken:
+                n += 1
+            name = f"{name}_{n}"
+            taken.add(name)
+        seen.add(name)
+        out.append(name)
+    return out
