@@ -60,6 +60,9 @@ STREAM = "loki"
 #: The stream's settings when nobody declared it (as a PUT /v1/streams/loki body).
 STREAM_SETTINGS = {"format": "json", "table": "logs.loki"}
 JSON = "application/json"
+#: Content-Encoding values a push may have, as Loki takes them ("x-gzip" is gzip's old name; snappy
+#: changes nothing: a protobuf body is snappy anyway).
+ENCODINGS = ("", "identity", "snappy", "gzip", "x-gzip", "deflate")
 #: A Prometheus label name, as Loki validates them.
 LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*\Z")
 _NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
@@ -217,7 +220,12 @@ def inflate(body: bytes, encoding: str, limit: int) -> bytes:
             if inflater.eof:
                 return out
         raise BadEncoding("Content-Encoding: deflate but the body is not deflate")
-    raise UnsupportedEncoding(
+    raise unsupported(encoding)
+
+
+def unsupported(encoding: str) -> UnsupportedEncoding:
+    """The refusal of a Content-Encoding Loki does not take (415)."""
+    return UnsupportedEncoding(
         f"Content-Encoding {encoding[:100]!r} is not supported: send gzip, deflate, snappy or none"
     )
 
@@ -471,6 +479,13 @@ class LokiSource:
             return PlainTextResponse("Ingester not ready: loglake is starting\n", 503)
         return PlainTextResponse("ready\n")
 
+    def _records(self, data: bytes, is_json: bool) -> list[bytes]:
+        """The records of a push body (without its Content-Encoding); PushRejected when malformed."""
+        if is_json:
+            return list(from_json(data, self._max_entries))
+        # Loki reads every other Content-Type (none, application/x-protobuf) as snappy protobuf.
+        return list(from_protobuf(unsnappy(data, self._limit), self._max_entries))
+
     async def push(self, request: Request) -> Response:
         """Append the request's entries to the stream ``loki``; 204 once they are durable."""
         streams = self._streams
@@ -478,15 +493,12 @@ class LokiSource:
             raise PushThrottled("the server is starting; retry in a moment", 1.0)
         kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
         encoding = request.headers.get("content-encoding", "").strip().lower()
-        if encoding not in ("", "identity", "snappy", "gzip", "x-gzip", "deflate"):
-            inflate(b"", encoding, 0)  # raises UnsupportedEncoding before the body is read
+        if encoding not in ENCODINGS:  # refused before the body is read
+            raise unsupported(encoding)
         body = await read_body(request, self._limit, self._timeout, "server.max_body_bytes")
         data = inflate(body, encoding, self._limit)
-        if kind == JSON:
-            records = list(from_json(data, self._max_entries))
-        else:
-            # Loki reads every other Content-Type (none, application/x-protobuf) as snappy protobuf.
-            records = list(from_protobuf(unsnappy(data, self._limit), self._max_entries))
+        # Decoded off the event loop: a body of many entries takes a while to turn into records.
+        records = await run_in_threadpool(self._records, data, kind == JSON)
         if not records:
             return Response(status_code=204)
         if STREAM not in streams.names():
