@@ -185,6 +185,7 @@ BAD: dict[tuple[str, str], list[Bad]] = {
     ("/", "GET"): [Bad("DELETE", "/", 405, "method_not_allowed")],
     ("/_license", "GET"): [Bad("POST", "/_license", 405, "method_not_allowed")],
     ("/_cluster/health", "GET"): [Bad("PUT", "/_cluster/health", 405, "method_not_allowed")],
+    ("/_cat/health", "GET"): [Bad("POST", "/_cat/health", 405, "method_not_allowed")],
     ("/_bulk", "POST"): [
         es("POST", "/_bulk", b"{not json\n{}\n", 400, "x_content_parse_exception"),
         es("POST", "/_bulk", DEEP + b"\n{}\n", 400, "x_content_parse_exception"),

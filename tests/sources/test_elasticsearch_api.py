@@ -111,6 +111,7 @@ def test_every_reply_carries_the_product_header(server: Server) -> None:
         ("HEAD", "/", None),
         ("GET", "/_license", None),
         ("GET", "/_cluster/health", None),
+        ("GET", "/_cat/health", None),
         ("PUT", "/_index_template/logs", b'{"index_patterns": ["logs-*"]}'),
         ("GET", "/_index_template/logs", None),
         ("PUT", "/_template/logs", b"{}"),
@@ -123,11 +124,19 @@ def test_every_reply_carries_the_product_header(server: Server) -> None:
     for method, path, body in requests:
         status, raw, headers = call(server, method, path, body, {"Content-Type": NDJSON})
         assert headers.get("x-elastic-product") == "Elasticsearch", (method, path, status)
-        assert headers["content-type"].startswith("application/json")
+        plain = path == "/_cat/health"  # _cat answers text unless asked for JSON
+        assert headers["content-type"].startswith("text/plain" if plain else "application/json")
         if method == "HEAD":
             assert status == 200 and raw == b""
     status, raw, _ = call(server, "GET", "/_license")
     assert status == 200 and json.loads(raw)["license"]["status"] == "active"
+    status, raw, headers = call(server, "GET", "/_cat/health?v")
+    assert status == 200 and headers["content-type"].startswith("text/plain")
+    head, line = raw.decode().splitlines()
+    assert head.split()[:4] == ["epoch", "timestamp", "cluster", "status"]
+    assert line.split()[2:4] == ["loglake", "green"]
+    status, raw, _ = call(server, "GET", "/_cat/health?format=json")
+    assert status == 200 and json.loads(raw)[0]["status"] == "green"
     status, raw, _ = call(server, "PUT", "/_index_template/logs", b"{}")
     assert (status, json.loads(raw)) == (200, {"acknowledged": True})
 

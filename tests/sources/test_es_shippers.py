@@ -15,7 +15,9 @@ import contextlib
 import os
 import re
 import signal
+import socket
 import subprocess
+import threading
 import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -25,7 +27,7 @@ import pytest
 from elasticsearch import Elasticsearch, helpers
 
 from loglake.errors import QueryError
-from serving import Server
+from serving import Server, free_port
 from waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -201,6 +203,40 @@ def test_rsyslog_ships_every_line_once_with_its_api_key(tmp_path: Path, work: Pa
         assert metric(server, "accepted", {"Authorization": f"Bearer {KEY}"}) == 3000
     finally:
         server.stop(signal.SIGKILL)
+
+
+def test_rsyslog_resumes_once_loglake_answers_again(tmp_path: Path, work: Path) -> None:
+    # rsyslog meets a port that hangs up every connection unanswered (loglake down): it suspends
+    # the action, and resumes once GET /_cat/health answers, sending again the batch that
+    # nothing stored.
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "loglake.toml").write_text(CONFIG)
+    server = Server(home, free_port())
+    lines = write_lines(tmp_path / "app.log", "rsyslog-down", 2000)
+    config = replaced(
+        documented("rsyslog"),
+        ('serverport="8080"', f'serverport="{server.port}"'),
+        ("/var/log/app.log", str(tmp_path / "app.log")),
+    )
+    try:
+        with socket.create_server(("127.0.0.1", server.port)) as down:
+
+            def hang_up() -> None:
+                conn, _ = down.accept()
+                conn.close()
+
+            hung_up = threading.Thread(target=hang_up, daemon=True)
+            hung_up.start()
+            with rsyslog(config, work):
+                wait_for(lambda: not hung_up.is_alive(), "rsyslog to meet loglake down", 60)
+                down.close()
+                server.start()
+                landed_once(server, "rsyslog-down", lines)
+        assert metric(server, "accepted") == 2000
+    finally:
+        if server.proc is not None:
+            server.stop(signal.SIGKILL)
 
 
 @pytest.mark.slow

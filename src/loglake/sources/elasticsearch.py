@@ -2,12 +2,13 @@
 omelasticsearch, the Elasticsearch clients' bulk helpers) feed streams unchanged.
 
 Routes on the server's port: ``GET``/``HEAD /`` (an Elasticsearch 8 version document),
-``GET /_license``, ``GET /_cluster/health``, empty answers for the set-up calls shippers make
-(``/_index_template/NAME``, ``/_template/NAME``, ``/_ilm/policy/NAME``, ``/_ingest/pipeline/NAME``)
-and ``POST`` (or ``PUT``) ``/_bulk`` and ``/{index}/_bulk``. Each ``index`` or ``create`` document (a JSON
-object) is appended, as its JSON text, to the stream named like its index; ``delete`` and
-``update`` are answered per item as not supported. The answer comes once the documents are durable;
-a full stream's is a 429 that carries the per-item answers too (see :func:`full_reply`).
+``GET /_license``, ``GET /_cluster/health`` and ``/_cat/health``, empty answers for the set-up
+calls shippers make (``/_index_template/NAME``, ``/_template/NAME``, ``/_ilm/policy/NAME``,
+``/_ingest/pipeline/NAME``) and ``POST`` (or ``PUT``) ``/_bulk`` and ``/{index}/_bulk``. Each
+``index`` or ``create`` document (a JSON object) is appended, as its JSON text, to the stream
+named like its index; ``delete`` and ``update`` are answered per item as not supported. The
+answer comes once the documents are durable; a full stream's is a 429 that carries the per-item
+answers too (see :func:`full_reply`).
 Every reply carries ``X-Elastic-Product: Elasticsearch`` (the clients refuse a server without it)
 and errors have Elasticsearch's shape, ``{"error": {"root_cause", "type", "reason"}, "status"}``.
 See ``docs/elasticsearch.md``.
@@ -299,6 +300,7 @@ class ElasticsearchSource:
             HttpRoute("/", guard(self.root), ("GET",)),  # HEAD comes with GET
             HttpRoute("/_license", guard(self.license), ("GET",)),
             HttpRoute("/_cluster/health", guard(self.health_route), ("GET",)),
+            HttpRoute("/_cat/health", guard(self.cat_health), ("GET",)),
             # The Python client sends PUT, shippers POST; Elasticsearch takes both.
             HttpRoute("/_bulk", guard(self.bulk), ("POST", "PUT"), hot=True),
             HttpRoute("/{index}/_bulk", guard(self.bulk), ("POST", "PUT"), hot=True),
@@ -361,6 +363,35 @@ class ElasticsearchSource:
                 "active_shards_percent_as_number": 100.0,
             }
         )
+
+    async def cat_health(self, request: Request) -> Response:
+        """The same green cluster as a ``_cat`` line (JSON with ``?format=json``): rsyslog's
+        omelasticsearch reads it before resuming after a failure, and since 8.2606 resumes only
+        on a 2xx (and suspends on a 429), so without it rsyslog would stay suspended for ever."""
+        now = time.time()
+        row = {
+            "epoch": str(int(now)),
+            "timestamp": time.strftime("%H:%M:%S", time.gmtime(now)),
+            "cluster": "loglake",
+            "status": "green",
+            "node.total": "1",
+            "node.data": "1",
+            "shards": "0",
+            "pri": "0",
+            "relo": "0",
+            "init": "0",
+            "unassign": "0",
+            "pending_tasks": "0",
+            "max_task_wait_time": "-",
+            "active_shards_percent": "100.0%",
+        }
+        if request.query_params.get("format") == "json":
+            return reply([row])
+        lines = [" ".join(row.values())]
+        if "v" in request.query_params:  # ?v: with the column names first, as _cat does
+            lines.insert(0, " ".join(row))
+        body = "".join(line + "\n" for line in lines)
+        return Response(body, 200, PRODUCT, media_type="text/plain; charset=UTF-8")
 
     async def setup(self, request: Request) -> Response:
         """Templates, ILM policies and ingest pipelines: acknowledged and not kept (the stream's
