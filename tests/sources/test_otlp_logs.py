@@ -258,7 +258,8 @@ def test_gzip_zstd_and_partial_success(server: Server) -> None:
 
 def test_deflate_zlib_and_snappy_bodies(server: Server) -> None:
     # The Collector's other compressions: zlib for deflate and zlib, snappy as a block (framed
-    # before its 0.125), x-snappy-framed; and a raw deflate stream, as some clients send it.
+    # before its 0.125), x-snappy-framed, lz4 frames; and a raw deflate stream, as some clients
+    # send it.
 
     def raw_deflate(data: bytes) -> bytes:
         deflater = zlib.compressobj(wbits=-zlib.MAX_WBITS)
@@ -271,6 +272,8 @@ def test_deflate_zlib_and_snappy_bodies(server: Server) -> None:
         "snappy-block": ("snappy", lambda data: bytes(cramjam.snappy.compress_raw(data))),
         "snappy-framed": ("snappy", lambda data: bytes(cramjam.snappy.compress(data))),
         "x-snappy-framed": ("x-snappy-framed", lambda data: bytes(cramjam.snappy.compress(data))),
+        # cramjam writes linked blocks; the Collector independent ones (its own test).
+        "lz4": ("lz4", lambda data: bytes(cramjam.lz4.compress(data))),
     }
     for test, (encoding, compress) in bodies.items():
         records = [
@@ -313,7 +316,8 @@ def test_deflate_zlib_and_snappy_bodies(server: Server) -> None:
         (bytes(cramjam.snappy.compress_raw(b"{}")), JSON, "x-snappy-framed", 400, "not framed"),
         (b"garbage", JSON, "zstd", 400, "not zstd"),
         (b"{}", JSON, "br", 415, "send gzip, zstd, snappy"),
-        (b"{}", JSON, "lz4", 415, "deflate, zlib or identity"),
+        (b"{}", JSON, "compress", 415, "lz4, deflate, zlib or identity"),
+        (b"garbage", PROTOBUF, "lz4", 400, "not an lz4 frame"),
         (b"hello", "text/plain", "", 415, "is not OTLP"),
     ],
 )

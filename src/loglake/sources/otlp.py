@@ -2,8 +2,8 @@
 
 The body is an ``ExportLogsServiceRequest``, binary protobuf (``application/x-protobuf``) or
 OTLP/JSON (``application/json``: ids as hex strings, enums as names or numbers, 64-bit integers as
-strings or numbers), plain or with any Content-Encoding the Collector sends but lz4 (gzip, zstd,
-snappy block or framed, x-snappy-framed, deflate, zlib), at most ``server.max_body_bytes`` as sent
+strings or numbers), plain or with any Content-Encoding the Collector sends (gzip, zstd, snappy
+block or framed, x-snappy-framed, deflate, zlib, lz4), at most ``server.max_body_bytes`` as sent
 and inflated and ``server.max_records_per_request`` log records. Each LogRecord becomes one JSON
 object appended to the stream ``otlp`` (unless the config declares it, created by the first
 request that carries records, as ``PUT /v1/streams/otlp`` would: a ``json`` stream into
@@ -75,6 +75,7 @@ ENCODINGS = (
     "zlib",
     "snappy",
     "x-snappy-framed",
+    "lz4",
 )
 #: The first chunk of every framed snappy stream.
 SNAPPY_STREAM_ID = b"\xff\x06\x00\x00sNaPpY"
@@ -118,6 +119,8 @@ def decode(body: bytes, encoding: str, limit: int) -> bytes:
         return _inflate(body, encoding, limit)
     if encoding in ("snappy", "x-snappy-framed"):
         return _unsnappy(body, encoding, limit)
+    if encoding == "lz4":
+        return _unlz4(body, limit)
     return decode_body(body, "gzip" if encoding == "x-gzip" else encoding, limit)
 
 
@@ -198,6 +201,79 @@ def _snappy_framed_size(body: bytes) -> int:
             raise BadEncoding(f"Content-Encoding: snappy but the framed body has a chunk {kind}")
         pos += 4 + length
     return size
+
+
+def _unlz4(body: bytes, limit: int) -> bytes:
+    """LZ4 frames (lz4_Frame_format.md), as the Collector sends them: each block inflated on its
+    own, at most the frame's block size, so the limit holds block by block. Linked blocks (the
+    Collector writes independent ones) are inflated whole if their block sizes fit the limit."""
+    out: list[bytes] = []
+    size = pos = 0
+    room = bytearray()
+
+    def cut_short() -> BadEncoding:
+        return BadEncoding("Content-Encoding: lz4 but the lz4 frame is cut short")
+
+    while pos < len(body):
+        start = pos
+        magic = int.from_bytes(body[pos : pos + 4], "little")
+        if 0x184D2A50 <= magic <= 0x184D2A5F:  # a skippable frame
+            pos += 8 + int.from_bytes(body[pos + 4 : pos + 8], "little")
+            continue
+        if magic != 0x184D2204 or pos + 7 > len(body):
+            raise BadEncoding("Content-Encoding: lz4 but the body is not an lz4 frame")
+        flags, block_code = body[pos + 4], body[pos + 5] >> 4 & 0x7
+        if flags >> 6 != 1 or block_code < 4:
+            raise BadEncoding("Content-Encoding: lz4 but the lz4 frame header is not valid")
+        block_max = 1 << (8 + 2 * block_code)  # 64 KiB, 256 KiB, 1 MiB or 4 MiB
+        independent, block_sums, content_sum = flags & 0x20, flags & 0x10, flags & 0x04
+        pos += 6 + (8 if flags & 0x08 else 0) + (4 if flags & 0x01 else 0) + 1
+        blocks = 0
+        while True:
+            if pos + 4 > len(body):
+                raise cut_short()
+            word = int.from_bytes(body[pos : pos + 4], "little")
+            pos += 4
+            if word == 0:
+                break
+            length = word & 0x7FFFFFFF
+            block = body[pos : pos + length]
+            if length > block_max:
+                raise BadEncoding(f"Content-Encoding: lz4 but a block is over {block_max} bytes")
+            if len(block) < length:
+                raise cut_short()
+            pos += length + (4 if block_sums else 0)
+            blocks += 1
+            if not independent:
+                continue
+            if word & 0x80000000:  # stored uncompressed
+                piece = block
+            else:
+                if len(room) < block_max:  # one buffer for every block of the body
+                    room = bytearray(block_max)
+                try:
+                    piece = bytes(room[: cramjam.lz4.decompress_block_into(block, room)])
+                except cramjam.DecompressionError as exc:
+                    raise BadEncoding(
+                        f"Content-Encoding: lz4 but a block is not lz4: {exc}"
+                    ) from exc
+            size += len(piece)
+            if size > limit:
+                raise _too_large("lz4", limit)
+            out.append(piece)
+        pos += 4 if content_sum else 0
+        if pos > len(body):
+            raise cut_short()
+        if not independent:
+            if size + blocks * block_max > limit:
+                raise _too_large("lz4", limit)
+            try:
+                piece = bytes(cramjam.lz4.decompress(body[start:pos]))
+            except cramjam.DecompressionError as exc:
+                raise BadEncoding(f"Content-Encoding: lz4 but the body is not lz4: {exc}") from exc
+            size += len(piece)
+            out.append(piece)
+    return b"".join(out)
 
 
 def _hex_ids_to_base64(value: Any) -> None:
@@ -399,7 +475,7 @@ class OtlpSource:
         if encoding not in ENCODINGS:
             raise UnsupportedEncoding(
                 f"Content-Encoding {encoding} is not supported: send gzip, zstd, snappy, "
-                "x-snappy-framed, deflate, zlib or identity"
+                "x-snappy-framed, lz4, deflate, zlib or identity"
             )
         body = await read_body(request, self._limit, self._timeout, "server.max_body_bytes")
         data = decode(body, encoding, self._limit)
