@@ -1,8 +1,9 @@
 """Real log shippers through loglake's Elasticsearch API: rsyslog's omelasticsearch and
 syslog-ng's http() and elasticsearch-http() destinations tail a file into a real ``loglake serve``
 with the configurations of docs/elasticsearch.md (read from it, only the port, the file and the
-key replaced), and the Python client's ``helpers.bulk``; behind API keys and through a stream
-too small for what they send (429 + Retry-After), every line lands in the lake exactly once.
+key replaced), and the Python client's ``helpers.bulk``; behind API keys, through a stream too
+small for what they send (429 + Retry-After) and, for rsyslog, across loglake being down, every
+line lands in the lake exactly once. rsyslog with a wrong key keeps its batches in its error file.
 
 rsyslog and syslog-ng are Debian 12's packages, unpacked into /opt/loglake-shippers by .ci/run
 (``LOGLAKE_SHIPPERS`` to use another folder); each runs as a subprocess of the test with its own
@@ -102,14 +103,20 @@ def running(argv: list[str], work: Path, env: dict[str, str] | None = None) -> I
 
 
 @contextlib.contextmanager
-def rsyslog(config: str, work: Path) -> Iterator[None]:
-    """rsyslogd in the foreground with ``config`` (plus its own work directory)."""
+def rsyslog(config: str, work: Path, gives_up: bool = False) -> Iterator[None]:
+    """rsyslogd in the foreground with ``config`` (plus its own work directory and error file);
+    its error file, where omelasticsearch puts the requests it gave up on, must stay absent
+    unless ``gives_up``."""
     modules = shipper("usr", "lib", "x86_64-linux-gnu", "rsyslog")
+    errors = work / "errors.json"
+    config = replaced(config, ("/var/log/rsyslog-loglake-errors.json", str(errors)))
     conf = work / "rsyslog.conf"
     conf.write_text(f'global(workDirectory="{work}")\n{config}')
     argv = [str(shipper("usr", "sbin", "rsyslogd")), "-n", "-f", str(conf)]
     with running([*argv, "-i", str(work / "rsyslogd.pid"), "-M", str(modules)], work):
         yield
+    if not gives_up:
+        assert not errors.exists(), errors.read_text()[:5000]
 
 
 @contextlib.contextmanager
@@ -201,6 +208,32 @@ def test_rsyslog_ships_every_line_once_with_its_api_key(tmp_path: Path, work: Pa
         with rsyslog(config, work):
             landed_once(server, "rsyslog-auth", lines)
         assert metric(server, "accepted", {"Authorization": f"Bearer {KEY}"}) == 3000
+    finally:
+        server.stop(signal.SIGKILL)
+
+
+def test_rsyslog_with_a_wrong_key_keeps_its_requests_in_its_error_file(
+    tmp_path: Path, work: Path
+) -> None:
+    # What docs/elasticsearch.md warns of: rsyslog 8.2302 drops a batch answered without items
+    # (here the 401), and its errorfile is where the documents are kept.
+    server = Server.started(tmp_path / "home", AUTH_CONFIG)
+    try:
+        write_lines(tmp_path / "app.log", "rsyslog-wrong", 50)
+        config = replaced(
+            documented("rsyslog"),
+            ('serverport="8080"', f'serverport="{server.port}"'),
+            ("/var/log/app.log", str(tmp_path / "app.log")),
+            ('# uid="loglake" pwd="KEY"', 'uid="loglake" pwd="wrong"'),
+        )
+        errors = work / "errors.json"
+        with rsyslog(config, work, gives_up=True):
+            wait_for(
+                lambda: "rsyslog-wrong 49" in errors.read_text() if errors.exists() else False,
+                "the last line in rsyslog's error file",
+            )
+        assert '"code": "unauthorized"' in errors.read_text()  # loglake's 401, as answered
+        assert metric(server, "received", {"Authorization": f"Bearer {KEY}"}) == 0
     finally:
         server.stop(signal.SIGKILL)
 
