@@ -152,7 +152,7 @@ BAD: dict[tuple[str, str], list[Bad]] = {
         otlp(DEEP, 400, "not JSON"),
         otlp(b'{"resourceLogs": 3}', 400, "resourceLogs must be an array"),
         otlp(b'{"resourceLogs": [{"scopeLogs": [{"logRecords": [{"spanId": 1}]}]}]}', 400, "hex"),
-        otlp(b"{}", 415, "gzip, zstd or identity", Content_Encoding="br"),
+        otlp(b"{}", 415, "send gzip, zstd, snappy", Content_Encoding="br"),
     ],
     ("/loki/api/v1/push", "POST"): [
         loki(b"{not json", 400, "not JSON"),
