@@ -482,8 +482,8 @@ class ElasticsearchSource:
         errors = "true" if any(item.error is not None for item in items) else "false"
         # "errors" then "items" first: Fluent Bit looks for the text {"errors":false,"items":[
         # and Vector for "errors":true; "took" (first in Elasticsearch's answers) goes last.
-        body = f'{{"errors":{errors},"items":[{answers}],"took":{took}}}'
-        return Response(body, 200, PRODUCT, media_type=CONTENT_TYPE)
+        answer = f'{{"errors":{errors},"items":[{answers}],"took":{took}}}'
+        return Response(answer, 200, PRODUCT, media_type=CONTENT_TYPE)
 
     @staticmethod
     def _refuse_full(items: list[Item], full: EsError) -> None:
