@@ -28,6 +28,7 @@ import re
 import zlib
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 import cramjam
@@ -322,23 +323,33 @@ def label_text(labels: Mapping[str, str]) -> str:
 def iso(nanos: int) -> str:
     """Unix nanoseconds as RFC 3339 UTC with microseconds (the lake's timestamp precision)."""
     seconds, rest = divmod(nanos, 1_000_000_000)
-    when = datetime.fromtimestamp(seconds, UTC)
-    return when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{rest // 1000:06d}Z"
+    return f"{_second(seconds)}{rest // 1000:06d}Z"
 
 
-def row(
-    nanos: int, line: str, labels: Mapping[str, str], stream: str, metadata: Mapping[str, str]
-) -> bytes:
-    """One entry as the JSON record appended to the stream (its columns: docs/loki.md)."""
-    record = {
-        "ts": iso(nanos),
-        "time_unix_nano": nanos,
-        "message": line,
-        "labels": labels,
-        "metadata": metadata,
-        "stream": stream,
-    }
-    return json.dumps(record, separators=(",", ":"), ensure_ascii=False).encode()
+@lru_cache(maxsize=4096)
+def _second(seconds: int) -> str:
+    # The entries of a push mostly share a few seconds: each is formatted once.
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S.")
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+class Rows:
+    """The JSON records of one Loki stream's entries (columns: docs/loki.md). The labels and the
+    stream's label text are the same for every entry: they are written once per stream."""
+
+    def __init__(self, labels: Mapping[str, str], stream: str) -> None:
+        self._tail = f',"stream":{_dumps(stream)}}}'
+        self._labels = f',"labels":{_dumps(labels)},"metadata":'
+
+    def row(self, nanos: int, line: str, metadata: Mapping[str, str]) -> bytes:
+        """One entry as the record appended to the stream (the text ``json.dumps`` writes)."""
+        return (
+            f'{{"ts":"{iso(nanos)}","time_unix_nano":{nanos},"message":{_dumps(line)}'
+            f"{self._labels}{_dumps(metadata) if metadata else '{}'}{self._tail}"
+        ).encode()
 
 
 def from_protobuf(data: bytes, max_entries: int) -> Iterator[bytes]:
@@ -352,7 +363,7 @@ def from_protobuf(data: bytes, max_entries: int) -> Iterator[bytes]:
     for stream in message.streams:
         labels = parse_labels(stream.labels)
         check_labels(labels)
-        text = label_text(labels)
+        rows = Rows(labels, label_text(labels))
         for entry in stream.entries:
             count = _counted(count, max_entries)
             nanos = entry.timestamp.seconds * 1_000_000_000 + entry.timestamp.nanos
@@ -362,7 +373,7 @@ def from_protobuf(data: bytes, max_entries: int) -> Iterator[bytes]:
                     "nanoseconds (years 1677 to 2262)"
                 )
             metadata = {pair.name: pair.value for pair in entry.structuredMetadata}
-            yield row(nanos, entry.line, labels, text, metadata)
+            yield rows.row(nanos, entry.line, metadata)
 
 
 def from_json(data: bytes, max_entries: int) -> Iterator[bytes]:
@@ -382,14 +393,14 @@ def from_json(data: bytes, max_entries: int) -> Iterator[bytes]:
         if not isinstance(labels, dict) or not all(isinstance(v, str) for v in labels.values()):
             raise PushRejected(f"{where}.stream must be an object of labels with string values")
         check_labels(labels)
-        text = label_text(labels)
+        rows = Rows(labels, label_text(labels))
         values = stream.get("values")
         if not isinstance(values, list):
             raise PushRejected(f'{where}.values must be an array of ["<ns>", "<line>"] entries')
         for index, entry in enumerate(values):
             count = _counted(count, max_entries)
             nanos, line, metadata = _json_entry(entry, f"{where}.values[{index}]")
-            yield row(nanos, line, labels, text, metadata)
+            yield rows.row(nanos, line, metadata)
 
 
 def _json_entry(entry: Any, where: str) -> tuple[int, str, dict[str, str]]:
