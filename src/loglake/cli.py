@@ -89,7 +89,8 @@ def _stderr_console(force_terminal: bool = False) -> Any:
     show_default=True,
     help="Format name (combined, common, vhost_combined, nginx_main, syslog, json, "
     "apache_error, nginx_error, alb, clb, s3_access, cloudfront, w3c...), "
-    "an Apache LogFormat or nginx log_format string, or auto.",
+    "an Apache LogFormat or nginx log_format string, or auto (detected per group of lines; "
+    "each format's lines go to its own table).",
 )
 @click.option("--table", help="Target table NAMESPACE.NAME (default: the format's table).")
 @click.option("--force", is_flag=True, help="Ingest inputs again even if already ingested.")
@@ -117,7 +118,7 @@ def ingest(
             config, list(sources), format=fmt, table=table, force=force, progress=update
         )
     for name, used in stats.formats.items():
-        if used == "unrecognized":
+        if not any(used.values()) and name in stats.lines and name not in stats.failed:
             click.echo(
                 f"warning: {name}: format not recognized; its lines are in logs.rejected "
                 "(pass --format)",
@@ -126,11 +127,28 @@ def ingest(
     click.echo(stats.summary())
     for name, rows in sorted(stats.tables.items()):
         click.echo(f"  {name}: +{rows:,} rows")
+    if stats.formats:
+        click.echo("formats:" if fmt != "auto" else "formats detected:")
+    for name, used in stats.formats.items():
+        click.echo(f"  {name}: {_formats_line(used, stats.lines.get(name, 0))}")
     # The other inputs are committed; a failed one makes the exit status say so (for cron, CI).
     for name, problem in stats.failed.items():
         click.echo(f"error: {name}: {problem}", err=True)
     if stats.failed:
         sys.exit(1)
+
+
+def _formats_line(used: dict[str, int], lines: int) -> str:
+    """What each format parsed of an input: ``vhost_combined 2, combined 1, unparsed 2 (of 5 lines)``."""
+    if not lines:
+        return "no lines"
+    parts = [f"{fmt} {n:,}" for fmt, n in used.items() if n]
+    if not parts:
+        return f"none recognized ({lines:,} lines)"
+    unparsed = lines - sum(used.values())
+    if unparsed > 0:
+        parts.append(f"unparsed {unparsed:,}")
+    return f"{', '.join(parts)} (of {lines:,} lines)"
 
 
 def _write_rows(out: IO[str], fmt: str, names: list[str], rows: Iterator[tuple[Any, ...]]) -> int:

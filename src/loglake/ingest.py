@@ -25,9 +25,10 @@ from typing import TYPE_CHECKING
 import polars as pl
 
 from loglake.errors import LakeError, LoglakeError, SourceError
-from loglake.formats import detect_format, get_format
+from loglake.formats import get_format
 from loglake.formats.lines import line_batch
-from loglake.formats.step import BatchStep
+from loglake.formats.mixed import Detector, Group
+from loglake.formats.step import BatchStep, normalise
 from loglake.lake.catalog import open_catalog
 from loglake.lake.ledger import Ledger
 from loglake.lake.rejected import REJECTED_TABLE, empty_rejected, rejected_frame
@@ -46,6 +47,7 @@ if TYPE_CHECKING:
 
 RUN_PROPERTY = "loglake.run-id"
 _DETECT_LINES = 2000
+_UNRECOGNIZED = "format not recognized; pass --format"
 
 
 @dataclass
@@ -61,7 +63,9 @@ class IngestStats:
     resumed: int = 0  # inputs read on after the lines a failed earlier run stored
     seconds: float = 0.0
     tables: dict[str, int] = field(default_factory=dict)
-    formats: dict[str, str] = field(default_factory=dict)  # input name -> format used
+    # input name -> {format name: lines it parsed}, the main format first; {} when none parsed any
+    formats: dict[str, dict[str, int]] = field(default_factory=dict)
+    lines: dict[str, int] = field(default_factory=dict)  # input name -> lines read in this run
     failed: dict[str, str] = field(default_factory=dict)  # input or source name -> what happened
 
     def summary(self) -> str:
@@ -89,7 +93,8 @@ class _Run:
         # The lake stores times as UTC without a zone (Iceberg `timestamp`): see docs/decisions/0005.
         self.at = datetime.now(UTC).replace(tzinfo=None)
         self.writers: dict[str, TableWriter] = {}
-        self.step = BatchStep(unrecognized="format not recognized; pass --format")
+        self.step = BatchStep(unrecognized=_UNRECOGNIZED)
+        self.detector = Detector(_format_options(config), unrecognized=_UNRECOGNIZED)
         # One lock per table and the post-commit hook keeping the query plan cache current.
         self.tables = Tables()
         self.tables.on_commit(plan_hook(config))
@@ -281,6 +286,11 @@ def _read_input(
     line_no = 1  # number of the next line of the input
     chunks = _prefetch(_batches(inp, config.ingest.chunk_bytes, counters))
     error: str | None = None
+    auto = fmt is None  # detected per group of lines: the main format may change per batch
+    state = _InputState(stats.formats.setdefault(inp.name, {}))
+    if fmt is not None:
+        state.parsed[fmt.name] = 0
+        state.owner = fmt.default_table
     while True:
         try:
             item = next(chunks, None)
@@ -296,9 +306,8 @@ def _read_input(
             line_no += chunk.last
             continue
         batch = line_batch(chunk.data, line_no, inp.name)
-        if fmt is None:
-            fmt = detect_format(batch.text.head(_DETECT_LINES), **_format_options(config))
-            stats.formats[inp.name] = fmt.name if fmt else "unrecognized"
+        if auto and line_no == 1:
+            fmt = run.detector.best(batch.text.head(_DETECT_LINES))
         count = len(batch)
         if line_no + count - 1 > after:
             if line_no <= after:  # stored by an earlier run whose reading failed after it
@@ -306,15 +315,13 @@ def _read_input(
                 batch = replace(
                     batch, text=batch.text[skip:], raw=batch.raw[skip:], first_line=after + 1
                 )
-            _ingest_batch(run, stats, batch, fmt, table)
+            fmt = _ingest_batch(run, stats, batch, fmt, table, auto, state)
             totals[0] += len(batch)
         line_no += count
         if progress:
             progress(totals[0], totals[1] + consumed)
     if counters:
         totals[1] += counters[0].count  # type: ignore[attr-defined]
-    if fmt is not None or error is None:
-        stats.formats.setdefault(inp.name, fmt.name if fmt else "unrecognized")
     return line_no - 1, error
 
 
@@ -345,6 +352,7 @@ def _reject_piece(
         raise LoglakeError(f"internal error: {REJECTED_TABLE} refused a piece of a long line")
     if chunk.piece == 1:
         stats.read += 1
+        stats.lines[source] = stats.lines.get(source, 0) + 1
         stats.rejected += 1
     stats.tables[REJECTED_TABLE] = stats.tables.get(REJECTED_TABLE, 0) + 1
 
@@ -353,37 +361,95 @@ def _format_options(config: Config) -> dict[str, object]:
     return {"timezone": config.ingest.syslog_timezone, "ts_field": config.ingest.json_ts_field}
 
 
+@dataclass
+class _InputState:
+    """What the batches of one input share: lines per format, and the table ``--table`` renames."""
+
+    parsed: dict[str, int]  # format name -> lines it parsed, in the order formats were found
+    owner: str | None = None  # default table of the input's first main format
+
+
 def _ingest_batch(
-    run: _Run, stats: IngestStats, batch: LineBatch, fmt: Format | None, table: str | None
-) -> None:
+    run: _Run,
+    stats: IngestStats,
+    batch: LineBatch,
+    fmt: Format | None,
+    table: str | None,
+    auto: bool,
+    state: _InputState,
+) -> Format | None:
+    """Parse and buffer ``batch``; returns the main format for the input's next batch.
+
+    With ``auto``, ``fmt`` is only the format tried first (None: detected from the batch) and the
+    lines it leaves go to the other formats; otherwise every line is ``fmt``'s or rejected.
+    ``table`` (``--table``) replaces the default table of the input's first main format only, so
+    that rows of other formats (another table's columns) never land in it.
+    """
     stats.read += len(batch)
-    step = run.step.run(batch, fmt, run.at)
-    rejected, rows = step.rejected, step.rows
-    fmt_name = step.format_name
-    target = table or (fmt.default_table if fmt is not None else "?")
-    if rows is not None and rows.height:
-        # Rows that do not fit the table (a value of another type than its column's) are
-        # rejected lines like those the format refused, so a drifting key never stops the run.
-        refused = run.writer(target).add(rows)
+    stats.lines[batch.source] = stats.lines.get(batch.source, 0) + len(batch)
+    if auto:
+        split = run.detector.split(batch, fmt)
+        groups, rejected = split.groups, split.rejected
+        next_fmt = split.busiest or fmt
+    elif fmt is not None:
+        result = fmt.parse(batch)
+        groups, rejected, next_fmt = [Group(fmt, result.parsed)], result.rejected, fmt
+    else:  # pragma: no cover - a fixed format is always given
+        raise LoglakeError("internal error: no format to parse with")
+    if state.owner is None and next_fmt is not None:
+        state.owner = next_fmt.default_table
+
+    def target(own: str) -> str:
+        return table if table and (state.owner is None or own == state.owner) else own
+
+    for group in groups:
+        state.parsed[group.format.name] = state.parsed.get(group.format.name, 0) + group.rows.height
+        into = target(group.format.default_table)
+        refused = _store(run, stats, batch, group, into)
         if refused.height:
-            rejected = pl.concat([rejected, batch.rejected_lines(refused)])
-        stored = rows.height - refused.height
-        stats.parsed += stored
-        stats.tables[target] = stats.tables.get(target, 0) + stored
+            # Rows that do not fit the table (a value of another type than its column's) are
+            # rejected lines like those the format refused, so a drifting key never stops the run.
+            _store_rejected(run, stats, batch.source, refused, group.format.name, into)
+    # Lines no format parses are kept under the name and table of the busiest format.
+    fmt_name = next_fmt.name if next_fmt is not None else "unrecognized"
     if rejected.height:
-        frame = rejected_frame(rejected, batch.source, fmt_name, target, run.at)
-        if run.writer(REJECTED_TABLE, time_column="ingested_at").add(frame).height:
-            raise LoglakeError(
-                f"internal error: {REJECTED_TABLE} refused rejected lines; does its schema still "
-                "match loglake's? (was another format ingested into it with --table?)"
-            )
-        stats.rejected += rejected.height
-        stats.tables[REJECTED_TABLE] = stats.tables.get(REJECTED_TABLE, 0) + rejected.height
+        own = next_fmt.default_table if next_fmt is not None else "?"
+        _store_rejected(run, stats, batch.source, rejected, fmt_name, target(own))
     if stats.parsed + stats.rejected != stats.read:  # a format bug, never the input's fault
         raise LoglakeError(
             f"internal error: {fmt_name} accounted for {stats.parsed + stats.rejected} of "
             f"{stats.read} lines; please report this with the input"
         )
+    return next_fmt
+
+
+def _store(
+    run: _Run, stats: IngestStats, batch: LineBatch, group: Group, target: str
+) -> pl.DataFrame:
+    """Buffer a group's rows for ``target``; returns the rows it refused as rejected lines."""
+    rows = group.rows
+    if not rows.height:
+        return batch.rejected(None, pl.lit(""))
+    rows = normalise(run.step.enrich(group.format, rows), batch.source, run.at)
+    refused = run.writer(target).add(rows)
+    stored = rows.height - refused.height
+    stats.parsed += stored
+    stats.tables[target] = stats.tables.get(target, 0) + stored
+    return batch.rejected_lines(refused) if refused.height else batch.rejected(None, pl.lit(""))
+
+
+def _store_rejected(
+    run: _Run, stats: IngestStats, source: str, rejected: pl.DataFrame, fmt: str, target: str
+) -> None:
+    """Keep rejected lines (``line``, ``raw``, ``reason``) in ``logs.rejected``."""
+    frame = rejected_frame(rejected, source, fmt, target, run.at)
+    if run.writer(REJECTED_TABLE, time_column="ingested_at").add(frame).height:
+        raise LoglakeError(
+            f"internal error: {REJECTED_TABLE} refused rejected lines; does its schema still "
+            "match loglake's? (was another format ingested into it with --table?)"
+        )
+    stats.rejected += rejected.height
+    stats.tables[REJECTED_TABLE] = stats.tables.get(REJECTED_TABLE, 0) + rejected.height
 
 
 def _commit(
