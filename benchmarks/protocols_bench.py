@@ -11,8 +11,9 @@ the current time, into its own ``json`` stream of one ``loglake serve``:
   documents, as the client batches them) into the index ``es``;
 - ``otlp``: the OpenTelemetry Python SDK (``LoggerProvider`` + ``BatchLogRecordProcessor``, batches
   of 512, gzip as the exporter's default) into ``POST /v1/logs`` (stream ``otlp``);
-- ``loki``: ``POST /loki/api/v1/push`` as Promtail and Vector send it (protobuf, snappy) built with
-  loglake's own push message; skipped with a note while the server has no Loki route.
+- ``loki``: winston-loki, the Node.js Loki transport (protobuf + snappy, one batch at a time every
+  50 ms: ``benchmarks/loki_winston.js``) into ``POST /loki/api/v1/push`` (stream ``loki``); it needs
+  ``npm ci`` in ``tests/clients/node`` (``.ci/run`` does it).
 
 ``--clients`` processes per protocol run for ``--seconds``; ``--rounds`` repeats the protocols in
 turn (the order rotates each round) and medians are printed. Figures per protocol: records
@@ -146,35 +147,16 @@ def _otlp(port: int, seconds: float, out: Any) -> None:
 
 
 def _loki(port: int, seconds: float, out: Any) -> None:
-    import cramjam
-    from google.protobuf.timestamp_pb2 import Timestamp
-
-    from loglake.sources.loki import push_request_class  # the message of Loki's push.proto
-
-    push_request = push_request_class()
-    lines = _lines()
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-    sent, start, i = 0, time.perf_counter(), 0
-    while time.perf_counter() - start < seconds:
-        request = push_request()
-        stream = request.streams.add()
-        stream.labels = '{job="bench", host="web1"}'
-        stamp = Timestamp()
-        stamp.GetCurrentTime()
-        for ln in lines[(i * BATCH) % len(lines) :][:BATCH]:
-            entry = stream.entries.add()
-            entry.timestamp.CopyFrom(stamp)
-            entry.line = ln
-        i += 1
-        body = bytes(cramjam.snappy.compress_raw(request.SerializeToString()))
-        conn.request("POST", "/loki/api/v1/push", body, {"Content-Type": "application/x-protobuf"})
-        resp = conn.getresponse()
-        resp.read()
-        if resp.status == 204:
-            sent += len(stream.entries)
-        else:
-            time.sleep(float(resp.getheader("Retry-After") or 1))
-    out.put({"sent": sent, "seconds": time.perf_counter() - start})
+    """winston-loki (Node), the Loki transport the tests run, from tests/clients/node."""
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run(
+        ["node", str(root / "benchmarks" / "loki_winston.js"), f"http://127.0.0.1:{port}",
+         str(seconds), str(SAMPLE_LOG)],
+        env={**os.environ, "NODE_PATH": str(root / "tests" / "clients" / "node" / "node_modules")},
+        capture_output=True, text=True, check=True, timeout=seconds + 300,
+    )  # fmt: skip
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    out.put({"sent": result["sent"], "seconds": result["seconds"]})
 
 
 CLIENTS: dict[str, Callable[[int, float, Any], None]] = {
