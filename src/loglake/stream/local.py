@@ -802,7 +802,8 @@ class LocalLog:
                     self._roll()
                     continue
                 raise StreamFullError(
-                    f"stream log {self.path} is full: {self._size} bytes used, {size} more would "
+                    # The folder's name only: clients see this message, not the server's paths.
+                    f"stream log {self.path.name} is full: {self._size} bytes used, {size} more would "
                     f"exceed max_bytes ({self.limits.max_bytes}); consumers must commit so old "
                     f"segments can be trimmed; retry after {RETRY_AFTER_S:g} s",
                     RETRY_AFTER_S,
