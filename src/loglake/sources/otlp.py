@@ -24,9 +24,11 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import time
 import zlib
 from collections.abc import Mapping
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 import cramjam
@@ -351,8 +353,19 @@ def attributes(pairs: Any) -> dict[str, Any]:
 
 
 def iso(nanos: int) -> str:
-    """Unix nanoseconds as RFC 3339 UTC with microseconds (the lake's precision)."""
-    return datetime.fromtimestamp(nanos / 1e9, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """Unix nanoseconds as RFC 3339 UTC with microseconds (the lake's precision), truncated."""
+    seconds, rest = divmod(nanos, 1_000_000_000)
+    return f"{_second(seconds)}{rest // 1000:06d}Z"
+
+
+@lru_cache(maxsize=4096)
+def _second(seconds: int) -> str:
+    # The records of a request mostly share a few seconds: each is formatted once.
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S.")
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
 def record_problem(record: logs_pb2.LogRecord) -> str | None:
@@ -367,14 +380,25 @@ def record_problem(record: logs_pb2.LogRecord) -> str | None:
 def flatten(
     request: logs_service_pb2.ExportLogsServiceRequest, now_nanos: int
 ) -> tuple[list[bytes], list[str]]:
-    """One JSON line per valid LogRecord, and the reasons of the records refused."""
+    """One JSON line per valid LogRecord, and the reasons of the records refused.
+
+    The keys, in order: ts, time_unix_nano, observed_ts, severity_number, severity_text, body,
+    attributes, service_name, resource, scope_name, scope_version, trace_id, span_id, flags,
+    dropped_attributes_count, event_name (the text ``json.dumps`` of that object writes). The
+    resource's and the scope's parts are the same for all their records: written once each."""
     lines: list[bytes] = []
     problems: list[str] = []
     for resource_logs in request.resource_logs:
         resource = attributes(resource_logs.resource.attributes)
-        service = resource.get("service.name")
+        shared = (
+            f',"service_name":{_dumps(resource.get("service.name"))},"resource":{_dumps(resource)}'
+        )
         for scope_logs in resource_logs.scope_logs:
             scope = scope_logs.scope
+            owner = (
+                f'{shared},"scope_name":{_dumps(scope.name)},"scope_version":'
+                f"{_dumps(scope.version)}"
+            )
             for record in scope_logs.log_records:
                 problem = record_problem(record)
                 if problem:
@@ -384,28 +408,23 @@ def flatten(
                 kind = record.body.WhichOneof("value")
                 body = any_value(record.body)
                 if kind in ("array_value", "kvlist_value"):
-                    body = json.dumps(body, separators=(",", ":"), ensure_ascii=False)
+                    body = _dumps(body)
                 elif body is not None and not isinstance(body, str):
                     body = json.dumps(body)
-                row = {
-                    "ts": iso(when),
-                    "time_unix_nano": when,
-                    "observed_ts": iso(record.observed_time_unix_nano or now_nanos),
-                    "severity_number": record.severity_number,
-                    "severity_text": record.severity_text,
-                    "body": body,
-                    "attributes": attributes(record.attributes),
-                    "service_name": service,
-                    "resource": resource,
-                    "scope_name": scope.name,
-                    "scope_version": scope.version,
-                    "trace_id": record.trace_id.hex(),
-                    "span_id": record.span_id.hex(),
-                    "flags": record.flags,
-                    "dropped_attributes_count": record.dropped_attributes_count,
-                    "event_name": record.event_name,
-                }
-                lines.append(json.dumps(row, separators=(",", ":"), ensure_ascii=False).encode())
+                pairs = record.attributes
+                lines.append(
+                    (
+                        f'{{"ts":"{iso(when)}","time_unix_nano":{when},"observed_ts":'
+                        f'"{iso(record.observed_time_unix_nano or now_nanos)}",'
+                        f'"severity_number":{record.severity_number},"severity_text":'
+                        f'{_dumps(record.severity_text)},"body":{_dumps(body)},"attributes":'
+                        f"{_dumps(attributes(pairs)) if pairs else '{}'}{owner},"
+                        f'"trace_id":"{record.trace_id.hex()}","span_id":"{record.span_id.hex()}",'
+                        f'"flags":{record.flags},"dropped_attributes_count":'
+                        f'{record.dropped_attributes_count},"event_name":'
+                        f"{_dumps(record.event_name)}}}"
+                    ).encode()
+                )
     return lines, problems
 
 
@@ -467,6 +486,11 @@ class OtlpSource:
             # The server's body errors close the connection: the body may be half read.
             return status_answer(exc.status, message, is_json, headers)
 
+    def _records(
+        self, body: bytes, encoding: str, is_json: bool, now: int
+    ) -> tuple[list[bytes], list[str]]:
+        return flatten(parse(decode(body, encoding, self._limit), is_json), now)
+
     async def _export(self, request: Request, is_json: bool) -> Response:
         streams = self._streams
         if streams is None:
@@ -478,10 +502,10 @@ class OtlpSource:
                 "x-snappy-framed, lz4, deflate, zlib or identity"
             )
         body = await read_body(request, self._limit, self._timeout, "server.max_body_bytes")
-        data = decode(body, encoding, self._limit)
-        message = parse(data, is_json)
-        now = int(datetime.now(UTC).timestamp() * 1e9)
-        records, problems = flatten(message, now)
+        now = time.time_ns()
+        # Inflating, decoding and flattening a large export takes milliseconds of CPU: off the
+        # event loop, so other requests go on meanwhile.
+        records, problems = await run_in_threadpool(self._records, body, encoding, is_json, now)
         total = len(records) + len(problems)
         if total > self._max_records:
             raise OtlpError(
