@@ -438,7 +438,10 @@ class ElasticsearchSource:
             raise EsError("cluster_block_exception", "the server is starting", 503, 1.0)
         started = time.monotonic()
         body = await read_decoded(request, self._limit, self._timeout, "server.max_body_bytes")
-        items = parse_bulk(body, request.path_params.get("index"), self._max_items)
+        # Parsing a large bulk body takes milliseconds of CPU: off the event loop.
+        items = await run_in_threadpool(
+            parse_bulk, body, request.path_params.get("index"), self._max_items
+        )
         known = set(streams.names())
         by_stream: dict[str, list[Item]] = {}
         for item in items:
