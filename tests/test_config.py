@@ -67,6 +67,7 @@ def test_every_setting_is_documented() -> None:
         CatalogConfig,
         ContinuousQueryConfig,
         IngestConfig,
+        JobConfig,
         QueryConfig,
         S3Config,
         ServerConfig,
@@ -89,6 +90,7 @@ def test_every_setting_is_documented() -> None:
         "auth": AuthConfig,
         "queries.NAME": ContinuousQueryConfig,
         "alerts.NAME": AlertConfig,
+        "jobs.NAME": JobConfig,
     }
     missing = [
         f"{name}.{f.name}"

@@ -11,7 +11,7 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
@@ -323,6 +323,109 @@ def _size(n: int) -> str:
     return f"{n} B"
 
 
+@cli.group()
+def job() -> None:
+    """ETL jobs of the config ([jobs.NAME]): run one now, list them with their history."""
+
+
+@job.command("run")
+@click.argument("name")
+@click.pass_context
+def job_run(ctx: click.Context, name: str) -> None:
+    """Run job NAME once now and print what it wrote (the run is kept in the history)."""
+    from loglake.analytics.jobs import run_job
+
+    result = run_job(_config(ctx), name)
+    span = ""
+    if result.watermark_to is not None:
+        span = f" (rows up to {_micros_text(result.watermark_to)})"
+    note = f"; {result.note}" if result.note else ""
+    click.echo(
+        f"job {name}: {result.rows:,} rows written to {result.target}{span} "
+        f"in {result.seconds:.2f} s{note}"
+    )
+
+
+@job.command("list")
+@click.argument("name", required=False)
+@click.option(
+    "--runs",
+    type=click.IntRange(min=0),
+    default=10,
+    show_default=True,
+    help="Newest runs shown (of NAME, or of every job).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON: the jobs and their runs.")
+@click.pass_context
+def job_list(ctx: click.Context, name: str | None, runs: int, as_json: bool) -> None:
+    """List the jobs (mode, schedule, target, next run) and their newest runs (status, rows,
+    duration, error)."""
+    import json
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from loglake.analytics.jobs import JobHistory, get_job
+
+    config = _config(ctx)
+    names = [name] if name else sorted(config.jobs)
+    for n in names:
+        get_job(config, n)  # NoSuchJobError for an unknown name
+    history = JobHistory(config.state_dir / "jobs.db")
+    try:
+        now = datetime.now(UTC)
+        jobs = []
+        for n in names:
+            j = config.jobs[n]
+            due = j.schedule_spec.next_run(history.last_start(n), now)
+            jobs.append(
+                {
+                    "name": n,
+                    "mode": j.mode,
+                    "schedule": j.schedule or "by hand",
+                    "target": j.target_of(n),
+                    "next_run": due.isoformat() if due else None,
+                }
+            )
+        records = history.runs(name, runs) if runs else []
+    finally:
+        history.close()
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "jobs": jobs,
+                    "runs": [{**dataclasses.asdict(r), "seconds": r.seconds} for r in records],
+                }
+            )
+        )
+        return
+    table = Table("job", "mode", "schedule", "target", "next run (UTC)")
+    for j in jobs:
+        table.add_row(
+            j["name"],
+            j["mode"],
+            j["schedule"],
+            j["target"],
+            (j["next_run"] or "-")[:19].replace("T", " "),
+        )
+    out = Table("started (UTC)", "job", "status", "rows", "duration", "error / note")
+    for r in records:
+        started = datetime.fromtimestamp(r.started, UTC).strftime("%Y-%m-%d %H:%M:%S")
+        took = "-" if r.seconds is None else f"{r.seconds:.2f} s"
+        out.add_row(started, r.job, r.status, f"{r.rows:,}", took, r.error)
+    console = Console()
+    console.print(table)
+    if runs:
+        console.print(out)
+
+
+def _micros_text(us: int) -> str:
+    return (datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=us)).strftime(
+        "%Y-%m-%d %H:%M:%S"
+    )
+
+
 def _remember(key: str) -> Callable[[click.Context, click.Parameter, Any], None]:
     def callback(ctx: click.Context, param: click.Parameter, value: Any) -> None:
         if value is not None:
@@ -333,7 +436,7 @@ def _remember(key: str) -> Callable[[click.Context, click.Parameter, Any], None]
 
 # --home and --config are accepted after the subcommand too (`loglake serve --config FILE`), as the
 # streaming docs write them; given there, they win over the same option before it.
-for _command in cli.commands.values():
+for _command in [*cli.commands.values(), *job.commands.values()]:
     _command.params += [
         click.Option(
             ["--home"],

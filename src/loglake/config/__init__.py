@@ -10,7 +10,8 @@ the key, the type and what was given. Components receive the objects defined her
 The package: :mod:`~loglake.config.parse` (the parser), :mod:`~loglake.config.streams` (streams and the
 live sources feeding them), :mod:`~loglake.config.queries` (continuous queries, alerts and the specs the
 analytics engine runs), :mod:`~loglake.config.ready` (the ready-made queries of access-log streams),
-:mod:`~loglake.config.dashboards` (the console's Live dashboards).
+:mod:`~loglake.config.dashboards` (the console's Live dashboards), :mod:`~loglake.config.jobs`
+(ETL jobs).
 It imports nothing from the layers above it.
 """
 
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from loglake.config.dashboards import DashboardConfig, PanelConfig, dashboards_section
+from loglake.config.jobs import JobConfig, Schedule, jobs_section
 from loglake.config.parse import (
     SettingError,
     build,
@@ -88,11 +90,13 @@ __all__ = [
     "ContinuousQueryConfig",
     "DashboardConfig",
     "IngestConfig",
+    "JobConfig",
     "Origin",
     "PanelConfig",
     "QueryConfig",
     "QuerySpec",
     "S3Config",
+    "Schedule",
     "ServerConfig",
     "StreamConfig",
     "SyslogConfig",
@@ -325,6 +329,7 @@ class Config:
     queries: Mapping[str, ContinuousQueryConfig] = field(default_factory=dict)
     alerts: Mapping[str, AlertConfig] = field(default_factory=dict)
     dashboards: Mapping[str, DashboardConfig] = field(default_factory=dict)  # the Live page's
+    jobs: Mapping[str, JobConfig] = field(default_factory=dict)  # ETL jobs (analytics/jobs.py)
 
     @property
     def catalog_uri(self) -> str:
@@ -404,7 +409,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "auth": AuthConfig,
     "console": ConsoleConfig,
 }
-_NAMED = ("tables", "streams", "tail", "queries", "alerts", "dashboards")
+_NAMED = ("tables", "streams", "tail", "queries", "alerts", "dashboards", "jobs")
 
 
 def _sections(raw: Mapping[str, Any], path: Path) -> tuple[str | None, dict[str, Any]]:
@@ -443,6 +448,8 @@ def _sections(raw: Mapping[str, Any], path: Path) -> tuple[str | None, dict[str,
             }
         elif key == "dashboards":
             kwargs["dashboards"] = dashboards_section(value)
+        elif key == "jobs":
+            kwargs["jobs"] = jobs_section(value)
         elif key == "formats":
             kwargs["formats"] = _build_formats(value)
         elif key == "home":

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from loglake import __version__
+from loglake.analytics.jobs import JobSchedule
 from loglake.config import (
     ContinuousQueryConfig,
     Origin,
@@ -150,6 +151,8 @@ class Runtime:
         self.maintenance = MaintenanceSchedule(
             lambda: self.catalog.result(), self.tables, behind=self._ingest_behind
         )
+        # The config's scheduled ETL jobs (analytics/jobs.py), committing through the same tables.
+        self.jobs = JobSchedule(config, self.tables)
         self._first_offsets: dict[str, int] = {}  # each log's next offset when opened
         # Saved entries that failed their checks at start: what /readyz and the start-up event
         # show, and the raw settings, kept in the saved files until someone fixes or deletes them.
@@ -165,6 +168,8 @@ class Runtime:
         """
         self._load_saved_queries()
         self.supervisor.spawn("loglake-maintenance", self.maintenance.run, restart=True)
+        if self.jobs.scheduled:
+            self.supervisor.spawn("loglake-jobs", self.jobs.run, restart=True)
         declared = dict(self._load_saved())
         declared.update(self.config.streams)
         for name, stream in declared.items():
@@ -219,6 +224,7 @@ class Runtime:
         """
         self.supervisor.stop()  # a worker that crashes from here on is not restarted
         self.maintenance.stop()
+        self.jobs.stop()
         for source in reversed(self.sources):
             source.stop()
         report = {}

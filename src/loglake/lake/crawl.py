@@ -1,0 +1,593 @@
+"""The crawler: catalog data that already sits in folders, the way Glue's crawler does, minus its traps.
+
+``crawl(config, paths)`` lists the files under each include path (through the same source listing as
+``loglake ingest``, so an ``s3://`` prefix lists the same way a folder does), samples each new file
+to detect its format (Parquet by its magic bytes, then every text log format loglake knows and JSON
+lines, then CSV/TSV; compressed or not), infers its schema from the sample, reads partitions from its
+path (Hive ``key=value/`` and unnamed ``YYYY/MM/DD[/HH]/`` folders, named year/month/day/hour), and
+groups files into tables predictably: one table per include path (split per kind of data when the
+path mixes kinds). Schemas merge across files, widening only where no value changes (int32 to int64,
+an integer to a double); any other difference is a conflict, reported with the file, and that file
+is left out rather than coerced. A file no format fits is reported and left out, never a table.
+
+Registering: Parquet and CSV/TSV files are appended to an Iceberg table with their path partitions
+as columns; log formats and JSON lines go through the normal ingest pipeline into the crawl's table.
+Inputs are remembered in the ingest ledger (path + size + mtime), so a re-crawl reads only new files.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import time
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from loglake.errors import LoglakeError, SourceError
+from loglake.sources import list_inputs
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from loglake.config import Config
+    from loglake.sources.base import Input
+
+_SAMPLE_BYTES = 1 << 20  # bytes of a text file read to detect its format and schema
+_SAMPLE_LINES = 2000
+_PARQUET_MAGIC = b"PAR1"
+_CRAWL_RUN = "loglake.crawl-run"
+
+
+class CrawlError(LoglakeError):
+    """A crawl that cannot go on as asked: too many tables, nothing to crawl, a bad table name."""
+
+    status = 400
+    code = "crawl_refused"
+
+
+@dataclass
+class CrawledFile:
+    """One file the crawl read: where, what it holds, its path partitions and sampled schema."""
+
+    input: Input
+    relative: str  # path below the include path, with / separators
+    kind: str  # "parquet", "csv", "tsv", or the name of a log format ("json", "combined"...)
+    partitions: dict[str, str | int]
+    schema: pa.Schema
+
+
+@dataclass
+class TablePlan:
+    """What one table of the crawl is (or will be): its files, partitions and merged schema."""
+
+    name: str
+    kind: str
+    files: list[CrawledFile] = field(default_factory=list)
+    schema: pa.Schema | None = None
+    partition_keys: list[str] = field(default_factory=list)
+    exists: bool = False
+    added_columns: list[str] = field(default_factory=list)  # columns new files bring
+
+    @property
+    def partitions(self) -> list[str]:
+        """The distinct partition paths of the table's files (``year=2024/month=1``...)."""
+        seen = {
+            "/".join(f"{k}={f.partitions[k]}" for k in self.partition_keys if k in f.partitions)
+            for f in self.files
+        }
+        return sorted(p for p in seen if p)
+
+
+@dataclass
+class CrawlReport:
+    """What a crawl found and did: tables, files skipped as already crawled, files left out."""
+
+    tables: list[TablePlan] = field(default_factory=list)
+    skipped: int = 0  # files crawled by an earlier run (same path, size and mtime)
+    left_out: dict[str, str] = field(default_factory=dict)  # file -> why it was not registered
+    rows: dict[str, int] = field(default_factory=dict)  # table -> rows registered by this run
+    seconds: float = 0.0
+
+    def lines(self, planned: bool) -> list[str]:
+        """The report as text lines, for the CLI."""
+        out: list[str] = []
+        verb = "would register" if planned else "registered"
+        for t in self.tables:
+            state = "existing" if t.exists else "new"
+            out.append(f"table {t.name} ({state}, {t.kind}): {len(t.files)} new file(s)")
+            if t.partition_keys:
+                out.append(f"  partition keys: {', '.join(t.partition_keys)}")
+                parts = t.partitions
+                shown = ", ".join(parts[:10]) + (
+                    f", ... ({len(parts)} in all)" if len(parts) > 10 else ""
+                )
+                out.append(f"  partitions: {shown}")
+            if t.schema is not None:
+                cols = ", ".join(f"{f.name} {_type_name(f.type)}" for f in t.schema)
+                out.append(f"  schema: {cols}")
+            if t.added_columns:
+                out.append(f"  new columns: {', '.join(t.added_columns)}")
+            if not planned and t.name in self.rows:
+                out.append(f"  {verb} {self.rows[t.name]:,} row(s)")
+        for name, why in self.left_out.items():
+            out.append(f"left out {name}: {why}")
+        out.append(
+            f"{len(self.tables)} table(s), {sum(len(t.files) for t in self.tables)} new file(s), "
+            f"{self.skipped} already crawled, {len(self.left_out)} left out"
+        )
+        return out
+
+
+def _type_name(dtype: pa.DataType) -> str:
+    """Arrow's type name without the storage detail (``large_string`` is a string)."""
+    name = str(dtype)
+    return {"large_string": "string", "large_binary": "binary"}.get(name, name)
+
+
+# -- detection -------------------------------------------------------------------------------------
+
+
+def _read_head(inp: Input) -> tuple[bytes, bool]:
+    """The first bytes of ``inp`` as stored, and up to ``_SAMPLE_BYTES`` of it decompressed (whole
+    lines); the flag says whether the head is a Parquet file."""
+    from loglake.sources.base import open_decompressed
+
+    raw = inp.open()
+    try:
+        stream, _ = open_decompressed(raw)
+        magic = stream.read(4)
+        if magic == _PARQUET_MAGIC:  # read no further: the schema comes from the footer
+            return b"", True
+        data = magic + stream.read(_SAMPLE_BYTES - len(magic))
+    finally:
+        raw.close()
+    if len(data) == _SAMPLE_BYTES and b"\n" in data:
+        data = data[: data.rfind(b"\n") + 1]  # a cut line would look malformed
+    return data, False
+
+
+def _read_parquet(inp: Input, columns: list[str] | None = None) -> pa.Table:
+    import pyarrow.parquet as pq
+
+    with inp.open() as raw:
+        return pq.read_table(io.BytesIO(raw.read()), columns=columns)
+
+
+def _parquet_schema(inp: Input) -> pa.Schema:
+    import pyarrow.parquet as pq
+
+    with inp.open() as raw:
+        # A seekable file gives its footer alone; a stream (an S3 object) is read whole.
+        seekable = getattr(raw, "seekable", lambda: False)()
+        return pq.read_schema(raw if seekable else io.BytesIO(raw.read()))
+
+
+def _delimited(sample: bytes) -> str | None:
+    """ "csv" or "tsv" when the sample's lines split into the same number (2+) of fields."""
+    lines = [ln for ln in sample.decode("utf-8", "replace").splitlines()[:50] if ln.strip()]
+    if len(lines) < 2:
+        return None
+    for kind, sep in (("tsv", "\t"), ("csv", ",")):
+        counts = {ln.count(sep) for ln in lines}
+        if len(counts) == 1 and counts.pop() >= 1:
+            return kind
+    return None
+
+
+def _delimited_table(data: bytes, kind: str) -> pa.Table:
+    import polars as pl
+
+    frame = pl.read_csv(
+        io.BytesIO(data),
+        separator="\t" if kind == "tsv" else ",",
+        infer_schema_length=_SAMPLE_LINES,
+    )
+    return frame.to_arrow(compat_level=pl.CompatLevel.oldest())
+
+
+def detect(inp: Input, options: dict[str, object]) -> tuple[str, pa.Schema]:
+    """The kind of data ``inp`` holds and the schema of its rows, from a sample.
+
+    Raises SourceError when the file cannot be read or no format fits it.
+    """
+    import polars as pl
+
+    from loglake.formats.lines import line_batch
+    from loglake.formats.mixed import Detector
+
+    try:
+        head, parquet = _read_head(inp)
+        if parquet:
+            return "parquet", _parquet_schema(inp)
+    except (OSError, EOFError) as exc:
+        raise SourceError(f"cannot read: {exc}") from exc
+    except Exception as exc:  # pyarrow's errors for a damaged footer
+        raise SourceError(f"not a readable Parquet file: {exc}") from exc
+    if not head.strip():
+        raise SourceError("empty file")
+    batch = line_batch(head, 1, inp.name)
+    fmt = Detector(options, unrecognized="").best(batch.text.head(_SAMPLE_LINES))
+    if fmt is not None:
+        from loglake.formats.step import naive_utc
+
+        rows = naive_utc(fmt.parse(batch).parsed.drop("line", strict=False))
+        return fmt.name, rows.to_arrow(compat_level=pl.CompatLevel.oldest()).schema
+    kind = _delimited(head)
+    if kind is not None:
+        try:
+            return kind, _delimited_table(head, kind).schema
+        except Exception as exc:  # polars' parse errors
+            raise SourceError(f"looks like {kind.upper()} but does not parse: {exc}") from exc
+    raise SourceError(
+        "no format fits it (not Parquet, JSON lines, CSV/TSV or a known log format); "
+        "ingest it with `loglake ingest --format ...` or move it out of the crawled folder"
+    )
+
+
+# -- partitions from paths ------------------------------------------------------------------------
+
+_HIVE = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)=(.*)$")
+_DATE_PARTS = (
+    ("year", r"(19|20)\d\d"),
+    ("month", r"0[1-9]|1[0-2]"),
+    ("day", r"0[1-9]|[12]\d|3[01]"),
+)
+_HOUR = r"[01]\d|2[0-3]"
+
+
+def path_partitions(folders: list[str]) -> dict[str, str | int]:
+    """Partitions named by the folders of a file's path below the include path.
+
+    Hive ``key=value`` folders give ``key`` (a string, as Hive and Athena type them); a run of
+    unnamed ``YYYY/MM/DD`` folders gives integer ``year``, ``month``, ``day`` (and ``hour`` for a
+    fourth ``HH`` folder). Other folders name nothing.
+    """
+    out: dict[str, str | int] = {}
+    i = 0
+    while i < len(folders):
+        m = _HIVE.match(folders[i])
+        if m:
+            out[m.group(1).lower()] = m.group(2)
+            i += 1
+            continue
+        run = 0
+        while run < 3 and i + run < len(folders):
+            if not re.fullmatch(_DATE_PARTS[run][1], folders[i + run]):
+                break
+            run += 1
+        if run == 3:
+            for k in range(3):
+                out[_DATE_PARTS[k][0]] = int(folders[i + k])
+            i += 3
+            if i < len(folders) and re.fullmatch(_HOUR, folders[i]):
+                out["hour"] = int(folders[i])
+                i += 1
+            continue
+        i += 1
+    return out
+
+
+# -- schema merging -------------------------------------------------------------------------------
+
+
+def widen(old: pa.DataType, new: pa.DataType) -> pa.DataType | None:
+    """The type holding every value of both, when no value changes; None for a conflict."""
+    import pyarrow as pa
+
+    if old == new:
+        return old
+    if pa.types.is_null(old):
+        return new
+    if pa.types.is_null(new):
+        return old
+    if pa.types.is_large_string(old) and pa.types.is_string(new):
+        return old
+    if pa.types.is_string(old) and pa.types.is_large_string(new):
+        return new
+    ints = (pa.int8(), pa.int16(), pa.int32(), pa.int64())
+    if old in ints and new in ints:
+        return pa.int64() if pa.int64() in (old, new) else pa.int32()
+    floats = (pa.float32(), pa.float64())
+    if (old in ints or old in floats) and (new in ints or new in floats):
+        return pa.float64()
+    return None
+
+
+def _merge(
+    base: pa.Schema | None, f: CrawledFile, extra: dict[str, pa.DataType]
+) -> tuple[pa.Schema | None, str | None]:
+    """``base`` widened by the schema of file ``f`` (and its partition columns ``extra``), or the
+    conflict that prevents it."""
+    import pyarrow as pa
+
+    incoming = list(zip(f.schema.names, f.schema.types, strict=True)) + list(extra.items())
+    if base is None:
+        return pa.schema(incoming), None
+    fields = {n: t for n, t in zip(base.names, base.types, strict=True)}
+    order = list(base.names)
+    for name, dtype in incoming:
+        if name not in fields:
+            fields[name] = dtype
+            order.append(name)
+            continue
+        wide = widen(fields[name], dtype)
+        if wide is None:
+            return None, (
+                f"type conflict: column {name!r} is {dtype} here but {fields[name]} in the table; "
+                "the file is left out (nothing is coerced): fix the file, or crawl it into "
+                "another table with --table"
+            )
+        fields[name] = wide
+    return pa.schema([(n, fields[n]) for n in order]), None
+
+
+def _partition_types(files: Iterable[CrawledFile]) -> dict[str, pa.DataType]:
+    import pyarrow as pa
+
+    keys: dict[str, pa.DataType] = {}
+    for f in files:
+        for k, v in f.partitions.items():
+            keys.setdefault(k, pa.int32() if isinstance(v, int) else pa.string())
+    return keys
+
+
+# -- planning -------------------------------------------------------------------------------------
+
+_TABLE = re.compile(r"^[a-z_][a-z0-9_]*\.[a-z_][a-z0-9_]*$")
+
+
+def _family(kind: str) -> str:
+    """Which kinds share a table: access-log variants together, syslog variants together."""
+    from loglake.formats import get_format
+
+    if kind in ("parquet", "csv", "tsv", "json", "jsonl"):
+        return {"jsonl": "json", "tsv": "csv"}.get(kind, kind)  # CSV and TSV: rows of fields
+    return get_format(kind).default_table.split(".", 1)[1]
+
+
+def _base_name(path: str, namespace: str) -> str:
+    stem = path.rstrip("/").rsplit("/", 1)[-1] or "root"
+    if "://" in path and "/" not in path.split("://", 1)[1].rstrip("/"):
+        stem = path.split("://", 1)[1].rstrip("/")
+    clean = re.sub(r"[^a-z0-9_]+", "_", stem.lower()).strip("_") or "data"
+    if clean[0].isdigit():
+        clean = "t_" + clean
+    return f"{namespace}.{clean}"
+
+
+def _relative(inp: Input, root: str) -> str:
+    from pathlib import Path
+
+    if "://" in root:
+        return inp.name[len(root.rstrip("/")) :].lstrip("/")
+    try:
+        return Path(inp.name).resolve().relative_to(Path(root).expanduser().resolve()).as_posix()
+    except ValueError:
+        return Path(inp.name).name
+
+
+def plan(config: Config, paths: list[str], table: str | None = None) -> CrawlReport:
+    """Detect, partition, group and merge what the crawl of ``paths`` would register; nothing is
+    written. Raises CrawlError for a bad ``table`` name or more tables than ``crawl.max_tables``."""
+    from loglake.lake.ledger import Ledger
+
+    if table is not None and not _TABLE.match(table):
+        raise CrawlError(
+            f"table name {table!r} is not NAMESPACE.NAME in lower case letters, digits and _"
+        )
+    started = time.perf_counter()
+    report = CrawlReport()
+    options: dict[str, object] = {
+        "timezone": config.ingest.syslog_timezone,
+        "ts_field": config.ingest.json_ts_field,
+    }
+    groups: dict[tuple[str, str], list[CrawledFile]] = {}
+    # A plan creates nothing, not even the ledger: with no ledger, nothing was crawled yet.
+    path = config.state_dir / "ledger.db"
+    ledger = Ledger(path) if path.exists() else None
+    try:
+        for root in paths:
+            try:
+                inputs = list(list_inputs(root, config))
+            except (SourceError, OSError) as exc:
+                report.left_out[root] = str(exc)
+                continue
+            for inp in inputs:
+                fp = inp.fingerprint
+                if fp and ledger is not None and ledger.is_done(fp):
+                    report.skipped += 1
+                    continue
+                rel = _relative(inp, root)
+                try:
+                    kind, schema = detect(inp, options)
+                except SourceError as exc:
+                    report.left_out[inp.name] = str(exc)
+                    continue
+                folders = rel.split("/")[:-1]
+                f = CrawledFile(inp, rel, kind, path_partitions(folders), schema)
+                groups.setdefault((root, _family(kind)), []).append(f)
+    finally:
+        if ledger is not None:
+            ledger.close()
+    report.tables = _tables(config, groups, table, report)
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _tables(
+    config: Config,
+    groups: dict[tuple[str, str], list[CrawledFile]],
+    table: str | None,
+    report: CrawlReport,
+) -> list[TablePlan]:
+    settings = config.crawl
+    families_per_root: dict[str, int] = {}
+    for root, _ in groups:
+        families_per_root[root] = families_per_root.get(root, 0) + 1
+    names: dict[str, TablePlan] = {}
+    for (root, family), files in groups.items():
+        base = table or _base_name(root, settings.namespace)
+        name = base if families_per_root[root] == 1 else f"{base}_{family}"
+        t = names.get(name)
+        if t is None:
+            t = names[name] = TablePlan(name, family)
+        elif t.kind != family:
+            raise CrawlError(
+                f"table {name} would hold both {t.kind} and {family} files; crawl them apart"
+            )
+        t.files.extend(files)
+    if len(names) > settings.max_tables:
+        listed = ", ".join(sorted(names)[:20])
+        raise CrawlError(
+            f"the crawl would create {len(names)} tables ({listed}), more than crawl.max_tables = "
+            f"{settings.max_tables}; crawl fewer include paths at once, name one table with "
+            "--table, or raise crawl.max_tables in loglake.toml"
+        )
+    existing = _existing_schemas(config, list(names))
+    for t in names.values():
+        _merge_table(t, existing.get(t.name), report, config.crawl.schema_change)
+    return [names[n] for n in sorted(names) if names[n].files]
+
+
+def _existing_schemas(config: Config, names: list[str]) -> dict[str, pa.Schema]:
+    """The Arrow schemas of those of ``names`` that are already lake tables."""
+    from loglake.query.plan import table_names
+
+    there = set(table_names(config)) & set(names)
+    if not there:
+        return {}
+    from loglake.lake.catalog import open_catalog
+
+    catalog = open_catalog(config)
+    return {n: catalog.load_table(n).schema().as_arrow() for n in sorted(there)}
+
+
+def _merge_table(
+    t: TablePlan, existing: pa.Schema | None, report: CrawlReport, policy: str
+) -> None:
+    """Merge the schemas of ``t``'s files onto the table's (``existing``); files that conflict
+    are left out, columns a new file brings are added (policy ``update``) or only reported."""
+    t.exists = existing is not None
+    extra = _partition_types(t.files)
+    t.partition_keys = list(extra)
+    schema = existing
+    kept: list[CrawledFile] = []
+    rowwise = t.kind not in ("parquet", "csv")
+    for f in t.files:
+        own = {k: v for k, v in extra.items() if k in f.partitions} if not rowwise else {}
+        merged, conflict = _merge(schema, f, own)
+        if conflict is not None:
+            report.left_out[f.input.name] = conflict
+            continue
+        kept.append(f)
+        schema = merged
+    t.files = kept
+    if existing is not None and schema is not None:
+        t.added_columns = [n for n in schema.names if n not in existing.names]
+        if t.added_columns and policy == "log":
+            import pyarrow as pa
+
+            schema = pa.schema([existing.field(n) for n in existing.names])
+    t.schema = schema
+    if rowwise:
+        t.partition_keys = []  # rows carry their own time; the ingest pipeline partitions them
+
+
+# -- registering ----------------------------------------------------------------------------------
+
+
+def crawl(config: Config, paths: list[str], table: str | None = None) -> CrawlReport:
+    """Crawl ``paths`` and register what :func:`plan` finds: new tables, new files, new columns.
+
+    Files already crawled are not read again. Raises CrawlError (see :func:`plan`) before anything
+    is written, LakeError when the lake cannot be written.
+    """
+    started = time.perf_counter()
+    report = plan(config, paths, table)
+    for t in report.tables:
+        if t.kind in ("parquet", "csv"):
+            report.rows[t.name] = _append_files(config, t)
+        else:
+            report.rows[t.name] = _ingest_files(config, t, report)
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _file_table(f: CrawledFile, kind: str, schema: pa.Schema) -> pa.Table:
+    """The rows of ``f`` with its path partitions as columns, cast to the table's ``schema``;
+    columns the schema lacks (policy ``log``) are dropped, columns the file lacks are null."""
+    import pyarrow as pa
+
+    from loglake.sources.base import open_decompressed
+
+    if kind == "parquet":
+        data = _read_parquet(f.input)
+    else:
+        with f.input.open() as raw:
+            stream, _ = open_decompressed(raw)
+            data = _delimited_table(stream.read(), kind)
+    n = data.num_rows
+    columns = []
+    for fld in schema:
+        if fld.name in data.column_names:
+            columns.append(data.column(fld.name).cast(fld.type))
+        elif fld.name in f.partitions:
+            columns.append(pa.array([f.partitions[fld.name]] * n, type=fld.type))
+        else:
+            columns.append(pa.nulls(n, type=fld.type))
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+def _append_files(config: Config, t: TablePlan) -> int:
+    """Append ``t``'s files to its Iceberg table in one commit, recorded in the ledger with the
+    run id in the snapshot, so a crash between the two is settled as ingest settles it."""
+    import pyarrow as pa
+
+    from loglake.ingest import RUN_PROPERTY, _run_committed
+    from loglake.lake.catalog import ensure_table, open_catalog
+    from loglake.lake.ledger import Ledger
+
+    assert t.schema is not None
+    catalog = open_catalog(config)
+    ledger = Ledger(config.state_dir / "ledger.db")
+    try:
+        if ledger.has_pending():
+            ledger.settle(lambda name, rid: _run_committed(catalog, name, rid))
+        iceberg = ensure_table(catalog, t.name, t.schema, "none")
+        if not t.exists and t.partition_keys and iceberg.spec().is_unpartitioned():
+            # Path partitions become identity partitions, so engines that prune by partition
+            # (Trino, Spark, Athena) read only the folders a query names, as they did before.
+            with iceberg.update_spec() as spec:
+                for key in t.partition_keys:
+                    spec.add_identity(key)
+            iceberg = catalog.load_table(t.name)
+        schema = iceberg.schema().as_arrow()
+        schema = pa.schema([pa.field(f.name, f.type) for f in schema])  # nullable, as written
+        parts = [_file_table(f, f.kind, schema) for f in t.files]
+        data = pa.concat_tables(parts) if parts else schema.empty_table()
+        run_id = uuid.uuid4().hex
+        items = [(f.input.fingerprint, f.input.name, 0) for f in t.files if f.input.fingerprint]
+        ledger.mark_pending(run_id, items, [t.name])
+        iceberg.append(data, snapshot_properties={RUN_PROPERTY: run_id, _CRAWL_RUN: run_id})
+        ledger.mark_done(run_id)
+    finally:
+        ledger.close()
+    from loglake.query.plan import plan_hook
+
+    plan_hook(config)(t.name, catalog.load_table(t.name), None, [])
+    return int(data.num_rows)
+
+
+def _ingest_files(config: Config, t: TablePlan, report: CrawlReport) -> int:
+    """Ingest ``t``'s row-format files through the ingest pipeline into table ``t.name``."""
+    from loglake.ingest import ingest
+
+    # Local files by their resolved path, objects by their URI: the ledger's keys, as listed.
+    files = [f.input.name if "://" in f.input.name else f.input.key for f in t.files]
+    # Formats are detected per group of lines, as `loglake ingest` does: lines of another format
+    # in a mixed file reach that format's table instead of being rejected.
+    stats = ingest(config, files, table=t.name)
+    report.left_out.update(stats.failed)
+    return stats.tables.get(t.name, 0)
