@@ -94,7 +94,12 @@ def test_home_and_config_are_accepted_after_every_subcommand(run_cli, tmp_path: 
     import loglake.cli
 
     missing = str(tmp_path / "missing.toml")
-    args = {"ingest": [str(tmp_path)], "query": ["SELECT 1"], "job": ["list"]}
+    args = {
+        "ingest": [str(tmp_path)],
+        "crawl": [str(tmp_path)],
+        "query": ["SELECT 1"],
+        "job": ["list"],
+    }
     for name in sorted(loglake.cli.cli.commands):
         if name == "generate":
             continue  # reads no config

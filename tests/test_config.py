@@ -76,12 +76,14 @@ def test_every_setting_is_documented() -> None:
         TableConfig,
         TailConfig,
     )
+    from loglake.config.crawl import CrawlConfig
 
     doc = (Path(__file__).resolve().parents[1] / "docs" / "config.md").read_text()
     sections = {
         "catalog": CatalogConfig,
         "s3": S3Config,
         "ingest": IngestConfig,
+        "crawl": CrawlConfig,
         "query": QueryConfig,
         "server": ServerConfig,
         "streams.NAME": StreamConfig,

@@ -138,6 +138,26 @@ def ingest(
         sys.exit(1)
 
 
+@cli.command()
+@click.argument("paths", nargs=-1, required=True)
+@click.option(
+    "--table", help="Table NAMESPACE.NAME for everything crawled (default: one per path)."
+)
+@click.option(
+    "--plan", "dry_run", is_flag=True, help="Print what would be registered; write nothing."
+)
+@click.pass_context
+def crawl(ctx: click.Context, paths: tuple[str, ...], table: str | None, dry_run: bool) -> None:
+    """Catalog files already in folders (or s3:// prefixes): detect formats, schemas, partitions."""
+    from loglake.lake.crawl import crawl as run_crawl
+    from loglake.lake.crawl import plan
+
+    config = _config(ctx)
+    report = (plan if dry_run else run_crawl)(config, list(paths), table)
+    for line in report.lines(planned=dry_run):
+        click.echo(line)
+
+
 def _formats_line(used: dict[str, int], lines: int) -> str:
     """What each format parsed of an input: ``vhost_combined 2, combined 1, unparsed 2 (of 5 lines)``."""
     if not lines:

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from loglake.config.crawl import CrawlConfig
 from loglake.config.dashboards import DashboardConfig, PanelConfig, dashboards_section
 from loglake.config.jobs import JobConfig, Schedule, jobs_section
 from loglake.config.parse import (
@@ -316,6 +317,7 @@ class Config:
     catalog: CatalogConfig = field(default_factory=CatalogConfig)
     s3: S3Config = field(default_factory=S3Config)
     ingest: IngestConfig = field(default_factory=IngestConfig)
+    crawl: CrawlConfig = field(default_factory=CrawlConfig)
     query: QueryConfig = field(default_factory=QueryConfig)
     tables: Mapping[str, TableConfig] = field(default_factory=lambda: dict(DEFAULT_TABLES))
     # name -> Apache LogFormat / nginx log_format string
@@ -403,6 +405,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "catalog": CatalogConfig,
     "s3": S3Config,
     "ingest": IngestConfig,
+    "crawl": CrawlConfig,
     "query": QueryConfig,
     "server": ServerConfig,
     "syslog": SyslogConfig,
