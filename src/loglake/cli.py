@@ -334,6 +334,33 @@ def tables(ctx: click.Context) -> None:
     Console().print(out)
 
 
+@cli.command()
+@click.argument("table", required=False)
+@click.option("--dry-run", is_flag=True, help="Print what would be done; change nothing.")
+@click.pass_context
+def maintain(ctx: click.Context, table: str | None, dry_run: bool) -> None:
+    """Compact, apply retention, expire snapshots and remove orphan files of TABLE (default: all
+    tables), printing what was done per table. Safe while queries and writers run."""
+    from loglake.lake.catalog import list_tables, open_catalog
+    from loglake.lake.maintenance import maintain_table
+
+    config = _config(ctx)
+    catalog = open_catalog(config)
+    for name in [table] if table else list_tables(catalog):
+        r = maintain_table(catalog, name, config, dry_run=dry_run)
+        verb = "would " if dry_run else ""
+        dropped = ", ".join(r.partitions_dropped) or "none"
+        click.echo(
+            f"{name}: files {r.files_before:,} -> {r.files_after:,}, "
+            f"{_size(r.bytes_before)} -> {_size(r.bytes_after)}; "
+            f"{verb}merge {r.compacted_files:,} files into {r.written_files:,}; "
+            f"{verb}drop {len(r.partitions_dropped):,} partitions "
+            f"({r.files_dropped:,} files, {r.rows_dropped:,} rows): {dropped}; "
+            f"{verb}expire {r.snapshots_expired:,} snapshots; "
+            f"{verb}remove {r.orphans_removed:,} orphan files ({_size(r.orphan_bytes)})"
+        )
+
+
 def _size(n: int) -> str:
     value = float(n)
     for unit in ("B", "KB", "MB", "GB"):

@@ -92,6 +92,7 @@ __all__ = [
     "DashboardConfig",
     "IngestConfig",
     "JobConfig",
+    "MaintenanceConfig",
     "Origin",
     "PanelConfig",
     "QueryConfig",
@@ -155,9 +156,12 @@ class S3Config:
 
 @dataclass(frozen=True)
 class TableConfig:
-    """Per-table settings: the partition granularity on event time (``hour``, ``day``, ``month``)."""
+    """Per-table settings: the partition granularity on event time (``hour``, ``day``, ``month``),
+    and ``retention_days``: data older than that many days is dropped by maintenance (``-1``, the
+    default, uses ``maintenance.retention_days``; ``0`` keeps everything)."""
 
     partition: str = "day"
+    retention_days: int = -1
 
     def __post_init__(self) -> None:
         if self.partition not in PARTITIONS:
@@ -166,6 +170,40 @@ class TableConfig:
                 "partition",
                 f" = {self.partition!r}; choose one of {', '.join(PARTITIONS)}",
             )
+        if self.retention_days < -1:
+            raise SettingError(
+                "tables.NAME",
+                "retention_days",
+                f" = {self.retention_days!r}; use a number of days, 0 to keep everything, "
+                "or -1 for maintenance.retention_days",
+            )
+
+
+@dataclass(frozen=True)
+class MaintenanceConfig:
+    """Table maintenance (``loglake maintain`` and the server's schedule; lake/maintenance.py).
+
+    ``target_file_mb``: compaction merges a partition's smaller files into files of about this size.
+    ``interval_s``: how often the server maintains every table of the catalog (0: never; streamed
+    tables still get their own small-file compaction). ``grace_s``: a snapshot replaced less than
+    this long ago, and an unreferenced file younger than this, are kept, so queries planned on an
+    older snapshot keep reading its files. ``keep_snapshots``: snapshots kept in any case.
+    ``retention_days``: default retention of every table (0: keep everything).
+    """
+
+    target_file_mb: int = 64
+    interval_s: float = 3600.0
+    grace_s: float = 600.0
+    keep_snapshots: int = 10
+    retention_days: int = 0
+
+    def __post_init__(self) -> None:
+        for key in ("target_file_mb", "keep_snapshots"):
+            if getattr(self, key) < 1:
+                raise SettingError("maintenance", key, f" = {getattr(self, key)!r}; use 1 or more")
+        for key in ("interval_s", "grace_s", "retention_days"):
+            if getattr(self, key) < 0:
+                raise SettingError("maintenance", key, f" = {getattr(self, key)!r}; use 0 or more")
 
 
 @dataclass(frozen=True)
@@ -319,6 +357,7 @@ class Config:
     ingest: IngestConfig = field(default_factory=IngestConfig)
     crawl: CrawlConfig = field(default_factory=CrawlConfig)
     query: QueryConfig = field(default_factory=QueryConfig)
+    maintenance: MaintenanceConfig = field(default_factory=MaintenanceConfig)
     tables: Mapping[str, TableConfig] = field(default_factory=lambda: dict(DEFAULT_TABLES))
     # name -> Apache LogFormat / nginx log_format string
     formats: Mapping[str, str] = field(default_factory=dict)
@@ -348,6 +387,11 @@ class Config:
 
     def table(self, name: str) -> TableConfig:
         return self.tables.get(name, TableConfig())
+
+    def retention_days(self, name: str) -> int:
+        """Days of data table ``name`` keeps (0: everything): its own setting, else the default."""
+        own = self.table(name).retention_days
+        return self.maintenance.retention_days if own < 0 else own
 
 
 def _validate(cfg: Config) -> None:
@@ -407,6 +451,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "ingest": IngestConfig,
     "crawl": CrawlConfig,
     "query": QueryConfig,
+    "maintenance": MaintenanceConfig,
     "server": ServerConfig,
     "syslog": SyslogConfig,
     "auth": AuthConfig,

@@ -8,18 +8,22 @@ metadata clean-up are table properties (lake/catalog.py); snapshot expiry is don
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from pyiceberg.catalog import Catalog
     from pyiceberg.table import Table
 
+    from loglake.config import Config
     from loglake.lake.tables import Tables
 
 log = logging.getLogger(__name__)
@@ -33,19 +37,7 @@ def expire_snapshots(table: Table, keep_last: int = 10) -> int:
     The newest snapshot carrying each stream's offset (``loglake.offset.*`` in its summary) is always
     kept too, because delivery resumes from it after a restart: expiring it would lose the position.
     """
-    snapshots = sorted(table.snapshots(), key=lambda s: s.sequence_number or 0)
-    keep = {s.snapshot_id for s in snapshots[-keep_last:]}
-    current = table.current_snapshot()
-    if current is not None:
-        keep.add(current.snapshot_id)
-    latest_by_key: dict[str, int] = {}
-    for snap in snapshots:  # oldest first: later ones overwrite
-        props = snap.summary.additional_properties if snap.summary is not None else {}
-        for key in props:
-            if key.startswith(OFFSET_PREFIX):
-                latest_by_key[key] = snap.snapshot_id
-    keep.update(latest_by_key.values())
-    expired = [s.snapshot_id for s in snapshots if s.snapshot_id not in keep]
+    expired = expirable(table, keep_last, 0.0, 0)
     if expired:
         table.maintenance.expire_snapshots().by_ids(expired).commit()
     return len(expired)
@@ -168,16 +160,18 @@ def _opener(catalog: Catalog, table: Table) -> Callable[[], tuple[Catalog, Table
 ORPHAN_AGE_S = 600.0
 
 
-def remove_orphans(table: Table, older_than_s: float = ORPHAN_AGE_S) -> tuple[int, int]:
+def remove_orphans(
+    table: Table, older_than_s: float = ORPHAN_AGE_S, dry_run: bool = False
+) -> tuple[int, int]:
     """Delete data files, manifests and manifest lists that no snapshot of ``table`` references.
 
     Snapshot expiry (pyiceberg) only drops snapshots from the metadata; files replaced by
     compaction and the manifests of expired snapshots stay on disk until removed here, like
     Iceberg's ``remove_orphan_files``. Metadata JSON files are left to the table's
     ``write.metadata.delete-after-commit`` setting. Files younger than ``older_than_s`` are kept
-    (a commit in flight has not referenced its files yet). Returns (files deleted, bytes freed).
+    (a commit in flight has not referenced its files yet). Returns (files deleted, bytes freed);
+    with ``dry_run``, what would be deleted, deleting nothing.
     """
-    import time
 
     from pyarrow.fs import FileSelector, FileSystem
 
@@ -209,6 +203,10 @@ def remove_orphans(table: Table, older_than_s: float = ORPHAN_AGE_S) -> tuple[in
             if _norm(info.path) in referenced or info.mtime_ns is None:
                 continue
             if info.mtime_ns > cutoff_ns:
+                continue
+            if dry_run:
+                deleted += 1
+                freed += info.size or 0
                 continue
             try:
                 fs.delete_file(info.path)
@@ -250,6 +248,8 @@ class MaintenanceStats:
     expired_snapshots: int = 0
     removed_files: int = 0  # files no snapshot references any more, deleted
     removed_bytes: int = 0
+    retention_dropped_files: int = 0  # files dropped whole because their data was past retention
+    retention_dropped_rows: int = 0
     failures: int = 0
 
 
@@ -282,10 +282,17 @@ class MaintenanceSchedule:
         catalog: Callable[[], Catalog],
         tables: Tables,
         behind: Callable[[], bool] = lambda: False,
+        config: Config | None = None,
     ) -> None:
         self._catalog = catalog
         self._tables = tables
         self._behind = behind
+        # With a config, every table of the catalog is also maintained every
+        # ``maintenance.interval_s`` (:func:`maintain_table`): batch-written and crawled tables too.
+        self._config = config
+        interval = config.maintenance.interval_s if config is not None else 0.0
+        self._interval = interval
+        self._full_at = time.monotonic() + interval
         self._lock = threading.Lock()
         self._entries: dict[str, _Entry] = {}
         self._due = threading.Event()
@@ -315,10 +322,17 @@ class MaintenanceSchedule:
         """Make passes until :meth:`stop`. Never raises for a table's failure."""
         seen: dict[str, int] = {}
         while not self._stop.is_set():
-            kicked = self._due.wait(MAINTAIN_IDLE_S)
+            wait = MAINTAIN_IDLE_S
+            if self._interval > 0:
+                wait = max(0.0, min(wait, self._full_at - time.monotonic()))
+            kicked = self._due.wait(wait)
             self._due.clear()
             if self._stop.is_set():
                 return
+            if self._interval > 0 and time.monotonic() >= self._full_at:
+                self._maintain_all()
+                self._full_at = time.monotonic() + self._interval
+                continue
             with self._lock:
                 entries = list(self._entries.values())
             for entry in entries:
@@ -357,6 +371,59 @@ class MaintenanceSchedule:
                 extra={"fields": {"table": entry.name, "reason": str(exc)}},
             )
 
+    def _maintain_all(self) -> None:
+        """One :func:`maintain_table` of every table in the catalog, partitions still being
+        written (time range not yet over) excepted. A table's failure is logged and counted."""
+        from loglake.lake.catalog import list_tables
+        from loglake.lake.rejected import time_column
+
+        assert self._config is not None
+        try:
+            catalog = self._catalog()
+            names = list_tables(catalog)
+        except Exception as exc:
+            log.warning("maintenance: cannot list the tables: %s", exc, exc_info=True)
+            return
+        for name in names:
+            if self._stop.is_set():
+                return
+            with self._lock:
+                entry = self._entries.get(name)
+                if entry is None:
+                    entry = self._entries[name] = _Entry(name, time_column(name))
+            stats = entry.stats
+            try:
+                stats.passes += 1
+                report = maintain_table(
+                    catalog, name, self._config, tables=self._tables, closed_only=True
+                )
+            except Exception as exc:  # report, never stop maintaining the other tables
+                stats.failures += 1
+                log.warning(
+                    "maintenance of %s failed: %s",
+                    name,
+                    exc,
+                    exc_info=True,
+                    extra={"fields": {"table": name, "reason": str(exc)}},
+                )
+                continue
+            stats.compacted_files += report.compacted_files
+            stats.expired_snapshots += report.snapshots_expired
+            stats.removed_files += report.orphans_removed
+            stats.removed_bytes += report.orphan_bytes
+            stats.retention_dropped_files += report.files_dropped
+            stats.retention_dropped_rows += report.rows_dropped
+            if report.compacted_files or report.files_dropped or report.snapshots_expired:
+                log.info(
+                    "maintained %s: files %d -> %d, %d partitions dropped, %d snapshots expired",
+                    name,
+                    report.files_before,
+                    report.files_after,
+                    len(report.partitions_dropped),
+                    report.snapshots_expired,
+                    extra={"fields": {"table": name, **report.as_dict()}},
+                )
+
     def _compact(self, entry: _Entry) -> None:
         catalog = self._catalog()
         shared = self._tables.get(entry.name)
@@ -390,3 +457,416 @@ class MaintenanceSchedule:
             deleted, freed = remove_orphans(table)
             entry.stats.removed_files += deleted
             entry.stats.removed_bytes += freed
+
+
+# -- maintenance of any table to a target file size, with retention ----------------------------
+# `loglake maintain` and the server's periodic pass over every table of the catalog (batch-written,
+# crawled and streamed alike). Unlike the streaming tiers above, which keep freshly committed
+# partitions cheap to scan, this brings every partition to few files of about the target size.
+
+#: Rows merged per write: bounds a merge's memory whatever the target file size.
+MERGE_BATCH_ROWS = 131_072
+#: Commit attempts when another writer moved the table on meanwhile.
+COMMIT_ATTEMPTS = 5
+
+
+@dataclass
+class MaintainReport:
+    """What one maintenance of one table did (or, with ``dry_run``, would do)."""
+
+    table: str
+    dry_run: bool = False
+    files_before: int = 0
+    bytes_before: int = 0
+    files_after: int = 0
+    bytes_after: int = 0
+    compacted_files: int = 0  # small files merged away
+    written_files: int = 0  # files the merges wrote
+    partitions_dropped: list[str] = field(default_factory=list)
+    files_dropped: int = 0
+    rows_dropped: int = 0
+    snapshots_expired: int = 0
+    orphans_removed: int = 0
+    orphan_bytes: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        from dataclasses import asdict
+
+        return asdict(self)
+
+
+def time_field(table: Table) -> tuple[str | None, Any]:
+    """The table's event-time column and the partition field on it (hour, day or month), either
+    None when the table has none: the partition spec's time transform first, else ``ts`` or
+    ``ingested_at`` (rejected lines) when the schema has one."""
+    from pyiceberg.transforms import DayTransform, HourTransform, MonthTransform
+
+    schema = table.schema()
+    for spec_field in table.spec().fields:
+        if isinstance(spec_field.transform, HourTransform | DayTransform | MonthTransform):
+            return schema.find_column_name(spec_field.source_id), spec_field
+    names = set(schema.column_names)
+    for column in ("ts", "ingested_at"):
+        if column in names:
+            return column, None
+    return None, None
+
+
+def _live_files(table: Table) -> list[Any]:
+    """The data files of the table's current snapshot (files with row deletes are left alone)."""
+    return [task.file for task in table.scan().plan_files() if not task.delete_files]
+
+
+def _partition_end(table: Table, data_file: Any, column: str) -> datetime | None:
+    """When the time range of ``data_file`` ends: the end of its time partition, else the upper
+    bound of its time column's statistics (exact for timestamps); None when unknown."""
+    from pyiceberg.conversions import from_bytes
+    from pyiceberg.transforms import DayTransform, HourTransform, MonthTransform
+
+    schema = table.schema()
+    source = schema.find_field(column)
+    spec = table.specs().get(data_file.spec_id)
+    if spec is not None:
+        for i, spec_field in enumerate(spec.fields):
+            if spec_field.source_id != source.field_id:
+                continue
+            value = data_file.partition[i]
+            if value is None:
+                break
+            start = datetime(1970, 1, 1, tzinfo=UTC)
+            if isinstance(spec_field.transform, HourTransform):
+                return start + timedelta(hours=value + 1)
+            if isinstance(spec_field.transform, DayTransform):
+                return start + timedelta(days=value + 1)
+            if isinstance(spec_field.transform, MonthTransform):
+                year, month = divmod(value + 1, 12)
+                return datetime(1970 + year, month + 1, 1, tzinfo=UTC)
+    bound = (data_file.upper_bounds or {}).get(source.field_id)
+    if bound is None:
+        return None
+    try:
+        micros = from_bytes(source.field_type, bound)  # type: ignore[arg-type]
+    except Exception:
+        return None  # not a timestamp column: no time range
+    if not isinstance(micros, int):
+        return None
+    # The newest row is at `micros`; the range ends just after it.
+    return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=micros + 1)
+
+
+def _partition_name(table: Table, data_file: Any) -> str:
+    spec = table.specs().get(data_file.spec_id)
+    if spec is None or not spec.fields:
+        return "(unpartitioned)"
+    return spec.partition_to_path(data_file.partition, table.schema())
+
+
+def plan_retention(
+    table: Table, column: str | None, days: int, now: datetime
+) -> tuple[list[Any], list[str]]:
+    """The files whose whole time range is older than ``days`` days before ``now``, and the names
+    of their partitions. Nothing for ``days`` 0 or a table without a time column. A file whose
+    range reaches past the cutoff is kept whole: no row is rewritten."""
+    if days <= 0 or column is None:
+        return [], []
+    cutoff = now - timedelta(days=days)
+    files = []
+    partitions: set[str] = set()
+    for data_file in _live_files(table):
+        end = _partition_end(table, data_file, column)
+        if end is not None and end <= cutoff:
+            files.append(data_file)
+            partitions.add(_partition_name(table, data_file))
+    return files, sorted(partitions)
+
+
+def plan_target_compaction(
+    table: Table,
+    target_bytes: int,
+    closed_before: datetime | None = None,
+    column: str | None = None,
+) -> list[list[Any]]:
+    """Groups of files to merge, each into one file of at most about ``target_bytes``.
+
+    Per partition, the files smaller than three quarters of the target are packed, smallest
+    first, into groups whose sizes add up to at most the target; a group of one file is left
+    alone. With ``closed_before``, partitions whose time range has not ended by then are skipped
+    (streams still write them; their own tiers keep them fast).
+    """
+    by_partition: dict[Any, list[Any]] = defaultdict(list)
+    for data_file in _live_files(table):
+        if data_file.file_size_in_bytes >= target_bytes * 3 // 4:
+            continue
+        if closed_before is not None and column is not None:
+            end = _partition_end(table, data_file, column)
+            if end is not None and end > closed_before:
+                continue
+        by_partition[(data_file.spec_id, str(data_file.partition))].append(data_file)
+    plans: list[list[Any]] = []
+    for files in by_partition.values():
+        files.sort(key=lambda f: f.file_size_in_bytes)
+        group: list[Any] = []
+        size = 0
+        for data_file in files:
+            if group and size + data_file.file_size_in_bytes > target_bytes:
+                if len(group) > 1:
+                    plans.append(group)
+                group, size = [], 0
+            group.append(data_file)
+            size += data_file.file_size_in_bytes
+        if len(group) > 1:
+            plans.append(group)
+    return plans
+
+
+def merge_files(table: Table, files: list[Any], column: str | None) -> Any:
+    """Write the rows of ``files`` (one partition) as one new data file, uncommitted; returns it.
+
+    Streams the input :data:`MERGE_BATCH_ROWS` rows at a time, so memory stays bounded whatever
+    the target size; each chunk is sorted by ``column``. Rows of files written under an older
+    schema get nulls for the columns added since. Raises LakeError when a file cannot be read or
+    written (the partly written file is an orphan, removed later).
+    """
+    import uuid
+
+    import polars as pl
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from pyiceberg.io.fileformat import FileFormatFactory
+    from pyiceberg.io.pyarrow import _to_requested_schema, pyarrow_to_schema, schema_to_pyarrow
+    from pyiceberg.manifest import DataFile, DataFileContent, FileFormat
+
+    from loglake.errors import LakeError
+    from loglake.lake.writer import align
+
+    meta = table.metadata
+    schema = meta.schema()
+    target = schema_to_pyarrow(schema, include_field_ids=False)
+    model = FileFormatFactory.get(FileFormat.PARQUET)
+    first = files[0]
+    path = f"{first.file_path.rsplit('/', 1)[0]}/compacted-{uuid.uuid4()}.parquet"
+    out = table.io.new_output(path)
+    writer = model.create_writer(out, schema, meta.properties)
+    pending: list[pl.DataFrame] = []
+    rows = 0
+
+    def write_pending() -> None:
+        frame = pl.concat(pending, how="diagonal_relaxed") if len(pending) > 1 else pending[0]
+        pending.clear()
+        if column is not None and column in frame.columns:
+            frame = frame.sort(column)
+        arrow = align(frame, target).to_arrow(compat_level=pl.CompatLevel.oldest()).cast(target)
+        file_schema = pyarrow_to_schema(
+            arrow.schema, name_mapping=schema.name_mapping, format_version=meta.format_version
+        )
+        batches = [
+            _to_requested_schema(
+                requested_schema=schema,
+                file_schema=file_schema,
+                batch=batch,
+                include_field_ids=True,
+                format_model=model,
+            )
+            for batch in arrow.to_batches()
+        ]
+        writer.write(pa.Table.from_batches(batches))
+
+    try:
+        with writer:
+            for data_file in files:
+                with table.io.new_input(data_file.file_path).open() as stream:
+                    for batch in pq.ParquetFile(stream).iter_batches(batch_size=MERGE_BATCH_ROWS):
+                        pending.append(pl.DataFrame(pl.from_arrow(batch)))
+                        rows += batch.num_rows
+                        if rows >= MERGE_BATCH_ROWS:
+                            write_pending()
+                            rows = 0
+            if pending:
+                write_pending()
+        stats = writer.result()
+    except Exception as exc:
+        raise LakeError(f"cannot merge data files of {table.name()}: {exc}") from exc
+    return DataFile.from_args(
+        content=DataFileContent.DATA,
+        file_path=path,
+        file_format=FileFormat.PARQUET,
+        partition=first.partition,
+        file_size_in_bytes=len(out),
+        sort_order_id=None,
+        spec_id=first.spec_id,
+        equality_ids=None,
+        key_metadata=None,
+        **stats.to_serialized_dict(),
+    )
+
+
+def expirable(table: Table, keep_last: int, min_age_s: float, now_ms: int) -> list[int]:
+    """Ids of the snapshots :func:`expire_snapshots` rules allow to expire, and only those that
+    stopped being current (their successor was committed) at least ``min_age_s`` ago: a query
+    planned on a snapshot reads its files for up to ``query.timeout_s``."""
+    snapshots = sorted(table.snapshots(), key=lambda s: s.sequence_number or 0)
+    keep = {s.snapshot_id for s in snapshots[-keep_last:]}
+    current = table.current_snapshot()
+    if current is not None:
+        keep.add(current.snapshot_id)
+    latest_by_key: dict[str, int] = {}
+    for snap in snapshots:
+        props = snap.summary.additional_properties if snap.summary is not None else {}
+        for key in props:
+            if key.startswith(OFFSET_PREFIX):
+                latest_by_key[key] = snap.snapshot_id
+    keep.update(latest_by_key.values())
+    if min_age_s > 0:
+        cutoff_ms = now_ms - min_age_s * 1000
+        for older, newer in itertools.pairwise(snapshots):
+            if newer.timestamp_ms > cutoff_ms:
+                keep.add(older.snapshot_id)
+    return [s.snapshot_id for s in snapshots if s.snapshot_id not in keep]
+
+
+def _lock(tables: Tables | None, name: str) -> AbstractContextManager[Any]:
+    """The commit lock of table ``name`` among the process's writers (none in the CLI)."""
+    return tables.get(name).lock if tables is not None else nullcontext()
+
+
+def _commit_files(
+    catalog: Catalog,
+    name: str,
+    tables: Tables | None,
+    old_files: list[Any],
+    new_files: list[Any],
+    properties: dict[str, str],
+) -> None:
+    """One OVERWRITE snapshot removing ``old_files`` and adding ``new_files``, on the newest table.
+
+    Retried when another writer committed meanwhile; refused (LakeError) when one of
+    ``old_files`` is no longer live (another maintenance replaced it): committing then would
+    bring rows back or count them twice. With ``tables`` (the server), under the table's lock.
+    """
+    from pyiceberg.exceptions import CommitFailedException
+
+    from loglake.errors import LakeError
+
+    wanted = {f.file_path for f in old_files}
+    for attempt in range(COMMIT_ATTEMPTS):
+        with _lock(tables, name):
+            table = catalog.load_table(name)
+            live = {f.file_path for f in _live_files(table)}
+            gone = wanted - live
+            if gone:
+                raise LakeError(
+                    f"maintenance of {name}: {len(gone)} planned files were replaced by another "
+                    "writer meanwhile; run it again"
+                )
+            try:
+                tx = table.transaction()
+                with tx.update_snapshot(snapshot_properties=properties).overwrite() as overwrite:
+                    for data_file in old_files:
+                        overwrite.delete_data_file(data_file)
+                    for data_file in new_files:
+                        overwrite.append_data_file(data_file)
+                table = tx.commit_transaction()
+            except CommitFailedException as exc:
+                if attempt + 1 < COMMIT_ATTEMPTS:
+                    continue
+                raise LakeError(
+                    f"maintenance commit to {name} failed: {exc}; run it again"
+                ) from exc
+            if tables is not None:
+                tables.committed(name, table, None, [])
+            return
+
+
+def maintain_table(
+    catalog: Catalog,
+    name: str,
+    config: Config,
+    *,
+    tables: Tables | None = None,
+    dry_run: bool = False,
+    closed_only: bool = False,
+    now: datetime | None = None,
+) -> MaintainReport:
+    """Retention, compaction to ``maintenance.target_file_mb``, snapshot expiry and orphan removal
+    of table ``name``, in that order; what was done (or, with ``dry_run``, would be done).
+
+    Queries running meanwhile keep their answers: each step commits one snapshot that replaces
+    files atomically, and replaced files stay on disk until their snapshots are expired, which
+    waits ``maintenance.grace_s`` after they stopped being current. ``closed_only`` (the server's
+    schedule) leaves partitions whose time range has not ended alone. ``tables``: the process's
+    writers, whose lock the commits take. Raises LakeError when a commit fails (nothing of that
+    step is visible then).
+    """
+    from loglake.lake.catalog import load_table
+
+    settings = config.maintenance
+    now = now or datetime.now(UTC)
+    report = MaintainReport(name, dry_run=dry_run)
+    table = load_table(catalog, name)
+    before = _live_files(table)
+    report.files_before = len(before)
+    report.bytes_before = sum(f.file_size_in_bytes for f in before)
+    column, _ = time_field(table)
+
+    dropped, report.partitions_dropped = plan_retention(
+        table, column, config.retention_days(name), now
+    )
+    report.files_dropped = len(dropped)
+    report.rows_dropped = sum(f.record_count for f in dropped)
+    if dropped and not dry_run:
+        _commit_files(
+            catalog,
+            name,
+            tables,
+            dropped,
+            [],
+            {"loglake.retention-dropped-files": str(len(dropped))},
+        )
+        table = catalog.load_table(name)
+
+    target = settings.target_file_mb << 20
+    gone = {f.file_path for f in dropped}
+    groups = [
+        g
+        for g in plan_target_compaction(table, target, now if closed_only else None, column)
+        if not gone.intersection(f.file_path for f in g)
+    ]
+    report.compacted_files = sum(len(g) for g in groups)
+    if dry_run:
+        report.written_files = len(groups)
+    elif groups:
+        new_files = [merge_files(table, group, column) for group in groups]
+        report.written_files = len(new_files)
+        _commit_files(
+            catalog,
+            name,
+            tables,
+            [f for g in groups for f in g],
+            new_files,
+            {"loglake.compacted-files": str(report.compacted_files)},
+        )
+    table = catalog.load_table(name)
+
+    ids = expirable(table, settings.keep_snapshots, settings.grace_s, int(now.timestamp() * 1000))
+    report.snapshots_expired = len(ids)
+    if ids and not dry_run:
+        with _lock(tables, name):
+            table = catalog.load_table(name)
+            table.maintenance.expire_snapshots().by_ids(ids).commit()
+            table = catalog.load_table(name)
+            if tables is not None:
+                tables.committed(name, table, None, [])
+
+    report.orphans_removed, report.orphan_bytes = remove_orphans(
+        table, settings.grace_s, dry_run=dry_run
+    )
+
+    after = _live_files(table)
+    if dry_run:
+        report.files_after = report.files_before - report.files_dropped
+        report.files_after -= report.compacted_files - report.written_files
+        report.bytes_after = report.bytes_before - sum(f.file_size_in_bytes for f in dropped)
+    else:
+        report.files_after = len(after)
+        report.bytes_after = sum(f.file_size_in_bytes for f in after)
+    return report

@@ -176,6 +176,18 @@ MAINTENANCE_FIELDS: dict[str, str] = {
         "Bytes of the unreferenced files deleted.",
         "table",
     ),
+    "retention_dropped_files": _metric(
+        "loglake_table_retention_dropped_files_total",
+        "counter",
+        "Data files dropped whole because all their rows were older than the table's retention.",
+        "table",
+    ),
+    "retention_dropped_rows": _metric(
+        "loglake_table_retention_dropped_rows_total",
+        "counter",
+        "Rows of the data files dropped for retention.",
+        "table",
+    ),
     "failures": _metric(
         "loglake_table_maintenance_failures_total",
         "counter",

@@ -149,7 +149,7 @@ class Runtime:
         self.tables = Tables()
         self.tables.on_commit(plan_hook(config))
         self.maintenance = MaintenanceSchedule(
-            lambda: self.catalog.result(), self.tables, behind=self._ingest_behind
+            lambda: self.catalog.result(), self.tables, behind=self._ingest_behind, config=config
         )
         # The config's scheduled ETL jobs (analytics/jobs.py), committing through the same tables.
         self.jobs = JobSchedule(config, self.tables)
