@@ -163,3 +163,12 @@ def test_table_threshold_refuses(tmp_path: Path, home: Path, run_cli) -> None:  
     # One named table takes both paths.
     run_cli("crawl", str(tmp_path / "a"), str(tmp_path / "b"), "--table", "crawled.both")
     assert _sql(home, "SELECT count(*) FROM crawled.both") == [(2,)]
+
+
+def test_same_folder_names_never_merge(tmp_path: Path, home: Path, run_cli) -> None:  # type: ignore[no-untyped-def]
+    for side in ("a", "b"):
+        _parquet(tmp_path / side / "logs" / "x.parquet", pa.table({"v": [1]}))
+    proc = run_cli("crawl", str(tmp_path / "a" / "logs"), str(tmp_path / "b" / "logs"), check=False)
+    assert proc.returncode != 0
+    assert "would both become table crawled.logs" in proc.stderr
+    assert list(home.iterdir()) == []

@@ -427,9 +427,16 @@ def _tables(
     for root, _ in groups:
         families_per_root[root] = families_per_root.get(root, 0) + 1
     names: dict[str, TablePlan] = {}
+    roots: dict[str, str] = {}  # table -> the include path it was named after
     for (root, family), files in groups.items():
         base = table or _base_name(root, settings.namespace)
         name = base if families_per_root[root] == 1 else f"{base}_{family}"
+        if table is None and roots.setdefault(name, root) != root:
+            # Two include paths never merge into one table unless --table says so.
+            raise CrawlError(
+                f"include paths {roots[name]} and {root} would both become table {name}; "
+                "crawl them one at a time with --table NAMESPACE.NAME each"
+            )
         t = names.get(name)
         if t is None:
             t = names[name] = TablePlan(name, family)
