@@ -221,3 +221,26 @@ def test_the_servers_schedule_compacts_a_batch_written_table(tmp_path: Path) -> 
     finally:
         server.stop()
     assert _sql(home, ROWS) == rows and _sql(home, PER_HOUR) == per_hour
+
+
+def test_a_compaction_planned_before_another_one_committed_is_refused(tmp_path: Path) -> None:
+    """The server's streaming compaction and `loglake maintain` in another process may plan the
+    same files: the second commit must fail (pyiceberg checks that the files it deletes are
+    live), not add the rows a second time."""
+    import pytest
+
+    from loglake.errors import LakeError
+    from loglake.lake.maintenance import commit_replace, merge_files, plan_target_compaction
+
+    home = _home(tmp_path)
+    _ingest(home, _lines(datetime(2024, 3, 1, tzinfo=UTC), 400, timedelta(seconds=20)))
+    rows = _sql(home, ROWS)
+    config = load_config(home=home, environ={})
+    catalog = open_catalog(config)
+    table = catalog.load_table("logs.access")
+    group = plan_target_compaction(table, 64 << 20)[0]
+    merged = merge_files(table, group, "ts")
+    maintain_table(catalog, "logs.access", config)  # compacts the same files first
+    with pytest.raises(LakeError, match="Missing required files to delete"):
+        commit_replace(catalog.load_table("logs.access"), group, [merged])
+    assert _sql(home, ROWS) == rows

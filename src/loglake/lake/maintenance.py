@@ -772,6 +772,10 @@ def _commit_files(
                 raise LakeError(
                     f"maintenance commit to {name} failed: {exc}; run it again"
                 ) from exc
+            except Exception as exc:  # e.g. pyiceberg's check that every file to delete is live
+                raise LakeError(
+                    f"maintenance commit to {name} failed: {exc}; run it again"
+                ) from exc
             if tables is not None:
                 tables.committed(name, table, None, [])
             return
