@@ -38,6 +38,7 @@ _SAMPLE_BYTES = 1 << 20  # bytes of a text file read to detect its format and sc
 _SAMPLE_LINES = 2000
 _PARQUET_MAGIC = b"PAR1"
 _CRAWL_RUN = "loglake.crawl-run"
+_APPEND_BYTES = 128 << 20  # rows read before they are written as data files of the crawl's commit
 
 
 class CrawlError(LoglakeError):
@@ -572,19 +573,33 @@ def _append_files(config: Config, t: TablePlan) -> int:
             iceberg = catalog.load_table(t.name)
         schema = iceberg.schema().as_arrow()
         schema = pa.schema([pa.field(f.name, f.type) for f in schema])  # nullable, as written
-        parts = [_file_table(f, f.kind, schema) for f in t.files]
-        data = pa.concat_tables(parts) if parts else schema.empty_table()
         run_id = uuid.uuid4().hex
         items = [(f.input.fingerprint, f.input.name, 0) for f in t.files if f.input.fingerprint]
         ledger.mark_pending(run_id, items, [t.name])
-        iceberg.append(data, snapshot_properties={RUN_PROPERTY: run_id, _CRAWL_RUN: run_id})
+        props = {RUN_PROPERTY: run_id, _CRAWL_RUN: run_id}
+        rows = 0
+        # Files are read a group at a time (memory stays about one group whatever the folder
+        # holds) and every group is appended in one transaction: one commit for the whole table.
+        with iceberg.transaction() as tx:
+            group: list[pa.Table] = []
+            held = 0
+            for f in t.files:
+                part = _file_table(f, f.kind, schema)
+                group.append(part)
+                held += part.nbytes
+                rows += part.num_rows
+                if held >= _APPEND_BYTES:
+                    tx.append(pa.concat_tables(group), snapshot_properties=props)
+                    group, held = [], 0
+            if group:
+                tx.append(pa.concat_tables(group), snapshot_properties=props)
         ledger.mark_done(run_id)
     finally:
         ledger.close()
     from loglake.query.plan import plan_hook
 
     plan_hook(config)(t.name, catalog.load_table(t.name), None, [])
-    return int(data.num_rows)
+    return rows
 
 
 def _ingest_files(config: Config, t: TablePlan, report: CrawlReport) -> int:
