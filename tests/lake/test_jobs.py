@@ -332,15 +332,33 @@ def test_serve_runs_scheduled_jobs_and_survives_a_failing_one(
             lambda: _table_rows(server, "analytics.sessions"), "the scheduled sessions job's rows"
         )
         assert server.query("SELECT sum(requests) AS n FROM analytics.sessions") == [{"n": 1632}]
+        sessions = _table_rows(server, "analytics.sessions")
         wait_for(
             lambda: sum(r["status"] == "failed" for r in _history(home, "broken")) >= 2,
             "the failing job tried again",
         )
         assert request("GET", f"{server.url}/readyz")[0] == 200
+        metrics = _metrics(server)
+        assert metrics['loglake_job_failures_total{job="broken"}'] >= 2
+        assert metrics['loglake_job_runs_total{job="sessions"}'] == 1
+        assert metrics['loglake_job_rows_total{job="sessions"}'] == sessions
         assert "job broken failed" in (home / "server.log").read_text()
         assert [r["status"] for r in _history(home, "sessions")] == ["ok"]
     finally:
         server.stop()
+
+
+def _metrics(server: Server) -> dict[str, float]:
+    """The samples of ``/metrics`` as ``name{labels}`` -> value."""
+    import urllib.request
+
+    with urllib.request.urlopen(f"{server.url}/metrics", timeout=30) as resp:
+        text = resp.read().decode()
+    return {
+        line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line and not line.startswith("#")
+    }
 
 
 def _table_rows(server: Server, table: str) -> int:

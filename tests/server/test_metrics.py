@@ -28,6 +28,7 @@ from serving import Server, request
 
 from loglake.analytics.alerts import Notifier
 from loglake.analytics.engine import ContinuousQuery, QueryStats
+from loglake.analytics.jobs import JobStats
 from loglake.analytics.runner import RunningQuery, _gauges
 from loglake.config.queries import QuerySpec, WindowSpec
 from loglake.lake.consumer import DeliveryStats
@@ -209,7 +210,11 @@ def runtime(tmp_path: Path, webhook: str) -> Iterator[SimpleNamespace]:
     ]
     try:
         yield SimpleNamespace(
-            streams={"web": stream}, supervisor=supervisor, sources=sources, maintenance=maintenance
+            streams={"web": stream},
+            supervisor=supervisor,
+            sources=sources,
+            maintenance=maintenance,
+            jobs=SimpleNamespace(stats={"daily": JobStats(runs=3, failures=1, rows=20)}),
         )
     finally:
         release.set()
@@ -395,6 +400,7 @@ def test_counter_maps_cover_every_numeric_field(tmp_path: Path) -> None:
     assert numeric_fields(SourceCounters) == set(metrics.SOURCE_FIELDS)
     assert numeric_fields(RunnerStats) == set(metrics.RUNNER_FIELDS)
     assert numeric_fields(MaintenanceStats) == set(metrics.MAINTENANCE_FIELDS)
+    assert numeric_fields(JobStats) == set(metrics.JOB_FIELDS)
     assert numeric_fields(Worker) | {"running"} == set(metrics.WORKER_FIELDS)
     notifier = Notifier()
     try:
@@ -424,6 +430,7 @@ def test_every_mapped_metric_is_in_a_scrape(runtime: SimpleNamespace) -> None:
         metrics.RUNNER_FIELDS,
         metrics.MAINTENANCE_FIELDS,
         metrics.STREAM_MAINTENANCE_FIELDS,
+        metrics.JOB_FIELDS,
         {k: v for k, v in metrics.SOURCE_FIELDS.items() if "{key}" not in v},
     ]
     wanted = {

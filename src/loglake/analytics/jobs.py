@@ -542,6 +542,15 @@ def _commit(
 _TICK_S = 1.0
 
 
+@dataclass
+class JobStats:
+    """Counters of one scheduled job in this server process (on ``/metrics``, label ``job``)."""
+
+    runs: int = 0  # scheduled runs started
+    failures: int = 0  # of those, the ones that failed (logged; retried at the next time)
+    rows: int = 0  # rows the runs wrote to the target
+
+
 class JobSchedule:
     """Runs the config's scheduled jobs inside ``loglake serve``, one at a time, in one thread.
 
@@ -554,7 +563,7 @@ class JobSchedule:
         self.config = config
         self.tables = tables
         self._stop = threading.Event()
-        self.failures: dict[str, int] = {}  # job -> failed runs in this process
+        self.stats = {name: JobStats() for name in self.scheduled}
 
     @property
     def scheduled(self) -> list[str]:
@@ -578,10 +587,12 @@ class JobSchedule:
             history.close()
 
     def _run_one(self, name: str, history: JobHistory) -> None:
+        stats = self.stats[name]
+        stats.runs += 1
         try:
-            run_job(self.config, name, self.tables, history)
+            stats.rows += run_job(self.config, name, self.tables, history).rows
         except Exception as exc:
-            self.failures[name] = self.failures.get(name, 0) + 1
+            stats.failures += 1
             log.error(
                 "job %s failed: %s; it runs again at its next scheduled time",
                 name,

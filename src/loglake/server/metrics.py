@@ -195,6 +195,24 @@ MAINTENANCE_FIELDS: dict[str, str] = {
         "table",
     ),
 }
+# -- ETL jobs (analytics.jobs.JobStats): the server's scheduled runs, one entry per job -------------
+
+#: JobStats field -> metric (label: job).
+JOB_FIELDS: dict[str, str] = {
+    "runs": _metric(
+        "loglake_job_runs_total", "counter", "Scheduled runs of the ETL job started.", "job"
+    ),
+    "failures": _metric(
+        "loglake_job_failures_total",
+        "counter",
+        "Scheduled runs of the job that failed (logged; it runs again at its next time).",
+        "job",
+    ),
+    "rows": _metric(
+        "loglake_job_rows_total", "counter", "Rows the job's runs wrote to its target.", "job"
+    ),
+}
+
 #: The same figures per stream, of the table the stream writes (streams sharing a table show the
 #: same numbers): the names /metrics had before maintenance was per table.
 STREAM_MAINTENANCE_FIELDS: dict[str, str] = {
@@ -615,6 +633,9 @@ class RuntimeCollector:
         tables = dict(maintenance.stats()) if maintenance is not None else {}
         for table, stats in sorted(tables.items()):
             out.fields(stats, MAINTENANCE_FIELDS, "loglake_unmapped_maintenance", table=table)
+        jobs = getattr(self.runtime, "jobs", None)
+        for job, counts in sorted(jobs.stats.items()) if jobs is not None else []:
+            out.fields(counts, JOB_FIELDS, "loglake_unmapped_job", job=job)
         for stream in streams:
             self._guard(f"stream {stream.name}", self._stream, out, stream, tables)
         for qname, q in self._queries(streams):
