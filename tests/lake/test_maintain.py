@@ -244,3 +244,35 @@ def test_a_compaction_planned_before_another_one_committed_is_refused(tmp_path: 
     with pytest.raises(LakeError, match="Missing required files to delete"):
         commit_replace(catalog.load_table("logs.access"), group, [merged])
     assert _sql(home, ROWS) == rows
+
+
+def test_files_registered_in_place_are_never_rewritten(tmp_path: Path) -> None:
+    """A file added where it lies (Iceberg add_files) belongs to the user: compaction leaves it
+    where it is, and orphan removal, which only looks inside the table's folder, never sees it."""
+    import pyarrow.parquet as pq
+
+    home = _home(tmp_path)
+    _ingest(home, _lines(datetime(2024, 3, 1, tzinfo=UTC), 60, timedelta(seconds=20)), runs=1)
+    config = load_config(home=home, environ={})
+    catalog = open_catalog(config)
+    table = catalog.load_table("logs.access")
+    rows = table.scan().to_arrow()
+    outside = tmp_path / "theirs"
+    outside.mkdir()
+    for i in range(3):  # the same hour as the table's one file
+        pq.write_table(rows.slice(i * 20, 20), outside / f"part-{i}.parquet")
+    table.add_files([str(outside / f"part-{i}.parquet") for i in range(3)])
+    assert _files(home) == 4
+
+    def scanned() -> list[tuple[object, ...]]:
+        got = open_catalog(config).load_table("logs.access").scan().to_arrow()
+        return sorted(
+            zip(*(got.column(c).to_pylist() for c in ("ts", "path", "bytes")), strict=True)
+        )
+
+    before = scanned()
+    assert len(before) == 120
+    report = maintain_table(open_catalog(config), "logs.access", config)
+    assert (report.compacted_files, report.files_after) == (0, 4)
+    assert sorted(p.name for p in outside.iterdir()) == [f"part-{i}.parquet" for i in range(3)]
+    assert scanned() == before

@@ -590,13 +590,17 @@ def plan_target_compaction(
 
     Per partition, the files smaller than three quarters of the target are packed, smallest
     first, into groups whose sizes add up to at most the target; a group of one file is left
-    alone. With ``closed_before``, partitions whose time range has not ended by then are skipped
-    (streams still write them; their own tiers keep them fast).
+    alone, and so are files outside the table's location (registered where they were). With
+    ``closed_before``, partitions whose time range has not ended by then are skipped (streams
+    still write them; their own tiers keep them fast).
     """
     by_partition: dict[Any, list[Any]] = defaultdict(list)
+    root = _norm(table.location()).rstrip("/") + "/"
     for data_file in _live_files(table):
         if data_file.file_size_in_bytes >= target_bytes * 3 // 4:
             continue
+        if not _norm(data_file.file_path).startswith(root):
+            continue  # registered in place (Iceberg add_files): the user's file, never rewritten
         if closed_before is not None and column is not None:
             end = _partition_end(table, data_file, column)
             if end is not None and end > closed_before:
