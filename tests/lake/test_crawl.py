@@ -81,7 +81,11 @@ def test_crawl_mixed_folders(tmp_path: Path, home: Path, run_cli) -> None:  # ty
     (prices / "dt=2024-01-22").mkdir(parents=True)
     (prices / "dt=2024-01-22" / "p.csv").write_text("sku,price\na1,1.5\nb2,2\n")
     (prices / "dt=2024-01-23").mkdir()
-    (prices / "dt=2024-01-23" / "p.tsv.gz").write_bytes(gzip.compress(b"sku\tprice\nc3\t3\n"))
+    (prices / "dt=2024-01-23" / "p.tsv.gz").write_bytes(
+        gzip.compress(b"sku\tprice\nc3\t3\nd4\t4\n")
+    )
+    # Prose with one comma per line is no CSV table: left out like any odd file.
+    (web / "README.txt").write_text("Web tier, rotated daily.\nAsk ops, not dev.\nOr, me.\n")
     (web / "notes.bin").write_bytes(b"\x00\x01\x02 not a log\n\xff\xfe\n")  # the odd file
 
     planned = run_cli("crawl", str(sales), str(events), str(web), str(prices), "--plan").stdout
@@ -91,6 +95,7 @@ def test_crawl_mixed_folders(tmp_path: Path, home: Path, run_cli) -> None:  # ty
     assert "table crawled.web (new, access): 1 new file(s)" in planned
     assert "bad.parquet: type conflict: column 'id'" in planned
     assert "notes.bin: no format fits it" in planned
+    assert "README.txt: no format fits it" in planned
     assert "schema: id int64, amount double, region string" in planned
     # A CSV and a (compressed) TSV file of one path: rows of fields both, so one table.
     assert "table crawled.prices (new, csv): 2 new file(s)" in planned
@@ -112,6 +117,7 @@ def test_crawl_mixed_folders(tmp_path: Path, home: Path, run_cli) -> None:  # ty
         ("2024-01-22", "a1", 1.5),
         ("2024-01-22", "b2", 2.0),
         ("2024-01-23", "c3", 3.0),
+        ("2024-01-23", "d4", 4.0),
     ]
 
     # Re-crawl: nothing new is read or registered.

@@ -165,14 +165,21 @@ def _parquet_schema(inp: Input) -> pa.Schema:
         return pq.read_schema(raw if seekable else io.BytesIO(raw.read()))
 
 
+_HEADER = re.compile(r"^[A-Za-z_][\w.:/-]{0,127}$")
+
+
 def _delimited(sample: bytes) -> str | None:
     """ "csv" or "tsv" when the sample's lines split into the same number (2+) of fields."""
     lines = [ln for ln in sample.decode("utf-8", "replace").splitlines()[:50] if ln.strip()]
-    if len(lines) < 2:
+    if len(lines) < 3:  # a header and two rows at least
         return None
     for kind, sep in (("tsv", "\t"), ("csv", ",")):
         counts = {ln.count(sep) for ln in lines}
-        if len(counts) == 1 and counts.pop() >= 1:
+        header = [h.strip().strip('"') for h in lines[0].split(sep)]
+        # A header of distinct names, so that a stray text file whose lines happen to hold one
+        # comma each is not taken for a table of its own.
+        named = len(set(header)) == len(header) and all(_HEADER.match(h) for h in header)
+        if len(counts) == 1 and counts.pop() >= 1 and named:
             return kind
     return None
 
@@ -195,8 +202,8 @@ def detect(inp: Input, options: dict[str, object]) -> tuple[str, pa.Schema]:
     """
     import polars as pl
 
+    from loglake.formats import detect_format
     from loglake.formats.lines import line_batch
-    from loglake.formats.mixed import Detector
 
     try:
         head, parquet = _read_head(inp)
@@ -209,7 +216,9 @@ def detect(inp: Input, options: dict[str, object]) -> tuple[str, pa.Schema]:
     if not head.strip():
         raise SourceError("empty file")
     batch = line_batch(head, 1, inp.name)
-    fmt = Detector(options, unrecognized="").best(batch.text.head(_SAMPLE_LINES))
+    # At least half of the sampled lines must fit (as `loglake ingest` decides a file's main
+    # format): a text file where a stray line looks like syslog is no syslog table.
+    fmt = detect_format(batch.text.head(_SAMPLE_LINES), **options)
     if fmt is not None:
         from loglake.formats.step import naive_utc
 
