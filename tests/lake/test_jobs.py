@@ -24,7 +24,7 @@ import pytest
 
 from loglake.analytics.jobs import JobBusyError, committed_watermark, run_job
 from loglake.config import load_config
-from loglake.errors import ConfigError
+from loglake.errors import ConfigError, LakeError
 from loglake.ingest import ingest
 from loglake.lake.catalog import open_catalog
 from loglake.query.engine import Connection
@@ -366,3 +366,15 @@ def _table_rows(server: Server, table: str) -> int:
         return int(server.query(f"SELECT count(*) AS n FROM {table}")[0]["n"])
     except Exception:
         return 0
+
+
+def test_a_result_that_no_longer_fits_the_target_is_refused_by_column(tmp_path: Path) -> None:
+    home = _home(tmp_path, "lake", '[jobs.shape]\nsql = "SELECT 1 AS y, 2 AS z"\n')
+    run_job(load_config(home=home, environ={}), "shape")
+    (home / "loglake.toml").write_text('[jobs.shape]\nsql = "SELECT 1.5 AS y"\n')
+    with pytest.raises(LakeError) as refused:
+        run_job(load_config(home=home, environ={}), "shape")
+    assert "the table has 1: y: optional int, the result 1: y: optional decimal(2, 1)" in str(
+        refused.value
+    )
+    assert _sql(home, "SELECT y, z FROM analytics.shape") == [(1, 2)]  # the old result stays

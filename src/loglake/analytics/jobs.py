@@ -27,6 +27,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import re
 import sqlite3
 import threading
 import time
@@ -530,10 +531,28 @@ def _commit(
                 f"{target} changed while the job ran ({exc}); nothing was written: run it again"
             ) from exc
         except Exception as exc:
-            raise LakeError(f"writing the job's result to {target} failed: {exc}") from exc
+            raise LakeError(f"writing the job's result to {target} failed: {_short(exc)}") from exc
         if tables is not None:
             tables.committed(target, table, None if mode == "full" else location, [])
     return table
+
+
+def _short(exc: Exception) -> str:
+    """pyiceberg's message, with its table of a schema mismatch cut to the columns that differ."""
+    text = str(exc)
+    if "Mismatch in fields" not in text:
+        return text
+    clashes = []
+    for line in text.splitlines():
+        if "❌" in line:
+            cells = [c.strip() for c in re.split(r"[│┃]", line) if c.strip()]
+            if len(cells) == 3:
+                clashes.append(f"the table has {cells[1]}, the result {cells[2]}")
+    return (
+        "the result's column types do not fit the target's ("
+        + "; ".join(clashes or ["see the log"])
+        + "); cast them in the SQL to the table's types, or write to a new target"
+    )
 
 
 # -- the server's schedule ---------------------------------------------------------------------
