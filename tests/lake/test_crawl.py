@@ -178,3 +178,16 @@ def test_same_folder_names_never_merge(tmp_path: Path, home: Path, run_cli) -> N
     assert proc.returncode != 0
     assert "would both become table crawled.logs" in proc.stderr
     assert list(home.iterdir()) == []
+
+
+def test_json_conflict_and_new_key_on_recrawl(tmp_path: Path, home: Path, run_cli) -> None:  # type: ignore[no-untyped-def]
+    events = tmp_path / "ev"
+    events.mkdir()
+    (events / "1.jsonl").write_text('{"ts": "2024-01-22T10:00:00Z", "a": 1}\n')
+    run_cli("crawl", str(events))
+    (events / "2.jsonl").write_text('{"ts": "2024-01-22T10:00:01Z", "a": "x"}\n')
+    (events / "3.jsonl").write_text('{"ts": "2024-01-22T10:00:02Z", "a": 3, "c": true}\n')
+    out = run_cli("crawl", str(events)).stdout
+    assert "2.jsonl: type conflict: column 'a' is string here but int64 in the table" in out
+    assert "new columns: c" in out
+    assert _sql(home, "SELECT a, c FROM crawled.ev ORDER BY a") == [(1, None), (3, True)]

@@ -325,7 +325,8 @@ def _merge(
         wide = widen(fields[name], dtype)
         if wide is None:
             return None, (
-                f"type conflict: column {name!r} is {dtype} here but {fields[name]} in the table; "
+                f"type conflict: column {name!r} is {_type_name(dtype)} here but "
+                f"{_type_name(fields[name])} in the table; "
                 "the file is left out (nothing is coerced): fix the file, or crawl it into "
                 "another table with --table"
             )
