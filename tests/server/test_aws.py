@@ -19,17 +19,17 @@ from typing import Any
 
 import boto3
 import pytest
-import serving
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.config import Config as BotoConfig
 from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
-from serving import free_port as _free_port
-from serving import request
 
+import serving
 from loglake.server import sigv4
 from loglake.sources.aws import split_lines
+from serving import free_port as _free_port
+from serving import request
 
 SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 SAMPLE = SHARED_DATA / "apache_combined_10k.log"

@@ -7,9 +7,8 @@ import re
 import signal
 from pathlib import Path
 
-from serving import Server, free_port, request
-
 from loglake.stream.local import HEADER, MAGIC, LocalLog
+from serving import Server, free_port, request
 
 
 def line(n: int) -> bytes:

@@ -35,10 +35,10 @@ import boto3
 import duckdb
 import pytest
 from botocore.config import Config as BotoConfig
-from serving import Server, request
 
 from loglake.config import load_config
 from loglake.lake.catalog import list_tables, open_catalog
+from serving import Server, request
 from test_fuzz_ingest import _mutate, _seeds  # tests/ is on sys.path (its conftest.py)
 
 SEED = 20240918

@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from serving import Server
 
 from loglake.server.app import is_loopback
+from serving import Server
 
 CONFIG = """
 [streams.web]

@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import serving
-from serving import Server, free_port
 
+import serving
 from loglake.server.logs import configure_logging
+from serving import Server, free_port
 
 _TOUCHED = ("loglake", "uvicorn.error", "uvicorn.access", "")
 

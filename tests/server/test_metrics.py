@@ -24,7 +24,6 @@ from typing import Any, cast
 import polars as pl
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from serving import Server, request
 
 from loglake.analytics.alerts import Notifier
 from loglake.analytics.engine import ContinuousQuery, QueryStats
@@ -40,6 +39,7 @@ from loglake.sources.live import SourceCounters
 from loglake.stream.consumer import ConsumerGroup, RunnerStats
 from loglake.stream.local import LocalLog, Records, StreamLimits
 from loglake.supervise import Supervisor, Worker
+from serving import Server, request
 
 BIG = 12_345_678
 

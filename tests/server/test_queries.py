@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import ClassVar
 
 import pytest
-from serving import Server, request
 
 from loglake.config.ready import READY_QUERIES
+from serving import Server, request
 from waiting import wait_for
 
 CONFIG = """

@@ -19,11 +19,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 import serving
+from loglake.errors import QueryError
 from serving import Server
 from serving import free_port as _free_port
-
-from loglake.errors import QueryError
 from waiting import wait_for
 
 CONFIG = """

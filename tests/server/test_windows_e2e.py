@@ -15,10 +15,10 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
-from serving import Server, request
 
 from loglake.config import load_config
 from loglake.lake.catalog import open_catalog
+from serving import Server, request
 from waiting import wait_for
 
 CONFIG = """
