@@ -61,6 +61,8 @@ def test_crawl_mixed_folders(tmp_path: Path, home: Path, run_cli) -> None:  # ty
         sales / "region=us" / "part-0.parquet",
         pa.table({"id": pa.array([3, 4, 5], pa.int64()), "amount": [1.0, 2.0, 3.0]}),
     )
+    (sales / "_SUCCESS").write_bytes(b"")  # a writer's marker: ignored, neither data nor odd
+    _parquet(sales / "_temporary" / "0" / "t.parquet", pa.table({"id": [99], "amount": [9.0]}))
     # The same column as text: a conflict, reported with this file, which is left out.
     _parquet(sales / "region=us" / "bad.parquet", pa.table({"id": ["x"], "amount": [9.0]}))
     events = tmp_path / "events"
@@ -95,6 +97,7 @@ def test_crawl_mixed_folders(tmp_path: Path, home: Path, run_cli) -> None:  # ty
     assert "table crawled.web (new, access): 1 new file(s)" in planned
     assert "bad.parquet: type conflict: column 'id'" in planned
     assert "notes.bin: no format fits it" in planned
+    assert "_SUCCESS" not in planned and "2 ignored (names starting with _ or .)" in planned
     assert "README.txt: no format fits it" in planned
     assert "schema: id int64, amount double, region string" in planned
     # A CSV and a (compressed) TSV file of one path: rows of fields both, so one table.

@@ -87,6 +87,7 @@ class CrawlReport:
 
     tables: list[TablePlan] = field(default_factory=list)
     skipped: int = 0  # files crawled by an earlier run (same path, size and mtime)
+    ignored: int = 0  # files below a name starting with _ or . (writers' bookkeeping)
     left_out: dict[str, str] = field(default_factory=dict)  # file -> why it was not registered
     rows: dict[str, int] = field(default_factory=dict)  # table -> rows registered by this run
     seconds: float = 0.0
@@ -117,6 +118,7 @@ class CrawlReport:
         out.append(
             f"{len(self.tables)} table(s), {sum(len(t.files) for t in self.tables)} new file(s), "
             f"{self.skipped} already crawled, {len(self.left_out)} left out"
+            + (f", {self.ignored} ignored (names starting with _ or .)" if self.ignored else "")
         )
         return out
 
@@ -406,11 +408,16 @@ def plan(config: Config, paths: list[str], table: str | None = None) -> CrawlRep
                 report.left_out[root] = str(exc)
                 continue
             for inp in inputs:
+                rel = _relative(inp, root)
+                if any(part.startswith(("_", ".")) for part in rel.split("/")):
+                    # Hive's and Spark's rule: `_SUCCESS`, `_temporary/`, `.crc` files are the
+                    # writers' bookkeeping, not data.
+                    report.ignored += 1
+                    continue
                 fp = inp.fingerprint
                 if fp and ledger is not None and ledger.is_done(fp):
                     report.skipped += 1
                     continue
-                rel = _relative(inp, root)
                 try:
                     kind, schema = detect(inp, options)
                 except SourceError as exc:
