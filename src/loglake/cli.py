@@ -107,13 +107,15 @@ def ingest(
     progress: bool | None,
 ) -> None:
     """Ingest log files, folders, globs, s3:// prefixes or - (stdin) into the lake."""
+    from loglake.imports import without_pandas
     from loglake.ingest import ingest as run_ingest
 
     config = _config(ctx)
     if table is not None and table.count(".") != 1:
         raise ConfigError(f"--table {table!r} must be NAMESPACE.NAME, e.g. logs.web")
     show = sys.stderr.isatty() if progress is None else progress
-    with _progress(show, forced=bool(progress)) as update:
+    # pandas is never used here; pyarrow's probes for it would import it (about a second).
+    with without_pandas(), _progress(show, forced=bool(progress)) as update:
         stats = run_ingest(
             config, list(sources), format=fmt, table=table, force=force, progress=update
         )

@@ -124,6 +124,8 @@ class _Run:
                 partition=self.config.table(table).partition,
                 peek=peek,
                 tables=self.tables,
+                # One data file per partition per run, however often the buffer fills.
+                hold_files=True,
             )
             self.writers[table] = w
         return w
@@ -194,7 +196,7 @@ def ingest(
     ledger = Ledger(config.state_dir / "ledger.db")
     try:
         # Opening the catalog imports pyiceberg (about a second); do it while the first chunks parse.
-        opening = ThreadPoolExecutor(max_workers=1).submit(open_catalog, config)
+        opening = ThreadPoolExecutor(max_workers=1).submit(_open_catalog, config)
         if ledger.has_pending():  # a run died between its commit and its ledger update: settle
             catalog = opening.result()
             ledger.settle(lambda t, rid: _run_committed(catalog, t, rid))
@@ -208,6 +210,20 @@ def ingest(
         ledger.close()
     stats.seconds = time.perf_counter() - started
     return stats
+
+
+def _open_catalog(config: Config) -> Catalog:
+    """The catalog, with the pyiceberg modules the writers use imported in this same thread.
+
+    Writers wait for the catalog before they import pyiceberg themselves: two threads importing
+    pyiceberg's modules at once can fail with Python's import ``_DeadlockError`` (its modules
+    import each other circularly).
+    """
+    catalog = open_catalog(config)
+    import pyiceberg.io.pyarrow
+    import pyiceberg.transforms  # noqa: F401
+
+    return catalog
 
 
 def _list_all(sources: list[str], config: Config, stats: IngestStats) -> list[Input]:

@@ -4,6 +4,8 @@ A :class:`TableWriter` collects Polars frames, writes them as Parquet data files
 (memory stays bounded by ``flush_rows``), and on :meth:`TableWriter.commit` adds all files written since
 the last commit in ONE Iceberg snapshot whose summary carries the caller's properties (e.g. the ingest
 run id), so readers never see half an ingest and the bookkeeping commits atomically with the data.
+Batch ingest's writers hold each time partition's file open across flushes (``hold_files``): one
+run writes one file per partition, with memory still bounded by ``flush_rows``.
 
 Rows enter through :meth:`TableWriter.add`, which conforms them to the table first
 (:mod:`loglake.lake.conform`): rows that cannot be stored come back to the caller as rejected, so
@@ -12,6 +14,7 @@ no value can make a write fail, and the table gains new columns and object membe
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import time
@@ -51,6 +54,50 @@ def align(frame: pl.DataFrame, target: pa.Schema) -> pl.DataFrame:
 
 
 _EVOLVE_ATTEMPTS = 5  # schema changes lost to a concurrent commit are retried this often
+
+# Files a writer with ``hold_files`` keeps open per table; beyond, the least recently written close
+# (a later row of that partition then starts a new file). Each open file holds about 1 MiB of
+# buffers, so this also caps the memory they take.
+_MAX_HELD = 128
+# A held file that no flush wrote to for this many flushes closes: in time-ordered input its
+# partition is over, and keeping it open would only hold memory until the commit.
+_IDLE_FLUSHES = 2
+
+
+class _HeldFile:
+    """One partition's Parquet data file, open for more row groups until :meth:`finish`."""
+
+    def __init__(self, path: str, out: Any, writer: Any, partition_key: Any, spec_id: int):
+        self.written = 0  # the writer's flush count when this file was last written to
+        self.path = path
+        self.out = out
+        self.writer = writer
+        self.partition_key = partition_key
+        self.spec_id = spec_id
+
+    def finish(self) -> DataFile:
+        """Close the file; the DataFile (statistics from its Parquet footer) to commit."""
+        from pyiceberg.manifest import DataFile, DataFileContent, FileFormat
+
+        stats = self.writer.close()
+        return DataFile.from_args(
+            content=DataFileContent.DATA,
+            file_path=self.path,
+            file_format=FileFormat.PARQUET,
+            partition=self.partition_key.partition,
+            file_size_in_bytes=len(self.out),
+            sort_order_id=None,
+            spec_id=self.spec_id,
+            equality_ids=None,
+            key_metadata=None,
+            **stats.to_serialized_dict(),
+        )
+
+    def abandon(self) -> None:
+        """Close the file without using it (a run that failed: the file becomes an orphan)."""
+        # The file is discarded either way, and the run's own error is what gets raised.
+        with contextlib.suppress(Exception):
+            self.writer.close()
 
 
 def _has_new_members(have: PolarsDataType, got: PolarsDataType) -> bool:
@@ -152,6 +199,7 @@ class TableWriter:
         partition: str = "none",
         peek: Callable[[], TablePeek | None] | None = None,
         tables: Tables | None = None,
+        hold_files: bool = False,
     ):
         # The catalog and table are opened on first use; ``open_table`` gives None for a table
         # that does not exist yet, which is then created from the first rows added.
@@ -190,6 +238,14 @@ class TableWriter:
         # at most one write is in flight, so memory holds at most two buffers.
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="loglake-write")
         self._pending_write: Future[None] | None = None
+        # With ``hold_files`` (batch ingest), a flush appends row groups to the file its time
+        # partition already has open instead of starting a new file, so one run writes one file per
+        # partition however many times its buffer fills; the files close (and become DataFiles) at
+        # :meth:`flush`, on a schema change, or when more than _MAX_HELD are open.
+        self.hold_files = hold_files
+        self._held: dict[Any, _HeldFile] = {}
+        self._held_schema: Any = None
+        self._held_flushes = 0
 
     @property
     def name(self) -> str:
@@ -302,7 +358,7 @@ class TableWriter:
         if self._buffered_rows >= self.flush_rows:
             self._wait()
             frames, self._buffer, self._buffered_rows = self._buffer, [], 0
-            self._pending_write = self._pool.submit(self._write, frames)
+            self._pending_write = self._pool.submit(self._write, frames, self.hold_files)
         return refusals
 
     def _wait(self) -> None:
@@ -367,20 +423,34 @@ class TableWriter:
         return schema_to_pyarrow(self.table.schema(), include_field_ids=False)
 
     def flush(self) -> None:
-        """Write all buffered rows as Parquet data files (not yet visible to readers) and wait."""
+        """Write all buffered rows as Parquet data files (not yet visible to readers) and wait;
+        files held open for more rows (``hold_files``) are closed too."""
         self._wait()
         if self._buffer:
             frames, self._buffer, self._buffered_rows = self._buffer, [], 0
             self._write(frames)
+        if self._held:
+            files = self._close_held(list(self._held))
+            self._files.extend(files)
+            self.files_written += len(files)
 
     def close(self) -> None:
-        """Stop the background writer thread (after waiting for a write in flight)."""
+        """Stop the background writer thread (after waiting for a write in flight). Files still
+        held open are abandoned: never committed, they are orphans for maintenance to remove."""
         try:
             self._wait()
         finally:
             self._pool.shutdown(wait=True)
+            for held in self._held.values():
+                held.abandon()
+            self._held.clear()
 
-    def _write(self, frames: list[pl.DataFrame]) -> None:
+    def _write(self, frames: list[pl.DataFrame], hold: bool = False) -> None:
+        """Write ``frames`` as data files; with ``hold``, into the held-open files of their
+        partitions (see ``hold_files``), which then stay open."""
+        # The table first: whoever opens the catalog may still be importing pyiceberg, and two
+        # threads importing its (circular) modules at once can deadlock.
+        self._open()
         from pyiceberg.io.pyarrow import _dataframe_to_data_files
 
         frame = pl.concat(frames, how="diagonal_relaxed") if len(frames) > 1 else frames[0]
@@ -410,7 +480,7 @@ class TableWriter:
             except Exception as exc:
                 raise LakeError(f"cannot write data files for {self.name}: {exc}") from exc
         else:
-            files = self._write_time_partitions(aligned, target, *split)
+            files = self._write_time_partitions(aligned, target, *split, hold=hold)
         self._files.extend(files)
         self.rows_written += aligned.height
         self.files_written += len(files)
@@ -434,7 +504,13 @@ class TableWriter:
         return field, column, every
 
     def _write_time_partitions(
-        self, frame: pl.DataFrame, target: pa.Schema, field: Any, column: str, every: str
+        self,
+        frame: pl.DataFrame,
+        target: pa.Schema,
+        field: Any,
+        column: str,
+        every: str,
+        hold: bool = False,
     ) -> list[DataFile]:
         """Write one Parquet file per time partition, all partitions in parallel.
 
@@ -498,9 +574,87 @@ class TableWriter:
             for lo, hi, k in zip(bounds[:-1], bounds[1:], keys, strict=True)
         ]
         try:
+            if self.hold_files and (hold or self._held):
+                return self._write_held(write_uuid, slices, values, schema.schema_id, hold)
             return self._write_files(write_uuid, slices)
         except Exception as exc:
             raise LakeError(f"cannot write data files for {self.name}: {exc}") from exc
+
+    def _write_held(
+        self,
+        write_uuid: Any,
+        slices: list[tuple[int, Any, Any]],
+        values: list[Any],
+        schema_id: int,
+        hold: bool,
+    ) -> list[DataFile]:
+        """Append each slice to its partition's held-open file (opened now if it has none).
+
+        Returns the files this closed: all of them unless ``hold``; those of the previous schema
+        when the table's schema changed (a Parquet file has one schema); those idle for
+        _IDLE_FLUSHES flushes; the least recently written beyond _MAX_HELD (each open file costs
+        a file handle and its writer's buffers).
+        """
+        from pyiceberg.utils.concurrent import ExecutorFactory
+
+        closed: list[DataFile] = []
+        if self._held and self._held_schema != schema_id:
+            closed += self._close_held(list(self._held))
+        self._held_schema = schema_id
+        self._held_flushes += 1
+        for (task_id, _, key), value in zip(slices, values, strict=True):
+            if value not in self._held:
+                self._held[value] = self._open_held(write_uuid, task_id, key)
+            else:
+                self._held[value] = self._held.pop(value)  # most recently written last
+            self._held[value].written = self._held_flushes
+
+        def append(item: tuple[tuple[int, Any, Any], Any]) -> None:
+            (_, batch, _), value = item
+            self._held[value].writer.write(batch)
+
+        list(ExecutorFactory.get_or_create().map(append, zip(slices, values, strict=True)))
+        if not hold:
+            return closed + self._close_held(list(self._held))
+        idle = [v for v, f in self._held.items() if f.written <= self._held_flushes - _IDLE_FLUSHES]
+        closed += self._close_held(idle)
+        excess = len(self._held) - _MAX_HELD
+        if excess > 0:
+            closed += self._close_held(list(self._held)[:excess])
+        return closed
+
+    def _open_held(self, write_uuid: Any, task_id: int, partition_key: Any) -> _HeldFile:
+        from pyiceberg.io.fileformat import FileFormatFactory
+        from pyiceberg.manifest import FileFormat
+        from pyiceberg.table.locations import load_location_provider
+
+        meta = self.table.metadata
+        model = FileFormatFactory.get(FileFormat.PARQUET)
+        locations = load_location_provider(
+            table_location=meta.location, table_properties=meta.properties
+        )
+        path = locations.new_data_location(
+            data_file_name=f"00000-{task_id}-{write_uuid}.{model.file_extension()}",
+            partition_key=partition_key,
+        )
+        out = self.table.io.new_output(path)
+        writer = model.create_writer(out, meta.schema(), meta.properties)
+        return _HeldFile(path, out, writer, partition_key, meta.default_spec_id)
+
+    def _close_held(self, values: list[Any]) -> list[DataFile]:
+        """Close the held files of partitions ``values`` (in parallel); their DataFiles.
+
+        When called outside a write (:meth:`flush`), the DataFiles join the uncommitted files."""
+        from pyiceberg.utils.concurrent import ExecutorFactory
+
+        held = [self._held.pop(v) for v in values if v in self._held]
+        if not held:
+            return []
+        try:
+            files = list(ExecutorFactory.get_or_create().map(_HeldFile.finish, held))
+        except Exception as exc:
+            raise LakeError(f"cannot write data files for {self.name}: {exc}") from exc
+        return files
 
     def _write_files(self, write_uuid: Any, slices: list[tuple[int, Any, Any]]) -> list[DataFile]:
         """Write each (task id, record batch, partition key) as one Parquet data file, in parallel."""
