@@ -1,5 +1,5 @@
-"""Ingest throughput of ``loglake ingest`` vs ``goaccess``, lake size vs raw size, and (optionally)
-memory while streaming ~5 GB through stdin.
+"""Ingest throughput of ``loglake ingest`` vs ``goaccess``, lake size vs raw size, data files
+written, start-up time on small inputs, and (optionally) memory while streaming ~5 GB through stdin.
 
     python benchmarks/ingest_bench.py                  # 1M lines, 3 alternating repetitions
     python benchmarks/ingest_bench.py --repeat 1 --copies 10
@@ -43,6 +43,7 @@ TARGET_LINES_PER_S = 500_000
 TARGET_SPEEDUP = 8.0  # goaccess time / loglake time
 TARGET_LAKE_RATIO = 10.0  # raw bytes / lake bytes
 TARGET_BIG_RSS = GIB
+TARGET_STARTUP_S = 1.0  # 10,000-line ingest into a fresh home, wall
 _READ = re.compile(r"read ([\d,]+) lines = parsed ([\d,]+) \+ rejected ([\d,]+)")
 
 
@@ -78,12 +79,13 @@ def run_goaccess(log: Path, scratch: Path) -> Measured:
 
 
 def run_loglake(
-    source: str, scratch: Path, stdin: Any = subprocess.DEVNULL
-) -> tuple[Measured, int, int]:
-    """``loglake ingest`` into a fresh empty home: (figures, rows parsed, warehouse bytes)."""
+    source: str, scratch: Path, stdin: Any = subprocess.DEVNULL, fmt: str = "combined"
+) -> tuple[Measured, int, int, int]:
+    """``loglake ingest`` into a fresh empty home: (figures, rows parsed, warehouse bytes, data
+    files)."""
     home = fresh_dir(scratch, "home-")
     try:
-        cmd = [*loglake_cmd(), "ingest", "--format", "combined", "--no-progress", source]
+        cmd = [*loglake_cmd(), "ingest", "--format", fmt, "--no-progress", source]
         m = run_measured(cmd, env=env_with(LOGLAKE_HOME=str(home)), stdin=stdin)
         found = _READ.search(m.stdout)
         if not found:
@@ -92,15 +94,42 @@ def run_loglake(
         rejected = int(found.group(3).replace(",", ""))
         if rejected:
             note(f"warning: loglake rejected {rejected:,} lines")
-        return m, parsed, tree_bytes(home / "warehouse")
+        files = len(list((home / "warehouse").rglob("*.parquet")))
+        return m, parsed, tree_bytes(home / "warehouse"), files
     finally:
         shutil.rmtree(home, ignore_errors=True)
+
+
+def start_up(workdir: Path, scratch: Path, repeat: int) -> dict[str, Any]:
+    """The fixed cost: ``loglake ingest --no-progress FILE`` (format detected) of the sample's
+    first 10,000 lines and of its first line, each ``repeat`` times into a fresh home."""
+    sample = SAMPLE_LOG.read_bytes().splitlines(keepends=True)
+    figures: dict[str, Any] = {}
+    for name, lines in (("10k", 10_000), ("1", 1)):
+        path = workdir / f"startup_{name}.log"
+        path.write_bytes(b"".join(sample[:lines]))
+        runs = []
+        for _ in range(repeat):
+            m, parsed, _, _ = run_loglake(str(path), scratch, fmt="auto")
+            if parsed != lines:
+                note(f"warning: loglake parsed {parsed:,} of {lines:,} lines")
+            runs.append(m)
+        walls = [m.wall_s for m in runs]
+        note(f"  start-up, {lines:,} line(s): wall {', '.join(f'{w:.2f}' for w in walls)} s")
+        figures[name] = {
+            "lines": lines,
+            "wall_s": median(walls),
+            "wall_s_all": walls,
+            "cpu_s": median([m.cpu_s for m in runs]),
+            "peak_rss_mib": max(m.peak_rss_mib for m in runs),
+        }
+    return figures
 
 
 def side_by_side(log: Path, lines: int, repeat: int, scratch: Path) -> dict[str, Any]:
     """goaccess and loglake alternately, ``repeat`` times each; who goes first swaps every round."""
     runs: dict[str, list[Measured]] = {"goaccess": [], "loglake": []}
-    lake_bytes = 0
+    lake_bytes = files = 0
     rows: list[list[Any]] = []
     for i in range(repeat):
         order = ["goaccess", "loglake"] if i % 2 == 0 else ["loglake", "goaccess"]
@@ -108,7 +137,7 @@ def side_by_side(log: Path, lines: int, repeat: int, scratch: Path) -> dict[str,
             if tool == "goaccess":
                 m = run_goaccess(log, scratch)
             else:
-                m, parsed, lake_bytes = run_loglake(str(log), scratch)
+                m, parsed, lake_bytes, files = run_loglake(str(log), scratch)
                 if parsed != lines:
                     note(f"warning: loglake parsed {parsed:,} of {lines:,} lines")
             runs[tool].append(m)
@@ -137,6 +166,7 @@ def side_by_side(log: Path, lines: int, repeat: int, scratch: Path) -> dict[str,
         "loglake_peak_rss_mib": max(m.peak_rss_mib for m in runs["loglake"]),
         "lake_bytes": lake_bytes,
         "lake_ratio": raw / lake_bytes if lake_bytes else None,
+        "data_files": files,
     }
 
 
@@ -157,13 +187,14 @@ def realistic_lake(lines: int, workdir: Path, scratch: Path) -> dict[str, Any] |
             f"\nNOTE: `loglake generate` failed, realistic lake size skipped: {exc.stderr[-500:]}"
         )
         return None
-    m, parsed, lake_bytes = run_loglake(str(path), scratch)
+    m, parsed, lake_bytes, files = run_loglake(str(path), scratch)
     raw = path.stat().st_size
     return {
         "lines": parsed,
         "raw_bytes": raw,
         "lake_bytes": lake_bytes,
         "lake_ratio": raw / lake_bytes if lake_bytes else None,
+        "data_files": files,
         "wall_s": m.wall_s,
         "lines_per_s": parsed / m.wall_s,
         "peak_rss_mib": m.peak_rss_mib,
@@ -192,7 +223,7 @@ def big_stream(gb: float, workdir: Path, scratch: Path) -> dict[str, Any]:
     gen = subprocess.Popen(gen_cmd, stdout=subprocess.PIPE)
     assert gen.stdout is not None
     try:
-        m, parsed, lake_bytes = run_loglake("-", scratch, stdin=gen.stdout)
+        m, parsed, lake_bytes, files = run_loglake("-", scratch, stdin=gen.stdout)
     finally:
         gen.stdout.close()
         gen.wait()
@@ -204,6 +235,7 @@ def big_stream(gb: float, workdir: Path, scratch: Path) -> dict[str, Any]:
         "peak_rss_mib": m.peak_rss_mib,
         "cpu_s": m.cpu_s,
         "lake_bytes": lake_bytes,
+        "data_files": files,
         "rss_pass": m.peak_rss_mib * MIB < TARGET_BIG_RSS,
     }
 
@@ -230,6 +262,12 @@ def main() -> None:
         help="also stream ~this many GB through stdin (default 0 = off)",
     )
     ap.add_argument(
+        "--startup-repeat",
+        type=int,
+        default=5,
+        help="runs of each start-up ingest (10,000 lines, 1 line; default 5; 0 skips them)",
+    )
+    ap.add_argument(
         "--workdir", type=Path, default=DATA_DIR, help="cached inputs and scratch homes"
     )
     args = ap.parse_args()
@@ -242,6 +280,8 @@ def main() -> None:
     log = build_repeated(args.copies, workdir)
     lines = count_lines(log)
     figures: dict[str, Any] = {"bench": "ingest", "loglake_cmd": loglake_cmd()}
+    startup = start_up(workdir, scratch, args.startup_repeat) if args.startup_repeat else None
+    figures["startup"] = startup
     s = side_by_side(log, lines, args.repeat, scratch)
     figures["repeated"] = s
     real = realistic_lake(args.realistic_lines, workdir, scratch) if args.realistic_lines else None
@@ -269,6 +309,7 @@ def main() -> None:
         ["goaccess peak RSS MiB", s["goaccess_peak_rss_mib"], ""],
         ["raw MB (repeated input)", s["raw_bytes"] / MB, ""],
         ["lake MB (repeated input)", s["lake_bytes"] / MB, ""],
+        ["data files (repeated input, one run)", s["data_files"], "1 per partition"],
         [
             "raw / lake (repeated; flattering)",
             s["lake_ratio"],
@@ -276,6 +317,18 @@ def main() -> None:
             verdict(s["lake_ratio"] >= TARGET_LAKE_RATIO if s["lake_ratio"] else None),
         ],
     ]
+    if startup:
+        rows += [
+            [
+                "start-up: 10,000-line ingest, median wall s",
+                startup["10k"]["wall_s"],
+                f"<= {TARGET_STARTUP_S:g} s",
+                verdict(startup["10k"]["wall_s"] <= TARGET_STARTUP_S),
+            ],
+            ["start-up: 10,000-line ingest, median CPU s", startup["10k"]["cpu_s"], ""],
+            ["start-up: 1-line ingest, median wall s", startup["1"]["wall_s"], ""],
+            ["start-up: 1-line ingest, median CPU s", startup["1"]["cpu_s"], ""],
+        ]
     if real:
         rows += [
             [f"raw MB (generated, {real['lines']:,} lines)", real["raw_bytes"] / MB, ""],
