@@ -151,8 +151,8 @@ def ingest(
 @click.pass_context
 def crawl(ctx: click.Context, paths: tuple[str, ...], table: str | None, dry_run: bool) -> None:
     """Catalog files already in folders (or s3:// prefixes): detect formats, schemas, partitions."""
-    from loglake.lake.crawl import crawl as run_crawl
-    from loglake.lake.crawl import plan
+    from loglake.crawl import crawl as run_crawl
+    from loglake.crawl import plan
 
     config = _config(ctx)
     report = (plan if dry_run else run_crawl)(config, list(paths), table)

@@ -199,7 +199,7 @@ def ingest(
         opening = ThreadPoolExecutor(max_workers=1).submit(_open_catalog, config)
         if ledger.has_pending():  # a run died between its commit and its ledger update: settle
             catalog = opening.result()
-            ledger.settle(lambda t, rid: _run_committed(catalog, t, rid))
+            ledger.settle(lambda t, rid: run_committed(catalog, t, rid))
         run = _Run(config, opening, uuid.uuid4().hex)
         try:
             _ingest_all(run, ledger, stats, sources, format, table, force, progress)
@@ -503,7 +503,7 @@ def ensure_rejected_table(catalog: Catalog, config: Config) -> None:
     plan_hook(config)(REJECTED_TABLE, table, None, [])
 
 
-def _run_committed(catalog: Catalog, table: str, run_id: str) -> bool:
+def run_committed(catalog: Catalog, table: str, run_id: str) -> bool:
     """Whether a snapshot of ``table`` carries ``run_id``.
 
     False only when it certainly does not: the table (or its namespace) does not exist, or none of

@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 import loglake
-from loglake.lake.crawl import path_partitions, widen
+from loglake.crawl import path_partitions, widen
 
 ACCESS = '203.0.113.{i} - - [22/Jan/2024:10:{m:02d}:00 +0000] "GET /p{i} HTTP/1.1" 200 {size} "-" "curl/8"\n'
 

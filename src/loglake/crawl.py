@@ -570,7 +570,7 @@ def _append_files(config: Config, t: TablePlan) -> int:
     run id in the snapshot, so a crash between the two is settled as ingest settles it."""
     import pyarrow as pa
 
-    from loglake.ingest import RUN_PROPERTY, _run_committed
+    from loglake.ingest import RUN_PROPERTY, run_committed
     from loglake.lake.catalog import ensure_table, open_catalog
     from loglake.lake.ledger import Ledger
 
@@ -579,7 +579,7 @@ def _append_files(config: Config, t: TablePlan) -> int:
     ledger = Ledger(config.state_dir / "ledger.db")
     try:
         if ledger.has_pending():
-            ledger.settle(lambda name, rid: _run_committed(catalog, name, rid))
+            ledger.settle(lambda name, rid: run_committed(catalog, name, rid))
         iceberg = ensure_table(catalog, t.name, t.schema, "none")
         if not t.exists and t.partition_keys and iceberg.spec().is_unpartitioned():
             # Path partitions become identity partitions, so engines that prune by partition
