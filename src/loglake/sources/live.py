@@ -20,6 +20,8 @@ import importlib
 import threading
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Protocol
 
 from loglake.errors import LoglakeError
@@ -267,3 +269,16 @@ def load_sources(config: Config) -> list[LiveSource]:
         )
         built += make(config)
     return built
+
+
+def iso_micros(nanos: int) -> str:
+    """Unix nanoseconds as RFC 3339 UTC with microseconds (the lake's precision), truncated: the
+    time column of a record that a protocol stamps in nanoseconds (OTLP, Loki)."""
+    seconds, rest = divmod(nanos, 1_000_000_000)
+    return f"{_second_text(seconds)}{rest // 1000:06d}Z"
+
+
+@lru_cache(maxsize=4096)
+def _second_text(seconds: int) -> str:
+    # The records of one request mostly share a few seconds: each is formatted once.
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S.")

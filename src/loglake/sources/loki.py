@@ -27,8 +27,6 @@ import json
 import re
 import zlib
 from collections.abc import Iterator, Mapping
-from datetime import UTC, datetime
-from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 import cramjam
@@ -46,7 +44,14 @@ from loglake.sources.http_body import (
     decode_body,
     read_body,
 )
-from loglake.sources.live import CountersByStream, HttpRoute, SourceContext, SourceCounters, Streams
+from loglake.sources.live import (
+    CountersByStream,
+    HttpRoute,
+    SourceContext,
+    SourceCounters,
+    Streams,
+    iso_micros,
+)
 from loglake.stream.local import StreamFullError
 
 if TYPE_CHECKING:
@@ -320,18 +325,6 @@ def label_text(labels: Mapping[str, str]) -> str:
     return "{" + ", ".join(pairs) + "}"
 
 
-def iso(nanos: int) -> str:
-    """Unix nanoseconds as RFC 3339 UTC with microseconds (the lake's timestamp precision)."""
-    seconds, rest = divmod(nanos, 1_000_000_000)
-    return f"{_second(seconds)}{rest // 1000:06d}Z"
-
-
-@lru_cache(maxsize=4096)
-def _second(seconds: int) -> str:
-    # The entries of a push mostly share a few seconds: each is formatted once.
-    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S.")
-
-
 def _dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
@@ -347,7 +340,7 @@ class Rows:
     def row(self, nanos: int, line: str, metadata: Mapping[str, str]) -> bytes:
         """One entry as the record appended to the stream (the text ``json.dumps`` writes)."""
         return (
-            f'{{"ts":"{iso(nanos)}","time_unix_nano":{nanos},"message":{_dumps(line)}'
+            f'{{"ts":"{iso_micros(nanos)}","time_unix_nano":{nanos},"message":{_dumps(line)}'
             f"{self._labels}{_dumps(metadata) if metadata else '{}'}{self._tail}"
         ).encode()
 

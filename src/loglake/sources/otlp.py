@@ -27,8 +27,6 @@ import logging
 import time
 import zlib
 from collections.abc import Mapping
-from datetime import UTC, datetime
-from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 import cramjam
@@ -49,7 +47,14 @@ from loglake.sources.http_body import (
     decode_body,
     read_body,
 )
-from loglake.sources.live import CountersByStream, HttpRoute, SourceContext, SourceCounters, Streams
+from loglake.sources.live import (
+    CountersByStream,
+    HttpRoute,
+    SourceContext,
+    SourceCounters,
+    Streams,
+    iso_micros,
+)
 from loglake.stream.local import RETRY_AFTER_S, StreamFullError
 
 if TYPE_CHECKING:
@@ -352,18 +357,6 @@ def attributes(pairs: Any) -> dict[str, Any]:
     return {kv.key: any_value(kv.value) for kv in pairs}
 
 
-def iso(nanos: int) -> str:
-    """Unix nanoseconds as RFC 3339 UTC with microseconds (the lake's precision), truncated."""
-    seconds, rest = divmod(nanos, 1_000_000_000)
-    return f"{_second(seconds)}{rest // 1000:06d}Z"
-
-
-@lru_cache(maxsize=4096)
-def _second(seconds: int) -> str:
-    # The records of a request mostly share a few seconds: each is formatted once.
-    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S.")
-
-
 def _dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
@@ -414,8 +407,8 @@ def flatten(
                 pairs = record.attributes
                 lines.append(
                     (
-                        f'{{"ts":"{iso(when)}","time_unix_nano":{when},"observed_ts":'
-                        f'"{iso(record.observed_time_unix_nano or now_nanos)}",'
+                        f'{{"ts":"{iso_micros(when)}","time_unix_nano":{when},"observed_ts":'
+                        f'"{iso_micros(record.observed_time_unix_nano or now_nanos)}",'
                         f'"severity_number":{record.severity_number},"severity_text":'
                         f'{_dumps(record.severity_text)},"body":{_dumps(body)},"attributes":'
                         f"{_dumps(attributes(pairs)) if pairs else '{}'}{owner},"
