@@ -22,7 +22,7 @@ import zstandard
 
 from loglake.config import load_config
 from loglake.errors import LakeError
-from loglake.ingest import _run_committed
+from loglake.ingest import run_committed
 from loglake.lake.catalog import open_catalog
 from loglake.lake.ledger import Ledger
 
@@ -203,13 +203,13 @@ def test_a_catalog_locked_by_another_process_keeps_the_run_pending(
     try:
         assert locker.stdout is not None and locker.stdout.readline() == "locked\n"
         with pytest.raises(LakeError, match="stay pending in the ledger"):
-            ledger.settle(lambda t, rid: _run_committed(catalog, t, rid))
+            ledger.settle(lambda t, rid: run_committed(catalog, t, rid))
         assert ledger.has_pending()
     finally:
         assert locker.stdin is not None
         locker.stdin.close()
         locker.wait(timeout=60)
-    ledger.settle(lambda t, rid: _run_committed(catalog, t, rid))
+    ledger.settle(lambda t, rid: run_committed(catalog, t, rid))
     ledger.close()
     assert _ledger_states(home) == [(str(src), "done")]
     out = run_cli("ingest", "--format", "combined", str(src)).stdout
