@@ -77,7 +77,7 @@ def test_every_setting_is_documented() -> None:
         TableConfig,
         TailConfig,
     )
-    from loglake.config.crawl import CrawlConfig
+    from loglake.config.crawl import CrawlConfig, ScheduledCrawlConfig
 
     doc = (Path(__file__).resolve().parents[1] / "docs" / "config.md").read_text()
     sections = {
@@ -95,6 +95,7 @@ def test_every_setting_is_documented() -> None:
         "queries.NAME": ContinuousQueryConfig,
         "alerts.NAME": AlertConfig,
         "jobs.NAME": JobConfig,
+        "crawls.NAME": ScheduledCrawlConfig,
     }
     missing = [
         f"{name}.{f.name}"

@@ -141,23 +141,77 @@ def ingest(
 
 
 @cli.command()
-@click.argument("paths", nargs=-1, required=True)
+@click.argument("paths", nargs=-1)
 @click.option(
     "--table", help="Table NAMESPACE.NAME for everything crawled (default: one per path)."
 )
 @click.option(
     "--plan", "dry_run", is_flag=True, help="Print what would be registered; write nothing."
 )
+@click.option(
+    "--list",
+    "list_scheduled",
+    is_flag=True,
+    help="List the scheduled crawls ([crawls.NAME]) and their newest runs in loglake serve.",
+)
 @click.pass_context
-def crawl(ctx: click.Context, paths: tuple[str, ...], table: str | None, dry_run: bool) -> None:
+def crawl(
+    ctx: click.Context,
+    paths: tuple[str, ...],
+    table: str | None,
+    dry_run: bool,
+    list_scheduled: bool,
+) -> None:
     """Catalog files already in folders (or s3:// prefixes): detect formats, schemas, partitions."""
     from loglake.crawl import crawl as run_crawl
     from loglake.crawl import plan
 
     config = _config(ctx)
+    if list_scheduled:
+        _list_crawls(config)
+        return
+    if not paths:
+        raise click.UsageError("give one or more PATHS to crawl, or --list")
     report = (plan if dry_run else run_crawl)(config, list(paths), table)
     for line in report.lines(planned=dry_run):
         click.echo(line)
+
+
+def _list_crawls(config: Any, runs: int = 10) -> None:
+    """Print the scheduled crawls (paths, table, schedule, next run) and their newest runs."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from loglake.crawl_schedule import crawl_history
+
+    history = crawl_history(config)
+    try:
+        now = datetime.now(UTC)
+        table = Table("crawl", "paths", "table", "schedule", "next run (UTC)")
+        for name, spec in sorted(config.crawls.items()):
+            due = spec.schedule_spec.next_run(history.last_start(name), now)
+            table.add_row(
+                name,
+                "\n".join(spec.paths),
+                spec.table or "one per path",
+                spec.schedule,
+                due.isoformat()[:19].replace("T", " ") if due else "-",
+            )
+        records = history.runs(None, runs)
+    finally:
+        history.close()
+    out = Table("started (UTC)", "crawl", "status", "rows", "duration", "files / error")
+    for r in records:
+        started = datetime.fromtimestamp(r.started, UTC).strftime("%Y-%m-%d %H:%M:%S")
+        took = "-" if r.seconds is None else f"{r.seconds:.2f} s"
+        out.add_row(started, r.job, r.status, f"{r.rows:,}", took, r.error)
+    console = Console()
+    if not config.crawls:
+        console.print("no scheduled crawls; declare one as [crawls.NAME] in loglake.toml")
+    else:
+        console.print(table)
+    if records:
+        console.print(out)
 
 
 def _formats_line(used: dict[str, int], lines: int) -> str:

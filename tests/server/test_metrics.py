@@ -30,6 +30,7 @@ from loglake.analytics.engine import ContinuousQuery, QueryStats
 from loglake.analytics.jobs import JobStats
 from loglake.analytics.runner import RunningQuery, _gauges
 from loglake.config.queries import QuerySpec, WindowSpec
+from loglake.crawl_schedule import CrawlStats
 from loglake.lake.consumer import DeliveryStats
 from loglake.lake.maintenance import MaintenanceSchedule, MaintenanceStats
 from loglake.lake.tables import Tables
@@ -215,6 +216,9 @@ def runtime(tmp_path: Path, webhook: str) -> Iterator[SimpleNamespace]:
             sources=sources,
             maintenance=maintenance,
             jobs=SimpleNamespace(stats={"daily": JobStats(runs=3, failures=1, rows=20)}),
+            crawls=SimpleNamespace(
+                stats={"landing": CrawlStats(runs=4, failures=1, files=2, rows=30)}
+            ),
         )
     finally:
         release.set()
@@ -401,6 +405,7 @@ def test_counter_maps_cover_every_numeric_field(tmp_path: Path) -> None:
     assert numeric_fields(RunnerStats) == set(metrics.RUNNER_FIELDS)
     assert numeric_fields(MaintenanceStats) == set(metrics.MAINTENANCE_FIELDS)
     assert numeric_fields(JobStats) == set(metrics.JOB_FIELDS)
+    assert numeric_fields(CrawlStats) == set(metrics.CRAWL_FIELDS)
     assert numeric_fields(Worker) | {"running"} == set(metrics.WORKER_FIELDS)
     notifier = Notifier()
     try:
@@ -431,6 +436,7 @@ def test_every_mapped_metric_is_in_a_scrape(runtime: SimpleNamespace) -> None:
         metrics.MAINTENANCE_FIELDS,
         metrics.STREAM_MAINTENANCE_FIELDS,
         metrics.JOB_FIELDS,
+        metrics.CRAWL_FIELDS,
         {k: v for k, v in metrics.SOURCE_FIELDS.items() if "{key}" not in v},
     ]
     wanted = {

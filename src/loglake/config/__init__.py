@@ -11,7 +11,7 @@ The package: :mod:`~loglake.config.parse` (the parser), :mod:`~loglake.config.st
 live sources feeding them), :mod:`~loglake.config.queries` (continuous queries, alerts and the specs the
 analytics engine runs), :mod:`~loglake.config.ready` (the ready-made queries of access-log streams),
 :mod:`~loglake.config.dashboards` (the console's Live dashboards), :mod:`~loglake.config.jobs`
-(ETL jobs).
+(ETL jobs), :mod:`~loglake.config.crawl` (the crawler and its scheduled crawls).
 It imports nothing from the layers above it.
 """
 
@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from loglake.config.crawl import CrawlConfig
+from loglake.config.crawl import CrawlConfig, ScheduledCrawlConfig, crawls_section
 from loglake.config.dashboards import DashboardConfig, PanelConfig, dashboards_section
 from loglake.config.jobs import JobConfig, Schedule, jobs_section
 from loglake.config.parse import (
@@ -99,6 +99,7 @@ __all__ = [
     "QuerySpec",
     "S3Config",
     "Schedule",
+    "ScheduledCrawlConfig",
     "ServerConfig",
     "StreamConfig",
     "SyslogConfig",
@@ -371,6 +372,8 @@ class Config:
     alerts: Mapping[str, AlertConfig] = field(default_factory=dict)
     dashboards: Mapping[str, DashboardConfig] = field(default_factory=dict)  # the Live page's
     jobs: Mapping[str, JobConfig] = field(default_factory=dict)  # ETL jobs (analytics/jobs.py)
+    # crawls loglake serve runs on a schedule (crawl_schedule.py)
+    crawls: Mapping[str, ScheduledCrawlConfig] = field(default_factory=dict)
 
     @property
     def catalog_uri(self) -> str:
@@ -457,7 +460,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "auth": AuthConfig,
     "console": ConsoleConfig,
 }
-_NAMED = ("tables", "streams", "tail", "queries", "alerts", "dashboards", "jobs")
+_NAMED = ("tables", "streams", "tail", "queries", "alerts", "dashboards", "jobs", "crawls")
 
 
 def _sections(raw: Mapping[str, Any], path: Path) -> tuple[str | None, dict[str, Any]]:
@@ -498,6 +501,8 @@ def _sections(raw: Mapping[str, Any], path: Path) -> tuple[str | None, dict[str,
             kwargs["dashboards"] = dashboards_section(value)
         elif key == "jobs":
             kwargs["jobs"] = jobs_section(value)
+        elif key == "crawls":
+            kwargs["crawls"] = crawls_section(value)
         elif key == "formats":
             kwargs["formats"] = _build_formats(value)
         elif key == "home":

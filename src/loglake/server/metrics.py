@@ -213,6 +213,27 @@ JOB_FIELDS: dict[str, str] = {
     ),
 }
 
+# -- scheduled crawls (crawl_schedule.CrawlStats): the server's runs, one entry per crawl ------------
+
+#: CrawlStats field -> metric (label: crawl).
+CRAWL_FIELDS: dict[str, str] = {
+    "runs": _metric(
+        "loglake_crawl_runs_total", "counter", "Scheduled runs of the crawl started.", "crawl"
+    ),
+    "failures": _metric(
+        "loglake_crawl_failures_total",
+        "counter",
+        "Scheduled runs of the crawl that failed (logged; it runs again at its next time).",
+        "crawl",
+    ),
+    "files": _metric(
+        "loglake_crawl_files_total", "counter", "Files the crawl's runs registered.", "crawl"
+    ),
+    "rows": _metric(
+        "loglake_crawl_rows_total", "counter", "Rows of the files the crawl registered.", "crawl"
+    ),
+}
+
 #: The same figures per stream, of the table the stream writes (streams sharing a table show the
 #: same numbers): the names /metrics had before maintenance was per table.
 STREAM_MAINTENANCE_FIELDS: dict[str, str] = {
@@ -636,6 +657,9 @@ class RuntimeCollector:
         jobs = getattr(self.runtime, "jobs", None)
         for job, counts in sorted(jobs.stats.items()) if jobs is not None else []:
             out.fields(counts, JOB_FIELDS, "loglake_unmapped_job", job=job)
+        crawls = getattr(self.runtime, "crawls", None)
+        for crawl, counts in sorted(crawls.stats.items()) if crawls is not None else []:
+            out.fields(counts, CRAWL_FIELDS, "loglake_unmapped_crawl", crawl=crawl)
         for stream in streams:
             self._guard(f"stream {stream.name}", self._stream, out, stream, tables)
         for qname, q in self._queries(streams):

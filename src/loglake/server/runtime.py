@@ -37,6 +37,7 @@ from loglake.config import (
     saved_stream_settings,
     stream_config,
 )
+from loglake.crawl_schedule import CrawlSchedule
 from loglake.errors import (
     ConfigError,
     FormatError,
@@ -153,6 +154,9 @@ class Runtime:
         )
         # The config's scheduled ETL jobs (analytics/jobs.py), committing through the same tables.
         self.jobs = JobSchedule(config, self.tables)
+        # The config's scheduled crawls (crawl_schedule.py), in a thread of their own: a long
+        # crawl never delays a job. They start once the catalog is open.
+        self.crawls = CrawlSchedule(config, lambda: self.catalog.result())
         self._first_offsets: dict[str, int] = {}  # each log's next offset when opened
         # Saved entries that failed their checks at start: what /readyz and the start-up event
         # show, and the raw settings, kept in the saved files until someone fixes or deletes them.
@@ -170,6 +174,8 @@ class Runtime:
         self.supervisor.spawn("loglake-maintenance", self.maintenance.run, restart=True)
         if self.jobs.scheduled:
             self.supervisor.spawn("loglake-jobs", self.jobs.run, restart=True)
+        if self.crawls.scheduled:
+            self.supervisor.spawn("loglake-crawls", self.crawls.run, restart=True)
         declared = dict(self._load_saved())
         declared.update(self.config.streams)
         for name, stream in declared.items():
@@ -225,6 +231,7 @@ class Runtime:
         self.supervisor.stop()  # a worker that crashes from here on is not restarted
         self.maintenance.stop()
         self.jobs.stop()
+        self.crawls.stop()
         for source in reversed(self.sources):
             source.stop()
         report = {}
