@@ -438,10 +438,16 @@ class MaintenanceSchedule:
                 entry.stats.compactions_deferred += 1
                 return
             new_files = write_merged(catalog, table, entry.name, files, entry.time_column)
-            with shared.lock:
-                # Only this thread removes files, so the planned ones are all still live.
-                table = commit_replace(catalog.load_table(entry.name), files, new_files)
-                self._tables.committed(entry.name, table, None, [])
+            # On the newest metadata, refused when `loglake maintain` in another process
+            # replaced one of these files meanwhile (then the next pass plans again).
+            _commit_files(
+                catalog,
+                entry.name,
+                self._tables,
+                files,
+                new_files,
+                {"loglake.compacted-files": str(len(files))},
+            )
             entry.stats.compacted_files += len(files)
 
     def _expire(self, entry: _Entry) -> None:
@@ -449,9 +455,9 @@ class MaintenanceSchedule:
         entry.expired_at = entry.commits
         shared = self._tables.get(entry.name)
         with shared.lock:
-            entry.stats.expired_snapshots += expire_snapshots(catalog.load_table(entry.name))
-            table = catalog.load_table(entry.name)
-            self._tables.committed(entry.name, table, None, [])
+            ids = expirable(catalog.load_table(entry.name), 10, 0.0, 0)
+        table = _expire_ids(catalog, entry.name, self._tables, ids)
+        entry.stats.expired_snapshots += len(ids)
         if time.monotonic() - entry.orphans_at >= ORPHANS_EVERY_S:
             entry.orphans_at = time.monotonic()
             deleted, freed = remove_orphans(table)
@@ -743,16 +749,19 @@ def _commit_files(
 ) -> None:
     """One OVERWRITE snapshot removing ``old_files`` and adding ``new_files``, on the newest table.
 
-    Retried when another writer committed meanwhile; refused (LakeError) when one of
+    Retried when another writer committed meanwhile (a stream's append: the rewrite does not
+    change what those rows are, so it goes on top of them); refused (LakeError) when one of
     ``old_files`` is no longer live (another maintenance replaced it): committing then would
     bring rows back or count them twice. With ``tables`` (the server), under the table's lock.
     """
-    from pyiceberg.exceptions import CommitFailedException
+    from pyiceberg.exceptions import CommitFailedException, ValidationException
 
     from loglake.errors import LakeError
 
     wanted = {f.file_path for f in old_files}
     for attempt in range(COMMIT_ATTEMPTS):
+        if attempt:
+            time.sleep(0.05 * 2**attempt)
         with _lock(tables, name):
             table = catalog.load_table(name)
             live = {f.file_path for f in _live_files(table)}
@@ -770,11 +779,16 @@ def _commit_files(
                     for data_file in new_files:
                         overwrite.append_data_file(data_file)
                 table = tx.commit_transaction()
-            except CommitFailedException as exc:
+            except (CommitFailedException, ValidationException) as exc:
+                # Another process (a server's stream) committed between the load and this
+                # commit; pyiceberg's retry of an overwrite then refuses any file added meanwhile
+                # (serializable isolation), which for a rewrite of the same rows is no conflict.
+                # Start over from the newest metadata, where the liveness check above decides.
                 if attempt + 1 < COMMIT_ATTEMPTS:
                     continue
                 raise LakeError(
-                    f"maintenance commit to {name} failed: {exc}; run it again"
+                    f"maintenance commit to {name} failed {COMMIT_ATTEMPTS} times because other "
+                    f"writers kept committing to it: {exc}; run it again"
                 ) from exc
             except Exception as exc:  # e.g. pyiceberg's check that every file to delete is live
                 raise LakeError(
@@ -783,6 +797,41 @@ def _commit_files(
             if tables is not None:
                 tables.committed(name, table, None, [])
             return
+
+
+def _expire_ids(catalog: Catalog, name: str, tables: Tables | None, ids: list[int]) -> Table:
+    """Expire snapshots ``ids`` of table ``name`` (those still there); the table afterwards.
+
+    Expiry changes only the snapshot list, so a commit another process made meanwhile (a
+    stream's append) is no conflict: the expiry is retried on the newest metadata. With
+    ``tables`` (the server), under the table's lock. Raises LakeError when it keeps failing.
+    """
+    from pyiceberg.exceptions import CommitFailedException
+
+    from loglake.errors import LakeError
+
+    for attempt in range(COMMIT_ATTEMPTS):
+        if attempt:
+            time.sleep(0.05 * 2**attempt)
+        with _lock(tables, name):
+            table = catalog.load_table(name)
+            there = {s.snapshot_id for s in table.snapshots()}
+            live = [i for i in ids if i in there]  # another maintenance may have expired some
+            try:
+                if live:
+                    table.maintenance.expire_snapshots().by_ids(live).commit()
+                table = catalog.load_table(name)
+            except CommitFailedException as exc:
+                if attempt + 1 < COMMIT_ATTEMPTS:
+                    continue
+                raise LakeError(
+                    f"snapshot expiry of {name} failed {COMMIT_ATTEMPTS} times because other "
+                    f"writers kept committing to it: {exc}; run it again"
+                ) from exc
+            if tables is not None:
+                tables.committed(name, table, None, [])
+            return table
+    raise AssertionError("unreachable")
 
 
 def maintain_table(
@@ -858,12 +907,7 @@ def maintain_table(
     ids = expirable(table, settings.keep_snapshots, settings.grace_s, int(now.timestamp() * 1000))
     report.snapshots_expired = len(ids)
     if ids and not dry_run:
-        with _lock(tables, name):
-            table = catalog.load_table(name)
-            table.maintenance.expire_snapshots().by_ids(ids).commit()
-            table = catalog.load_table(name)
-            if tables is not None:
-                tables.committed(name, table, None, [])
+        table = _expire_ids(catalog, name, tables, ids)
 
     report.orphans_removed, report.orphan_bytes = remove_orphans(
         table, settings.grace_s, dry_run=dry_run

@@ -5,7 +5,9 @@ A :class:`TableWriter` collects Polars frames, writes them as Parquet data files
 the last commit in ONE Iceberg snapshot whose summary carries the caller's properties (e.g. the ingest
 run id), so readers never see half an ingest and the bookkeeping commits atomically with the data.
 Batch ingest's writers hold each time partition's file open across flushes (``hold_files``): one
-run writes one file per partition, with memory still bounded by ``flush_rows``.
+run writes one file per partition, with memory still bounded by ``flush_rows``. Every writer starts
+a new file when one reaches the table's target size (``write.target-file-size-bytes``), so a run or
+a commit into a single partition never makes one unbounded file.
 
 Rows enter through :meth:`TableWriter.add`, which conforms them to the table first
 (:mod:`loglake.lake.conform`): rows that cannot be stored come back to the caller as rejected, so
@@ -17,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
+import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -37,6 +40,8 @@ if TYPE_CHECKING:
 
     from loglake.lake.tables import Tables
 
+log = logging.getLogger(__name__)
+
 
 def align(frame: pl.DataFrame, target: pa.Schema) -> pl.DataFrame:
     """``frame`` in the column order and types of ``target``; missing columns and members are null.
@@ -54,6 +59,13 @@ def align(frame: pl.DataFrame, target: pa.Schema) -> pl.DataFrame:
 
 
 _EVOLVE_ATTEMPTS = 5  # schema changes lost to a concurrent commit are retried this often
+# Commits lost to another process's commit (``loglake maintain`` beside a server) are retried on
+# the refreshed table this often, after pyiceberg's own retries of each attempt.
+_COMMIT_ATTEMPTS = 5
+# Most rows written per Parquet write (one row group) when a partition's rows may exceed the target
+# file size: the file's size is looked at between writes, and a new file started once it reached
+# the target.
+_ROLL_ROWS = 131_072
 
 # Files a writer with ``hold_files`` keeps open per table; beyond, the least recently written close
 # (a later row of that partition then starts a new file). Each open file holds about 1 MiB of
@@ -74,6 +86,10 @@ class _HeldFile:
         self.writer = writer
         self.partition_key = partition_key
         self.spec_id = spec_id
+
+    def size(self) -> int:
+        """Bytes written to the file so far (its row groups; the footer comes at :meth:`finish`)."""
+        return _bytes_written(self.writer)
 
     def finish(self) -> DataFile:
         """Close the file; the DataFile (statistics from its Parquet footer) to commit."""
@@ -111,6 +127,28 @@ def _has_new_members(have: PolarsDataType, got: PolarsDataType) -> bool:
     if isinstance(have, pl.List) and isinstance(got, pl.List):
         return _has_new_members(have.inner, got.inner)
     return False
+
+
+def _bytes_written(writer: Any) -> int:
+    """Bytes a pyiceberg Parquet writer has written to its file so far (0 before its first write).
+
+    Every write ends in whole row groups, so this is the compressed size the file has reached."""
+    stream = getattr(writer, "_fos", None)
+    return int(stream.tell()) if stream is not None else 0
+
+
+def target_file_bytes(properties: dict[str, str]) -> int:
+    """The size at which a writer starts a new data file: the table's
+    ``write.target-file-size-bytes`` (loglake creates tables with 512 MiB), else Iceberg's default."""
+    from pyiceberg.table import TableProperties
+    from pyiceberg.utils.properties import property_as_int
+
+    size = property_as_int(
+        properties,
+        TableProperties.WRITE_TARGET_FILE_SIZE_BYTES,
+        TableProperties.WRITE_TARGET_FILE_SIZE_BYTES_DEFAULT,
+    )
+    return max(1, size or TableProperties.WRITE_TARGET_FILE_SIZE_BYTES_DEFAULT)
 
 
 #: A table's columns and partition field names (None for a table that does not exist).
@@ -512,7 +550,8 @@ class TableWriter:
         every: str,
         hold: bool = False,
     ) -> list[DataFile]:
-        """Write one Parquet file per time partition, all partitions in parallel.
+        """Write one Parquet file per time partition (another each time one reaches the table's
+        target file size), all partitions in parallel.
 
         pyiceberg's own path splits a batch by filtering it once per partition (partitions x rows,
         0.75 s for 566k rows over 84 hours) and, per file, re-reads its config file and re-projects
@@ -616,6 +655,10 @@ class TableWriter:
         list(ExecutorFactory.get_or_create().map(append, zip(slices, values, strict=True)))
         if not hold:
             return closed + self._close_held(list(self._held))
+        # A partition written at every flush (a run, or a stream, into one hour or day) would
+        # otherwise grow its one file until the commit: it rolls over at the target size.
+        target = target_file_bytes(self.table.metadata.properties)
+        closed += self._close_held([v for v, f in self._held.items() if f.size() >= target])
         idle = [v for v, f in self._held.items() if f.written <= self._held_flushes - _IDLE_FLUSHES]
         closed += self._close_held(idle)
         excess = len(self._held) - _MAX_HELD
@@ -671,32 +714,63 @@ class TableWriter:
             table_location=meta.location, table_properties=meta.properties
         )
         io = self.table.io
+        target = target_file_bytes(meta.properties)
 
-        def write_one(item: tuple[int, Any, Any]) -> DataFile:
+        def write_one(item: tuple[int, Any, Any]) -> list[DataFile]:
+            """The slice's rows as one file, or several when they exceed the target size."""
             task_id, batch, partition_key = item  # batch: a zero-copy slice of the projected table
-            path = locations.new_data_location(
-                data_file_name=f"00000-{task_id}-{write_uuid}.{model.file_extension()}",
-                partition_key=partition_key,
-            )
-            out = io.new_output(path)
-            writer = model.create_writer(out, schema, meta.properties)
-            with writer:
-                writer.write(batch)
-            stats = writer.result()
-            return DataFile.from_args(
-                content=DataFileContent.DATA,
-                file_path=path,
-                file_format=file_format,
-                partition=partition_key.partition,
-                file_size_in_bytes=len(out),
-                sort_order_id=None,
-                spec_id=meta.default_spec_id,
-                equality_ids=None,
-                key_metadata=None,
-                **stats.to_serialized_dict(),
-            )
+            files: list[DataFile] = []
+            writer: Any = None
+            out: Any = None
+            path = ""
 
-        return list(ExecutorFactory.get_or_create().map(write_one, slices))
+            def finish() -> None:
+                stats = writer.close()
+                files.append(
+                    DataFile.from_args(
+                        content=DataFileContent.DATA,
+                        file_path=path,
+                        file_format=file_format,
+                        partition=partition_key.partition,
+                        file_size_in_bytes=len(out),
+                        sort_order_id=None,
+                        spec_id=meta.default_spec_id,
+                        equality_ids=None,
+                        key_metadata=None,
+                        **stats.to_serialized_dict(),
+                    )
+                )
+
+            # Chunks of at most the target in memory (so at most about that on disk, where
+            # Parquet compresses): a file ends within one chunk past the target.
+            per_row = max(1, batch.nbytes // max(batch.num_rows, 1))
+            step = max(1024, min(_ROLL_ROWS, target // per_row))
+            try:
+                for start in range(0, max(batch.num_rows, 1), step):
+                    if writer is None:
+                        path = locations.new_data_location(
+                            data_file_name=(
+                                f"00000-{task_id}-{len(files)}-{write_uuid}.{model.file_extension()}"
+                            ),
+                            partition_key=partition_key,
+                        )
+                        out = io.new_output(path)
+                        writer = model.create_writer(out, schema, meta.properties)
+                    writer.write(batch.slice(start, step))
+                    if _bytes_written(writer) >= target and start + step < batch.num_rows:
+                        finish()
+                        writer = None
+                if writer is not None:
+                    finish()
+            except BaseException:
+                if writer is not None:
+                    with contextlib.suppress(Exception):  # the file is an orphan either way
+                        writer.close()
+                raise
+            return files
+
+        written = ExecutorFactory.get_or_create().map(write_one, slices)
+        return [data_file for files in written for data_file in files]
 
     def write_files(self, frame: pl.DataFrame) -> list[DataFile]:
         """Write ``frame`` as data files now and return them, uncommitted (for compaction)."""
@@ -727,13 +801,20 @@ class TableWriter:
 
         With ``files`` (from :meth:`write_frames`), commit exactly those instead, without flushing.
         ``properties`` go into the snapshot summary (values JSON-encoded unless strings). Returns
-        False when there was nothing to commit. Raises LakeError if the catalog refuses the commit.
+        False when there was nothing to commit. A commit that another process's commit beat
+        (``loglake maintain`` compacting or expiring beside a server) is retried on the refreshed
+        table with the same files and properties: the files are written once, and the properties
+        (a stream's offset) still land in the same snapshot as the rows. Raises LakeError if the
+        catalog still refuses the commit after :data:`_COMMIT_ATTEMPTS` attempts, or for any
+        other error (nothing of the commit is visible then).
         """
         if files is None:
             self.flush()
             files, self._files = self._files, []
         if not files:
             return False
+        from pyiceberg.exceptions import CommitFailedException
+
         props = {
             k: v if isinstance(v, str) else json.dumps(v) for k, v in (properties or {}).items()
         }
@@ -742,14 +823,38 @@ class TableWriter:
                 # On top of the newest metadata another writer of this process committed.
                 self.table = self._shared.newest(self.table) or self.table
             before = self.table.metadata_location
-            try:
-                tx = self.table.transaction()
-                with tx.update_snapshot(snapshot_properties=props).merge_append() as append:
-                    for data_file in files:
-                        append.append_data_file(data_file)
-                self.table = tx.commit_transaction()
-            except Exception as exc:
-                raise LakeError(f"commit to {self.name} failed: {exc}") from exc
+            for attempt in range(_COMMIT_ATTEMPTS):
+                try:
+                    tx = self.table.transaction()
+                    with tx.update_snapshot(snapshot_properties=props).merge_append() as append:
+                        for data_file in files:
+                            append.append_data_file(data_file)
+                    self.table = tx.commit_transaction()
+                    break
+                except CommitFailedException as exc:
+                    # pyiceberg's own retries ran out: the table keeps moving (another process
+                    # commits to it). Start over from its newest metadata.
+                    if attempt + 1 == _COMMIT_ATTEMPTS:
+                        raise LakeError(
+                            f"commit to {self.name} failed {_COMMIT_ATTEMPTS} times because "
+                            f"other writers kept committing to it: {exc}; delivery retries it"
+                        ) from exc
+                    log.info(
+                        "commit to %s lost to another writer's commit; retrying on the newest "
+                        "metadata (%d/%d)",
+                        self.name,
+                        attempt + 1,
+                        _COMMIT_ATTEMPTS,
+                        extra={"fields": {"table": self.name, "reason": str(exc)}},
+                    )
+                    time.sleep(0.05 * 2**attempt)
+                    try:
+                        self.table = self.catalog.load_table(self.name)
+                        before = self.table.metadata_location
+                    except Exception as again:
+                        raise LakeError(f"commit to {self.name} failed: {again}") from again
+                except Exception as exc:
+                    raise LakeError(f"commit to {self.name} failed: {exc}") from exc
             self.last_committed = files
             if self._tables is not None:
                 self._tables.committed(self.name, self.table, before, files)
