@@ -8,7 +8,18 @@ there: records before it are already in the lake (never written twice), records 
 again from the log (never lost). Records are single lines; their ``line`` column holds their offset.
 
 Per batch: the shared step (formats/step.py: parse, enrich, normalise, rejects), rows conformed to
-their table (refused rows become rejected records), rejected records for ``logs.rejected``. Commits
+their table (refused rows become rejected records), rejected records for ``logs.rejected``. Formats
+read their options from ``[ingest]`` as batch ingest does (``syslog_timezone``, ``json_ts_field``).
+
+A stream of ``format = "auto"`` detects formats per group of lines, as batch ingest does
+(formats/mixed.py): the format that parsed most of the previous batch parses each batch first, and
+the lines it leaves go to the other formats. The stream's table takes the rows of one family of
+formats, its *owner* (the formats sharing a default table: the access-log formats, the syslog
+ones...), the family that parsed most of the first batch the stream delivered, remembered in the
+table's snapshots (``loglake.owner.<stream>``) so it stays the same across restarts; rows of other
+formats go to their own default tables (``logs.syslog``...), nothing that parses is rejected. Each
+table of a commit gets the offset; the stream's own table is committed last, so on resume its
+offset is one every other table covers too, and each table skips the rows it already holds. Commits
 run in a committer thread of their own so the next batch is parsed meanwhile; they take turns with
 every other writer of the table under its lock (lake/tables.py), whose post-commit hooks keep the
 query plan cache and the maintenance schedule current. Whoever else wants the parsed records (the
@@ -32,7 +43,8 @@ from loglake.errors import LakeError, is_transient
 from loglake.formats import get_format
 from loglake.formats.base import LineBatch
 from loglake.formats.lines import decode
-from loglake.formats.step import BatchStep
+from loglake.formats.mixed import Detector
+from loglake.formats.step import BatchStep, normalise
 from loglake.lake.rejected import REJECTED_TABLE, rejected_frame, time_column
 from loglake.lake.writer import TableWriter, load_existing
 
@@ -57,6 +69,29 @@ _TICK_S = 1.0  # an idle stream's hooks (the queries) look at the clock this oft
 def offset_property(stream: str) -> str:
     """Snapshot-summary key holding the next stream offset a table's data covers."""
     return f"loglake.offset.{stream}"
+
+
+def owner_property(stream: str) -> str:
+    """Snapshot-summary key holding the default table of the formats whose rows an ``auto``
+    stream writes to its own table (the others go to their default tables)."""
+    return f"loglake.owner.{stream}"
+
+
+def format_options(config: Config) -> dict[str, object]:
+    """The options formats take from ``[ingest]``, for streams as for batch ingest."""
+    return {"timezone": config.ingest.syslog_timezone, "ts_field": config.ingest.json_ts_field}
+
+
+def _newest_property(table: Table, key: str) -> str | None:
+    """The value of ``key`` in the summary of the newest snapshot of ``table`` that has it."""
+    best: tuple[int, str] | None = None
+    for snap in table.snapshots():
+        summary = snap.summary
+        value = summary.additional_properties.get(key) if summary is not None else None
+        sequence = snap.sequence_number or 0
+        if value is not None and (best is None or sequence > best[0]):
+            best = (sequence, value)
+    return best[1] if best else None
 
 
 def default_table(stream: str) -> str:
@@ -174,9 +209,14 @@ class LakeConsumer:
         self._maintenance = maintenance
         self._on_progress = on_progress
         self._fixed: Format | None = None
+        options = format_options(config)
         if stream.format != "auto":
-            self._fixed = get_format(stream.format, config.formats)
-        self._step = BatchStep({"timezone": config.ingest.syslog_timezone})
+            self._fixed = get_format(stream.format, config.formats, **options)
+        self._step = BatchStep(options)
+        # auto: formats detected per group of lines, the previous batch's busiest tried first.
+        self._detector = Detector(options, "format not recognized")
+        self._main: Format | None = None
+        self._owner: str | None = None  # auto: the default table of the stream table's formats
         self.stats = DeliveryStats()
         self._stats_lock = threading.Lock()  # counters are updated by two threads
         self._committer = ThreadPoolExecutor(
@@ -214,6 +254,8 @@ class LakeConsumer:
         if data is not None:
             rejected = max(rejected or 0, data)
         self._committed = {self.table: data or 0, REJECTED_TABLE: rejected or 0}
+        if self._fixed is None and table is not None and self._owner is None:
+            self._owner = _newest_property(table, owner_property(self.stream_name))
         position = min(self._committed.values())
         self.stats.position = max(position, self.log.start_offset)
         self._needed = None
@@ -327,35 +369,71 @@ class LakeConsumer:
         batch = LineBatch(
             text=decode(raw), raw=raw, first_line=records.first, source=f"stream:{self.stream_name}"
         )
-        fmt = self._fixed or self._step.detect(batch)
-        step = self._step.run(batch, fmt, time.time_ns() // 1000)
-        rejected, parsed = step.rejected, step.rows
+        groups, rejected, format_name = self._parse(batch, time.time_ns() // 1000)
         hooks = self.hooks
+        own = [frame for table, frame in groups if table == self.table]
         if (
             hooks is not None
             and hooks.active
-            and parsed is not None
-            and parsed.height
-            # Event times (and session keys) for the hooks; True when a window just closed.
-            and hooks.parsed(parsed.select("line", "ts", *hooks.key_columns))
+            and own
+            # Event times (and session keys) of the stream table's rows for the hooks; True
+            # when a window just closed.
+            and hooks.parsed(_keys(own, ["line", "ts", *hooks.key_columns]))
         ):
             self._commit_now = True
         rows = 0
-        if parsed is not None and parsed.height:
-            parsed = parsed.filter(pl.col("line") >= self._committed.get(self.table, 0))
-        if parsed is not None and parsed.height:
+        for table, parsed in groups:
+            parsed = parsed.filter(pl.col("line") >= self._committed_offset(table))
+            if not parsed.height:
+                continue
             # Records that do not fit the table (a value of another type than its column's) are
             # rejected like unparsable ones: one drifting record must never hold up the stream.
-            refused = self._writer(self.table).add(parsed)
+            refused = self._writer(table).add(parsed)
             if refused.height:
                 rejected = pl.concat([rejected, batch.rejected_lines(refused)])
             rows += parsed.height - refused.height
         if rejected.height:
             rejected = rejected.filter(pl.col("line") >= self._committed.get(REJECTED_TABLE, 0))
         if rejected.height:
-            self._reject(rejected, step.format_name)
+            self._reject(rejected, format_name)
             rows += rejected.height
         return rows
+
+    def _parse(
+        self, batch: LineBatch, at: int
+    ) -> tuple[list[tuple[str, pl.DataFrame]], pl.DataFrame, str]:
+        """Rows to store as (table, rows), the rejected lines, and the name of the format that
+        parsed most (rejected lines are kept under it)."""
+        if self._fixed is not None:
+            step = self._step.run(batch, self._fixed, at)
+            groups = [(self.table, step.rows)] if step.rows is not None and step.rows.height else []
+            return groups, step.rejected, step.format_name
+        split = self._detector.split(batch, self._main)
+        busiest = split.busiest
+        if busiest is not None:
+            self._main = busiest
+            if self._owner is None:
+                self._owner = busiest.default_table
+        out = []
+        for group in split.groups:
+            if not group.rows.height:
+                continue
+            fmt = group.format
+            rows = normalise(self._step.enrich(fmt, group.rows), batch.source, at)
+            out.append(
+                (self.table if fmt.default_table == self._owner else fmt.default_table, rows)
+            )
+        return out, split.rejected, busiest.name if busiest is not None else "unrecognized"
+
+    def _committed_offset(self, table: str) -> int:
+        """The offset ``table`` holds this stream's records up to (read once from the lake)."""
+        offset = self._committed.get(table)
+        if offset is None:
+            t = load_existing(self._catalog.result(), table)
+            offset = self._committed[table] = (
+                committed_offset(t, self.stream_name) or 0 if t is not None else 0
+            )
+        return offset
 
     def _reject(self, rejected: pl.DataFrame, format_name: str) -> None:
         """Queue rejected records (``line``, ``raw``, ``reason``) for ``logs.rejected``."""
@@ -470,11 +548,13 @@ class LakeConsumer:
         if REJECTED_TABLE in writers:
             frames = [*sealed.get(REJECTED_TABLE, []), *unwritable]
             written[REJECTED_TABLE] = writers[REJECTED_TABLE].write_frames(frames)
-        # Rejected records first: a crash between the two commits re-reads from the data table's
-        # offset, and the rejected table's own offset keeps its records from being added twice.
-        for table in sorted(writers, key=lambda t: t != REJECTED_TABLE):
+        # Rejected records first and the stream's own table last: a crash between commits
+        # re-reads from the stream table's offset, and every other table's own offset keeps its
+        # records from being added twice.
+        owned = {**props, owner_property(self.stream_name): self._owner} if self._owner else props
+        for table in sorted(writers, key=lambda t: (t != REJECTED_TABLE, t == self.table)):
             files = written[table]
-            if files and writers[table].commit(props, files):
+            if files and writers[table].commit(owned if table == self.table else props, files):
                 self._committed[table] = position
                 # Counted once committed: a commit that fails and is retried counts once.
                 rows = sum(f.record_count for f in files)
@@ -507,6 +587,15 @@ class LakeConsumer:
         if self.hooks is not None:
             self._needed = self.hooks.needed_offset()
         self._on_progress()  # the log may drop what every consumer has committed past
+
+
+def _keys(frames: list[pl.DataFrame], columns: list[str]) -> pl.DataFrame:
+    """``columns`` of ``frames`` as one frame (null where a format has no such column)."""
+    picked = [
+        f.select(pl.col(c) if c in f.columns else pl.lit(None).alias(c) for c in columns)
+        for f in frames
+    ]
+    return picked[0] if len(picked) == 1 else pl.concat(picked, how="diagonal_relaxed")
 
 
 _ISOLATE_WRITES = 256  # writes tried to find the rows of a batch that cannot be written
