@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -133,5 +134,50 @@ def test_an_auto_stream_keeps_each_format_of_a_mixed_batch_in_its_table(tmp_path
         assert server.query(
             "SELECT text, format, target_table FROM logs.rejected WHERE source = 'stream:mixed'"
         ) == [{"text": "garbage !", "format": "combined", "target_table": "logs.mixed"}]
+    finally:
+        server.stop()
+
+
+def _record(i: int) -> str:
+    """Record ``i`` of a mixed stream: access lines and RFC 5424 lines in turns of varying
+    majority, and now and then a line no format parses."""
+    if i % 17 == 0:
+        return f"garbage record {i}"
+    if (i % 3 != 0) == ((i // 40) % 2 == 0):  # 2 of 3 in even blocks of 40, 1 in odd ones
+        stamp = f"17/May/2015:10:{i % 60:02d}:00 +0000"
+        return f'10.1.{i % 250}.1 - - [{stamp}] "GET /r{i} HTTP/1.1" 200 {i} "-" "curl/8"'
+    return f"<34>1 2015-05-17T10:{i % 60:02d}:00.000Z h{i}.example.com app {i} ID - record {i}"
+
+
+def test_a_mixed_auto_stream_is_delivered_exactly_once_across_a_kill(tmp_path: Path) -> None:
+    config = '[syslog]\nudp = ""\ntcp = ""\n\n[streams.mixed]\nbuffer_seconds = 0.2\n'
+    home = tmp_path / "home"
+    total = 800
+    union = (
+        "SELECT line FROM logs.mixed UNION ALL SELECT line FROM logs.syslog "
+        "UNION ALL SELECT line FROM logs.rejected WHERE source = 'stream:mixed'"
+    )
+    count = f"SELECT count(*) AS n FROM ({union})"
+    server = Server.started(home, config)
+    try:
+        # The first batch, mostly access lines, makes the access formats the table's owner.
+        _post(server, "mixed", [_record(i) for i in range(40)])
+        wait_for(lambda: _count(server, count) == 40, "the first batch")
+        for start in range(40, 400, 40):
+            _post(server, "mixed", [_record(i) for i in range(start, start + 40)])
+        wait_for(lambda: _count(server, count) > 40, "a second commit")
+        for start in range(400, 600, 40):  # acknowledged, then the server is killed
+            _post(server, "mixed", [_record(i) for i in range(start, start + 40)])
+        server.stop(signal.SIGKILL)
+        server = Server.started(home, config)
+        for start in range(600, total, 40):
+            _post(server, "mixed", [_record(i) for i in range(start, start + 40)])
+        wait_for(lambda: _count(server, count) >= total, "every record delivered")
+        lines = [r["line"] for r in server.query(f"SELECT line FROM ({union}) ORDER BY line")]
+        assert lines == list(range(total))  # each record once, in one table only
+        assert _count(server, "SELECT count(*) AS n FROM logs.rejected") == len(range(0, total, 17))
+        mixed = server.query("SELECT count(*) AS n, min(status) AS s FROM logs.mixed")[0]
+        assert mixed["s"] == 200
+        assert mixed["n"] == sum(_record(i).startswith("10.") for i in range(total))
     finally:
         server.stop()
