@@ -156,3 +156,21 @@ def test_scheduled_crawl_settings_load(tmp_path: Path) -> None:
     assert crawl.paths == ("/data/in", "s3://b/p/")
     assert crawl.table == ""
     assert crawl.schedule_spec.daily == (2, 0)
+
+
+def test_crawl_list_without_scheduled_crawls_says_how_to_declare_one(tmp_path: Path) -> None:
+    env = {**os.environ, "LOGLAKE_HOME": str(tmp_path)}
+    env.pop("LOGLAKE_CONFIG", None)
+    listed = subprocess.run(
+        [sys.executable, "-m", "loglake.cli", "crawl", "--list"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert listed == "no scheduled crawls; declare one as [crawls.NAME] in loglake.toml\n"
+    refused = subprocess.run(
+        [sys.executable, "-m", "loglake.cli", "crawl"], env=env, capture_output=True, text=True
+    )
+    assert refused.returncode == 2
+    assert "give one or more PATHS to crawl, or --list" in refused.stderr

@@ -205,7 +205,7 @@ def _list_crawls(config: Any, runs: int = 10) -> None:
         started = datetime.fromtimestamp(r.started, UTC).strftime("%Y-%m-%d %H:%M:%S")
         took = "-" if r.seconds is None else f"{r.seconds:.2f} s"
         out.add_row(started, r.job, r.status, f"{r.rows:,}", took, r.error)
-    console = Console()
+    console = Console(markup=False)  # paths and errors are text, never markup
     if not config.crawls:
         console.print("no scheduled crawls; declare one as [crawls.NAME] in loglake.toml")
     else:
