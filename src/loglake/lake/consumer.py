@@ -254,8 +254,8 @@ class LakeConsumer:
         if data is not None:
             rejected = max(rejected or 0, data)
         self._committed = {self.table: data or 0, REJECTED_TABLE: rejected or 0}
-        if self._fixed is None and table is not None and self._owner is None:
-            self._owner = _newest_property(table, owner_property(self.stream_name))
+        if self._fixed is None and self._owner is None:
+            self._owner = self._stored_owner(catalog, table)
         position = min(self._committed.values())
         self.stats.position = max(position, self.log.start_offset)
         self._needed = None
@@ -265,6 +265,25 @@ class LakeConsumer:
                 position = min(position, self._needed)
         self._pending = 0
         return position
+
+    def _stored_owner(self, catalog: Catalog, table: Table | None) -> str | None:
+        """The owner an earlier run of this auto stream chose: from its table's snapshots, else
+        from another format's table (a crash between the first commits, after another table's
+        and before the stream table's, leaves it only there). None: it never committed."""
+        key = owner_property(self.stream_name)
+        owner = _newest_property(table, key) if table is not None else None
+        if owner is not None:
+            return owner
+        from loglake.formats import DETECT_ORDER
+        from loglake.lake.catalog import list_tables
+
+        others = {self._detector.format(n).default_table for n in DETECT_ORDER} - {self.table}
+        for name in sorted(others & set(list_tables(catalog))):
+            other = load_existing(catalog, name)
+            owner = _newest_property(other, key) if other is not None else None
+            if owner is not None:
+                return owner
+        return None
 
     def take(self, records: Records) -> int:
         self._pending += self._deliver(records)
@@ -550,11 +569,12 @@ class LakeConsumer:
             written[REJECTED_TABLE] = writers[REJECTED_TABLE].write_frames(frames)
         # Rejected records first and the stream's own table last: a crash between commits
         # re-reads from the stream table's offset, and every other table's own offset keeps its
-        # records from being added twice.
+        # records from being added twice. Every data table's commit names the owner, so a
+        # restart after a crash before the stream table's first commit keeps the same owner.
         owned = {**props, owner_property(self.stream_name): self._owner} if self._owner else props
         for table in sorted(writers, key=lambda t: (t != REJECTED_TABLE, t == self.table)):
             files = written[table]
-            if files and writers[table].commit(owned if table == self.table else props, files):
+            if files and writers[table].commit(props if table == REJECTED_TABLE else owned, files):
                 self._committed[table] = position
                 # Counted once committed: a commit that fails and is retried counts once.
                 rows = sum(f.record_count for f in files)
