@@ -149,6 +149,11 @@ def ingest(
     "--plan", "dry_run", is_flag=True, help="Print what would be registered; write nothing."
 )
 @click.option(
+    "--convert",
+    is_flag=True,
+    help="Copy Parquet into the lake too, instead of registering local Parquet files in place.",
+)
+@click.option(
     "--list",
     "list_scheduled",
     is_flag=True,
@@ -160,9 +165,11 @@ def crawl(
     paths: tuple[str, ...],
     table: str | None,
     dry_run: bool,
+    convert: bool,
     list_scheduled: bool,
 ) -> None:
-    """Catalog files already in folders (or s3:// prefixes): detect formats, schemas, partitions."""
+    """Catalog files already in folders (or s3:// prefixes): detect formats, schemas, partitions.
+    Local Parquet files are registered where they lie unless --convert."""
     from loglake.crawl import crawl as run_crawl
     from loglake.crawl import plan
 
@@ -172,7 +179,7 @@ def crawl(
         return
     if not paths:
         raise click.UsageError("give one or more PATHS to crawl, or --list")
-    report = (plan if dry_run else run_crawl)(config, list(paths), table)
+    report = (plan if dry_run else run_crawl)(config, list(paths), table, convert)
     for line in report.lines(planned=dry_run):
         click.echo(line)
 
@@ -414,6 +421,11 @@ def maintain(ctx: click.Context, table: str | None, dry_run: bool) -> None:
             f"({r.files_dropped:,} files, {r.rows_dropped:,} rows): {dropped}; "
             f"{verb}expire {r.snapshots_expired:,} snapshots; "
             f"{verb}remove {r.orphans_removed:,} orphan files ({_size(r.orphan_bytes)})"
+            + (
+                f"; {r.in_place_files:,} files registered in place left alone"
+                if r.in_place_files
+                else ""
+            )
         )
 
 

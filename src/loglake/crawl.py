@@ -10,8 +10,12 @@ path mixes kinds). Schemas merge across files, widening only where no value chan
 an integer to a double); any other difference is a conflict, reported with the file, and that file
 is left out rather than coerced. A file no format fits is reported and left out, never a table.
 
-Registering: Parquet and CSV/TSV files are appended to an Iceberg table with their path partitions
-as columns; log formats and JSON lines go through the normal ingest pipeline into the crawl's table.
+Registering, unless ``convert`` is asked: local Parquet files are registered where they lie (Iceberg
+data files pointing at the user's files, their path partitions as identity partition values), local
+CSV/TSV files as an external table (lake/external.py); nothing is copied. With ``convert``, and for
+``s3://`` objects, Parquet and CSV/TSV rows are copied into an Iceberg table with their path
+partitions as columns. Log formats and JSON lines always go through the normal ingest pipeline into
+the crawl's table (docs/decisions/0014-crawl-in-place.md says why).
 Inputs are remembered in the ingest ledger (path + size + mtime), so a re-crawl reads only new files.
 """
 
@@ -23,7 +27,7 @@ import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from loglake.errors import LoglakeError, SourceError
 from loglake.sources import list_inputs
@@ -39,6 +43,14 @@ _SAMPLE_LINES = 2000
 _PARQUET_MAGIC = b"PAR1"
 _CRAWL_RUN = "loglake.crawl-run"
 _APPEND_BYTES = 128 << 20  # rows read before they are written as data files of the crawl's commit
+IN_PLACE = "in place"  # an Iceberg data file pointing at the user's Parquet file: nothing copied
+COPIED = "copied"  # rows copied into the lake's warehouse as new Parquet files
+CONVERTED = "converted"  # lines parsed by the ingest pipeline into the lake
+_FIELD_ID = b"PARQUET:field_id"
+_UNSAFE = "%#?*[]{}"
+_S3_WHY = "s3:// objects are copied until the query engine reads S3 (issue 14)"
+_REMOTE_WHY = "the lake's warehouse is not a local folder"
+_WHOLE_TABLE = (_S3_WHY, _REMOTE_WHY)  # reasons that hold for every file of a table
 
 
 class CrawlError(LoglakeError):
@@ -57,6 +69,8 @@ class CrawledFile:
     kind: str  # "parquet", "csv", "tsv", or the name of a log format ("json", "combined"...)
     partitions: dict[str, str | int]
     schema: pa.Schema
+    mode: str = "copied"  # IN_PLACE, COPIED or CONVERTED: how the file is registered
+    why: str | None = None  # why a Parquet file is copied rather than registered in place
 
 
 @dataclass
@@ -69,6 +83,7 @@ class TablePlan:
     schema: pa.Schema | None = None
     partition_keys: list[str] = field(default_factory=list)
     exists: bool = False
+    external: bool = False  # the table is an external table (CSV/TSV registered in place)
     added_columns: list[str] = field(default_factory=list)  # columns new files bring
 
     @property
@@ -111,6 +126,7 @@ class CrawlReport:
                 out.append(f"  schema: {cols}")
             if t.added_columns:
                 out.append(f"  new columns: {', '.join(t.added_columns)}")
+            out.extend(f"  {line}" for line in _mode_lines(t))
             if not planned and t.name in self.rows:
                 out.append(f"  {verb} {self.rows[t.name]:,} row(s)")
         for name, why in self.left_out.items():
@@ -121,6 +137,22 @@ class CrawlReport:
             + (f", {self.ignored} ignored (names starting with _ or .)" if self.ignored else "")
         )
         return out
+
+
+def _mode_lines(t: TablePlan) -> list[str]:
+    """How the table's files are registered: in place, copied (and why), converted."""
+    what = {
+        IN_PLACE: "in place (the files stay where they are; nothing is copied)",
+        COPIED: "copied into the lake",
+        CONVERTED: "converted through the ingest pipeline",
+    }
+    counts: dict[tuple[str, str | None], int] = {}
+    for f in t.files:
+        counts[(f.mode, f.why)] = counts.get((f.mode, f.why), 0) + 1
+    return [
+        f"{n} file(s) {what[mode]}" + (f": {why}" if why else "")
+        for (mode, why), n in sorted(counts.items(), key=lambda kv: (kv[0][0], kv[0][1] or ""))
+    ]
 
 
 def _type_name(dtype: pa.DataType) -> str:
@@ -381,9 +413,12 @@ def _relative(inp: Input, root: str) -> str:
         return Path(inp.name).name
 
 
-def plan(config: Config, paths: list[str], table: str | None = None) -> CrawlReport:
-    """Detect, partition, group and merge what the crawl of ``paths`` would register; nothing is
-    written. Raises CrawlError for a bad ``table`` name or more tables than ``crawl.max_tables``."""
+def plan(
+    config: Config, paths: list[str], table: str | None = None, convert: bool = False
+) -> CrawlReport:
+    """Detect, partition, group and merge what the crawl of ``paths`` would register, and how
+    (in place, copied, converted; ``convert`` copies Parquet too); nothing is written. Raises
+    CrawlError for a bad ``table`` name or more tables than ``crawl.max_tables``."""
     from loglake.lake.ledger import Ledger
 
     if table is not None and not _TABLE.match(table):
@@ -430,8 +465,79 @@ def plan(config: Config, paths: list[str], table: str | None = None) -> CrawlRep
         if ledger is not None:
             ledger.close()
     report.tables = _tables(config, groups, table, report)
+    for t in report.tables:
+        _modes(config, t, convert, report)
+    report.tables = [t for t in report.tables if t.files]
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _modes(config: Config, t: TablePlan, convert: bool, report: CrawlReport) -> None:
+    """Decide how each file of ``t`` is registered (:func:`_mode`). A table of CSV/TSV files is
+    external (in place) or an Iceberg table (copied) as a whole, by how it was first crawled; a
+    file an external table cannot read in place is left out, saying how to get it in."""
+    if t.external and convert:
+        raise CrawlError(
+            f"table {t.name} holds CSV/TSV files registered in place, and --convert would copy "
+            "rows into it; crawl them into another table with --table NAMESPACE.NAME"
+        )
+    for f in t.files:
+        f.mode, f.why = _mode(config, f, convert)
+    if t.kind != "csv" or convert:
+        return
+    whole = next((f.why for f in t.files if f.why in _WHOLE_TABLE), None)
+    if t.exists and not t.external:
+        whole = "the table holds copied rows (crawled with --convert)"
+    if whole is not None and not t.external:
+        # The table cannot be external (S3 objects, a remote warehouse): copied as a whole.
+        for f in t.files:
+            f.mode, f.why = COPIED, whole
+        return
+    kept = []
+    for f in t.files:
+        if f.mode != IN_PLACE:
+            report.left_out[f.input.name] = (
+                f"cannot stay in place: {f.why}; crawl it into another table with --convert "
+                "to copy it"
+            )
+            continue
+        kept.append(f)
+    t.files = kept
+
+
+def _mode(config: Config, f: CrawledFile, convert: bool) -> tuple[str, str | None]:
+    """How file ``f`` is registered, and why a Parquet or CSV file is not left in place.
+
+    Local Parquet and CSV/TSV files stay in place (CSV as an external table: Iceberg data files
+    can only be Parquet, Avro or ORC); log lines and JSON lines are parsed and enriched once by
+    the pipeline rather than at every query; the query engine does not read S3 yet.
+    """
+    if f.kind not in ("parquet", "csv", "tsv"):
+        return CONVERTED, None
+    if convert:
+        return COPIED, None
+    if "://" in f.input.name:
+        return COPIED, _S3_WHY
+    path = f.input.key
+    if any(c in path for c in _UNSAFE):
+        # DuckDB reads * ? [ { as a glob and a URI cannot hold % # as they are.
+        return COPIED, "a path holding one of % # ? * [ ] { } is not read in place"
+    warehouse = config.warehouse
+    if not warehouse.startswith("file://"):
+        return COPIED, _REMOTE_WHY
+    from pathlib import Path
+
+    if Path(path).is_relative_to(Path(warehouse[len("file://") :]).resolve()):
+        # Files under the warehouse are the lake's to delete (orphan removal).
+        return COPIED, "the file lies inside the lake's warehouse"
+    if f.kind == "parquet":
+        if any(_FIELD_ID in (fld.metadata or {}) for fld in f.schema):
+            return COPIED, "the file carries Iceberg field ids of another table"
+        return IN_PLACE, None
+    with f.input.open() as raw:
+        if raw.read(3) == b"BZh":
+            return COPIED, "DuckDB does not read bzip2-compressed CSV"
+    return IN_PLACE, None
 
 
 def _tables(
@@ -477,16 +583,30 @@ def _tables(
 
 
 def _existing_schemas(config: Config, names: list[str]) -> dict[str, pa.Schema]:
-    """The Arrow schemas of those of ``names`` that are already lake tables."""
+    """The Arrow schemas of those of ``names`` that are already lake tables (Iceberg or
+    external)."""
+    import pyarrow as pa
+
+    from loglake.lake import external
     from loglake.query.plan import table_names
 
     there = set(table_names(config)) & set(names)
     if not there:
         return {}
-    from loglake.lake.catalog import open_catalog
+    out: dict[str, pa.Schema] = {}
+    catalog = None
+    for n in sorted(there):
+        outside = external.load(config, n)
+        if outside is not None:
+            out[n] = pa.schema([(c, _arrow_type(t)) for c, t in outside.columns])
+            out[n] = out[n].with_metadata({b"loglake.external": b"1"})
+            continue
+        if catalog is None:
+            from loglake.lake.catalog import open_catalog
 
-    catalog = open_catalog(config)
-    return {n: catalog.load_table(n).schema().as_arrow() for n in sorted(there)}
+            catalog = open_catalog(config)
+        out[n] = catalog.load_table(n).schema().as_arrow()
+    return out
 
 
 def _merge_table(
@@ -495,6 +615,7 @@ def _merge_table(
     """Merge the schemas of ``t``'s files onto the table's (``existing``); files that conflict
     are left out, columns a new file brings are added (policy ``update``) or only reported."""
     t.exists = existing is not None
+    t.external = existing is not None and (existing.metadata or {}).get(b"loglake.external") == b"1"
     extra = _partition_types(t.files)
     t.partition_keys = list(extra)
     schema = existing
@@ -523,16 +644,22 @@ def _merge_table(
 # -- registering ----------------------------------------------------------------------------------
 
 
-def crawl(config: Config, paths: list[str], table: str | None = None) -> CrawlReport:
+def crawl(
+    config: Config, paths: list[str], table: str | None = None, convert: bool = False
+) -> CrawlReport:
     """Crawl ``paths`` and register what :func:`plan` finds: new tables, new files, new columns.
 
-    Files already crawled are not read again. Raises CrawlError (see :func:`plan`) before anything
-    is written, LakeError when the lake cannot be written.
+    Local Parquet files are registered in place (nothing copied) unless ``convert``; other files
+    are copied or converted (see :func:`plan`). Files already crawled are not read again. Raises
+    CrawlError (see :func:`plan`) before anything is written, LakeError when the lake cannot be
+    written.
     """
     started = time.perf_counter()
-    report = plan(config, paths, table)
+    report = plan(config, paths, table, convert)
     for t in report.tables:
-        if t.kind in ("parquet", "csv"):
+        if t.kind == "csv" and all(f.mode == IN_PLACE for f in t.files):
+            report.rows[t.name] = _register_external(config, t, report)
+        elif t.kind in ("parquet", "csv"):
             report.rows[t.name] = _append_files(config, t)
         else:
             report.rows[t.name] = _ingest_files(config, t, report)
@@ -566,8 +693,9 @@ def _file_table(f: CrawledFile, kind: str, schema: pa.Schema) -> pa.Table:
 
 
 def _append_files(config: Config, t: TablePlan) -> int:
-    """Append ``t``'s files to its Iceberg table in one commit, recorded in the ledger with the
-    run id in the snapshot, so a crash between the two is settled as ingest settles it."""
+    """Register ``t``'s files in its Iceberg table in one commit (files in place as data files
+    pointing at them, the others copied), recorded in the ledger with the run id in the
+    snapshot, so a crash between the two is settled as ingest settles it."""
     import pyarrow as pa
 
     from loglake.ingest import RUN_PROPERTY, run_committed
@@ -581,12 +709,21 @@ def _append_files(config: Config, t: TablePlan) -> int:
         if ledger.has_pending():
             ledger.settle(lambda name, rid: run_committed(catalog, name, rid))
         iceberg = ensure_table(catalog, t.name, t.schema, "none")
-        if not t.exists and t.partition_keys and iceberg.spec().is_unpartitioned():
+        placed = [f for f in t.files if f.mode == IN_PLACE]
+        keys = {k for f in placed for k in f.partitions}
+        spec_sources = {
+            iceberg.schema().find_column_name(pf.source_id) for pf in iceberg.spec().fields
+        }
+        if (not t.exists and t.partition_keys and iceberg.spec().is_unpartitioned()) or (
+            keys - spec_sources
+        ):
             # Path partitions become identity partitions, so engines that prune by partition
-            # (Trino, Spark, Athena) read only the folders a query names, as they did before.
+            # (Trino, Spark, Athena) read only the folders a query names, as they did before;
+            # and a file registered in place takes a column it lacks from its partition value.
             with iceberg.update_spec() as spec:
                 for key in t.partition_keys:
-                    spec.add_identity(key)
+                    if key not in spec_sources:
+                        spec.add_identity(key)
             iceberg = catalog.load_table(t.name)
         schema = iceberg.schema().as_arrow()
         schema = pa.schema([pa.field(f.name, f.type) for f in schema])  # nullable, as written
@@ -595,12 +732,24 @@ def _append_files(config: Config, t: TablePlan) -> int:
         ledger.mark_pending(run_id, items, [t.name])
         props = {RUN_PROPERTY: run_id, _CRAWL_RUN: run_id}
         rows = 0
-        # Files are read a group at a time (memory stays about one group whatever the folder
-        # holds) and every group is appended in one transaction: one commit for the whole table.
         with iceberg.transaction() as tx:
+            data_files = []
+            for f in placed:
+                data_file, why = _in_place_data_file(tx, f)
+                if data_file is None:
+                    f.mode, f.why = COPIED, why  # registered all the same, as a copy
+                    continue
+                data_files.append(data_file)
+                rows += data_file.record_count
+            if data_files:
+                _add_in_place(iceberg, tx, data_files, props)
+            # Files are read a group at a time (memory stays about one group whatever the folder
+            # holds) and every group is appended in one transaction: one commit for the whole table.
             group: list[pa.Table] = []
             held = 0
             for f in t.files:
+                if f.mode == IN_PLACE:
+                    continue
                 part = _file_table(f, f.kind, schema)
                 group.append(part)
                 held += part.nbytes
@@ -617,6 +766,198 @@ def _append_files(config: Config, t: TablePlan) -> int:
 
     plan_hook(config)(t.name, catalog.load_table(t.name), None, [])
     return rows
+
+
+def _in_place_data_file(tx: Any, f: CrawledFile) -> tuple[Any, str | None]:
+    """The Iceberg DataFile registering ``f`` where it lies: its statistics from its footer (its
+    columns mapped to the table's by name), its partition tuple from its path, as ``add_files``
+    would build it if it could take partition values from folder names. (None, why) when the
+    file cannot be read in place by the table's schema: it is copied instead."""
+    import pyarrow.parquet as pq
+    from pyiceberg.io.pyarrow import (
+        _check_pyarrow_schema_compatible,
+        compute_statistics_plan,
+        data_file_statistics_from_parquet_metadata,
+        parquet_path_to_id_mapping,
+    )
+    from pyiceberg.manifest import DataFile, DataFileContent, FileFormat
+    from pyiceberg.transforms import IdentityTransform
+    from pyiceberg.typedef import Record
+    from pyiceberg.types import IntegerType, LongType, StringType
+
+    meta = tx.table_metadata
+    schema = meta.schema()
+    path = f.input.key
+    try:
+        footer = pq.read_metadata(path)
+        _check_pyarrow_schema_compatible(
+            schema, footer.schema.to_arrow_schema(), format_version=meta.format_version
+        )
+        statistics = data_file_statistics_from_parquet_metadata(
+            parquet_metadata=footer,
+            stats_columns=compute_statistics_plan(schema, meta.properties),
+            parquet_column_mapping=parquet_path_to_id_mapping(schema),
+        )
+    except Exception as exc:  # pyiceberg's and pyarrow's errors for columns it cannot map
+        detail = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        return None, f"its columns cannot be read in place by the table's schema ({detail})"
+    values = []
+    for spec_field in meta.spec().fields:
+        source = schema.find_field(spec_field.source_id)
+        if not isinstance(spec_field.transform, IdentityTransform):
+            return None, f"the table is partitioned by {spec_field.transform} of {source.name}"
+        value = f.partitions.get(source.name)
+        if value is not None and isinstance(source.field_type, (IntegerType, LongType)):
+            try:
+                value = int(value)
+            except ValueError:
+                return None, f"partition {source.name}={value} is not an integer"
+        elif value is not None and isinstance(source.field_type, StringType):
+            value = str(value)
+        elif value is not None:
+            return None, f"partition column {source.name} is {source.field_type}"
+        values.append(value)
+    data_file = DataFile.from_args(
+        content=DataFileContent.DATA,
+        file_path="file://" + path,
+        file_format=FileFormat.PARQUET,
+        partition=Record(*values),
+        file_size_in_bytes=f.input.size or footer.serialized_size,
+        sort_order_id=None,
+        spec_id=meta.default_spec_id,
+        equality_ids=None,
+        key_metadata=None,
+        **statistics.to_serialized_dict(),
+    )
+    return data_file, None
+
+
+def _add_in_place(iceberg: Any, tx: Any, data_files: list[Any], props: dict[str, str]) -> None:
+    """Add ``data_files`` (registered in place) to the transaction's table. A file registered
+    before under the same path changed since (the ledger saw another size or time): its old entry
+    is replaced in the same snapshot, so its rows are never counted twice."""
+    from pyiceberg.table import TableProperties
+
+    if tx.table_metadata.name_mapping() is None:
+        # Files without field ids are read by column name through the table's name mapping
+        # (what add_files sets): pyiceberg, Spark, Trino and DuckDB's iceberg reader use it.
+        mapping = tx.table_metadata.schema().name_mapping.model_dump_json()
+        tx.set_properties(**{TableProperties.DEFAULT_NAME_MAPPING: mapping})
+    new_paths = {d.file_path for d in data_files}
+    stale = []
+    if iceberg.current_snapshot() is not None:
+        stale = [
+            task.file for task in iceberg.scan().plan_files() if task.file.file_path in new_paths
+        ]
+    if stale:
+        with tx.update_snapshot(snapshot_properties=props).overwrite() as overwrite:
+            for data_file in stale:
+                overwrite.delete_data_file(data_file)
+            for data_file in data_files:
+                overwrite.append_data_file(data_file)
+    else:
+        with tx.update_snapshot(snapshot_properties=props).fast_append() as append:
+            for data_file in data_files:
+                append.append_data_file(data_file)
+
+
+#: DuckDB types of an external table's columns from the crawled Arrow types (Polars' CSV inference
+#: gives these; anything else is read as text), and back.
+_DUCKDB = {"int64": "BIGINT", "int32": "INTEGER", "double": "DOUBLE", "bool": "BOOLEAN"}
+
+
+def _duckdb_type(dtype: pa.DataType) -> str:
+    return _DUCKDB.get(str(dtype), "VARCHAR")
+
+
+def _arrow_type(duckdb_type: str) -> pa.DataType:
+    import pyarrow as pa
+
+    back = {"BIGINT": pa.int64(), "INTEGER": pa.int32(), "DOUBLE": pa.float64()}
+    return back.get(duckdb_type, pa.bool_() if duckdb_type == "BOOLEAN" else pa.string())
+
+
+def _register_external(config: Config, t: TablePlan, report: CrawlReport) -> int:
+    """Register ``t``'s CSV/TSV files in place in external table ``t.name`` (lake/external.py).
+
+    Each file is read whole once, by DuckDB with the table's types, exactly as queries will read
+    it: a value that does not fit its column's type is a conflict found now (the file is left
+    out, named with DuckDB's message), never an error of every later query. Returns the rows
+    registered. A file registered before under the same path is replaced, so a re-crawl of a
+    changed file (or one after a crash before the ledger was updated) never counts rows twice.
+    """
+    import duckdb
+
+    from loglake.lake import external
+    from loglake.lake.ledger import Ledger
+
+    assert t.schema is not None
+    table = external.load(config, t.name) or external.ExternalTable(t.name, [])
+    merged = {fld.name: _duckdb_type(fld.type) for fld in t.schema}
+    # Columns widened by the new files (an integer column that is now a double) take the wider
+    # type; new columns come last, as in an Iceberg table.
+    table.columns = [[c, merged.get(c, dtype)] for c, dtype in table.columns]
+    have = {c for c, _ in table.columns}
+    table.columns += [[n, dtype] for n, dtype in merged.items() if n not in have]
+    keys = [k for k in t.partition_keys if k not in table.partition_keys]
+    table.partition_keys.extend(keys)
+    types = table.types
+    con = duckdb.connect(":memory:")
+    added: list[external.ExternalFile] = []
+    try:
+        for f in t.files:
+            with f.input.open() as raw:
+                magic = raw.read(4)
+            compression = (
+                "gzip"
+                if magic.startswith(b"\x1f\x8b")
+                else "zstd"
+                if magic == b"\x28\xb5\x2f\xfd"
+                else "none"
+            )
+            entry = external.ExternalFile(
+                path=f.input.key,
+                kind=f.kind,
+                compression=compression,
+                columns=list(f.schema.names),
+                partition={k: v for k, v in f.partitions.items() if k in types},
+                size=f.input.size or 0,
+                version=f.input.version,
+                rows=0,
+            )
+            try:
+                # count(COLUMNS(*)): every value converted (count(*) alone would skip them).
+                sql = f"SELECT count(*), count(COLUMNS(*)) FROM {external.read_sql([entry], types)}"
+                counted = con.execute(sql).fetchone()
+                entry.rows = int(counted[0]) if counted else 0
+            except duckdb.Error as exc:
+                message = str(exc).strip().splitlines()[0][:300]
+                report.left_out[f.input.name] = (
+                    f"type conflict: a value does not fit the table's column types ({message}); "
+                    "the file is left out (nothing is coerced): fix the file, or crawl it into "
+                    "another table with --table"
+                )
+                continue
+            added.append(entry)
+    finally:
+        con.close()
+    paths = {e.path for e in added}
+    table.files = [f for f in table.files if f.path not in paths] + added
+    table.updated_ms = int(time.time() * 1000)
+    kept = {e.path for e in added}
+    t.files = [f for f in t.files if f.input.key in kept]
+    external.save(config, table)
+    # After the document: a crash in between registers the files again on the next crawl, in
+    # place of their entries (by path), never twice.
+    ledger = Ledger(config.state_dir / "ledger.db")
+    try:
+        run_id = uuid.uuid4().hex
+        items = [(f.input.fingerprint, f.input.name, 0) for f in t.files if f.input.fingerprint]
+        ledger.mark_pending(run_id, items, [t.name])
+        ledger.mark_done(run_id)
+    finally:
+        ledger.close()
+    return sum(e.rows for e in added)
 
 
 def _ingest_files(config: Config, t: TablePlan, report: CrawlReport) -> int:

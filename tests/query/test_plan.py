@@ -100,7 +100,7 @@ def test_a_plan_lists_every_file_with_rows_size_and_time_bounds(catalog: Any) ->
     assert (plan.snapshot_id, plan.last_commit_ms) == (snap.snapshot_id, snap.timestamp_ms)
     assert plan.columns == [("ts", "TIMESTAMP"), ("line", "BIGINT")]
     assert plan.field_ids == [f.field_id for f in table.schema().fields]
-    assert (plan.time_column, plan.evolved, plan.rows, plan.version) == ("ts", False, 35, 2)
+    assert (plan.time_column, plan.evolved, plan.rows, plan.version) == ("ts", False, 35, 3)
     assert plan.size == sum(files.values())
 
 
@@ -317,8 +317,8 @@ def test_a_cache_file_of_another_version_or_unreadable_is_rebuilt(
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(stored)
     plan = get_plan(config, "logs.access", table.metadata_location)
-    assert plan.version == 2 and plan.rows == 10 and plan.field_ids == [1, 2]
-    assert cached(config, "logs.access")["version"] == 2
+    assert plan.version == 3 and plan.rows == 10 and plan.field_ids == [1, 2]
+    assert cached(config, "logs.access")["version"] == 3
 
 
 def test_plans_are_saved_safely_from_several_threads_at_once(config: Config) -> None:

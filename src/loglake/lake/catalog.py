@@ -215,3 +215,19 @@ def local_path(uri: str) -> str:
     if parsed.scheme in ("", "file"):
         return unquote(parsed.path)
     return uri
+
+
+def _location_key(uri: str) -> str:
+    """A location without its scheme, so catalog URIs and plain paths compare equal."""
+    parsed = urlparse(uri)
+    if parsed.scheme in ("", "file"):
+        return unquote(parsed.path)
+    return f"{parsed.netloc}{unquote(parsed.path)}"
+
+
+def registered_in_place(table_location: str, file_path: str) -> bool:
+    """Whether data file ``file_path`` lies outside its table's folder ``table_location``: a
+    user's file registered where it lies (``loglake crawl`` without ``--convert``), which loglake
+    reads but never rewrites, moves or deletes."""
+    root = _location_key(table_location).rstrip("/") + "/"
+    return not _location_key(file_path).startswith(root)

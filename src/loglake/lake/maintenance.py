@@ -61,12 +61,17 @@ def plan_compaction(table: Table) -> list[list[Any]]:
     A group is returned when it has :data:`COMPACT_MIN_FILES` files, or at least two files that
     together reach :data:`MERGE_INPUT_BYTES`. Reads the table's manifests only.
     """
+    from loglake.lake.catalog import registered_in_place
+
     groups: dict[Any, list[Any]] = defaultdict(list)
+    location = table.location()
     for task in table.scan().plan_files():
         data_file = task.file
         size = data_file.file_size_in_bytes
         if task.delete_files or size >= SMALL_FILE_BYTES:
             continue
+        if registered_in_place(location, data_file.file_path):
+            continue  # a user's file registered where it lies: never rewritten
         tier = next(i for i, limit in enumerate(TIERS) if size < limit)
         groups[(data_file.spec_id, str(data_file.partition), tier)].append(data_file)
     plans = []
@@ -494,6 +499,9 @@ class MaintainReport:
     snapshots_expired: int = 0
     orphans_removed: int = 0
     orphan_bytes: int = 0
+    # Users' files registered where they lie (loglake crawl without --convert): retention and
+    # compaction leave them alone, and orphan removal never looks outside the table's folder.
+    in_place_files: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         from dataclasses import asdict
@@ -572,13 +580,19 @@ def plan_retention(
 ) -> tuple[list[Any], list[str]]:
     """The files whose whole time range is older than ``days`` days before ``now``, and the names
     of their partitions. Nothing for ``days`` 0 or a table without a time column. A file whose
-    range reaches past the cutoff is kept whole: no row is rewritten."""
+    range reaches past the cutoff is kept whole: no row is rewritten. Files registered in place
+    (a user's files, outside the table's folder) are never dropped: they are the user's data."""
+    from loglake.lake.catalog import registered_in_place
+
     if days <= 0 or column is None:
         return [], []
     cutoff = now - timedelta(days=days)
     files = []
     partitions: set[str] = set()
+    location = table.location()
     for data_file in _live_files(table):
+        if registered_in_place(location, data_file.file_path):
+            continue  # the user's file: its data is theirs to keep (see in_place_files)
         end = _partition_end(table, data_file, column)
         if end is not None and end <= cutoff:
             files.append(data_file)
@@ -600,12 +614,14 @@ def plan_target_compaction(
     ``closed_before``, partitions whose time range has not ended by then are skipped (streams
     still write them; their own tiers keep them fast).
     """
+    from loglake.lake.catalog import registered_in_place
+
     by_partition: dict[Any, list[Any]] = defaultdict(list)
-    root = _norm(table.location()).rstrip("/") + "/"
+    location = table.location()
     for data_file in _live_files(table):
         if data_file.file_size_in_bytes >= target_bytes * 3 // 4:
             continue
-        if not _norm(data_file.file_path).startswith(root):
+        if registered_in_place(location, data_file.file_path):
             continue  # registered in place (Iceberg add_files): the user's file, never rewritten
         if closed_before is not None and column is not None:
             end = _partition_end(table, data_file, column)
@@ -854,7 +870,7 @@ def maintain_table(
     writers, whose lock the commits take. Raises LakeError when a commit fails (nothing of that
     step is visible then).
     """
-    from loglake.lake.catalog import load_table
+    from loglake.lake.catalog import load_table, registered_in_place
 
     settings = config.maintenance
     now = now or datetime.now(UTC)
@@ -863,6 +879,7 @@ def maintain_table(
     before = _live_files(table)
     report.files_before = len(before)
     report.bytes_before = sum(f.file_size_in_bytes for f in before)
+    report.in_place_files = sum(registered_in_place(table.location(), f.file_path) for f in before)
     column, _ = time_field(table)
 
     dropped, report.partitions_dropped = plan_retention(

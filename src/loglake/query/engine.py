@@ -4,13 +4,16 @@ Each query: parse it (sqlglot) to find the lake tables it names and the time ran
 put on them; take each table's cached plan (``plan.py``) and keep only the files whose ``ts`` bounds can
 overlap those ranges; bind ``namespace.table`` to a view over exactly those Parquet files; run the query.
 
-The sandbox (set once per connection, then locked): only files under the warehouse are readable, no
+The sandbox (set once per connection, then locked): only files under the warehouse are readable, and
+exactly the users' files that the tables read by a query registered in place (``loglake crawl``
+without ``--convert``; the sandbox is replaced by a wider one the first time a query needs them); no
 external access, no extension loading or installing, no configuration changes; only single read
 statements are accepted; each query has a time limit and a row limit.
 """
 
 from __future__ import annotations
 
+import json
 import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
@@ -21,8 +24,9 @@ import duckdb
 
 from loglake.config import parse_size
 from loglake.errors import NoSuchTableError, QueryError, QueryRefusedError
+from loglake.lake.external import constant
 from loglake.query.output import table_rows
-from loglake.query.plan import TablePlan, current_locations, get_plan, table_names
+from loglake.query.plan import FilePlan, TablePlan, current_locations, get_plan, table_names
 from loglake.query.policy import Checked, check_read_only
 from loglake.query.worker import (
     Limits,
@@ -145,9 +149,12 @@ class Connection:
     # -- statements --------------------------------------------------------------------------------
 
     def _lake_tables(self) -> tuple[dict[str, str] | None, list[str]]:
+        from loglake.lake import external
+
         locations = current_locations(self.config)
-        known = sorted(locations) if locations is not None else table_names(self.config)
-        return locations, known
+        if locations is None:
+            return None, table_names(self.config)
+        return locations, sorted(set(locations) | set(external.names(self.config)))
 
     def _views(
         self,
@@ -173,13 +180,45 @@ class Connection:
             found = {k.lower(): v for k, v in referenced_tables(checked.select, set(known)).items()}
             wanted = {by_name[t]: found.get(t) for t in sorted(checked.tables) if t in by_name}
         setup: list[str] = []
+        readable: set[str] = set()
+        from loglake.lake import external
+
         for name, ranges in wanted.items():
-            plan = get_plan(self.config, name, locations.get(name) if locations else None)
-            setup.extend(self._view(plan, ranges))
+            location = locations.get(name) if locations else None
+            outside = external.load(self.config, name) if location is None else None
+            if outside is not None:
+                # CSV/TSV registered in place: read with read_csv and the crawled schema.
+                readable.update(f.path for f in outside.files)
+                setup.append(f"CREATE SCHEMA IF NOT EXISTS {ident(name.split('.', 1)[0])}")
+                setup.append(
+                    f"CREATE OR REPLACE VIEW {qualified(name)} AS {external.view_sql(outside)}"
+                )
+                continue
+            plan = get_plan(self.config, name, location)
+            setup.extend(self._view(plan, ranges, readable))
+        self._allow(readable)
         return setup
 
+    def _allow(self, paths: set[str]) -> None:
+        """Let the sandbox read ``paths`` (users' files that the tables a query reads registered
+        in place) besides the warehouse. Its settings are locked once set, so a sandbox that may
+        not read them yet is replaced by one that may read them and the files allowed before."""
+        if paths <= set(self.settings.paths):
+            return
+        self.settings = replace(
+            self.settings, paths=tuple(sorted(set(self.settings.paths) | paths))
+        )
+        if self._worker is not None:
+            self._worker.configure(self.settings)
+        if self._local is not None:
+            self._local.close()
+            self._local = open_sandbox(self.settings, bound_process=False)
+
     def _view(
-        self, plan: TablePlan, ranges: list[tuple[int | None, int | None]] | None
+        self,
+        plan: TablePlan,
+        ranges: list[tuple[int | None, int | None]] | None,
+        readable: set[str],
     ) -> list[str]:
         namespace, _ = plan.name.split(".", 1)
         # Every time: a worker that was restarted (after a time-out) starts with no schemas.
@@ -187,9 +226,13 @@ class Connection:
         files = plan.files
         if ranges is not None:
             files = [f for f in files if _overlaps(f.ts_min, f.ts_max, ranges)]
-        if files:
+        placed = [f for f in files if f.in_place]
+        if placed:
+            readable.update(f.path for f in placed)
+            source = _in_place_source(plan, files)
+        elif files:
             source = f"SELECT * FROM read_parquet([{_paths(files)}], schema = {_schema_map(plan)})"
-        elif plan.files:
+        elif plan.files and not any(f.in_place for f in plan.files):
             # Nothing can match: keep the real schema by reading one file's footer only.
             source = (
                 f"SELECT * FROM read_parquet([{_paths(plan.files[:1])}], "
@@ -306,6 +349,50 @@ def _names(plan: TablePlan) -> list[str]:
         seen.add(name.lower())
         names.append(name)
     return names
+
+
+def _in_place_source(plan: TablePlan, files: list[FilePlan]) -> str:
+    """A SELECT over ``files`` when some are users' files registered in place.
+
+    Those files have no Iceberg field ids, so they are read by column name (the names they were
+    registered under: the crawler never renames a column), and a column a file lacks is taken
+    from the file's identity partition value, as the Iceberg spec says readers must, else NULL.
+    One UNION ALL branch per partition value and column set, each value a constant: DuckDB folds
+    a filter on a partition column against the constants and drops the branches it excludes
+    before any of their files is opened. The lake's own files are read by field id, as always.
+    """
+    names = _names(plan)
+    types = _types(plan)
+    columns = [name for name, _ in plan.columns]
+    ids = plan.field_ids
+    branches: list[str] = []
+    own = [f for f in files if not f.in_place]
+    if own:
+        listed = ", ".join(ident(n) for n in names)
+        branches.append(
+            f"SELECT {listed} FROM read_parquet([{_paths(own)}], schema = {_schema_map(plan)})"
+        )
+    groups: dict[tuple[tuple[int, ...], str], list[FilePlan]] = {}
+    for f in files:
+        if f.in_place:
+            key = (tuple(f.fields or ()), json.dumps(f.partition))
+            groups.setdefault(key, []).append(f)
+    for (held, _), group in groups.items():
+        values = {int(fid): value for fid, value in group[0].partition}
+        exprs = []
+        for fid, column, name, dtype in zip(ids, columns, names, types, strict=True):
+            if fid in held:
+                value = ident(column)
+            elif values.get(fid) is not None:
+                value = constant(values[fid])
+            else:
+                value = "NULL"
+            exprs.append(f"CAST({value} AS {dtype}) AS {ident(name)}")
+        # union_by_name: files of one group may store a column in narrower types (int32, int64).
+        branches.append(
+            f"SELECT {', '.join(exprs)} FROM read_parquet([{_paths(group)}], union_by_name = true)"
+        )
+    return "\nUNION ALL\n".join(branches)
 
 
 def _schema_map(plan: TablePlan) -> str:

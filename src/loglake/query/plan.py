@@ -20,25 +20,39 @@ from dataclasses import field as dataclass_field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from loglake.lake.catalog import local_path
+from loglake.lake.catalog import local_path, registered_in_place
 
 if TYPE_CHECKING:
     from pyiceberg.table import Table
 
     from loglake.config import Config
 
-_PLAN_VERSION = 2  # 2: field ids
+_PLAN_VERSION = 3  # 2: field ids; 3: files registered in place (read by name)
 
 
 @dataclass(frozen=True)
 class FilePlan:
-    """One Parquet data file: local path, rows, size, and the min/max of the time column (µs UTC)."""
+    """One Parquet data file: local path, rows, size, and the min/max of the time column (µs UTC).
+
+    ``fields`` is None for files the lake wrote (their columns carry Iceberg field ids). For a file
+    registered where it lies (``loglake crawl`` without ``--convert``, Iceberg ``add_files``), whose
+    columns have no field ids, it lists the field ids the file holds (mapped by name when it was
+    registered), and ``partition`` holds ``[field id, value]`` of the table's identity partitions:
+    columns the file lacks take that value, as the Iceberg spec says readers must.
+    """
 
     path: str
     rows: int
     size: int
     ts_min: int | None
     ts_max: int | None
+    fields: list[int] | None = None
+    partition: list[list[Any]] = dataclass_field(default_factory=list)
+
+    @property
+    def in_place(self) -> bool:
+        """Whether this is a user's file registered where it lies (read by column name)."""
+        return self.fields is not None
 
 
 @dataclass(frozen=True)
@@ -106,8 +120,26 @@ def _time_field(table: Table, time_column: str | None) -> Any:
     return None
 
 
-def _file_plan(data_file: Any, field: Any) -> FilePlan:
-    """The plan entry of one Iceberg DataFile (path, rows, size, time bounds)."""
+def _identity_values(table: Table, data_file: Any) -> list[list[Any]]:
+    """``[source field id, value]`` of each identity partition field of ``data_file``'s spec."""
+    from pyiceberg.transforms import IdentityTransform
+
+    spec = table.specs().get(data_file.spec_id)
+    out: list[list[Any]] = []
+    if spec is None:
+        return out
+    for i, spec_field in enumerate(spec.fields):
+        if isinstance(spec_field.transform, IdentityTransform):
+            value = data_file.partition[i]
+            if value is not None and not isinstance(value, (str, int, float, bool)):
+                value = str(value)
+            out.append([spec_field.source_id, value])
+    return out
+
+
+def _file_plan(data_file: Any, field: Any, table: Table | None = None) -> FilePlan:
+    """The plan entry of one Iceberg DataFile (path, rows, size, time bounds; for a file
+    registered in place, the field ids it holds and its identity partition values)."""
     from pyiceberg.conversions import from_bytes
     from pyiceberg.types import PrimitiveType
 
@@ -119,12 +151,21 @@ def _file_plan(data_file: Any, field: Any) -> FilePlan:
         assert isinstance(ftype, PrimitiveType)
         lo = int(from_bytes(ftype, lb)) if lb is not None else None
         hi = int(from_bytes(ftype, ub)) if ub is not None else None
+    fields: list[int] | None = None
+    partition: list[list[Any]] = []
+    if table is not None and registered_in_place(table.location(), data_file.file_path):
+        # Which columns the file holds: registering computes a size for every column it maps.
+        held = set(data_file.column_sizes or {}) | set(data_file.value_counts or {})
+        fields = sorted(held) if held else [f.field_id for f in table.schema().fields]
+        partition = _identity_values(table, data_file)
     return FilePlan(
         local_path(data_file.file_path),
         data_file.record_count,
         data_file.file_size_in_bytes,
         lo,
         hi,
+        fields,
+        partition,
     )
 
 
@@ -154,7 +195,7 @@ def build_plan(name: str, table: Table, time_column: str | None = "ts") -> Table
                 from loglake.errors import LakeError
 
                 raise LakeError(f"{name} has row-level deletes, which loglake cannot read yet")
-            files.append(_file_plan(task.file, field))
+            files.append(_file_plan(task.file, field, table))
     return _table_plan(name, table, field, files)
 
 
@@ -175,7 +216,7 @@ def extend_plan(
     if cached is None or cached.metadata_location != previous_location or cached.columns != columns:
         save_plan(config, build_plan(name, table, time_column))
         return
-    files = [*cached.files, *(_file_plan(f, field) for f in added)]
+    files = [*cached.files, *(_file_plan(f, field, table) for f in added)]
     save_plan(config, _table_plan(name, table, field, files))
 
 
@@ -260,8 +301,34 @@ def plan_hook(config: Config) -> Any:
 PLAN_WAIT_S = 0.5  # how long a query waits for a writer to store the plan of its new commit
 
 
+def external_plan(config: Config, name: str) -> TablePlan | None:
+    """The plan of external table ``name`` (CSV/TSV registered in place: lake/external.py), or
+    None when there is none: its files with the rows counted when they were registered."""
+    from loglake.lake import external
+
+    table = external.load(config, name)
+    if table is None:
+        return None
+    files = [FilePlan(f.path, f.rows, f.size, None, None) for f in table.files]
+    return TablePlan(
+        name=name,
+        metadata_location=f"external:{name}:{table.updated_ms}",
+        snapshot_id=None,
+        columns=[(c, t) for c, t in table.columns],
+        time_column=None,
+        evolved=False,
+        files=files,
+        last_commit_ms=table.updated_ms or None,
+    )
+
+
 def get_plan(config: Config, name: str, location: str | None) -> TablePlan:
-    """The plan of table ``name`` at metadata ``location`` (None: ask the catalog through pyiceberg)."""
+    """The plan of table ``name`` at metadata ``location`` (None: ask the catalog through pyiceberg;
+    an external table's plan when ``name`` is one)."""
+    if location is None:
+        plan = external_plan(config, name)
+        if plan is not None:
+            return plan
     path = _plan_file(config, name)
     cached = _read_cached(path)
     if cached is not None and location is not None and cached.metadata_location != location:
@@ -287,10 +354,13 @@ def get_plan(config: Config, name: str, location: str | None) -> TablePlan:
 
 
 def table_names(config: Config) -> list[str]:
-    """Names of all tables in the catalog (fast path for the embedded SQLite catalog)."""
+    """Names of all tables: the catalog's (fast path for the embedded SQLite catalog) and the
+    external tables (CSV/TSV registered in place)."""
+    from loglake.lake import external
+
     locations = current_locations(config)
     if locations is not None:
-        return sorted(locations)
+        return sorted(set(locations) | set(external.names(config)))
     from loglake.lake.catalog import list_tables, open_catalog
 
-    return list_tables(open_catalog(config))
+    return sorted(set(list_tables(open_catalog(config))) | set(external.names(config)))

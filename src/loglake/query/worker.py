@@ -52,17 +52,21 @@ class Limits:
 
 @dataclass(frozen=True)
 class SandboxSettings:
-    """How a sandbox connection is set up: the one readable folder (None: none), memory."""
+    """How a sandbox connection is set up: the one readable folder (None: none), the files
+    outside it that may be read too (users' files that tables registered in place point at),
+    memory."""
 
     root: str | None
     memory_limit: str
     memory_bytes: int
     result_bytes: int
+    paths: tuple[str, ...] = ()
 
 
 def open_sandbox(settings: SandboxSettings, bound_process: bool) -> duckdb.DuckDBPyConnection:
-    """A locked DuckDB connection: reads only under ``settings.root``, no network, no extensions,
-    no configuration changes. With ``bound_process``, this process's memory is limited too."""
+    """A locked DuckDB connection: reads only under ``settings.root`` and exactly the files of
+    ``settings.paths``, no network, no extensions, no configuration changes. With
+    ``bound_process``, this process's memory is limited too."""
     import duckdb
 
     if bound_process:
@@ -75,6 +79,9 @@ def open_sandbox(settings: SandboxSettings, bound_process: bool) -> duckdb.DuckD
     con.execute("SET autoload_known_extensions = false")
     dirs = [settings.root.rstrip("/") + "/"] if settings.root else []
     con.execute("SET allowed_directories = $dirs", {"dirs": dirs})
+    # Exact files, not their folders: a folder that holds a registered file may hold others
+    # (a file the crawl left out, a writer's marker) that no table reads.
+    con.execute("SET allowed_paths = $paths", {"paths": list(settings.paths)})
     con.execute("SET enable_external_access = false")
     con.execute("SET lock_configuration = true")
     return con
@@ -203,12 +210,17 @@ def _receive(stream: IO[bytes]) -> bytes | None:
 
 
 def main() -> None:
-    """The worker: settings from argv[1] (JSON), then one request per frame on stdin until EOF."""
+    """The worker: settings in the first frame on stdin (JSON; a frame, not an argument, since the
+    readable files may be many), then one request per frame until EOF."""
     import pyarrow as pa
 
-    settings = SandboxSettings(**json.loads(sys.argv[1]))
-    con = open_sandbox(settings, bound_process=True)
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
+    first = _receive(stdin)
+    if first is None:
+        return
+    raw = json.loads(first)
+    settings = SandboxSettings(**{**raw, "paths": tuple(raw.get("paths", ()))})
+    con = open_sandbox(settings, bound_process=True)
     while (raw := _receive(stdin)) is not None:
         request = json.loads(raw)
         limits = Limits(**request["limits"])
@@ -236,13 +248,26 @@ class Worker:
 
     def _start(self) -> subprocess.Popen[bytes]:
         if self._proc is None or self._proc.poll() is not None:
-            self._proc = subprocess.Popen(
-                [sys.executable, "-m", "loglake.query.worker", json.dumps(asdict(self.settings))],
+            proc = self._proc = subprocess.Popen(
+                [sys.executable, "-m", "loglake.query.worker"],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 env={**os.environ, "PYTHONUNBUFFERED": "1"},
             )
+            assert proc.stdin is not None
+            try:
+                _send(proc.stdin, json.dumps(asdict(self.settings)).encode())
+                proc.stdin.flush()
+            except OSError:
+                self._died(proc)
         return self._proc
+
+    def configure(self, settings: SandboxSettings) -> None:
+        """Use ``settings`` from the next query on (a sandbox's settings are locked once set,
+        so a running worker is ended and the next query starts one with them)."""
+        if settings != self.settings:
+            self.settings = settings
+            self.close()
 
     def run(self, setup: list[str], sql: str, limits: Limits) -> tuple[pa.Table, str | None]:
         """Like :func:`run`, in the worker; kills it when it overruns the time limit."""

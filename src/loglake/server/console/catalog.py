@@ -45,6 +45,7 @@ if TYPE_CHECKING:
     from starlette.routing import BaseRoute
 
     from loglake.config import Config
+    from loglake.lake.external import ExternalTable
     from loglake.query.plan import FilePlan, TablePlan
     from loglake.server.console.context import Console
     from loglake.server.runtime import Runtime
@@ -84,12 +85,18 @@ def routes(console: Console) -> list[BaseRoute]:
 
     async def table_detail(request: Request) -> Response:
         name = await run_in_threadpool(known_table, config, request.path_params["table"])
+        outside = await run_in_threadpool(_external, config, name)
+        if outside is not None:
+            return JSONResponse(describe_external(outside))
         table = await run_in_threadpool(_load, runtime, name)
         return JSONResponse(describe_table(name, table))
 
     async def snapshots(request: Request) -> Response:
         offset, limit = page_bounds(request, DEFAULT_PAGE)
         name = await run_in_threadpool(known_table, config, request.path_params["table"])
+        if await run_in_threadpool(_external, config, name) is not None:
+            # An external table (CSV/TSV in place) has no snapshots: its definition is replaced.
+            return JSONResponse({"total": 0, "offset": offset, "limit": limit, "snapshots": []})
         table = await run_in_threadpool(_load, runtime, name)
         return JSONResponse(snapshot_page(table, offset, limit))
 
@@ -319,6 +326,47 @@ def _spec(table: Table, spec: Any) -> dict[str, Any]:
             }
         )
     return {"spec_id": spec.spec_id, "fields": fields}
+
+
+def _external(config: Config, name: str) -> ExternalTable | None:
+    from loglake.lake import external
+
+    return external.load(config, name)
+
+
+def describe_external(table: ExternalTable) -> dict[str, Any]:
+    """An external table (CSV/TSV files registered in place, lake/external.py) in the shape of
+    :func:`describe_table`: its columns and path partitions; no Iceberg metadata or snapshots."""
+    partitions = [
+        {"name": k, "field_id": None, "source_id": None, "source": k, "transform": "identity"}
+        for k in table.partition_keys
+    ]
+    return {
+        "name": table.name,
+        "external": True,
+        "format": ", ".join(sorted({f.kind for f in table.files})) or None,
+        "uuid": None,
+        "format_version": None,
+        "location": None,
+        "metadata_location": None,
+        "last_updated": _ms_text(table.updated_ms or None),
+        "current_snapshot_id": None,
+        "snapshots": 0,
+        "rows": sum(f.rows for f in table.files),
+        "files": len(table.files),
+        "size": sum(f.size for f in table.files),
+        "delete_files": 0,
+        "schema_id": None,
+        "schemas": 1,
+        "schema": [
+            {"id": i, "name": c, "type": t.lower(), "required": False, "doc": None, "depth": 0}
+            for i, (c, t) in enumerate(table.columns, 1)
+        ],
+        "partition_spec": {"spec_id": None, "fields": partitions},
+        "partition_specs": [],
+        "sort_order": [],
+        "properties": {},
+    }
 
 
 def describe_table(name: str, table: Table) -> dict[str, Any]:

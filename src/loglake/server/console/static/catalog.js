@@ -240,7 +240,7 @@ export async function mount(root, ctx) {
         fact("size", bytes(info.size), "size"),
         fact("snapshots", num(info.snapshots), "snapshots"),
         fact("last updated (UTC)", info.last_updated || "–"),
-        fact("format", `Iceberg v${info.format_version}`),
+        fact("format", info.external ? `${info.format} in place (external table)` : `Iceberg v${info.format_version}`),
       ),
       tabs,
       content,
