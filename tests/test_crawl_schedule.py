@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+import loglake
 from loglake.config import load_config
 from loglake.crawl_schedule import crawl_history
 from loglake.errors import ConfigError
@@ -174,3 +175,41 @@ def test_crawl_list_without_scheduled_crawls_says_how_to_declare_one(tmp_path: P
     )
     assert refused.returncode == 2
     assert "give one or more PATHS to crawl, or --list" in refused.stderr
+
+
+def test_a_scheduled_crawl_registers_parquet_in_place_or_copies_it_with_convert(
+    tmp_path: Path,
+) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from loglake.crawl_schedule import run_crawl
+
+    for name in ("kept", "copied"):
+        (tmp_path / name).mkdir()
+        pq.write_table(pa.table({"v": [1, 2, 3]}), tmp_path / name / "part-0.parquet")
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "loglake.toml").write_text(
+        f'[crawls.kept]\npaths = ["{tmp_path / "kept"}"]\nschedule = "every 1h"\n\n'
+        f'[crawls.copied]\npaths = ["{tmp_path / "copied"}"]\nschedule = "every 1h"\n'
+        "convert = true\n"
+    )
+    config = load_config(home=home, environ={})
+    history = crawl_history(config)
+    try:
+        for name in ("kept", "copied"):
+            assert run_crawl(config, name, history).files == 1
+            assert run_crawl(config, name, history).files == 0  # nothing new the second time
+    finally:
+        history.close()
+    from loglake.lake.catalog import open_catalog
+
+    catalog = open_catalog(config)
+    kept = [t.file.file_path for t in catalog.load_table("crawled.kept").scan().plan_files()]
+    copied = [t.file.file_path for t in catalog.load_table("crawled.copied").scan().plan_files()]
+    assert kept == [(tmp_path / "kept" / "part-0.parquet").as_uri()]  # the user's file itself
+    assert len(copied) == 1 and str(home / "warehouse") in copied[0], copied
+    con = loglake.connect(str(home))
+    assert con.sql("SELECT sum(v) FROM crawled.kept").fetchall() == [(6,)]
+    assert con.sql("SELECT sum(v) FROM crawled.copied").fetchall() == [(6,)]

@@ -97,7 +97,9 @@ def run_crawl(config: Config, name: str, history: JobHistory) -> CrawlRun:
     run_id = history.start(name, _MODE)
     started = time.monotonic()
     try:
-        report = crawl(config, paths=list(spec.paths), table=spec.table or None)
+        report = crawl(
+            config, paths=list(spec.paths), table=spec.table or None, convert=spec.convert
+        )
     except BaseException as exc:
         history.finish(run_id, "failed", error=f"{exc}"[:2000] or type(exc).__name__)
         raise

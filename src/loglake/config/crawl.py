@@ -55,13 +55,16 @@ class ScheduledCrawlConfig:
 
     ``paths``: include paths, absolute folders (``~`` expanded) or ``s3://bucket/prefix/`` URIs.
     ``table``: one table for everything crawled (``""``: one per path, as the crawler names them).
-    ``schedule``: ``every D`` or ``daily HH:MM`` (UTC), parsed as jobs' schedules are. Raises
-    :class:`SettingError` naming the key for a value that cannot be used.
+    ``schedule``: ``every D`` or ``daily HH:MM`` (UTC), parsed as jobs' schedules are.
+    ``convert``: copy local Parquet and CSV into the lake (``loglake crawl --convert``) instead of
+    registering them in place. Raises :class:`SettingError` naming the key for a value that
+    cannot be used.
     """
 
     paths: tuple[str, ...] = ()
     table: str = ""
     schedule: str = ""
+    convert: bool = False
 
     def __post_init__(self) -> None:
         where = "crawls.NAME"
