@@ -822,14 +822,22 @@ class TableWriter:
             if self._shared is not None:
                 # On top of the newest metadata another writer of this process committed.
                 self.table = self._shared.newest(self.table) or self.table
-            before = self.table.metadata_location
+            before: str | None = self.table.metadata_location
             for attempt in range(_COMMIT_ATTEMPTS):
                 try:
+                    started = self.table.current_snapshot()
                     tx = self.table.transaction()
                     with tx.update_snapshot(snapshot_properties=props).merge_append() as append:
                         for data_file in files:
                             append.append_data_file(data_file)
                     self.table = tx.commit_transaction()
+                    committed = self.table.current_snapshot()
+                    parent = committed.parent_snapshot_id if committed is not None else None
+                    if parent != (started.snapshot_id if started is not None else None):
+                        # pyiceberg's retry put the append on top of another process's commit
+                        # (a compaction, say): the hooks must not take it for an append to the
+                        # state they know, so they re-read the table, as after a rewrite.
+                        before = None
                     break
                 except CommitFailedException as exc:
                     # pyiceberg's own retries ran out: the table keeps moving (another process
