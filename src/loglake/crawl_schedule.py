@@ -143,6 +143,9 @@ class CrawlSchedule:
         self._ready = ready
         self._stop = threading.Event()
         self.stats = {name: CrawlStats() for name in config.crawls}
+        # Files left out that were logged already: a file stays left out at every run until it
+        # is fixed, and the log says so once per server run, not once per run of the crawl.
+        self._logged: dict[str, set[tuple[str, str]]] = {name: set() for name in config.crawls}
 
     @property
     def scheduled(self) -> list[str]:
@@ -184,7 +187,7 @@ class CrawlSchedule:
         stats.files += result.files
         stats.rows += result.rows
         fields = {"crawl": name, "files": result.files, "rows": result.rows}
-        if result.files or result.left_out:
+        if result.files:
             log.info(
                 "crawl %s: %s, %d rows in %.2f s",
                 name,
@@ -194,6 +197,9 @@ class CrawlSchedule:
                 extra={"fields": {**fields, "left_out": len(result.left_out)}},
             )
         for path, why in result.left_out.items():
+            if (path, why) in self._logged[name]:
+                continue
+            self._logged[name].add((path, why))
             log.warning(
                 "crawl %s left out %s: %s",
                 name,
