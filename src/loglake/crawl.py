@@ -22,6 +22,7 @@ Inputs are remembered in the ingest ledger (path + size + mtime), so a re-crawl 
 from __future__ import annotations
 
 import io
+import os
 import re
 import time
 import uuid
@@ -105,6 +106,9 @@ class CrawlReport:
     ignored: int = 0  # files below a name starting with _ or . (writers' bookkeeping)
     left_out: dict[str, str] = field(default_factory=dict)  # file -> why it was not registered
     rows: dict[str, int] = field(default_factory=dict)  # table -> rows registered by this run
+    # table -> files it registered in place below a crawled path that no longer exist: a crawl
+    # removes them from the table, which would otherwise fail every query reading them.
+    gone: dict[str, list[str]] = field(default_factory=dict)
     seconds: float = 0.0
 
     def lines(self, planned: bool) -> list[str]:
@@ -129,6 +133,14 @@ class CrawlReport:
             out.extend(f"  {line}" for line in _mode_lines(t))
             if not planned and t.name in self.rows:
                 out.append(f"  {verb} {self.rows[t.name]:,} row(s)")
+        for name, paths in sorted(self.gone.items()):
+            shown = ", ".join(paths[:3]) + (
+                f", ... ({len(paths)} in all)" if len(paths) > 3 else ""
+            )
+            out.append(
+                f"table {name}: {len(paths)} file(s) registered in place are gone, "
+                f"{'would be ' if planned else ''}removed from the table: {shown}"
+            )
         for name, why in self.left_out.items():
             out.append(f"left out {name}: {why}")
         out.append(
@@ -467,6 +479,7 @@ def plan(
     report.tables = _tables(config, groups, table, report)
     for t in report.tables:
         _modes(config, t, convert, report)
+    report.gone = _gone(config, [p for p in paths if "://" not in p])
     report.tables = [t for t in report.tables if t.files]
     report.seconds = time.perf_counter() - started
     return report
@@ -503,6 +516,72 @@ def _modes(config: Config, t: TablePlan, convert: bool, report: CrawlReport) -> 
             continue
         kept.append(f)
     t.files = kept
+
+
+def _gone(config: Config, roots: list[str]) -> dict[str, list[str]]:
+    """Per table, the files it registered in place below one of ``roots`` that no longer exist
+    (a folder the user deleted or moved): without the crawl removing them, every query of the
+    table would fail on them."""
+    from pathlib import Path
+
+    from loglake.lake import external
+    from loglake.query.plan import current_locations, get_plan, table_names
+
+    folders = [str(Path(r).expanduser().resolve()).rstrip("/") + "/" for r in roots]
+    if not folders:
+        return {}
+    locations = current_locations(config) or {}
+    out: dict[str, list[str]] = {}
+    for name in table_names(config):
+        outside = external.load(config, name)
+        if outside is not None:
+            paths = [f.path for f in outside.files]
+        else:
+            plan = get_plan(config, name, locations.get(name))
+            paths = [f.path for f in plan.files if f.in_place]
+        missing = [
+            p for p in paths if any(p.startswith(d) for d in folders) and not os.path.exists(p)
+        ]
+        if missing:
+            out[name] = sorted(missing)
+    return out
+
+
+def _remove_gone(config: Config, name: str, paths: list[str]) -> None:
+    """Remove the entries of ``paths`` (files in place that are gone) from table ``name``, and
+    forget them in the ledger, so a file that comes back is registered again."""
+    from loglake.lake import external
+    from loglake.lake.catalog import local_path, open_catalog
+    from loglake.lake.ledger import Ledger
+
+    wanted = set(paths)
+    outside = external.load(config, name)
+    if outside is not None:
+        outside.files = [f for f in outside.files if f.path not in wanted]
+        outside.updated_ms = int(time.time() * 1000)
+        external.save(config, outside)
+    else:
+        catalog = open_catalog(config)
+        iceberg = catalog.load_table(name)
+        stale = [
+            task.file
+            for task in iceberg.scan().plan_files()
+            if local_path(task.file.file_path) in wanted
+        ]
+        if stale:
+            with iceberg.transaction() as tx:
+                props = {_CRAWL_RUN: uuid.uuid4().hex, "loglake.crawl-gone-files": str(len(stale))}
+                with tx.update_snapshot(snapshot_properties=props).overwrite() as overwrite:
+                    for data_file in stale:
+                        overwrite.delete_data_file(data_file)
+            from loglake.query.plan import plan_hook
+
+            plan_hook(config)(name, catalog.load_table(name), None, [])
+    ledger = Ledger(config.state_dir / "ledger.db")
+    try:
+        ledger.forget(paths)
+    finally:
+        ledger.close()
 
 
 def _mode(config: Config, f: CrawledFile, convert: bool) -> tuple[str, str | None]:
@@ -552,9 +631,19 @@ def _tables(
         families_per_root[root] = families_per_root.get(root, 0) + 1
     names: dict[str, TablePlan] = {}
     roots: dict[str, str] = {}  # table -> the include path it was named after
+    existing_names: set[str] | None = None
     for (root, family), files in groups.items():
         base = table or _base_name(root, settings.namespace)
         name = base if families_per_root[root] == 1 else f"{base}_{family}"
+        if name == base and table is None:
+            # A re-crawl that finds new files of one kind only, where an earlier crawl found
+            # several kinds: they go to that kind's table as before, not to a new one.
+            if existing_names is None:
+                from loglake.query.plan import table_names
+
+                existing_names = set(table_names(config))
+            if base not in existing_names and f"{base}_{family}" in existing_names:
+                name = f"{base}_{family}"
         if table is None and roots.setdefault(name, root) != root:
             # Two include paths never merge into one table unless --table says so.
             raise CrawlError(
@@ -656,6 +745,8 @@ def crawl(
     """
     started = time.perf_counter()
     report = plan(config, paths, table, convert)
+    for name, gone in sorted(report.gone.items()):
+        _remove_gone(config, name, gone)
     for t in report.tables:
         if t.kind == "csv" and all(f.mode == IN_PLACE for f in t.files):
             report.rows[t.name] = _register_external(config, t, report)

@@ -97,15 +97,16 @@ def test_parquet_registered_in_place(tmp_path: Path, home: Path, run_cli) -> Non
 
     truth = _direct(sales)
     sql = "SELECT region, id, amount FROM crawled.sales ORDER BY 1, 2, 3"
-    api = loglake.connect(str(home)).sql(sql).fetchall()
+    con = loglake.connect(str(home))  # one sandbox worker for the whole test
+    api = con.sql(sql).fetchall()
     assert sorted(api) == truth
     cli = run_cli("query", sql, "--format", "json").stdout.splitlines()
     assert [tuple(json.loads(line).values()) for line in cli] == api
-    assert loglake.connect(str(home)).sql(
-        "SELECT typeof(id), typeof(region) FROM crawled.sales LIMIT 1"
-    ).fetchall() == [("BIGINT", "VARCHAR")]
+    assert con.sql("SELECT typeof(id), typeof(region) FROM crawled.sales LIMIT 1").fetchall() == [
+        ("BIGINT", "VARCHAR")
+    ]
     # A filter on the partition column reads that partition's files only, right either way.
-    assert loglake.connect(str(home)).sql(
+    assert con.sql(
         "SELECT count(*), sum(amount) FROM crawled.sales WHERE region = 'us'"
     ).fetchall() == [(3, 6.0)]
 
@@ -131,7 +132,7 @@ def test_parquet_registered_in_place(tmp_path: Path, home: Path, run_cli) -> Non
     again = run_cli("crawl", str(sales)).stdout
     assert "1 table(s), 1 new file(s), 3 already crawled" in again, again
     assert "new columns: channel" in again and "1 file(s) in place" in again
-    assert loglake.connect(str(home)).sql(
+    assert con.sql(
         "SELECT region, channel, count(*) FROM crawled.sales GROUP BY ALL ORDER BY 1"
     ).fetchall() == [("apac", "web", 1), ("eu", None, 3), ("us", None, 3)]
     assert _data_files(home) == []
@@ -139,9 +140,9 @@ def test_parquet_registered_in_place(tmp_path: Path, home: Path, run_cli) -> Non
     # A file rewritten in place (another size and time) replaces its entry: no row twice.
     _parquet(sales / "region=us" / "part-0.parquet", pa.table({"id": [30], "amount": [30.0]}))
     run_cli("crawl", str(sales))
-    assert loglake.connect(str(home)).sql(
-        "SELECT id, amount FROM crawled.sales WHERE region = 'us'"
-    ).fetchall() == [(30, 30.0)]
+    assert con.sql("SELECT id, amount FROM crawled.sales WHERE region = 'us'").fetchall() == [
+        (30, 30.0)
+    ]
 
 
 def test_date_folders_and_convert(tmp_path: Path, home: Path, run_cli) -> None:  # type: ignore[no-untyped-def]
@@ -218,11 +219,8 @@ def test_maintenance_never_touches_files_in_place(tmp_path: Path, home: Path, ru
     _parquet(sales / "region=us" / "part-1.parquet", pa.table({"id": [8], "amount": [8.0]}))
     run_cli("crawl", str(sales))  # a second snapshot, for expiry to expire
     before = _digests(sales)
-    truth = (
-        loglake.connect(str(home))
-        .sql("SELECT region, id, amount FROM crawled.sales ORDER BY 1, 2")
-        .fetchall()
-    )
+    con = loglake.connect(str(home))
+    truth = con.sql("SELECT region, id, amount FROM crawled.sales ORDER BY 1, 2").fetchall()
 
     out = run_cli("maintain").stdout
     assert "crawled.sales: files 4 -> 4" in out, out
@@ -231,12 +229,7 @@ def test_maintenance_never_touches_files_in_place(tmp_path: Path, home: Path, ru
     assert "expire 1 snapshots" in out  # expiry and orphan removal did run
     run_cli("maintain", "crawled.sales")
     assert _digests(sales) == before  # every file still there, byte for byte
-    assert (
-        loglake.connect(str(home))
-        .sql("SELECT region, id, amount FROM crawled.sales ORDER BY 1, 2")
-        .fetchall()
-        == truth
-    )
+    assert con.sql("SELECT region, id, amount FROM crawled.sales ORDER BY 1, 2").fetchall() == truth
 
     # The streamed tables' own compaction leaves them alone too.
     from loglake.config import load_config
@@ -298,7 +291,7 @@ def test_csv_in_place_as_an_external_table(tmp_path: Path, home: Path, run_cli) 
     again = run_cli("crawl", str(prices)).stdout
     assert "table crawled.prices (existing, csv): 1 new file(s)" in again, again
     assert "new columns: shop" in again and "late.csv: type conflict" in again
-    assert loglake.connect(str(home)).sql(
+    assert con.sql(
         "SELECT dt, count(*), count(shop) FROM crawled.prices GROUP BY 1 ORDER BY 1"
     ).fetchall() == [("2024-01-22", 2, 0), ("2024-01-23", 2, 0), ("2024-01-25", 2, 2)]
     # The fixed file is registered; --convert into this table is refused, not mixed in.
@@ -306,9 +299,9 @@ def test_csv_in_place_as_an_external_table(tmp_path: Path, home: Path, run_cli) 
     proc = run_cli("crawl", str(prices), "--convert", check=False)
     assert proc.returncode != 0 and "registered in place" in proc.stderr
     run_cli("crawl", str(prices))
-    assert loglake.connect(str(home)).sql(
-        "SELECT count(*) FROM crawled.prices WHERE dt = '2024-01-24'"
-    ).fetchall() == [(100_000,)]
+    assert con.sql("SELECT count(*) FROM crawled.prices WHERE dt = '2024-01-24'").fetchall() == [
+        (100_000,)
+    ]
 
 
 def test_served_console_lists_and_queries_tables_in_place(
@@ -366,3 +359,37 @@ def test_served_console_lists_and_queries_tables_in_place(
         assert status in (400, 403) and "root:" not in json.dumps(body)
     finally:
         server.stop()
+
+
+def test_files_that_are_gone_are_removed_by_the_next_crawl(
+    tmp_path: Path, home: Path, run_cli
+) -> None:  # type: ignore[no-untyped-def]
+    import shutil
+
+    sales = _sales(tmp_path)
+    (sales / "region=eu" / "extra.csv").write_text("k,v\na,1\nb,2\n")  # a CSV table beside
+    run_cli("crawl", str(sales))
+    moved = tmp_path / "moved"
+    shutil.move(str(sales / "region=us"), moved)  # the user moves a partition away
+    (sales / "region=eu" / "extra.csv").unlink()
+    proc = run_cli("query", "SELECT count(*) FROM crawled.sales_parquet", check=False)
+    assert proc.returncode != 0 and "run loglake crawl on its folder again" in proc.stderr
+
+    planned = run_cli("crawl", str(sales), "--plan").stdout
+    assert (
+        "table crawled.sales_parquet: 1 file(s) registered in place are gone, would be" in planned
+    )
+    out = run_cli("crawl", str(sales)).stdout
+    assert "table crawled.sales_csv: 1 file(s) registered in place are gone, removed" in out, out
+    con = loglake.connect(str(home))
+    assert con.sql("SELECT region, count(*) FROM crawled.sales_parquet GROUP BY 1").fetchall() == [
+        ("eu", 3)
+    ]
+    assert con.sql("SELECT count(*) FROM crawled.sales_csv").fetchall() == [(0,)]
+    # Moved back as it was (same size and time): registered again, since the crawl forgot it.
+    shutil.move(str(moved), sales / "region=us")
+    again = run_cli("crawl", str(sales)).stdout
+    assert "1 new file(s)" in again, again
+    assert con.sql(
+        "SELECT region, count(*) FROM crawled.sales_parquet GROUP BY 1 ORDER BY 1"
+    ).fetchall() == [("eu", 3), ("us", 3)]

@@ -96,6 +96,17 @@ class Ledger:
                 [(fp, run_id, name, table_list, upto, err, now) for fp, name, upto, err in partial],
             )
 
+    def forget(self, keys: Iterable[str]) -> None:
+        """Forget every input recorded under these keys (paths), whatever its size and time: a
+        file that is gone, so that it is read again if it ever comes back."""
+        with self._db:
+            for key in keys:
+                prefix = f"{key}|"
+                self._db.execute(
+                    "DELETE FROM inputs WHERE substr(fingerprint, 1, length(?)) = ?",
+                    (prefix, prefix),
+                )
+
     def mark_done(self, run_id: str) -> None:
         """The run's commit landed: its inputs are in the lake (partial ones up to their line)."""
         with self._db:

@@ -258,6 +258,12 @@ class Connection:
             # Only a missing table gets the list of lake tables (not a missing function).
             if "Catalog Error: Table with name" in str(exc) and "does not exist" in str(exc):
                 raise QueryError(str(exc) + _table_hint(self.config)) from exc
+            if any(path in str(exc) for path in self.settings.paths):
+                raise QueryError(
+                    f"{exc}: a file registered in place was moved, deleted or changed; put it "
+                    "back, or run loglake crawl on its folder again (a crawl removes the files "
+                    "that are gone from their table and registers changed ones anew)"
+                ) from exc
             raise
 
     def sql(self, sql: str, dialect: str | None = None, *, max_rows: int | None = None) -> Result:
