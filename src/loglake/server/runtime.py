@@ -190,7 +190,8 @@ class Runtime:
         log.info("loglake serve started", extra={"fields": self._started_fields()})
 
     def _started_fields(self) -> dict[str, Any]:
-        """What the start-up event reports: version, address, data home, auth, streams, feeders."""
+        """What the start-up event reports: version, address, data home, auth, streams, feeders,
+        scheduled crawls."""
         server, auth = self.config.server, self.config.auth
         host = f"[{server.host}]" if ":" in server.host else server.host
         modes = [
@@ -219,6 +220,10 @@ class Runtime:
             "tails": {
                 name: {"paths": list(t.paths), "stream": t.stream}
                 for name, t in sorted(self.config.tail.items())
+            },
+            "crawls": {
+                name: {"paths": list(c.paths), "table": c.table, "schedule": c.schedule}
+                for name, c in sorted(self.config.crawls.items())
             },
             "skipped": self.skipped,
         }
