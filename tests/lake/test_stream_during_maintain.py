@@ -30,7 +30,7 @@ buffer_seconds = 0.3
 
 [maintenance]
 interval_s = 0
-grace_s = 3
+grace_s = 10
 keep_snapshots = 2
 """
 

@@ -180,6 +180,9 @@ def remove_orphans(
 
     from pyarrow.fs import FileSelector, FileSystem
 
+    # Taken before the walk: a file another process writes while this walks the manifests (a
+    # stream's next commit) is younger than the cutoff however long the walk takes.
+    cutoff_ns = (time.time() - older_than_s) * 1e9
     io = table.io
     referenced: set[str] = set()
     manifests_seen: set[str] = set()
@@ -193,7 +196,6 @@ def remove_orphans(
             for entry in manifest.fetch_manifest_entry(io, discard_deleted=True):
                 referenced.add(_norm(entry.data_file.file_path))
     fs, root = FileSystem.from_uri(table.location())
-    cutoff_ns = (time.time() - older_than_s) * 1e9
     deleted = freed = 0
     for folder in ("data", "metadata"):
         try:
@@ -435,7 +437,7 @@ class MaintenanceSchedule:
         with shared.lock:
             # A table object of its own: pyiceberg caches lazily inside table metadata, so a
             # writer's object, read by its committer thread meanwhile, is not shared here.
-            table = catalog.load_table(entry.name)
+            table = _load_latest(catalog, entry.name)
         for files in plan_compaction(table):
             if self._stop.is_set():
                 return
@@ -460,7 +462,7 @@ class MaintenanceSchedule:
         entry.expired_at = entry.commits
         shared = self._tables.get(entry.name)
         with shared.lock:
-            ids = expirable(catalog.load_table(entry.name), 10, 0.0, 0)
+            ids = expirable(_load_latest(catalog, entry.name), 10, 0.0, 0)
         table = _expire_ids(catalog, entry.name, self._tables, ids)
         entry.stats.expired_snapshots += len(ids)
         if time.monotonic() - entry.orphans_at >= ORPHANS_EVERY_S:
@@ -750,6 +752,29 @@ def expirable(table: Table, keep_last: int, min_age_s: float, now_ms: int) -> li
     return [s.snapshot_id for s in snapshots if s.snapshot_id not in keep]
 
 
+def _load_latest(catalog: Catalog, name: str) -> Table:
+    """Table ``name`` as the catalog has it now.
+
+    Retried when the metadata file the catalog pointed at is gone before it could be read: a
+    writer of another process (a server's stream) committed several times meanwhile, and each
+    commit deletes metadata files past ``write.metadata.previous-versions-max``. Raises LakeError
+    when that keeps happening.
+    """
+    from loglake.errors import LakeError
+
+    for attempt in range(COMMIT_ATTEMPTS):
+        try:
+            return catalog.load_table(name)
+        except FileNotFoundError as exc:
+            if attempt + 1 == COMMIT_ATTEMPTS:
+                raise LakeError(
+                    f"cannot read the metadata of {name}: {exc}; other writers kept replacing "
+                    "it, run it again"
+                ) from exc
+            time.sleep(0.05 * 2**attempt)
+    raise AssertionError("unreachable")
+
+
 def _lock(tables: Tables | None, name: str) -> AbstractContextManager[Any]:
     """The commit lock of table ``name`` among the process's writers (none in the CLI)."""
     return tables.get(name).lock if tables is not None else nullcontext()
@@ -779,7 +804,7 @@ def _commit_files(
         if attempt:
             time.sleep(0.05 * 2**attempt)
         with _lock(tables, name):
-            table = catalog.load_table(name)
+            table = _load_latest(catalog, name)
             live = {f.file_path for f in _live_files(table)}
             gone = wanted - live
             if gone:
@@ -830,13 +855,13 @@ def _expire_ids(catalog: Catalog, name: str, tables: Tables | None, ids: list[in
         if attempt:
             time.sleep(0.05 * 2**attempt)
         with _lock(tables, name):
-            table = catalog.load_table(name)
+            table = _load_latest(catalog, name)
             there = {s.snapshot_id for s in table.snapshots()}
             live = [i for i in ids if i in there]  # another maintenance may have expired some
             try:
                 if live:
                     table.maintenance.expire_snapshots().by_ids(live).commit()
-                table = catalog.load_table(name)
+                table = _load_latest(catalog, name)
             except CommitFailedException as exc:
                 if attempt + 1 < COMMIT_ATTEMPTS:
                     continue
@@ -875,7 +900,10 @@ def maintain_table(
     settings = config.maintenance
     now = now or datetime.now(UTC)
     report = MaintainReport(name, dry_run=dry_run)
-    table = load_table(catalog, name)
+    try:
+        table = load_table(catalog, name)  # NoSuchTableError naming the tables there are
+    except FileNotFoundError:
+        table = _load_latest(catalog, name)
     before = _live_files(table)
     report.files_before = len(before)
     report.bytes_before = sum(f.file_size_in_bytes for f in before)
@@ -896,7 +924,7 @@ def maintain_table(
             [],
             {"loglake.retention-dropped-files": str(len(dropped))},
         )
-        table = catalog.load_table(name)
+        table = _load_latest(catalog, name)
 
     target = settings.target_file_mb << 20
     gone = {f.file_path for f in dropped}
@@ -919,7 +947,7 @@ def maintain_table(
             new_files,
             {"loglake.compacted-files": str(report.compacted_files)},
         )
-    table = catalog.load_table(name)
+    table = _load_latest(catalog, name)
 
     ids = expirable(table, settings.keep_snapshots, settings.grace_s, int(now.timestamp() * 1000))
     report.snapshots_expired = len(ids)
