@@ -338,6 +338,12 @@ def test_served_console_lists_and_queries_tables_in_place(
         assert status == 200 and snaps["total"] == 0
         status, files, _ = request("GET", server.url + "/v1/catalog/tables/crawled.sales/files")
         assert status == 200 and files["total"] == 3
+        # Explore knows the external table, and why it cannot show it (no time column).
+        status, explore, _ = request("GET", server.url + "/v1/explore/tables")
+        assert status == 200, explore
+        shown = {t["name"]: t for t in explore["tables"]}
+        assert "no timestamp column" in shown["crawled.prices"]["error"]
+        assert "error" not in shown["crawled.sales"], shown["crawled.sales"]
 
         # One long-lived sandbox: it is widened to each table's files as queries need them.
         assert sql("SELECT region, count(*) FROM crawled.sales GROUP BY 1 ORDER BY 1") == [

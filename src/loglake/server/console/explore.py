@@ -449,7 +449,7 @@ def table_info(config: Config, name: str) -> TableInfo:
     from loglake.query.plan import current_locations, get_plan, table_names
 
     locations = current_locations(config)
-    known = sorted(locations) if locations is not None else table_names(config)
+    known = table_names(config)  # the catalog's tables and the external ones (CSV in place)
     if name not in known:
         raise NoSuchTableError(
             f"no lake table {name!r}; tables: {', '.join(known) or 'none yet: run loglake ingest'}"
