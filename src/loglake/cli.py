@@ -529,7 +529,7 @@ def job_list(ctx: click.Context, name: str | None, runs: int, as_json: bool) -> 
         started = datetime.fromtimestamp(r.started, UTC).strftime("%Y-%m-%d %H:%M:%S")
         took = "-" if r.seconds is None else f"{r.seconds:.2f} s"
         out.add_row(started, r.job, r.status, f"{r.rows:,}", took, r.error)
-    console = Console()
+    console = Console(markup=False)  # errors quote SQL and config ([jobs.x]): text, never markup
     console.print(table)
     if runs:
         console.print(out)
