@@ -609,6 +609,9 @@ def _mode(config: Config, f: CrawledFile, convert: bool) -> tuple[str, str | Non
     if Path(path).is_relative_to(Path(warehouse[len("file://") :]).resolve()):
         # Files under the warehouse are the lake's to delete (orphan removal).
         return COPIED, "the file lies inside the lake's warehouse"
+    if Path(path).is_relative_to(config.home.resolve()):
+        # The data home holds the config (with its keys) and state: user SQL never reads there.
+        return COPIED, "the file lies inside the lake's data home"
     if f.kind == "parquet":
         if any(_FIELD_ID in (fld.metadata or {}) for fld in f.schema):
             return COPIED, "the file carries Iceberg field ids of another table"

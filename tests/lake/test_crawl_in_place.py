@@ -172,6 +172,13 @@ def test_date_folders_and_convert(tmp_path: Path, home: Path, run_cli) -> None: 
     ).fetchall() == [(2024, 1, 22, 3), (2024, 1, 23, 5)]
     assert _data_files(home) == []
 
+    # A file inside the data home (config with keys, state) is never left for user SQL to read.
+    _parquet(home / "mine" / "m.parquet", pa.table({"v": [7]}))
+    out = run_cli("crawl", str(home / "mine")).stdout
+    assert "1 file(s) copied into the lake: the file lies inside the lake's data home" in out, out
+    assert con.sql("SELECT v FROM crawled.mine").fetchall() == [(7,)]
+    assert str(home / "mine") not in "".join(con.settings.paths)
+
     # --convert copies the rows into the lake, as every crawl did before (another lake: the
     # ingest ledger of this one knows these files already).
     other = tmp_path / "other"
