@@ -533,12 +533,15 @@ def _gone(config: Config, roots: list[str]) -> dict[str, list[str]]:
     locations = current_locations(config) or {}
     out: dict[str, list[str]] = {}
     for name in table_names(config):
-        outside = external.load(config, name)
-        if outside is not None:
-            paths = [f.path for f in outside.files]
-        else:
-            plan = get_plan(config, name, locations.get(name))
-            paths = [f.path for f in plan.files if f.in_place]
+        try:
+            outside = external.load(config, name)
+            if outside is not None:
+                paths = [f.path for f in outside.files]
+            else:
+                plan = get_plan(config, name, locations.get(name))
+                paths = [f.path for f in plan.files if f.in_place]
+        except LoglakeError:
+            continue  # a table that cannot be planned says so when queried; the crawl goes on
         missing = [
             p for p in paths if any(p.startswith(d) for d in folders) and not os.path.exists(p)
         ]
