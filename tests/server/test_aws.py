@@ -30,6 +30,7 @@ from loglake.server import sigv4
 from loglake.sources.aws import split_lines
 from serving import free_port as _free_port
 from serving import request
+from waiting import wait_for
 
 SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 SAMPLE = SHARED_DATA / "apache_combined_10k.log"
@@ -369,7 +370,8 @@ def test_only_aws_credentials_open_only_the_aws_api(tmp_path: Path) -> None:
             assert "[auth] api_keys" in reply["error"]["message"]
             assert headers["www-authenticate"] == "Bearer"
         assert request("GET", f"{srv.url}/healthz")[0] == 200
-        assert request("GET", f"{srv.url}/readyz")[0] == 200
+        # /readyz needs no key either; it answers 200 once the stream created above has resumed.
+        wait_for(lambda: request("GET", f"{srv.url}/readyz")[0] == 200, "/readyz 200", timeout=120)
         # The signed call went through.
         srv.wait_rows("SELECT count(*) AS n FROM logs.signed", 1, timeout=120)
         started = next(
