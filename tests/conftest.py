@@ -14,6 +14,15 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``slow`` run first, each in its module's order (the sort is stable).
+
+    With several workers the run otherwise ends waiting on the one long test that was handed out
+    last; started first, the long tests run beside the many short ones.
+    """
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """``../shared/data`` next to the project (CI has the same layout)."""

@@ -61,6 +61,7 @@ def _runs(home: Path, crawl: str) -> list[str]:
         history.close()
 
 
+@pytest.mark.slow
 def test_serve_crawls_new_files_on_schedule_exactly_once(tmp_path: Path, shared_data: Path) -> None:
     lines = (shared_data / "apache_combined_10k.log").read_text().splitlines(keepends=True)
     landing = tmp_path / "landing" / "web"

@@ -33,6 +33,7 @@ def counts(stdout: str) -> tuple[int, int, int]:
     return tuple(int(g.replace(",", "")) for g in m.groups())  # type: ignore[return-value]
 
 
+@pytest.mark.slow
 def test_sample_ingest_matches_file(run_cli: RunCli, shared_data: Path) -> None:
     src = shared_data / "apache_combined_10k.log"
     out = run_cli("ingest", str(src)).stdout
@@ -75,6 +76,7 @@ def test_sample_ingest_matches_file(run_cli: RunCli, shared_data: Path) -> None:
     assert enriched["source"] == str(src)
 
 
+@pytest.mark.slow
 def test_same_file_twice_is_a_noop_unless_forced(
     run_cli: RunCli, shared_data: Path, tmp_path: Path
 ) -> None:
@@ -90,6 +92,7 @@ def test_same_file_twice_is_a_noop_unless_forced(
     assert counts(run_cli("ingest", str(src)).stdout) == (10_001, 10_001, 0)
 
 
+@pytest.mark.slow
 def test_compressed_folder_glob_and_stdin(
     run_cli: RunCli, shared_data: Path, tmp_path: Path
 ) -> None:

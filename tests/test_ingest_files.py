@@ -11,6 +11,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 import loglake
 
 RunCli = Any  # the run_cli fixture from conftest.py
@@ -56,6 +58,7 @@ def _ingest(home: Path, src: Path, flush_rows: int) -> str:
     return proc.stdout
 
 
+@pytest.mark.slow
 def test_one_file_per_partition_per_run(run_cli: RunCli, tmp_path: Path) -> None:
     src = tmp_path / "access.log"
     # 5 lines/s: 100,000 lines span about 5.6 hours, i.e. 6 or 7 hour partitions of logs.access.

@@ -9,6 +9,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 RunCli = Any  # the run_cli fixture from conftest.py
 DATA = Path(__file__).resolve().parent / "data" / "formats"  # sources: SOURCES.md there
 
@@ -18,6 +20,7 @@ def query_json(run_cli: RunCli, sql: str, *options: str) -> list[dict[str, Any]]
     return [json.loads(line) for line in out.splitlines() if line.strip()]
 
 
+@pytest.mark.slow
 def test_a_folder_of_every_new_format(run_cli: RunCli, tmp_path: Path) -> None:
     folder = tmp_path / "logs"
     folder.mkdir()

@@ -82,6 +82,7 @@ def test_a_line_over_the_chunk_size_is_one_rejected_line(run_cli: RunCli, tmp_pa
     ]
 
 
+@pytest.mark.slow
 def test_unreadable_inputs_are_reported_and_the_others_committed(
     run_cli: RunCli, home: Path, shared_data: Path, tmp_path: Path
 ) -> None:
@@ -105,6 +106,7 @@ def test_unreadable_inputs_are_reported_and_the_others_committed(
     assert "1 already ingested" in again.stdout and "1 failed" in again.stdout
 
 
+@pytest.mark.slow
 def test_an_input_that_fails_part_way_is_resumed_after_its_stored_lines(
     run_cli: RunCli, home: Path, shared_data: Path, tmp_path: Path
 ) -> None:
@@ -148,6 +150,7 @@ def _pending_after_commit(run_cli: RunCli, home: Path, src: Path) -> None:
     assert _ledger_states(home) == [(str(src), "pending")]
 
 
+@pytest.mark.slow
 def test_an_unreadable_table_during_the_commit_check_keeps_the_run_pending(
     run_cli: RunCli, home: Path, shared_data: Path, tmp_path: Path
 ) -> None:
@@ -185,6 +188,7 @@ db.execute("ROLLBACK")
 """
 
 
+@pytest.mark.slow
 def test_a_catalog_locked_by_another_process_keeps_the_run_pending(
     run_cli: RunCli, home: Path, tmp_path: Path
 ) -> None:

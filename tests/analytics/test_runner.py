@@ -277,6 +277,7 @@ def test_a_restarted_runner_resumes_from_the_lake(lake: Lake) -> None:
     assert before <= set(after)
 
 
+@pytest.mark.slow
 def test_several_queries_of_a_stream_each_equal_batch(tmp_path: Path) -> None:
     lake = Lake(tmp_path / "lake", CONFIG + HOPPING)
     try:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 import loglake
 from loglake.crawl import path_partitions, widen
@@ -51,6 +52,7 @@ def test_widening_is_safe_only() -> None:
     assert widen(pa.bool_(), pa.int64()) is None
 
 
+@pytest.mark.slow
 def test_crawl_mixed_folders(tmp_path: Path, home: Path, run_cli) -> None:  # type: ignore[no-untyped-def]
     sales = tmp_path / "sales"
     _parquet(
@@ -145,6 +147,7 @@ def test_crawl_mixed_folders(tmp_path: Path, home: Path, run_cli) -> None:  # ty
     ]
 
 
+@pytest.mark.slow
 def test_schema_change_log_only_reports(tmp_path: Path, home: Path, run_cli) -> None:  # type: ignore[no-untyped-def]
     (home / "loglake.toml").write_text('[crawl]\nschema_change = "log"\n')
     data = tmp_path / "metrics"

@@ -86,6 +86,7 @@ def _data_files(home: Path) -> list[Path]:
     return sorted((home / "warehouse").rglob("*.parquet"))
 
 
+@pytest.mark.slow
 def test_parquet_registered_in_place(
     tmp_path: Path,
     home: Path,
@@ -161,6 +162,7 @@ def test_parquet_registered_in_place(
     ]
 
 
+@pytest.mark.slow
 def test_date_folders_and_convert(tmp_path: Path, home: Path, run_cli) -> None:  # type: ignore[no-untyped-def]
     metrics = tmp_path / "metrics"
     _parquet(metrics / "2024" / "01" / "22" / "a.parquet", pa.table({"v": [1, 2]}))
@@ -191,6 +193,7 @@ def test_date_folders_and_convert(tmp_path: Path, home: Path, run_cli) -> None: 
     ).fetchall() == [(22, 3), (23, 5)]
 
 
+@pytest.mark.slow
 def test_sandbox_reads_registered_files_only(tmp_path: Path, home: Path, run_cli) -> None:  # type: ignore[no-untyped-def]
     sales = _sales(tmp_path)
     stray = tmp_path / "secret.parquet"  # beside the crawled folder, never registered
@@ -231,6 +234,7 @@ def test_sandbox_reads_registered_files_only(tmp_path: Path, home: Path, run_cli
         sandbox.close()
 
 
+@pytest.mark.slow
 def test_maintenance_never_touches_files_in_place(tmp_path: Path, home: Path, run_cli) -> None:  # type: ignore[no-untyped-def]
     # Retention of one day and no grace: everything here (2020) is past it, and any unreferenced
     # file would be removed at once; compaction would merge region=eu's two small files.
@@ -390,6 +394,7 @@ def test_served_console_lists_and_queries_tables_in_place(
         server.stop()
 
 
+@pytest.mark.slow
 def test_files_that_are_gone_are_removed_by_the_next_crawl(
     tmp_path: Path, home: Path, run_cli
 ) -> None:  # type: ignore[no-untyped-def]

@@ -195,17 +195,23 @@ def _data_files(home: Path, table: str) -> set[Path]:
     return set((home / "warehouse" / namespace / name).rglob("*.parquet"))
 
 
+@pytest.mark.slow
 def test_a_run_killed_before_its_commit_is_retried_exactly_once(
     tmp_path: Path, shared_data: Path
 ) -> None:
     days = _by_day(shared_data, tmp_path / "input")
     clean = _home(tmp_path, "clean")
     faulty = _home(tmp_path, "faulty")
+    # The clean lake's runs go through run_job in this process (the CLI is tested on the other).
+    clean_config = load_config(home=clean, environ={})
     for home in (clean, faulty):
         _ingest(home, days["17"], days["18"])
-        _cli(home, "job", "run", "daily_traffic")
+        if home == clean:
+            run_job(clean_config, "daily_traffic")
+        else:
+            _cli(home, "job", "run", "daily_traffic")
         _ingest(home, days["19"], days["20"])
-    _cli(clean, "job", "run", "daily_traffic")
+    run_job(clean_config, "daily_traffic")
 
     # 1. The commit fails (the catalog stays locked past its busy timeout): the run fails cleanly.
     lock = _hold_catalog_writes(faulty)
@@ -253,6 +259,7 @@ def test_a_run_killed_before_its_commit_is_retried_exactly_once(
     assert runs[1]["watermark_to"] > runs[1]["watermark_from"]
 
 
+@pytest.mark.slow
 def test_job_list_and_errors(tmp_path: Path, shared_data: Path) -> None:
     home = _home(
         tmp_path,

@@ -155,6 +155,7 @@ def test_a_restarted_writer_resumes_exactly_and_reports_no_lag(
     ]
 
 
+@pytest.mark.slow
 def test_one_maintenance_schedule_compacts_a_table_two_streams_write(
     config: Config, catalog: Future[Any], lake: Lake
 ) -> None:

@@ -12,6 +12,8 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
+
 from loglake.config import load_config
 from loglake.ingest import ingest
 from loglake.lake.catalog import open_catalog
@@ -74,6 +76,7 @@ PER_HOUR = (
 )
 
 
+@pytest.mark.slow
 def test_compaction_of_a_batch_table_keeps_every_row_and_reduces_files(tmp_path: Path) -> None:
     home = _home(tmp_path)
     start = datetime(2024, 3, 1, tzinfo=UTC)

@@ -13,6 +13,8 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
+
 from loglake.config import load_config
 from loglake.query.engine import Connection
 from serving import Server, request
@@ -50,6 +52,7 @@ def _metric(text: str, name: str) -> float:
     return sum(values)
 
 
+@pytest.mark.slow
 def test_stream_commits_survive_maintenance_in_another_process(tmp_path: Path) -> None:
     home = tmp_path / "lake"
     server = Server.started(home, CONFIG)

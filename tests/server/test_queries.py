@@ -289,6 +289,7 @@ def test_results_are_pushed_to_event_stream_subscribers(tmp_path: Path) -> None:
         srv.stop(signal.SIGKILL)
 
 
+@pytest.mark.slow
 def test_queries_created_through_the_api_run_and_persist(tmp_path: Path) -> None:
     srv = Server.started(tmp_path / "lake", CONFIG)
     url = f"{srv.url}/v1/queries/bytes_per_minute"

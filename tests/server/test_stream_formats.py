@@ -12,6 +12,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import pytest
+
 from serving import Server, free_port, request
 from waiting import wait_for
 
@@ -92,6 +94,7 @@ SYSLOG_5424 = [
 ]
 
 
+@pytest.mark.slow
 def test_an_auto_stream_keeps_each_format_of_a_mixed_batch_in_its_table(tmp_path: Path) -> None:
     config = '[syslog]\nudp = ""\ntcp = ""\n\n[streams.mixed]\nbuffer_seconds = 0.2\n'
     home = tmp_path / "home"
@@ -149,6 +152,7 @@ def _record(i: int) -> str:
     return f"<34>1 2015-05-17T10:{i % 60:02d}:00.000Z h{i}.example.com app {i} ID - record {i}"
 
 
+@pytest.mark.slow
 def test_a_mixed_auto_stream_is_delivered_exactly_once_across_a_kill(tmp_path: Path) -> None:
     config = '[syslog]\nudp = ""\ntcp = ""\n\n[streams.mixed]\nbuffer_seconds = 0.2\n'
     home = tmp_path / "home"

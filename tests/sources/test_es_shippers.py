@@ -341,6 +341,7 @@ def test_syslog_ng_retries_what_a_full_stream_refused(tmp_path: Path, work: Path
         server.stop(signal.SIGKILL)
 
 
+@pytest.mark.slow
 def test_python_bulk_helper_retries_what_a_full_stream_refused(tmp_path: Path) -> None:
     server = Server.started(tmp_path / "home", SMALL_CONFIG)
     try:

@@ -263,6 +263,7 @@ def test_the_collector_tails_a_file_into_the_lake(
     assert_lines(found, log, before + after, test)
 
 
+@pytest.mark.slow
 def test_a_full_stream_makes_the_collector_retry_until_every_line_lands(tmp_path: Path) -> None:
     # A 256 KiB log budget (four 64 KiB segments) for about 2 MB of records: the stream fills
     # again and again, answers 503 + Retry-After, and frees space as delivery commits.
@@ -293,6 +294,7 @@ def test_a_full_stream_makes_the_collector_retry_until_every_line_lands(tmp_path
         srv.stop(signal.SIGKILL)
 
 
+@pytest.mark.slow
 def test_the_collector_rides_out_a_loglake_restart(tmp_path: Path) -> None:
     srv = Server.started(tmp_path / "lake", CONFIG)
     try:

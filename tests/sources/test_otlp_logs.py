@@ -359,6 +359,7 @@ def test_full_stream_answers_503_with_retry_after(tmp_path: Path) -> None:
         srv.stop(signal.SIGKILL)
 
 
+@pytest.mark.slow
 def test_an_undeclared_stream_is_created_by_the_first_records(tmp_path: Path) -> None:
     config = '[syslog]\nudp = ""\ntcp = ""\n'
     srv = Server.started(tmp_path, config)

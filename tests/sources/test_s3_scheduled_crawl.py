@@ -8,6 +8,8 @@ import gzip
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from serving import Server
 from waiting import wait_for
 
@@ -26,6 +28,7 @@ def _count(server: Server) -> int:
         return 0
 
 
+@pytest.mark.slow
 def test_serve_crawls_new_objects_of_an_s3_prefix(
     tmp_path: Path, s3_env: dict[str, str], s3_client: Any, s3_bucket: str
 ) -> None:
