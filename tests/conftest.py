@@ -17,8 +17,8 @@ SHARED_DATA = ROOT.parent / "shared" / "data"
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Tests marked ``slow`` run first, each in its module's order (the sort is stable).
 
-    With several workers the run otherwise ends waiting on the one long test that was handed out
-    last; started first, the long tests run beside the many short ones.
+    For a run that takes them with the others (``-m "slow or not slow"``): with several workers it
+    would otherwise end waiting on the one long test handed out last.
     """
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
