@@ -10,11 +10,11 @@ path mixes kinds). Schemas merge across files, widening only where no value chan
 an integer to a double); any other difference is a conflict, reported with the file, and that file
 is left out rather than coerced. A file no format fits is reported and left out, never a table.
 
-Registering, unless ``convert`` is asked: local Parquet files are registered where they lie (Iceberg
-data files pointing at the user's files, their path partitions as identity partition values), local
-CSV/TSV files as an external table (lake/external.py); nothing is copied. With ``convert``, and for
-``s3://`` objects, Parquet and CSV/TSV rows are copied into an Iceberg table with their path
-partitions as columns. Log formats and JSON lines always go through the normal ingest pipeline into
+Registering, unless ``convert`` is asked: Parquet files, local or ``s3://``, are registered where
+they lie (Iceberg data files pointing at the user's files, their path partitions as identity
+partition values), local CSV/TSV files as an external table (lake/external.py); nothing is copied.
+With ``convert``, and for CSV/TSV objects on S3, rows are copied into an Iceberg table with their
+path partitions as columns. Log formats and JSON lines always go through the normal ingest pipeline into
 the crawl's table (docs/decisions/0014-crawl-in-place.md says why).
 Inputs are remembered in the ingest ledger (path + size + mtime), so a re-crawl reads only new files.
 """
@@ -49,7 +49,7 @@ COPIED = "copied"  # rows copied into the lake's warehouse as new Parquet files
 CONVERTED = "converted"  # lines parsed by the ingest pipeline into the lake
 _FIELD_ID = b"PARQUET:field_id"
 _UNSAFE = "%#?*[]{}"
-_S3_WHY = "s3:// objects are copied until the query engine reads S3 (issue 14)"
+_S3_WHY = "CSV/TSV objects on S3 are copied: external tables read local files only"
 _REMOTE_WHY = "the lake's warehouse is not a local folder"
 _WHOLE_TABLE = (_S3_WHY, _REMOTE_WHY)  # reasons that hold for every file of a table
 
@@ -479,7 +479,7 @@ def plan(
     report.tables = _tables(config, groups, table, report)
     for t in report.tables:
         _modes(config, t, convert, report)
-    report.gone = _gone(config, [p for p in paths if "://" not in p])
+    report.gone = _gone(config, paths)
     report.tables = [t for t in report.tables if t.files]
     report.seconds = time.perf_counter() - started
     return report
@@ -519,17 +519,35 @@ def _modes(config: Config, t: TablePlan, convert: bool, report: CrawlReport) -> 
 
 
 def _gone(config: Config, roots: list[str]) -> dict[str, list[str]]:
-    """Per table, the files it registered in place below one of ``roots`` that no longer exist
-    (a folder the user deleted or moved): without the crawl removing them, every query of the
-    table would fail on them."""
+    """Per table, the files it registered in place below one of ``roots`` (folders or ``s3://``
+    prefixes) that no longer exist (deleted or moved): without the crawl removing them, every
+    query of the table would fail on them. A prefix that cannot be listed removes nothing."""
     from pathlib import Path
 
     from loglake.lake import external
     from loglake.query.plan import current_locations, get_plan, table_names
+    from loglake.sources import s3
 
-    folders = [str(Path(r).expanduser().resolve()).rstrip("/") + "/" for r in roots]
-    if not folders:
+    folders = [
+        str(Path(r).expanduser().resolve()).rstrip("/") + "/" for r in roots if "://" not in r
+    ]
+    prefixes: list[str] = []
+    listed: set[str] = set()
+    for root in roots:
+        if root.startswith("s3://"):
+            try:
+                listed.update(i.name for i in s3.list_inputs(root, config))
+            except (SourceError, OSError):
+                continue  # unknown: keep every file (an empty prefix is an error here too)
+            prefixes.append(root if root.endswith("/") else root + "/")
+    if not folders and not prefixes:
         return {}
+
+    def is_gone(path: str) -> bool:
+        if any(path.startswith(d) for d in folders):
+            return not os.path.exists(path)
+        return any(path.startswith(p) for p in prefixes) and path not in listed
+
     locations = current_locations(config) or {}
     out: dict[str, list[str]] = {}
     for name in table_names(config):
@@ -542,9 +560,7 @@ def _gone(config: Config, roots: list[str]) -> dict[str, list[str]]:
                 paths = [f.path for f in plan.files if f.in_place]
         except LoglakeError:
             continue  # a table that cannot be planned says so when queried; the crawl goes on
-        missing = [
-            p for p in paths if any(p.startswith(d) for d in folders) and not os.path.exists(p)
-        ]
+        missing = [p for p in paths if is_gone(p)]
         if missing:
             out[name] = sorted(missing)
     return out
@@ -599,7 +615,12 @@ def _mode(config: Config, f: CrawledFile, convert: bool) -> tuple[str, str | Non
     if convert:
         return COPIED, None
     if "://" in f.input.name:
-        return COPIED, _S3_WHY
+        if f.kind != "parquet":
+            return COPIED, _S3_WHY
+        # Read where they lie through pyarrow's S3 client (query/worker.py register_files).
+        if any(_FIELD_ID in (fld.metadata or {}) for fld in f.schema):
+            return COPIED, "the file carries Iceberg field ids of another table"
+        return IN_PLACE, None
     path = f.input.key
     if any(c in path for c in _UNSAFE):
         # DuckDB reads * ? [ { as a glob and a URI cannot hold % # as they are.
@@ -832,7 +853,7 @@ def _append_files(config: Config, t: TablePlan) -> int:
         with iceberg.transaction() as tx:
             data_files = []
             for f in placed:
-                data_file, why = _in_place_data_file(tx, f)
+                data_file, why = _in_place_data_file(config, tx, f)
                 if data_file is None:
                     f.mode, f.why = COPIED, why  # registered all the same, as a copy
                     continue
@@ -865,12 +886,23 @@ def _append_files(config: Config, t: TablePlan) -> int:
     return rows
 
 
-def _in_place_data_file(tx: Any, f: CrawledFile) -> tuple[Any, str | None]:
+def _footer(config: Config, path: str) -> Any:
+    """The Parquet footer of a local file or an ``s3://`` object (one ranged read of its end)."""
+    import pyarrow.parquet as pq
+
+    if "://" not in path:
+        return pq.read_metadata(path)
+    from loglake.sources.s3 import _filesystem
+
+    with _filesystem(config).open_input_file(path[len("s3://") :]) as fh:
+        return pq.read_metadata(fh)
+
+
+def _in_place_data_file(config: Config, tx: Any, f: CrawledFile) -> tuple[Any, str | None]:
     """The Iceberg DataFile registering ``f`` where it lies: its statistics from its footer (its
     columns mapped to the table's by name), its partition tuple from its path, as ``add_files``
     would build it if it could take partition values from folder names. (None, why) when the
     file cannot be read in place by the table's schema: it is copied instead."""
-    import pyarrow.parquet as pq
     from pyiceberg.io.pyarrow import (
         _check_pyarrow_schema_compatible,
         compute_statistics_plan,
@@ -886,7 +918,7 @@ def _in_place_data_file(tx: Any, f: CrawledFile) -> tuple[Any, str | None]:
     schema = meta.schema()
     path = f.input.key
     try:
-        footer = pq.read_metadata(path)
+        footer = _footer(config, path)
         _check_pyarrow_schema_compatible(
             schema, footer.schema.to_arrow_schema(), format_version=meta.format_version
         )
@@ -916,7 +948,7 @@ def _in_place_data_file(tx: Any, f: CrawledFile) -> tuple[Any, str | None]:
         values.append(value)
     data_file = DataFile.from_args(
         content=DataFileContent.DATA,
-        file_path="file://" + path,
+        file_path=path if "://" in path else "file://" + path,
         file_format=FileFormat.PARQUET,
         partition=Record(*values),
         file_size_in_bytes=f.input.size or footer.serialized_size,

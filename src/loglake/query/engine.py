@@ -30,6 +30,7 @@ from loglake.query.policy import Checked, check_read_only
 from loglake.query.worker import (
     Limits,
     SandboxSettings,
+    Setup,
     Worker,
     first_line,
     open_sandbox,
@@ -161,7 +162,7 @@ class Connection:
         locations: dict[str, str] | None,
         known: list[str],
         only: dict[str, list[tuple[int | None, int | None]] | None] | None = None,
-    ) -> list[str]:
+    ) -> Setup:
         """Statements that bind every lake table the query reads to a view over the files it can
         need (``only``: these tables and ranges instead of what the statement reads).
 
@@ -178,7 +179,7 @@ class Connection:
             by_name = {name.lower(): name for name in known}
             found = {k.lower(): v for k, v in referenced_tables(checked.select, set(known)).items()}
             wanted = {by_name[t]: found.get(t) for t in sorted(checked.tables) if t in by_name}
-        setup: list[str] = []
+        setup: Setup = []
         readable: set[str] = set()
         from loglake.lake import external
 
@@ -218,20 +219,26 @@ class Connection:
         plan: TablePlan,
         ranges: list[tuple[int | None, int | None]] | None,
         readable: set[str],
-    ) -> list[str]:
+    ) -> Setup:
         namespace, _ = plan.name.split(".", 1)
         # Every time: a worker that was restarted (after a time-out) starts with no schemas.
-        statements = [f"CREATE SCHEMA IF NOT EXISTS {ident(namespace)}"]
+        statements: Setup = [f"CREATE SCHEMA IF NOT EXISTS {ident(namespace)}"]
         files = plan.files
         if ranges is not None:
             files = [f for f in files if _overlaps(f.ts_min, f.ts_max, ranges)]
         placed = [f for f in files if f.in_place]
-        if placed:
+        if any(_remote(f) for f in files):
+            # S3 (a warehouse there, or Parquet crawled in place): an Arrow dataset in the worker.
+            spec = self._remote_files(plan, files)
+            statements.append(spec)
+            names = ", ".join(ident(n) for n in _names(plan))
+            source = f"SELECT * FROM {ident(spec['name'])} AS f({names})"
+        elif placed:
             readable.update(f.path for f in placed)
             source = _in_place_source(plan, files)
         elif files:
             source = f"SELECT * FROM read_parquet([{_paths(files)}], schema = {_schema_map(plan)})"
-        elif plan.files and not any(f.in_place for f in plan.files):
+        elif plan.files and not any(f.in_place or _remote(f) for f in plan.files):
             # Nothing can match: keep the real schema by reading one file's footer only.
             source = (
                 f"SELECT * FROM read_parquet([{_paths(plan.files[:1])}], "
@@ -244,8 +251,39 @@ class Connection:
         statements.append(f"CREATE OR REPLACE VIEW {qualified(plan.name)} AS {source}")
         return statements
 
+    def _remote_files(self, plan: TablePlan, files: list[FilePlan]) -> dict[str, Any]:
+        """The worker's description of ``files`` to register as one dataset
+        (:func:`loglake.query.worker.register_files`): paths, the table's columns, each file's
+        partition values by column name, and the S3 client's settings."""
+        from loglake.errors import SourceError
+        from loglake.sources.s3 import filesystem_options
+
+        try:
+            s3 = filesystem_options(self.config)
+        except SourceError as exc:
+            raise QueryError(str(exc)) from exc
+        column_of = {
+            fid: name for fid, (name, _) in zip(plan.field_ids, plan.columns, strict=False)
+        }
+        return {
+            "name": f"__loglake_files_{plan.name.replace('.', '__')}",
+            "columns": [list(c) for c in plan.columns],
+            "files": [
+                [
+                    f.path,
+                    {
+                        column_of[int(fid)]: value
+                        for fid, value in f.partition
+                        if value is not None and int(fid) in column_of
+                    },
+                ]
+                for f in files
+            ],
+            "s3": s3,
+        }
+
     def _run(
-        self, setup: list[str], sql: str, limits: Limits | None = None
+        self, setup: Setup, sql: str, limits: Limits | None = None
     ) -> tuple[pa.Table, str | None]:
         limits = limits or self.limits
         try:
@@ -331,6 +369,11 @@ class Connection:
         table = result.table
 
         return list(table.column_names), table_rows(table)
+
+
+def _remote(f: FilePlan) -> bool:
+    """Whether DuckDB cannot read the file itself (an ``s3://`` object)."""
+    return "://" in f.path
 
 
 def _paths(files: list[Any]) -> str:

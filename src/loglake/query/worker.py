@@ -26,7 +26,7 @@ import sys
 import threading
 import time
 from dataclasses import asdict, dataclass
-from typing import IO, TYPE_CHECKING, NoReturn
+from typing import IO, TYPE_CHECKING, Any, NoReturn
 
 from loglake.config import parse_size as parse_size
 from loglake.errors import QueryError, QueryRefusedError
@@ -39,6 +39,12 @@ _HEADER = struct.Struct("<Q")
 #: How long past the time limit a worker may take to answer before it is killed: DuckDB checks for
 #: interruption between vectors, and a single huge vector can take a while.
 KILL_GRACE_S = 5.0
+
+
+#: What runs before a query: trusted SQL statements (view definitions), and dicts naming data files
+#: DuckDB cannot read itself (on S3: it has no httpfs here) to register as an Arrow dataset under a
+#: name the views read (:func:`register_files`).
+Setup = list[str | dict[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -114,10 +120,10 @@ def _vm_data() -> int | None:
 
 
 def run(
-    con: duckdb.DuckDBPyConnection, setup: list[str], sql: str, limits: Limits
+    con: duckdb.DuckDBPyConnection, setup: Setup, sql: str, limits: Limits
 ) -> tuple[pa.Table, str | None]:
-    """Run ``setup`` (trusted view definitions), then ``sql``; the rows, and why they were cut
-    (``"rows"``/``"bytes"``) or None.
+    """Run ``setup`` (trusted view definitions and file sets to register), then ``sql``; the
+    rows, and why they were cut (``"rows"``/``"bytes"``) or None.
 
     The time limit covers the whole query, fetching included. Raises QueryError (timeouts, engine
     errors, out of memory) or QueryRefusedError (the sandbox refused a file).
@@ -129,7 +135,10 @@ def run(
     timer.daemon = True
     try:
         for statement in setup:
-            con.execute(statement)
+            if isinstance(statement, dict):
+                register_files(con, statement)
+            else:
+                con.execute(statement)
         timer.start()
         reader = con.sql(sql).to_arrow_reader(min(limits.max_rows + 1, 100_000))
         batches: list[pa.RecordBatch] = []
@@ -165,6 +174,71 @@ def run(
         raise QueryError(f"the result cannot be returned: {first_line(exc)}") from exc
     finally:
         timer.cancel()
+
+
+def register_files(con: duckdb.DuckDBPyConnection, spec: dict[str, Any]) -> None:
+    """Register Parquet files as one Arrow dataset named ``spec["name"]``, for a view to read.
+
+    ``spec``: ``columns`` (``[name, DuckDB type]`` of the table, in order), ``files`` (``[path,
+    {column: value}]``: the values of identity partitions a file registered in place lacks as
+    columns), ``s3`` (keyword arguments of pyarrow's S3FileSystem, for ``s3://`` paths). Files
+    are read by column name with the table's types (a column a file lacks is its partition value,
+    else NULL); DuckDB pushes the query's columns and filters into the scan, and pyarrow skips
+    row groups by their statistics, so a time-pruned query reads a part of each file it opens.
+
+    This is how the engine reads S3 (a warehouse there, or Parquet crawled in place): DuckDB's
+    httpfs extension is not available for the DuckDB loglake uses (docs/decisions/0015). Raises
+    QueryError when the files cannot be reached.
+    """
+    import duckdb
+    import pyarrow as pa
+    import pyarrow.dataset as ds
+    from pyarrow import fs as pafs
+
+    from loglake.sqltext import ident
+
+    columns = [(str(c), str(t)) for c, t in spec["columns"]]
+    typed = ", ".join(f"CAST(NULL AS {t}) AS {ident(f'c{i}')}" for i, (_, t) in enumerate(columns))
+    types = con.sql(f"SELECT {typed} LIMIT 0").to_arrow_table().schema.types
+    schema = pa.schema([pa.field(c, t) for (c, _), t in zip(columns, types, strict=True)])
+    by_scheme: dict[bool, list[tuple[str, dict[str, Any]]]] = {}
+    for path, values in spec["files"]:
+        by_scheme.setdefault(str(path).startswith("s3://"), []).append((str(path), values))
+    parts = []
+    try:
+        for on_s3, files in by_scheme.items():
+            fs = pafs.S3FileSystem(**spec.get("s3", {})) if on_s3 else pafs.LocalFileSystem()
+            parts.append(
+                ds.FileSystemDataset.from_paths(
+                    [p[len("s3://") :] if on_s3 else p for p, _ in files],
+                    schema=schema,
+                    format=ds.ParquetFileFormat(),
+                    filesystem=fs,
+                    partitions=[_partition_expression(schema, v) for _, v in files],
+                )
+            )
+        dataset = parts[0] if len(parts) == 1 else ds.dataset(parts)
+    except (pa.ArrowException, OSError, ValueError, TypeError) as exc:
+        raise QueryError(
+            f"cannot open the table's files: {first_line(exc)}; check [s3] in loglake.toml"
+        ) from exc
+    try:
+        con.register(spec["name"], dataset)
+    except duckdb.Error as exc:
+        raise QueryError(first_line(exc)) from exc
+
+
+def _partition_expression(schema: pa.Schema, values: dict[str, Any]) -> Any:
+    """``col = value AND ...`` typed as the table's columns: pyarrow fills a column a file lacks
+    from its partition expression."""
+    import pyarrow as pa
+    import pyarrow.dataset as ds
+
+    expression = ds.scalar(True)
+    for column, value in values.items():
+        typed = pa.scalar(value).cast(schema.field(column).type)
+        expression = expression & (ds.field(column) == typed)
+    return expression
 
 
 def _fit(batch: pa.RecordBatch, room: int) -> pa.RecordBatch:
@@ -269,7 +343,7 @@ class Worker:
             self.settings = settings
             self.close()
 
-    def run(self, setup: list[str], sql: str, limits: Limits) -> tuple[pa.Table, str | None]:
+    def run(self, setup: Setup, sql: str, limits: Limits) -> tuple[pa.Table, str | None]:
         """Like :func:`run`, in the worker; kills it when it overruns the time limit."""
         import pyarrow as pa
 

@@ -51,14 +51,10 @@ def parse_uri(spec: str) -> tuple[str, str]:
     return bucket, key
 
 
-def _filesystem(config: Config) -> Any:
-    """An S3FileSystem configured from ``config.s3``; unset values are left to the AWS SDK chain.
-
-    Raises :class:`SourceError` for half-given credentials or options pyarrow rejects.
-    """
-    # Imported here: pyarrow.fs pulls in the AWS SDK, which `loglake --help` should not pay for.
-    from pyarrow import fs as pafs
-
+def filesystem_options(config: Config) -> dict[str, Any]:
+    """Keyword arguments of :class:`pyarrow.fs.S3FileSystem` for ``config.s3`` (plain values, so
+    the query worker can build the same client in its own process). Raises :class:`SourceError`
+    for an endpoint that is not http(s) or half-given credentials."""
     s3 = config.s3
     kwargs: dict[str, Any] = {
         # Listing and reading never need to create a bucket; refuse rather than create by accident.
@@ -87,6 +83,18 @@ def _filesystem(config: Config) -> Any:
     if s3.access_key_id:
         kwargs["access_key"] = s3.access_key_id
         kwargs["secret_key"] = s3.secret_access_key
+    return kwargs
+
+
+def _filesystem(config: Config) -> Any:
+    """An S3FileSystem configured from ``config.s3``; unset values are left to the AWS SDK chain.
+
+    Raises :class:`SourceError` for half-given credentials or options pyarrow rejects.
+    """
+    # Imported here: pyarrow.fs pulls in the AWS SDK, which `loglake --help` should not pay for.
+    from pyarrow import fs as pafs
+
+    kwargs = filesystem_options(config)
     try:
         # The constructor initialises pyarrow's S3 subsystem (initialize_s3) on first use.
         return pafs.S3FileSystem(**kwargs)
