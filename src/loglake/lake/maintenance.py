@@ -101,10 +101,14 @@ def write_merged(
     import polars as pl
     import pyarrow.parquet as pq
 
-    from loglake.lake.catalog import local_path
     from loglake.lake.writer import TableWriter
 
-    frames = [pl.DataFrame(pq.read_table(local_path(f.file_path))) for f in files]
+    def read(path: str) -> pl.DataFrame:
+        # Through the table's FileIO: a warehouse on S3 is read with the catalog's S3 settings.
+        with table.io.new_input(path).open() as stream:
+            return pl.DataFrame(pq.read_table(stream))
+
+    frames = [read(f.file_path) for f in files]
     frame = pl.concat(frames, how="diagonal_relaxed")
     writer = TableWriter(_opener(catalog, table), name, 10**12, sort_by=time_column)
     try:
