@@ -62,6 +62,7 @@ from loglake.config.streams import (
     STREAM_NAME_RULE,
     TABLE_NAME,
     Origin,
+    StreamBackendConfig,
     StreamConfig,
     SyslogConfig,
     TailConfig,
@@ -101,6 +102,7 @@ __all__ = [
     "Schedule",
     "ScheduledCrawlConfig",
     "ServerConfig",
+    "StreamBackendConfig",
     "StreamConfig",
     "SyslogConfig",
     "TableConfig",
@@ -364,6 +366,7 @@ class Config:
     formats: Mapping[str, str] = field(default_factory=dict)
     server: ServerConfig = field(default_factory=ServerConfig)
     streams: Mapping[str, StreamConfig] = field(default_factory=dict)
+    stream: StreamBackendConfig = field(default_factory=StreamBackendConfig)  # local or NATS
     syslog: SyslogConfig = field(default_factory=SyslogConfig)
     tail: Mapping[str, TailConfig] = field(default_factory=dict)
     auth: AuthConfig = field(default_factory=AuthConfig)
@@ -457,6 +460,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "maintenance": MaintenanceConfig,
     "server": ServerConfig,
     "syslog": SyslogConfig,
+    "stream": StreamBackendConfig,
     "auth": AuthConfig,
     "console": ConsoleConfig,
 }

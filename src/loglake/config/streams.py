@@ -32,6 +32,50 @@ MIN_LOG_BYTES = 1 << 16
 API_STREAM_SETTINGS = ("format", "table", "buffer_seconds", "buffer_records", "max_log_bytes")
 
 Origin = Literal["file", "api", "state"]
+STREAM_BACKENDS = ("local", "nats")
+
+
+@dataclass(frozen=True)
+class StreamBackendConfig:
+    """``[stream]``: where the durable logs of the streams live.
+
+    ``local`` (the default): a log folder per stream under ``$LOGLAKE_HOME/streams``, owned by one
+    process. ``nats``: a JetStream stream per stream on the NATS servers of ``servers`` (any node
+    of a cluster), shared by every loglake node of the config; ``replicas`` copies of each (3 in a
+    3-node JetStream cluster), ``duplicate_window_seconds`` in which a publish retried with the
+    same ``Nats-Msg-Id`` is stored once. Credentials: a ``creds_file`` (NATS decentralised auth), a
+    ``user`` and ``password``, or a ``token``. Raises :class:`SettingError` for values out of range.
+    """
+
+    backend: str = "local"
+    servers: tuple[str, ...] = ("nats://127.0.0.1:4222",)
+    creds_file: str = ""
+    user: str = ""
+    password: str = ""
+    token: str = ""
+    replicas: int = 1
+    duplicate_window_seconds: float = 120.0
+    prefix: str = "loglake"  # JetStream stream PREFIX_NAME, subject PREFIX.NAME
+
+    def __post_init__(self) -> None:
+        if self.backend not in STREAM_BACKENDS:
+            raise SettingError(
+                "stream", "backend", f" = {self.backend!r}; choose {' or '.join(STREAM_BACKENDS)}"
+            )
+        if not self.servers:
+            raise SettingError("stream", "servers", " is empty; name at least one NATS URL")
+        if not 1 <= self.replicas <= 5:
+            raise SettingError("stream", "replicas", f" = {self.replicas}; JetStream allows 1-5")
+        if not 0 < self.duplicate_window_seconds <= 86400:
+            raise SettingError(
+                "stream",
+                "duplicate_window_seconds",
+                f" = {self.duplicate_window_seconds}; choose 0 < seconds <= 86400",
+            )
+        if not re.fullmatch(r"[a-zA-Z0-9_-]{1,32}", self.prefix):
+            raise SettingError(
+                "stream", "prefix", f" = {self.prefix!r}; use 1-32 letters, digits, '_' or '-'"
+            )
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
+import numpy as np
 import polars as pl
 
 from loglake.errors import LakeError, is_transient
@@ -59,7 +60,8 @@ if TYPE_CHECKING:
     from loglake.formats.base import Format
     from loglake.lake.maintenance import MaintenanceSchedule
     from loglake.lake.tables import Tables
-    from loglake.stream.local import LocalLog, Records
+    from loglake.stream.local import Records
+    from loglake.stream.log import StreamLog
 
 log = logging.getLogger(__name__)
 
@@ -191,7 +193,7 @@ class LakeConsumer:
         config: Config,
         stream_name: str,
         stream: StreamConfig,
-        log: LocalLog,
+        log: StreamLog,
         catalog: Future[Catalog],
         tables: Tables,
         *,
@@ -385,10 +387,19 @@ class LakeConsumer:
     def _deliver(self, records: Records) -> int:
         """Parse ``records`` into the writers' buffers; how many rows were queued."""
         raw = records.values
+        # A log with offsets that are not dense (NATS) gives each record's: the batch numbers its
+        # lines 0..n-1, and the rows get the records' offsets once parsed.
+        offsets = records.offsets
         batch = LineBatch(
-            text=decode(raw), raw=raw, first_line=records.first, source=f"stream:{self.stream_name}"
+            text=decode(raw),
+            raw=raw,
+            first_line=records.first if offsets is None else 0,
+            source=f"stream:{self.stream_name}",
         )
         groups, rejected, format_name = self._parse(batch, time.time_ns() // 1000)
+        if offsets is not None:
+            groups = [(table, _at_offsets(frame, offsets)) for table, frame in groups]
+            rejected = _at_offsets(rejected, offsets)
         hooks = self.hooks
         own = [frame for table, frame in groups if table == self.table]
         if (
@@ -409,7 +420,12 @@ class LakeConsumer:
             # rejected like unparsable ones: one drifting record must never hold up the stream.
             refused = self._writer(table).add(parsed)
             if refused.height:
-                rejected = pl.concat([rejected, batch.rejected_lines(refused)])
+                if offsets is None:
+                    rejected = pl.concat([rejected, batch.rejected_lines(refused)])
+                else:
+                    local = _at_offsets(refused, offsets, inverse=True)
+                    more = _at_offsets(batch.rejected_lines(local), offsets)
+                    rejected = pl.concat([rejected, more])
             rows += parsed.height - refused.height
         if rejected.height:
             rejected = rejected.filter(pl.col("line") >= self._committed.get(REJECTED_TABLE, 0))
@@ -530,10 +546,7 @@ class LakeConsumer:
         """Rejected records (for ``logs.rejected``) of rows no data file could hold, their raw
         bytes read back from the stream's log (not trimmed before this commit)."""
         refused = refused.filter(pl.col("line") >= self._committed.get(REJECTED_TABLE, 0))
-        raw = [
-            self.log.read_records(line, max_records=1).values[0].as_py()
-            for line in refused.get_column("line").to_list()
-        ]
+        raw = [self.log.read_at(line) for line in refused.get_column("line").to_list()]
         records = refused.select("line", pl.Series("raw", raw, dtype=pl.Binary), pl.col("reason"))
         source = f"stream:{self.stream_name}"
         fmt = self._fixed.name if self._fixed else "auto"
@@ -620,6 +633,16 @@ def _keys(frames: list[pl.DataFrame], columns: list[str]) -> pl.DataFrame:
 
 _ISOLATE_WRITES = 256  # writes tried to find the rows of a batch that cannot be written
 _NO_ROWS = pl.DataFrame(schema={"line": pl.Int64, "reason": pl.String})
+
+
+def _at_offsets(frame: pl.DataFrame, offsets: np.ndarray, inverse: bool = False) -> pl.DataFrame:
+    """``frame`` with its ``line`` column (0..n-1 in a batch) replaced by the records' offsets;
+    ``inverse``: offsets back to positions in the batch (``offsets`` is increasing)."""
+    if not frame.height:
+        return frame
+    lines = frame.get_column("line").to_numpy()
+    mapped = np.searchsorted(offsets, lines) if inverse else offsets[lines]
+    return frame.with_columns(pl.Series("line", mapped, dtype=pl.Int64))
 
 
 def _now_naive() -> datetime:

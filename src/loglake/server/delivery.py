@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from loglake.config import Config, StreamConfig
     from loglake.lake.maintenance import MaintenanceSchedule
     from loglake.lake.tables import Tables
-    from loglake.stream.local import LocalLog
+    from loglake.stream.log import StreamLog
     from loglake.supervise import Supervisor
 
 
@@ -37,7 +37,7 @@ class Delivery:
         config: Config,
         name: str,
         stream: StreamConfig,
-        log: LocalLog,
+        log: StreamLog,
         catalog: Future[Catalog],
         tables: Tables,
         maintenance: MaintenanceSchedule | None = None,

@@ -692,7 +692,7 @@ class RuntimeCollector:
         fsyncs = list(log_.fsync_seconds)
         for metric, q in FSYNC_QUANTILES.items():
             out.add(metric, quantile(fsyncs, q) or 0.0, stream=name)
-        out.add(LAG, max(0, log_.next_offset - stats.position), stream=name)
+        out.add(LAG, log_.backlog(stats.position), stream=name)
         out.add(MAX_BYTES, log_.limits.max_bytes, stream=name)
         group = getattr(stream.delivery, "group", None)
         for runner in list(getattr(group, "runners", [])):

@@ -55,12 +55,14 @@ from loglake.server import sigv4
 from loglake.server.delivery import Delivery
 from loglake.sources.live import LiveSource, SourceContext, SourceCounters, StreamInfo, load_sources
 from loglake.stream.local import LocalLog, StreamLimits
+from loglake.stream.log import StreamLog
 from loglake.supervise import Supervisor
 
 if TYPE_CHECKING:
     from pyiceberg.catalog import Catalog
 
     from loglake.config import Config
+    from loglake.stream.nats import NatsClient
 
 
 log = logging.getLogger("loglake.serve")
@@ -92,7 +94,7 @@ class Stream:
 
     name: str
     config: StreamConfig
-    log: LocalLog
+    log: StreamLog
     delivery: Delivery
     _gate: threading.Condition = field(default_factory=threading.Condition, repr=False)
     _appending: int = 0  # appends of the sources in progress
@@ -125,7 +127,7 @@ class Stream:
     @property
     def undelivered(self) -> int:
         """Acknowledged records not yet committed to the lake."""
-        return max(0, self.log.next_offset - self.delivery.stats.position)
+        return self.log.backlog(self.delivery.stats.position)
 
 
 class Runtime:
@@ -157,7 +159,7 @@ class Runtime:
         # The config's scheduled crawls (crawl_schedule.py), in a thread of their own: a long
         # crawl never delays a job. They start once the catalog is open.
         self.crawls = CrawlSchedule(config, lambda: self.catalog.result())
-        self._first_offsets: dict[str, int] = {}  # each log's next offset when opened
+        self._nats: NatsClient | None = None  # [stream] backend = "nats": the connection
         # Saved entries that failed their checks at start: what /readyz and the start-up event
         # show, and the raw settings, kept in the saved files until someone fixes or deletes them.
         self.skipped: list[dict[str, str]] = []
@@ -243,7 +245,7 @@ class Runtime:
         for stream in list(self.streams.values()):
             stream.delivery.stop()
             stats = stream.delivery.stats
-            left = max(0, stream.log.next_offset - stats.position)
+            left = stream.log.backlog(stats.position)
             if left:  # delivery did not finish in time (or never started): they are not lost
                 errors = stream.delivery.errors
                 reason = errors[-1] if errors else "delivery did not finish in time"
@@ -258,13 +260,15 @@ class Runtime:
                     },
                 )
             report[stream.name] = {
-                "appended": stream.log.next_offset - self._first_offsets.get(stream.name, 0),
+                "appended": stream.log.records_appended,
                 "accepted": self.ingested(stream.name).accepted,
                 "delivered": stats.delivered,
                 "rejected": stats.rejected,
                 "undelivered": left,
             }
             stream.log.close()
+        if self._nats is not None:
+            self._nats.close()
         log.info("loglake serve stopped", extra={"fields": {"streams": report}})
 
     # -- what the sources may do (sources.live.Streams) ------------------------------------------
@@ -292,11 +296,8 @@ class Runtime:
 
     def info(self, stream: str) -> StreamInfo:
         opened = self.get(stream)
-        try:  # the log's LOCK file is created once and never written to
-            created = (opened.log.path / "LOCK").stat().st_mtime
-        except OSError:
-            created = time.time()
-        return StreamInfo(stream, created, opened.log.start_offset, opened.log.next_offset)
+        log_ = opened.log
+        return StreamInfo(stream, log_.created, log_.start_offset, log_.next_offset)
 
     def names(self) -> list[str]:
         return sorted(self.streams.copy())  # a copy is atomic; iterating races a stream's creation
@@ -326,7 +327,7 @@ class Runtime:
     def _ingest_behind(self) -> bool:
         """Whether a stream's lake writer is far behind its log (compaction waits then)."""
         return any(
-            s.log.durable_offset - s.delivery.consumer.stats.position > _COMPACT_MAX_LAG
+            s.log.backlog(s.delivery.consumer.stats.position) > _COMPACT_MAX_LAG
             for s in list(self.streams.values())
         )
 
@@ -580,8 +581,15 @@ class Runtime:
             max_bytes=stream.max_log_bytes,
             segment_bytes=max(1 << 16, min(64 << 20, stream.max_log_bytes // 4)),
         )
-        log = LocalLog(self.config.home / "streams" / name, limits)
-        self._first_offsets[name] = log.next_offset
+        log: StreamLog
+        if self.config.stream.backend == "nats":
+            from loglake.stream.nats import NatsClient, NatsLog
+
+            if self._nats is None:
+                self._nats = NatsClient(self.config.stream)
+            log = NatsLog(self._nats, name, limits)
+        else:
+            log = LocalLog(self.config.home / "streams" / name, limits)
         delivery = Delivery(
             self.config,
             name,

@@ -24,7 +24,8 @@ from typing import TYPE_CHECKING, Protocol
 from loglake.errors import is_transient
 
 if TYPE_CHECKING:
-    from loglake.stream.local import LocalLog, Records
+    from loglake.stream.local import Records
+    from loglake.stream.log import StreamLog
     from loglake.supervise import Supervisor
 
 log = logging.getLogger(__name__)
@@ -111,7 +112,7 @@ class ConsumerRunner:
     def __init__(
         self,
         stream: str,
-        log: LocalLog,
+        log: StreamLog,
         consumer: Consumer,
         *,
         read_records: int = READ_RECORDS,
@@ -220,7 +221,7 @@ class ConsumerRunner:
                 # Read at most every READ_INTERVAL_S unless a full read is waiting: each take has
                 # a fixed cost (a query plan, compiled patterns) a trickle would pay many times.
                 delay = last_read + READ_INTERVAL_S - time.monotonic()
-                if delay > 0 and self.log.durable_offset - position < self._read_records:
+                if delay > 0 and self.log.backlog(position) < self._read_records:
                     self._stop.wait(delay)
             records = self.log.read_records(position, max_records=self._read_records)
             now = time.monotonic()
@@ -248,7 +249,7 @@ class ConsumerRunner:
 class ConsumerGroup:
     """The consumers of one stream: trims the log at the lowest offset any of them still needs."""
 
-    def __init__(self, stream: str, log: LocalLog) -> None:
+    def __init__(self, stream: str, log: StreamLog) -> None:
         self.stream = stream
         self.log = log
         self.runners: list[ConsumerRunner] = []
@@ -275,4 +276,4 @@ class ConsumerGroup:
         known = [o for o in offsets if o is not None]
         if not known:
             return 0
-        return max(0, self.log.next_offset - min(known))
+        return self.log.backlog(min(known))

@@ -161,14 +161,22 @@ class _Segment:
 
 @dataclass(frozen=True)
 class Records:
-    """Consecutive records of a log: ``values[i]`` is the payload of offset ``first + i``."""
+    """Consecutive records of a log: ``values[i]`` is the payload of offset ``first + i``.
+
+    A log whose offsets are not dense (NATS: sequence and index) gives each record's offset in
+    ``offsets`` and the position after them in ``next``.
+    """
 
     first: int
     values: pa.LargeBinaryArray
+    offsets: np.ndarray | None = None
+    next: int | None = None
 
     @property
     def end(self) -> int:
-        """One past the last offset (where the next read starts)."""
+        """Where the next read starts: one past the last offset."""
+        if self.next is not None:
+            return self.next
         return self.first + len(self.values)
 
     def __len__(self) -> int:
@@ -722,6 +730,25 @@ class LocalLog:
         """Bytes of all segment files now (the figure compared with ``max_bytes``)."""
         with self._lock:
             return self._size
+
+    @property
+    def created(self) -> float:
+        """When the log was created (Unix seconds): its LOCK file is never written to."""
+        try:
+            return (self.path / LOCK_NAME).stat().st_mtime
+        except OSError:
+            return time.time()
+
+    def backlog(self, position: int) -> int:
+        """Records appended at or after ``position``."""
+        return max(0, self.next_offset - position)
+
+    def read_at(self, offset: int) -> bytes:
+        """The payload of the record at ``offset`` (StreamError if trimmed or lost)."""
+        got = self.read_records(offset, max_records=1)
+        if not len(got) or got.first != offset:
+            raise StreamError(f"record {offset} of stream log {self.path} is not readable")
+        return bytes(got.values[0].as_py())
 
     # -- appending ------------------------------------------------------------------------------
 
