@@ -58,6 +58,15 @@ class LakeError(LoglakeError):
     code = "lake_error"
 
 
+class FencedError(LakeError):
+    """A stream commit found the stream's offset in the table moved since this writer last saw
+    it: another node committed those records. Nothing of this commit landed; delivery resumes
+    from the lake (transient: the retry succeeds)."""
+
+    code = "fenced"
+    transient = True
+
+
 class NoSuchTableError(LakeError):
     """A query or command names a table the catalog does not have."""
 

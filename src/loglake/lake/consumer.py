@@ -47,7 +47,7 @@ from loglake.formats.lines import decode
 from loglake.formats.mixed import Detector
 from loglake.formats.step import BatchStep, normalise
 from loglake.lake.rejected import REJECTED_TABLE, rejected_frame, time_column
-from loglake.lake.writer import TableWriter, load_existing
+from loglake.lake.writer import TableWriter, latest_property, load_existing
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -103,15 +103,7 @@ def default_table(stream: str) -> str:
 
 def committed_offset(table: Table, stream: str) -> int | None:
     """The offset recorded by the latest snapshot of ``table`` that came from ``stream``."""
-    key = offset_property(stream)
-    best: tuple[int, int] | None = None
-    for snap in table.snapshots():
-        summary = snap.summary
-        value = summary.additional_properties.get(key) if summary is not None else None
-        sequence = snap.sequence_number or 0
-        if value is not None and (best is None or sequence > best[0]):
-            best = (sequence, int(value))
-    return best[1] if best else None
+    return latest_property(table.snapshots(), offset_property(stream))
 
 
 @dataclass
@@ -230,6 +222,10 @@ class LakeConsumer:
         self._ticked_at = time.monotonic()
         self._writers: dict[str, TableWriter] = {}
         self._committed: dict[str, int] = {}
+        # Per table, the stream's offset as the lake held it when last seen (None: no commit of
+        # the stream yet): each commit lands only if it is still so (a fence against another
+        # node committing the same records; lake/writer.py).
+        self._fence: dict[str, int | None] = {}
         self._needed: int | None = None  # what the hooks need, as of the latest commit
 
     @property
@@ -250,6 +246,7 @@ class LakeConsumer:
         data = committed_offset(table, self.stream_name) if table is not None else None
         rejects = load_existing(catalog, REJECTED_TABLE)
         rejected = committed_offset(rejects, self.stream_name) if rejects is not None else None
+        self._fence = {self.table: data, REJECTED_TABLE: rejected}
         # Rejected records are committed before the data rows of the same records, so whatever
         # the data table covers, logs.rejected covers too (a stream that never rejected a record
         # has no offset there, and must not be taken as needing its whole log again).
@@ -373,6 +370,8 @@ class LakeConsumer:
         t = load_existing(catalog, table)
         if t is not None and table not in self._committed:
             self._committed[table] = committed_offset(t, self.stream_name) or 0
+        if table not in self._fence:
+            self._fence[table] = committed_offset(t, self.stream_name) if t is not None else None
         if self._maintenance is not None:
             self._maintenance.manage(table, time_column(table))
         return TableWriter(
@@ -465,9 +464,9 @@ class LakeConsumer:
         offset = self._committed.get(table)
         if offset is None:
             t = load_existing(self._catalog.result(), table)
-            offset = self._committed[table] = (
-                committed_offset(t, self.stream_name) or 0 if t is not None else 0
-            )
+            raw = committed_offset(t, self.stream_name) if t is not None else None
+            offset = self._committed[table] = raw or 0
+            self._fence.setdefault(table, raw)
         return offset
 
     def _reject(self, rejected: pl.DataFrame, format_name: str) -> None:
@@ -587,8 +586,11 @@ class LakeConsumer:
         owned = {**props, owner_property(self.stream_name): self._owner} if self._owner else props
         for table in sorted(writers, key=lambda t: (t != REJECTED_TABLE, t == self.table)):
             files = written[table]
-            if files and writers[table].commit(props if table == REJECTED_TABLE else owned, files):
-                self._committed[table] = position
+            fence = (offset_property(self.stream_name), self._fence.get(table))
+            if files and writers[table].commit(
+                props if table == REJECTED_TABLE else owned, files, expect=fence
+            ):
+                self._committed[table] = self._fence[table] = position
                 # Counted once committed: a commit that fails and is retried counts once.
                 rows = sum(f.record_count for f in files)
                 with self._stats_lock:

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
-from loglake.errors import LakeError
+from loglake.errors import FencedError, LakeError
 from loglake.lake.conform import conform, reshape, table_columns, union_type
 
 if TYPE_CHECKING:
@@ -795,9 +795,19 @@ class TableWriter:
         return new_files
 
     def commit(
-        self, properties: dict[str, Any] | None = None, files: list[DataFile] | None = None
+        self,
+        properties: dict[str, Any] | None = None,
+        files: list[DataFile] | None = None,
+        expect: tuple[str, int | None] | None = None,
     ) -> bool:
         """Flush, then add every file written since the last commit in one snapshot.
+
+        ``expect`` = (summary key, value) fences a stream's commit: it lands only if the newest
+        snapshot carrying that key still holds that value (None: no snapshot has it), checked by
+        the catalog inside its compare-and-swap, so two nodes delivering one stream never both
+        commit the same records; the loser gets :class:`FencedError` and nothing of its commit
+        lands. SQL catalogs only (the check runs in pyiceberg's commit there; other catalogs
+        commit unfenced).
 
         With ``files`` (from :meth:`write_frames`), commit exactly those instead, without flushing.
         ``properties`` go into the snapshot summary (values JSON-encoded unless strings). Returns
@@ -827,6 +837,11 @@ class TableWriter:
                 try:
                     started = self.table.current_snapshot()
                     tx = self.table.transaction()
+                    if expect is not None and _fences(self.catalog):
+                        # pyiceberg keeps a transaction's requirements across its own commit
+                        # retries (it rebuilds only the snapshot ones), and its SQL catalog
+                        # validates them against the metadata it swaps.
+                        tx._requirements += (_offset_requirement(*expect),)
                     with tx.update_snapshot(snapshot_properties=props).merge_append() as append:
                         for data_file in files:
                             append.append_data_file(data_file)
@@ -862,8 +877,62 @@ class TableWriter:
                     except Exception as again:
                         raise LakeError(f"commit to {self.name} failed: {again}") from again
                 except Exception as exc:
+                    if _FENCED in str(exc):
+                        raise FencedError(
+                            f"commit to {self.name} fenced: {exc}; another writer committed "
+                            "these records of the stream, delivery resumes from the lake"
+                        ) from exc
                     raise LakeError(f"commit to {self.name} failed: {exc}") from exc
             self.last_committed = files
             if self._tables is not None:
                 self._tables.committed(self.name, self.table, before, files)
         return True
+
+
+_FENCED = "loglake fence:"
+
+
+def _fences(catalog: Catalog) -> bool:
+    from pyiceberg.catalog.sql import SqlCatalog
+
+    return isinstance(catalog, SqlCatalog)
+
+
+def latest_property(snapshots: Any, key: str) -> int | None:
+    """The value of summary property ``key`` in the newest snapshot (by sequence) that has it."""
+    best: tuple[int, int] | None = None
+    for snap in snapshots:
+        summary = snap.summary
+        value = summary.additional_properties.get(key) if summary is not None else None
+        sequence = snap.sequence_number or 0
+        if value is not None and (best is None or sequence > best[0]):
+            best = (sequence, int(value))
+    return best[1] if best else None
+
+
+_REQUIREMENT: Any = None
+
+
+def _offset_requirement(key: str, expected: int | None) -> Any:
+    """A pyiceberg table requirement: the newest ``key`` of the table's snapshots is
+    ``expected``; else ValidationException (never retried by pyiceberg: the commit is lost)."""
+    global _REQUIREMENT
+    if _REQUIREMENT is None:
+        from pyiceberg.exceptions import ValidationException
+        from pyiceberg.table.update import ValidatableTableRequirement
+
+        class AssertStreamOffset(ValidatableTableRequirement):
+            type: str = "loglake-assert-stream-offset"
+            key: str
+            expected: int | None = None
+
+            def validate(self, base_metadata: Any) -> None:  # type: ignore[override]
+                have = latest_property(base_metadata.snapshots if base_metadata else [], self.key)
+                if have != self.expected:
+                    raise ValidationException(
+                        f"{_FENCED} {self.key} is {have} in the table, this writer expected "
+                        f"{self.expected}"
+                    )
+
+        _REQUIREMENT = AssertStreamOffset
+    return _REQUIREMENT(key=key, expected=expected)

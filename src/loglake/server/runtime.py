@@ -587,7 +587,7 @@ class Runtime:
 
             if self._nats is None:
                 self._nats = NatsClient(self.config.stream)
-            log = NatsLog(self._nats, name, limits)
+            log = NatsLog(self._nats, name, limits, consumer=f"lake-{node_id(self.config)}")
         else:
             log = LocalLog(self.config.home / "streams" / name, limits)
         delivery = Delivery(
@@ -630,3 +630,15 @@ class Runtime:
         tmp = self._saved.with_suffix(".tmp")
         tmp.write_text(json.dumps(created, indent=2))
         os.replace(tmp, self._saved)
+
+
+def node_id(config: Config) -> str:
+    """This node's name among the nodes sharing streams: stable across restarts of the same
+    data home on the same host, distinct for two homes (two nodes on one machine)."""
+    import hashlib
+    import re
+    import socket
+
+    host = socket.gethostname()
+    digest = hashlib.sha1(f"{host}:{config.home}".encode()).hexdigest()[:8]
+    return f"{re.sub(r'[^A-Za-z0-9_-]', '-', host)[:20]}-{digest}"

@@ -63,6 +63,7 @@ T = TypeVar("T")
 INDEX_BITS = 20  # a record's offset: sequence << INDEX_BITS | its index in the message
 _MASK = (1 << INDEX_BITS) - 1
 MAX_RECORDS_PER_MESSAGE = _MASK  # an append of more records is split into several messages
+INACTIVE_CONSUMER_S = 86400.0  # a durable consumer unused this long is removed by JetStream
 FETCH_MESSAGES = 256  # messages asked for per pull request
 _INFO_TTL_S = 0.5  # stream info (first and last sequence) is cached this long
 _PUBLISH_ATTEMPTS = 3  # a publish that timed out is sent again (same Nats-Msg-Id) this often
@@ -446,6 +447,8 @@ class NatsLog:
             deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
             opt_start_seq=seq,
             max_waiting=16,
+            # A node that never comes back leaves its consumer behind: JetStream drops it then.
+            inactive_threshold=INACTIVE_CONSUMER_S,
         )
         await js.add_consumer(self.stream, config)
         return await js.pull_subscribe_bind(self.durable, self.stream)
