@@ -234,6 +234,7 @@ BAD: dict[tuple[str, str], list[Bad]] = {
     ("/healthz", "GET"): [Bad("POST", "/healthz", 405, "method_not_allowed")],
     ("/readyz", "GET"): [Bad("DELETE", "/readyz", 405, "method_not_allowed")],
     ("/metrics", "GET"): [Bad("PUT", "/metrics", 405, "method_not_allowed")],
+    ("/v1/cluster", "GET"): [Bad("POST", "/v1/cluster", 405, "method_not_allowed")],
     ("/v1/streams", "GET"): [Bad("PATCH", "/v1/streams", 405, "method_not_allowed")],
     ("/v1/streams/{stream}", "PUT"): [
         Bad("PUT", "/v1/streams/x", 400, "invalid_request", b"{not json", says="JSON object"),

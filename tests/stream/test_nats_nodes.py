@@ -1,7 +1,7 @@
-"""Two ``loglake serve`` nodes with one config: streams on a real nats-server, the catalog on a
-real PostgreSQL, one warehouse. Clients post to both nodes; both deliver the stream, and every
-commit is fenced on the stream's offset in the table, so the records land once whichever node
-commits them; one node is SIGKILLed while clients go on, and nothing acknowledged is lost."""
+"""Three ``loglake serve`` nodes with one config: streams on a real nats-server, the catalog on a
+real PostgreSQL, one warehouse. Every node accepts appends; one node at a time delivers the stream
+(it holds the stream's lease, /v1/cluster says which); when that node is SIGKILLed another takes the
+lease over and delivers what it left, and every acknowledged record lands once."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -17,6 +18,7 @@ import loglake
 from natsserver import nats_servers
 from postgres import postgres_server
 from serving import Server, request
+from waiting import wait_for
 
 BY_STATUS = "SELECT status, count(*) AS n, sum(bytes) AS b FROM logs.access GROUP BY 1 ORDER BY 1"
 
@@ -29,9 +31,15 @@ def _post(srv: Server, lines: list[bytes]) -> int:
     return int(body["accepted"])
 
 
-@pytest.mark.slow  # about 40 s: nats-server, PostgreSQL, two nodes, a SIGKILL
-def test_two_nodes_deliver_one_stream_exactly_once(tmp_path: Path, shared_data: Path) -> None:
-    lines = (shared_data / "apache_combined_10k.log").read_bytes().splitlines()[:8000]
+def _cluster(srv: Server) -> dict[str, Any]:
+    status, body, _ = request("GET", f"{srv.url}/v1/cluster")
+    assert status == 200, body
+    return dict(body)
+
+
+@pytest.mark.slow  # about 40 s: nats-server, PostgreSQL, three nodes, a SIGKILL
+def test_three_nodes_one_owner_per_stream_and_failover(tmp_path: Path, shared_data: Path) -> None:
+    lines = (shared_data / "apache_combined_10k.log").read_bytes().splitlines()[:9000]
     warehouse = tmp_path / "warehouse"
     warehouse.mkdir()
     with nats_servers(tmp_path, 1) as nats, postgres_server() as url:
@@ -48,19 +56,41 @@ servers = ["{nats[0].url}"]
 format = "combined"
 buffer_seconds = 0.5
 """
-        a = Server.started(tmp_path / "a", config)
-        b = Server.started(tmp_path / "b", config)
+        nodes = [Server.started(tmp_path / f"node{i}", config) for i in range(3)]
         try:
+            # One owner for the stream, the same in every node's view, and every node listed.
+            def settled() -> bool:
+                views = [_cluster(n) for n in nodes]
+                owners = {v["owners"].get("owner.web") for v in views}
+                return len(owners) == 1 and None not in owners and len(views[0]["nodes"]) == 3
+
+            wait_for(settled, "one owner of stream web, seen by all three nodes")
+            view = _cluster(nodes[0])
+            owner = view["owners"]["owner.web"]
+            assert [n["node"] for n in view["nodes"] if "owner.web" in n["owns"]] == [owner]
+            names = [_cluster(n)["node"] for n in nodes]
+            assert sorted(names) == sorted(n["node"] for n in view["nodes"])
+            first = nodes[names.index(owner)]
+
             acked = 0
-            for n, i in enumerate(range(0, 4000, 250)):
-                acked += _post(a if n % 2 else b, lines[i : i + 250])
-            a.stop(signal.SIGKILL)  # mid-stream: some of its commits done, some not
-            for i in range(4000, 8000, 250):
-                acked += _post(b, lines[i : i + 250])
-            assert acked == 8000
-            b.wait_rows("SELECT count(*) AS n FROM logs.access", 8000, timeout=240)
-            got = b.query("SELECT count(*) AS n, count(DISTINCT line) AS d FROM logs.access")
-            assert got == [{"n": 8000, "d": 8000}]
+            for n, i in enumerate(range(0, 4500, 250)):
+                acked += _post(nodes[n % 3], lines[i : i + 250])
+            first.stop(signal.SIGKILL)  # the owner, mid-stream
+            alive = [n for n in nodes if n is not first]
+            for n, i in enumerate(range(4500, 9000, 250)):
+                acked += _post(alive[n % 2], lines[i : i + 250])
+            assert acked == 9000
+
+            # Its lease expires and a live node takes the stream over.
+            def taken_over() -> bool:
+                now = _cluster(alive[0])["owners"].get("owner.web")
+                return now is not None and now != owner
+
+            wait_for(taken_over, "another node owning stream web")
+            alive[0].wait_rows("SELECT count(*) AS n FROM logs.access", 9000, timeout=240)
+            got = alive[0].query("SELECT count(*) AS n, count(DISTINCT line) AS d FROM logs.access")
+            assert got == [{"n": 9000, "d": 9000}]
+
             # The same rows as one local ingest of the same lines, not only as many.
             local = tmp_path / "local"
             local.mkdir()
@@ -74,12 +104,15 @@ buffer_seconds = 0.5
             )
             with loglake.connect(str(local)) as lake:
                 want = lake.sql(BY_STATUS).fetchall()
-            assert [tuple(r.values()) for r in b.query(BY_STATUS)] == [tuple(r) for r in want]
-            # Node A back: it resumes from the lake, and writes nothing twice.
-            a.start()
-            _post(a, lines[:1])
-            b.wait_rows("SELECT count(*) AS n FROM logs.access", 8001, timeout=240)
+            assert [tuple(r.values()) for r in alive[1].query(BY_STATUS)] == [
+                tuple(r) for r in want
+            ]
+
+            # The killed node back: it accepts appends, resumes nothing twice.
+            first.start()
+            _post(first, lines[:1])
+            alive[0].wait_rows("SELECT count(*) AS n FROM logs.access", 9001, timeout=240)
         finally:
-            for srv in (a, b):
+            for srv in nodes:
                 if srv.proc is not None:
                     srv.stop(signal.SIGKILL)

@@ -33,6 +33,7 @@ import threading
 import time
 import uuid
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -583,6 +584,8 @@ class JobSchedule:
         self.tables = tables
         self._stop = threading.Event()
         self.stats = {name: JobStats() for name in self.scheduled}
+        # Whether this node runs job NAME now (several nodes: the one holding its lease).
+        self.may_run: Callable[[str], bool] = lambda name: True
 
     @property
     def scheduled(self) -> list[str]:
@@ -599,7 +602,7 @@ class JobSchedule:
                         break
                     spec = self.config.jobs[name].schedule_spec
                     due = spec.next_run(history.last_start(name), now)
-                    if due is not None and due <= now:
+                    if due is not None and due <= now and self.may_run(name):
                         self._run_one(name, history)
                 self._stop.wait(_TICK_S)
         finally:

@@ -48,7 +48,7 @@ from loglake.server.errors import (
 from loglake.server.events import CLOSING
 from loglake.server.events import items as events_of
 from loglake.server.metrics import CONTENT_TYPE, build_registry, quantile, render_metrics
-from loglake.server.runtime import DELETE_WAIT_S, NoSuchQueryError, Runtime
+from loglake.server.runtime import DELETE_WAIT_S, NoSuchQueryError, Runtime, node_id
 from loglake.sources.http_body import read_decoded
 
 if TYPE_CHECKING:
@@ -115,6 +115,22 @@ def create_app(config: Config) -> Any:
         problems = [e for s in list(runtime.streams.values()) for e in s.delivery.errors]
         problems += runtime.dead_workers() + runtime.source_problems()
         raise NotReadyError("; ".join(problems) or "streams are resuming")
+
+    async def cluster(request: Request) -> Response:
+        """The nodes and who delivers each stream and runs each job: from the leases in NATS,
+        or this one node when the streams are local."""
+        if runtime.cluster is not None:
+            return JSONResponse(await run_in_threadpool(runtime.cluster.view))
+        node = node_id(runtime.config)
+        owns = [f"owner.{name}" for name in sorted(runtime.streams)]
+        owns += [f"job.{name}" for name in runtime.jobs.scheduled]
+        return JSONResponse(
+            {
+                "node": node,
+                "nodes": [{"node": node, "owns": owns}],
+                "owners": dict.fromkeys(owns, node),
+            }
+        )
 
     async def list_streams(request: Request) -> Response:
         return JSONResponse({"streams": [_describe(s) for s in list(runtime.streams.values())]})
@@ -217,6 +233,7 @@ def create_app(config: Config) -> Any:
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             Route("/metrics", metrics),
+            Route("/v1/cluster", cluster),
             Route("/v1/streams", list_streams),
             Route("/v1/streams/{stream}", manage_stream, methods=["PUT", "DELETE"]),
             Route("/v1/queries", list_queries),

@@ -62,6 +62,7 @@ if TYPE_CHECKING:
     from pyiceberg.catalog import Catalog
 
     from loglake.config import Config
+    from loglake.server.cluster import Cluster
     from loglake.stream.nats import NatsClient
 
 
@@ -96,6 +97,10 @@ class Stream:
     config: StreamConfig
     log: StreamLog
     delivery: Delivery
+    # Whether this node delivers the stream: always on one node; with NATS, while it holds the
+    # stream's lease (server/cluster.py). Other nodes only accept its appends.
+    owned: bool = True
+    started: bool = False  # delivery was started once (a new one is built to start again)
     _gate: threading.Condition = field(default_factory=threading.Condition, repr=False)
     _appending: int = 0  # appends of the sources in progress
     _closed: bool = False  # being deleted: the sources append no more
@@ -126,7 +131,10 @@ class Stream:
 
     @property
     def undelivered(self) -> int:
-        """Acknowledged records not yet committed to the lake."""
+        """Acknowledged records not yet committed to the lake (by this node; 0 when another node
+        delivers the stream)."""
+        if not self.owned:
+            return 0
         return self.log.backlog(self.delivery.stats.position)
 
 
@@ -160,6 +168,8 @@ class Runtime:
         # crawl never delays a job. They start once the catalog is open.
         self.crawls = CrawlSchedule(config, lambda: self.catalog.result())
         self._nats: NatsClient | None = None  # [stream] backend = "nats": the connection
+        # With NATS: the leases that say which node delivers each stream and runs each job.
+        self.cluster: Cluster | None = None
         # Saved entries that failed their checks at start: what /readyz and the start-up event
         # show, and the raw settings, kept in the saved files until someone fixes or deletes them.
         self.skipped: list[dict[str, str]] = []
@@ -178,10 +188,24 @@ class Runtime:
             self.supervisor.spawn("loglake-jobs", self.jobs.run, restart=True)
         if self.crawls.scheduled:
             self.supervisor.spawn("loglake-crawls", self.crawls.run, restart=True)
+        if self.config.stream.backend == "nats":
+            from loglake.server.cluster import Cluster
+            from loglake.stream.nats import NatsClient
+
+            self._nats = NatsClient(self.config.stream)
+            self.cluster = Cluster(
+                self._nats, node_id(self.config), self._lease_keys, self._acquired, self._released
+            )
+            cluster = self.cluster
+            self.jobs.may_run = lambda name: cluster.owns(f"job.{name}")
         declared = dict(self._load_saved())
         declared.update(self.config.streams)
         for name, stream in declared.items():
             self._open(name, stream)
+        if self.cluster is not None:
+            self._cluster_worker = self.supervisor.spawn(
+                "loglake-cluster", self.cluster.run, restart=True
+            )
         verify_aws = sigv4.verifier(self.config)
         for source in self.sources:
             kind = source.name.partition(".")[0]
@@ -236,6 +260,12 @@ class Runtime:
         stream's counts of this run (a WARNING first for a stream whose delivery did not finish).
         """
         self.supervisor.stop()  # a worker that crashes from here on is not restarted
+        if self.cluster is not None:
+            # It stops the deliveries this node owns (committing what they hold), then gives the
+            # leases up so that other nodes take over at once.
+            self.cluster.stop()
+            if self._cluster_worker.thread is not None:
+                self._cluster_worker.thread.join(60)
         self.maintenance.stop()
         self.jobs.stop()
         self.crawls.stop()
@@ -243,7 +273,8 @@ class Runtime:
             source.stop()
         report = {}
         for stream in list(self.streams.values()):
-            stream.delivery.stop()
+            if stream.owned:
+                stream.delivery.stop()
             stats = stream.delivery.stats
             left = stream.log.backlog(stats.position)
             if left:  # delivery did not finish in time (or never started): they are not lost
@@ -318,7 +349,7 @@ class Runtime:
     @property
     def ready(self) -> bool:
         return (
-            all(s.delivery.ready.is_set() for s in self.streams.values())
+            all(s.delivery.ready.is_set() or not s.owned for s in self.streams.values())
             and self.catalog.done()
             and not self.dead_workers()
             and not self.source_problems()
@@ -327,7 +358,7 @@ class Runtime:
     def _ingest_behind(self) -> bool:
         """Whether a stream's lake writer is far behind its log (compaction waits then)."""
         return any(
-            s.log.backlog(s.delivery.consumer.stats.position) > _COMPACT_MAX_LAG
+            s.owned and s.log.backlog(s.delivery.consumer.stats.position) > _COMPACT_MAX_LAG
             for s in list(self.streams.values())
         )
 
@@ -590,7 +621,17 @@ class Runtime:
             log = NatsLog(self._nats, name, limits, consumer=f"lake-{node_id(self.config)}")
         else:
             log = LocalLog(self.config.home / "streams" / name, limits)
-        delivery = Delivery(
+        opened = Stream(name, stream, log, self._delivery(name, stream, log))
+        self.streams[name] = opened
+        if self.cluster is None:
+            opened.delivery.start()
+            opened.started = True
+        else:
+            opened.owned = False  # until this node takes the stream's lease
+        return opened
+
+    def _delivery(self, name: str, stream: StreamConfig, log: StreamLog) -> Delivery:
+        return Delivery(
             self.config,
             name,
             stream,
@@ -600,10 +641,39 @@ class Runtime:
             self.maintenance,
             self.supervisor,
         )
-        opened = Stream(name, stream, log, delivery)
-        self.streams[name] = opened
-        delivery.start()
-        return opened
+
+    # -- the cluster's leases (NATS) --------------------------------------------------------------
+
+    def _lease_keys(self) -> list[str]:
+        streams = [f"owner.{name}" for name in sorted(self.streams.copy())]
+        return streams + [f"job.{name}" for name in self.jobs.scheduled]
+
+    def _acquired(self, key: str) -> None:
+        """This node took a stream's lease: start delivering it (resuming from the lake)."""
+        kind, _, name = key.partition(".")
+        if kind != "owner":
+            return  # a job: the schedule asks cluster.owns() before each run
+        with self._lock:
+            stream = self.streams.get(name)
+            if stream is None or stream.owned:
+                return
+            if stream.started:  # a stopped delivery does not start again: a new one does
+                stream.delivery = self._delivery(name, stream.config, stream.log)
+            stream.owned = stream.started = True
+            stream.delivery.start()
+
+    def _released(self, key: str) -> None:
+        """This node lost or gave up a stream's lease: stop delivering it. What it commits on
+        the way out is fenced, so records another node committed meanwhile are not written."""
+        kind, _, name = key.partition(".")
+        if kind != "owner":
+            return
+        with self._lock:
+            stream = self.streams.get(name)
+            if stream is None or not stream.owned:
+                return
+            stream.owned = False
+        stream.delivery.stop()
 
     def _load_saved(self) -> dict[str, StreamConfig]:
         saved = {}
