@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,17 @@ def _cluster(srv: Server) -> dict[str, Any]:
     return dict(body)
 
 
+def _job_runs(srv: Server) -> float:
+    """The node's count of scheduled runs of job ``statuses`` (its /metrics)."""
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(f"{srv.url}/metrics", timeout=30) as resp:
+        text = resp.read().decode()
+    for line in text.splitlines():
+        if line.startswith('loglake_job_runs_total{job="statuses"}'):
+            return float(line.split()[-1])
+    return 0.0
+
+
 @pytest.mark.slow  # about 40 s: nats-server, PostgreSQL, three nodes, a SIGKILL
 def test_three_nodes_one_owner_per_stream_and_failover(tmp_path: Path, shared_data: Path) -> None:
     lines = (shared_data / "apache_combined_10k.log").read_bytes().splitlines()[:9000]
@@ -55,6 +67,13 @@ servers = ["{nats[0].url}"]
 [streams.web]
 format = "combined"
 buffer_seconds = 0.5
+
+# Scheduled on every node's config; run by the one node holding its lease (at once at start:
+# it never ran). Its table may not exist yet, so the run may fail: a run is a run.
+[jobs.statuses]
+sql = "SELECT status, count(*) AS n FROM logs.access GROUP BY 1"
+target = "analytics.statuses"
+schedule = "every 1h"
 """
         nodes = [Server.started(tmp_path / f"node{i}", config) for i in range(3)]
         try:
@@ -71,6 +90,9 @@ buffer_seconds = 0.5
             names = [_cluster(n)["node"] for n in nodes]
             assert sorted(names) == sorted(n["node"] for n in view["nodes"])
             first = nodes[names.index(owner)]
+            job_owner = view["owners"]["job.statuses"]
+            wait_for(lambda: _job_runs(nodes[names.index(job_owner)]) == 1, "the job's one run")
+            assert [_job_runs(n) for n in nodes].count(0) == 2  # the others never ran it
 
             acked = 0
             for n, i in enumerate(range(0, 4500, 250)):

@@ -183,11 +183,7 @@ class Runtime:
         address, data home, auth mode, streams, syslog listeners and tails.
         """
         self._load_saved_queries()
-        self.supervisor.spawn("loglake-maintenance", self.maintenance.run, restart=True)
-        if self.jobs.scheduled:
-            self.supervisor.spawn("loglake-jobs", self.jobs.run, restart=True)
-        if self.crawls.scheduled:
-            self.supervisor.spawn("loglake-crawls", self.crawls.run, restart=True)
+        # Before any schedule starts: with NATS, jobs run only on the node holding their lease.
         if self.config.stream.backend == "nats":
             from loglake.server.cluster import Cluster
             from loglake.stream.nats import NatsClient
@@ -198,6 +194,11 @@ class Runtime:
             )
             cluster = self.cluster
             self.jobs.may_run = lambda name: cluster.owns(f"job.{name}")
+        self.supervisor.spawn("loglake-maintenance", self.maintenance.run, restart=True)
+        if self.jobs.scheduled:
+            self.supervisor.spawn("loglake-jobs", self.jobs.run, restart=True)
+        if self.crawls.scheduled:
+            self.supervisor.spawn("loglake-crawls", self.crawls.run, restart=True)
         declared = dict(self._load_saved())
         declared.update(self.config.streams)
         for name, stream in declared.items():
