@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 import loglake
+from serving import Server, free_port, request
 
 QUERIES = [
     "SELECT status, count(*) AS n FROM logs.access GROUP BY 1 ORDER BY 1",
@@ -81,3 +82,16 @@ def test_s3_warehouse_reads_as_local(
     with loglake.connect(str(remote)) as on_s3, loglake.connect(str(local)) as on_disk:
         for sql in QUERIES:
             assert on_s3.sql(sql).fetchall() == on_disk.sql(sql).fetchall(), sql
+        want = on_disk.sql(QUERIES[0]).fetchall()
+
+    # The console's SQL API of a server on the S3 lake answers the same.
+    srv = Server(remote, free_port())
+    srv.start()
+    try:
+        status, reply, _ = request(
+            "POST", f"{srv.url}/v1/sql", json.dumps({"sql": QUERIES[0]}).encode()
+        )
+        assert status == 200, reply
+        assert [list(r) for r in want] == [list(r) for r in zip(*reply["data"], strict=True)]
+    finally:
+        srv.stop()
