@@ -38,6 +38,18 @@ def _cluster(srv: Server) -> dict[str, Any]:
     return dict(body)
 
 
+def _owner(srv: Server) -> str:
+    return str(_cluster(srv)["owners"].get("owner.web"))
+
+
+def _query_records(srv: Server) -> int:
+    """Records the node's continuous query per_status took; -1 when it does not run there."""
+    status, body, _ = request("GET", f"{srv.url}/v1/queries")
+    assert status == 200, body
+    running = {q["name"]: q for q in body["queries"]}
+    return int(running["per_status"]["records"]) if "per_status" in running else -1
+
+
 def _job_runs(srv: Server) -> float:
     """The node's count of scheduled runs of job ``statuses`` (its /metrics)."""
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -68,6 +80,12 @@ servers = ["{nats[0].url}"]
 format = "combined"
 buffer_seconds = 0.5
 
+# A continuous query of the stream: it runs where the stream is delivered.
+[queries.per_status]
+stream = "web"
+window = "tumbling 1m"
+sql = "SELECT status, count(*) AS hits FROM stream GROUP BY status"
+
 # Scheduled on every node's config; run by the one node holding its lease (at once at start:
 # it never ran). Its table may not exist yet, so the run may fail: a run is a run.
 [jobs.statuses]
@@ -97,6 +115,9 @@ schedule = "every 1h"
             acked = 0
             for n, i in enumerate(range(0, 4500, 250)):
                 acked += _post(nodes[n % 3], lines[i : i + 250])
+            # The query runs on the stream's owner only.
+            wait_for(lambda: _query_records(first) > 0, "the owner's query taking records")
+            assert [_query_records(n) for n in nodes if n is not first] == [-1, -1]
             first.stop(signal.SIGKILL)  # the owner, mid-stream
             alive = [n for n in nodes if n is not first]
             for n, i in enumerate(range(4500, 9000, 250)):
@@ -110,6 +131,15 @@ schedule = "every 1h"
 
             wait_for(taken_over, "another node owning stream web")
             alive[0].wait_rows("SELECT count(*) AS n FROM logs.access", 9000, timeout=240)
+            # ... and so does its query, on the new owner: no window result written twice.
+            heir = alive[[_cluster(n)["node"] for n in alive].index(_owner(alive[0]))]
+            wait_for(lambda: _query_records(heir) > 0, "the query running on the new owner")
+            heir.wait_rows("SELECT least(count(*), 1) AS n FROM analytics.per_status", 1)
+            twice = heir.query(
+                "SELECT window_start, status, revision, count(*) AS n FROM analytics.per_status "
+                "GROUP BY ALL HAVING count(*) > 1"
+            )
+            assert twice == []
             got = alive[0].query("SELECT count(*) AS n, count(DISTINCT line) AS d FROM logs.access")
             assert got == [{"n": 9000, "d": 9000}]
 
