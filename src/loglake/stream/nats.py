@@ -458,7 +458,9 @@ class NatsLog:
 
         try:
             msgs = self.client.run(self._sub.fetch(FETCH_MESSAGES, timeout=max(timeout, 0.01)))
-        except nats.errors.TimeoutError:
+        except (TimeoutError, nats.errors.TimeoutError):
+            # No message before the pull expired (nats-py raises either, depending on where in
+            # the fetch the deadline passed).
             return
         except Exception as exc:
             raise StreamError(f"reading JetStream stream {self.stream} failed: {exc}") from exc
