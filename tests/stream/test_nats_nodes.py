@@ -5,6 +5,7 @@ lease over and delivers what it left, and every acknowledged record lands once."
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -112,6 +113,28 @@ schedule = "every 1h"
             wait_for(lambda: _job_runs(nodes[names.index(job_owner)]) == 1, "the job's one run")
             assert [_job_runs(n) for n in nodes].count(0) == 2  # the others never ran it
 
+            # Another protocol on every node: Loki pushes make stream "loki" on each (the same
+            # JetStream stream), and one of them delivers it.
+            for n, node in enumerate(nodes):
+                push = {
+                    "streams": [
+                        {
+                            "stream": {"job": f"node{n}"},
+                            "values": [
+                                [str(1764700000000000000 + 1000 * n + k), f"entry {k}"]
+                                for k in range(3)
+                            ],
+                        }
+                    ]
+                }
+                status, body, _ = request(
+                    "POST",
+                    f"{node.url}/loki/api/v1/push",
+                    json.dumps(push).encode(),
+                    {"Content-Type": "application/json"},
+                )
+                assert status == 204, body
+
             acked = 0
             for n, i in enumerate(range(0, 4500, 250)):
                 acked += _post(nodes[n % 3], lines[i : i + 250])
@@ -142,6 +165,9 @@ schedule = "every 1h"
             assert twice == []
             got = alive[0].query("SELECT count(*) AS n, count(DISTINCT line) AS d FROM logs.access")
             assert got == [{"n": 9000, "d": 9000}]
+            alive[0].wait_rows("SELECT count(*) AS n FROM logs.loki", 9, timeout=240)
+            loki = alive[0].query("SELECT count(DISTINCT line) AS d FROM logs.loki")
+            assert loki == [{"d": 9}]
 
             # The same rows as one local ingest of the same lines, not only as many.
             local = tmp_path / "local"
