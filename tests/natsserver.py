@@ -33,6 +33,28 @@ def _answers(port: int) -> bool:
         return False
 
 
+def _jetstream_ready(url: str) -> bool:
+    """Whether JetStream answers at ``url`` (in a cluster: its meta leader is elected)."""
+    import asyncio
+
+    import nats
+
+    async def ask() -> bool:
+        try:
+            nc = await nats.connect(url, connect_timeout=2, max_reconnect_attempts=0)
+        except Exception:
+            return False
+        try:
+            await nc.jetstream(timeout=2).account_info()
+            return True
+        except Exception:
+            return False
+        finally:
+            await nc.close()
+
+    return asyncio.run(ask())
+
+
 @dataclass
 class NatsNode:
     """One nats-server process; :meth:`start` again after :meth:`kill` restarts it on its data."""
@@ -93,6 +115,8 @@ def nats_servers(base: Path, count: int = 1) -> Iterator[list[NatsNode]]:
     try:
         for node in nodes:
             node.start()
+        for node in nodes:
+            wait_for(lambda n=node: _jetstream_ready(n.url), f"JetStream ready on {node.name}")
         yield nodes
     finally:
         for node in nodes:

@@ -20,7 +20,7 @@ from loglake.query.engine import Connection
 from serving import Server, request
 
 LINE = '10.0.{a}.{b} - - [{ts}] "GET /p/{n} HTTP/1.1" 200 {n} "-" "agent-{b}"'
-SEND_DEADLINE_S = 300  # a loaded machine runs `loglake maintain` slowly: keep streaming meanwhile
+SEND_DEADLINE_S = 600  # a loaded machine runs `loglake maintain` slowly: keep streaming meanwhile
 BATCH = 200
 
 # Frequent commits and a short grace period, so expiry and orphan removal have work while the

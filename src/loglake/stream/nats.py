@@ -68,6 +68,7 @@ FETCH_MESSAGES = 256  # messages asked for per pull request
 _INFO_TTL_S = 0.5  # stream info (first and last sequence) is cached this long
 _PUBLISH_ATTEMPTS = 3  # a publish that timed out is sent again (same Nats-Msg-Id) this often
 _API_TIMEOUT_S = 10.0
+OPEN_WAIT_S = 120.0  # how long opening a stream waits for JetStream to answer (a cluster starting)
 #: JetStream's error code for "maximum bytes exceeded" (a stream at its limit, discard new).
 _FULL_CODES = {10047, 10077, 10078}
 FORMAT_HEADER = "Loglake-Batch"  # marks a message of packed records (value: the layout's version)
@@ -213,7 +214,7 @@ class NatsLog:
         self._per_message = 1.0  # mean records per message seen (for backlog estimates)
         self._closed = False
         self._opened = time.time()
-        self.client.run(self._ensure_stream())
+        self.client.run(self._ensure_stream(), timeout=OPEN_WAIT_S + 60)
 
     # -- the JetStream stream ---------------------------------------------------------------------
 
@@ -233,19 +234,38 @@ class NatsLog:
             num_replicas=config.replicas,
             duplicate_window=config.duplicate_window_seconds,
         )
+        import nats.errors
+        from nats.js.errors import ServiceUnavailableError
+
         js = self.client.js
-        try:
+        deadline = time.monotonic() + OPEN_WAIT_S
+        attempt = 0
+        while True:
             try:
-                await js.stream_info(self.stream)
-            except NotFoundError:
-                await js.add_stream(wanted)
-            else:
-                await js.update_stream(wanted)
-        except Exception as exc:
-            raise StreamError(
-                f"cannot create JetStream stream {self.stream}: {exc}; check that JetStream is "
-                f"enabled and that replicas = {config.replicas} is at most the cluster's size"
-            ) from exc
+                try:
+                    await js.stream_info(self.stream)
+                except NotFoundError:
+                    await js.add_stream(wanted)
+                else:
+                    await js.update_stream(wanted)
+                return
+            except (nats.errors.TimeoutError, ServiceUnavailableError) as exc:
+                # A JetStream cluster that has just started answers nothing (or 503) until it
+                # has elected its leaders: wait for it, within OPEN_WAIT_S.
+                if time.monotonic() > deadline:
+                    raise StreamError(
+                        f"JetStream did not answer for {OPEN_WAIT_S:g} s while opening stream "
+                        f"{self.stream}: {exc!r}; check that nats-server runs with JetStream "
+                        f"and that replicas = {config.replicas} is at most the cluster's size"
+                    ) from exc
+                attempt += 1
+                await asyncio.sleep(min(0.2 * 2**attempt, 2.0))
+            except Exception as exc:
+                raise StreamError(
+                    f"cannot create JetStream stream {self.stream}: {exc}; check that JetStream "
+                    f"is enabled and that replicas = {config.replicas} is at most the cluster's "
+                    "size"
+                ) from exc
 
     def _stream_info(self, fresh: bool = False) -> tuple[int, int, int]:
         """(first sequence, last sequence, bytes), cached for a moment unless ``fresh``."""
