@@ -190,6 +190,16 @@ schedule = "every 1h"
             first.start()
             _post(first, lines[:1])
             alive[0].wait_rows("SELECT count(*) AS n FROM logs.access", 9001, timeout=240)
+
+            # The job's owner dies (again, if it was the stream's): another node takes its lease
+            # over and runs it (it never ran there, so at once).
+            job_node = nodes[names.index(job_owner)]
+            job_node.stop(signal.SIGKILL)
+            others = [n for n in nodes if n is not job_node]
+            wait_for(
+                lambda: sum(_job_runs(n) for n in others) >= 1,
+                "another node running the job after its owner died",
+            )
         finally:
             for srv in nodes:
                 if srv.proc is not None:
