@@ -84,13 +84,6 @@ class StreamUnavailableError(StreamError):
     retry_after: float = 1.0
 
 
-def _pack(records: Sequence[bytes]) -> bytes:
-    head = np.empty(len(records) + 1, dtype="<u4")
-    head[0] = len(records)
-    head[1:] = np.fromiter(map(len, records), dtype=np.int64, count=len(records))
-    return head.tobytes() + b"".join(records)
-
-
 def _unpack(msg: Msg | RawStreamMsg) -> tuple[np.ndarray, memoryview]:
     """The record lengths and payload bytes of a message.
 
@@ -322,51 +315,61 @@ class NatsLog:
         stored them. Raises RecordTooLargeError, EmptyRecordError, StreamFullError (the stream is
         at ``max_bytes``: retry later) before publishing anything, StreamError when NATS does not
         answer (nothing acknowledged: the client retries)."""
-        if not records:
+        lengths = np.fromiter(map(len, records), dtype=np.int64, count=len(records))
+        return self.append_packed(b"".join(records), lengths)
+
+    def append_packed(self, data: bytes, lengths: np.ndarray) -> tuple[int, int]:
+        """:meth:`append` for records laid end to end in ``data``, ``lengths[i]`` bytes each:
+        each message's body is its slice of ``data`` behind a header of its lengths (no Python
+        object per record). ``lengths`` must add up to ``len(data)`` (else ValueError)."""
+        count = len(lengths)
+        if count == 0:
             nxt = self.next_offset
             return nxt, nxt
+        lengths = np.asarray(lengths, dtype=np.int64)
+        ends = np.cumsum(lengths)
+        if int(ends[-1]) != len(data):
+            raise ValueError("lengths do not add up to the data")
         limit = min(self.limits.max_record_bytes, self.client.max_payload - 64)
-        longest = max(map(len, records))
+        longest = int(lengths.max())
         if longest > limit:
             raise RecordTooLargeError(
                 f"record of {longest} bytes exceeds the stream's limit ({limit} bytes: "
                 "max_record_bytes and the NATS server's max_payload); split it or raise the limit"
             )
-        if min(map(len, records)) == 0:
+        if int(lengths.min()) == 0:
             raise EmptyRecordError("empty records cannot be appended to the stream; drop them")
-        chunks = self._chunks(records)
+        view = memoryview(data)
         first = last = 0
-        for i, chunk in enumerate(chunks):
-            seq = self.client.run(self._publish(_pack(chunk)))
+        for i, (lo, hi) in enumerate(self._chunks(lengths)):
+            start = int(ends[lo - 1]) if lo else 0
+            head = np.empty(hi - lo + 1, dtype="<u4")
+            head[0] = hi - lo
+            head[1:] = lengths[lo:hi]
+            body = head.tobytes() + bytes(view[start : int(ends[hi - 1])])
+            seq = self.client.run(self._publish(body))
             if i == 0:
                 first = seq << INDEX_BITS
-            last = (seq << INDEX_BITS) + len(chunk)
+            last = (seq << INDEX_BITS) + hi - lo
         with self._lock:
             self.appends += 1
-            self.records_appended += len(records)
+            self.records_appended += count
         return first, last
 
-    def append_packed(self, data: bytes, lengths: np.ndarray) -> tuple[int, int]:
-        """:meth:`append` for records laid end to end in ``data``."""
-        ends = np.cumsum(lengths)
-        if len(lengths) and int(ends[-1]) != len(data):
-            raise ValueError("lengths do not add up to the data")
-        starts = ends - lengths
-        view = memoryview(data)
-        return self.append([bytes(view[s:e]) for s, e in zip(starts, ends, strict=True)])
-
-    def _chunks(self, records: Sequence[bytes]) -> list[Sequence[bytes]]:
-        """Split into messages below the server's max_payload and MAX_RECORDS_PER_MESSAGE."""
+    def _chunks(self, lengths: np.ndarray) -> list[tuple[int, int]]:
+        """Record ranges ``[lo, hi)`` whose messages stay below the server's max_payload and
+        MAX_RECORDS_PER_MESSAGE (every record fits alone: checked before)."""
         budget = self.client.max_payload - 64
-        chunks: list[Sequence[bytes]] = []
-        start, size = 0, 0
-        for i, record in enumerate(records):
-            cost = len(record) + 4
-            if i > start and (size + cost > budget or i - start >= MAX_RECORDS_PER_MESSAGE):
-                chunks.append(records[start:i])
-                start, size = i, 0
-            size += cost
-        chunks.append(records[start:])
+        cost = np.cumsum(lengths + 4)  # bytes of records 0..i, lengths included
+        chunks: list[tuple[int, int]] = []
+        lo, before = 0, 0  # before: the cost of the records in earlier messages
+        while lo < len(lengths):
+            # A message is its u32 count and the records' cost: at most the budget.
+            hi = int(np.searchsorted(cost, before + budget - 4, side="right"))
+            hi = max(lo + 1, min(hi, lo + MAX_RECORDS_PER_MESSAGE))
+            chunks.append((lo, hi))
+            before = int(cost[hi - 1])
+            lo = hi
         return chunks
 
     async def _publish(self, body: bytes) -> int:
