@@ -7,6 +7,7 @@ Errors that are the user's to fix (:class:`LoglakeError`) print one line and exi
 from __future__ import annotations
 
 import dataclasses
+import gc
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -107,15 +108,15 @@ def ingest(
     progress: bool | None,
 ) -> None:
     """Ingest log files, folders, globs, s3:// prefixes or - (stdin) into the lake."""
-    from loglake.imports import without_pandas
+    from loglake.imports import batch_process
     from loglake.ingest import ingest as run_ingest
 
     config = _config(ctx)
     if table is not None and table.count(".") != 1:
         raise ConfigError(f"--table {table!r} must be NAMESPACE.NAME, e.g. logs.web")
     show = sys.stderr.isatty() if progress is None else progress
-    # pandas is never used here; pyarrow's probes for it would import it (about a second).
-    with without_pandas(), _progress(show, forced=bool(progress)) as update:
+    # pandas is never used here (pyarrow's probes would import it), nor much of Python's GC.
+    with batch_process(), _progress(show, forced=bool(progress)) as update:
         stats = run_ingest(
             config, list(sources), format=fmt, table=table, force=force, progress=update
         )
@@ -583,6 +584,10 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(exc.exit_code)
     except BrokenPipeError:
         sys.exit(0)
+    finally:
+        # The process ends next: what the command built is freed with it, so the interpreter's
+        # exit need not traverse it for cycles (a third of a second after a 1M-line ingest).
+        gc.freeze()
 
 
 if __name__ == "__main__":

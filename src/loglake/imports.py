@@ -1,15 +1,22 @@
-"""Keeping optional heavy libraries out of processes that never use them.
+"""Set-up of one-shot batch processes: heavy libraries they never use kept out, memory tuned.
 
 pyarrow probes for pandas the first time it meets a Python object (``pa.array([...])``, and while
 ``pyarrow.dataset`` initialises, which ``pyiceberg.io.pyarrow`` imports): when pandas is installed,
 that probe imports it, about a second of a batch ingest's start that nothing on the path uses.
+
+A batch ingest also allocates few Python objects per line (its data lives in Arrow and Polars
+buffers) but imports hundreds of thousands at start (pyiceberg, pydantic, SQLAlchemy): Python's
+cyclic garbage collector, run every 700 allocations, then traverses them again and again, and
+once more at exit, for nothing (6-8 % of a 1M-line ingest each, measured). :func:`batch_process`
+makes its collections rarer (the CLI's entry point keeps the exit from traversing).
 """
 
 from __future__ import annotations
 
+import gc
 import sys
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from importlib.abc import Loader
 from importlib.machinery import ModuleSpec
 from types import ModuleType
@@ -57,3 +64,32 @@ def without_pandas() -> Iterator[None]:
         yield
     finally:
         sys.meta_path.remove(refuse)
+
+
+# Young-generation collections every 100,000 net allocations instead of 700: cycles are still
+# collected (memory stays bounded over a long run), the import-time objects are not re-traversed.
+_BATCH_GC_THRESHOLD = (100_000, 50, 100)
+
+
+@contextmanager
+def batch_process() -> Iterator[None]:
+    """Tune this process for a one-shot batch command (``loglake ingest``), for the block.
+
+    pandas stays out (:func:`without_pandas`); the garbage collector runs rarely; Arrow allocates
+    from jemalloc where this pyarrow has it (a 1M-line ingest: ~150 MB lower peak and less kernel
+    time than the default mimalloc, whose fresh pages are faulted in again and again). The
+    collector's thresholds are restored on leaving. Not for long-lived processes (``loglake
+    serve``, a notebook).
+    """
+    import pyarrow as pa
+
+    before, pool = gc.get_threshold(), pa.default_memory_pool()
+    gc.set_threshold(*_BATCH_GC_THRESHOLD)
+    with suppress(NotImplementedError, AttributeError):  # a pyarrow built without jemalloc
+        pa.set_memory_pool(pa.jemalloc_memory_pool())
+    try:
+        with without_pandas():
+            yield
+    finally:
+        gc.set_threshold(*before)
+        pa.set_memory_pool(pool)
