@@ -41,6 +41,19 @@ def loglake_cmd() -> list[str]:
     return [found] if found else [sys.executable, "-m", "loglake.cli"]
 
 
+def ensure_bytecode() -> None:
+    """Compile loglake's modules to bytecode where they are installed (an editable install under
+    PYTHONDONTWRITEBYTECODE has none), so a command's start costs what it costs after
+    ``pip install``, which compiles them (~0.2 s of a batch ingest's start otherwise)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("loglake")
+    if spec is None or not spec.submodule_search_locations:
+        return
+    for where in spec.submodule_search_locations:
+        subprocess.run([sys.executable, "-m", "compileall", "-q", where], check=False)
+
+
 def require_time() -> None:
     """Exit with an install hint when GNU time (for peak RSS) is missing."""
     if not os.access(TIME_BIN, os.X_OK):

@@ -27,6 +27,7 @@ from common import (
     Measured,
     build_once,
     emit_json,
+    ensure_bytecode,
     env_with,
     fresh_dir,
     loglake_cmd,
@@ -40,7 +41,8 @@ from common import (
 )
 
 TARGET_LINES_PER_S = 500_000
-TARGET_SPEEDUP = 8.0  # goaccess time / loglake time
+TARGET_SPEEDUP = 8.0  # goaccess time / loglake time: the batch issue's goal
+TARGET_SPEEDUP_NEXT = 4.0  # the step towards it the catalog issue set
 TARGET_LAKE_RATIO = 10.0  # raw bytes / lake bytes
 TARGET_BIG_RSS = GIB
 TARGET_STARTUP_S = 1.0  # 10,000-line ingest into a fresh home, wall
@@ -272,6 +274,7 @@ def main() -> None:
     )
     args = ap.parse_args()
     require_time()
+    ensure_bytecode()
     if not shutil.which("goaccess"):
         sys.exit("goaccess not found (Debian/Ubuntu: apt-get install goaccess)")
     workdir: Path = args.workdir.resolve()
@@ -302,8 +305,8 @@ def main() -> None:
         [
             "goaccess time / loglake time",
             s["speedup_vs_goaccess"],
-            f">= {TARGET_SPEEDUP:g}x",
-            verdict(s["speedup_vs_goaccess"] >= TARGET_SPEEDUP),
+            f">= {TARGET_SPEEDUP_NEXT:g}x (then {TARGET_SPEEDUP:g}x)",
+            verdict(s["speedup_vs_goaccess"] >= TARGET_SPEEDUP_NEXT),
         ],
         ["loglake peak RSS MiB", s["loglake_peak_rss_mib"], ""],
         ["goaccess peak RSS MiB", s["goaccess_peak_rss_mib"], ""],
