@@ -16,6 +16,7 @@ import polars as pl
 
 from loglake.errors import FormatError
 from loglake.formats.base import LineBatch, ParseResult
+from loglake.formats.scan import Program, ProgramBuilder, scan
 
 PRESETS: dict[str, str] = {
     "common": '%h %l %u %t "%r" %>s %b',
@@ -196,19 +197,24 @@ _QUOTED_PATTERNS = (_QUOTED, _QUOTED_LAST)
 _BRACKETED = r"[^\]]*"
 
 
-def _compile(parts: list[str | _Field], fast: bool = False) -> tuple[str, list[_Field]]:
+def _compile(parts: list[str | _Field], fast: bool = False) -> tuple[str, list[_Field], Program]:
     """Join literal text and fields into one anchored regex; fields in quotes take the quoted pattern.
 
     ``fast`` builds the fast-path variant: quoted fields without backslash escapes and a request line
     of the usual ``METHOD PATH[?QUERY] HTTP/x`` shape, split into its parts by the regex itself. Lines
     it does not match are tried against the general variant, which accepts anything the server writes.
+    With ``fast``, also the scanner program that accepts (a subset of) what the fast regex accepts and
+    splits it the same way (None when a field has no scanner op: the regex does all the work).
     """
     out: list[str] = ["^"]
     fields: list[_Field] = []
     seen: set[str] = set()
+    program = ProgramBuilder() if fast else None
     for i, part in enumerate(parts):
         if isinstance(part, str):
             out.append(re.escape(part))
+            if program is not None:
+                program.literal(part)
             continue
         prev = parts[i - 1] if i > 0 else ""
         nxt = parts[i + 1] if i + 1 < len(parts) else ""
@@ -226,12 +232,17 @@ def _compile(parts: list[str | _Field], fast: bool = False) -> tuple[str, list[_
             else:
                 pattern = _QUOTED_LAST if is_last else _QUOTED
         column = part.column
+        following = nxt if isinstance(nxt, str) else None
         if column in seen:  # the same field logged twice: keep the first, match the rest
             out.append(f"(?:{pattern})")
+            if program is not None:
+                program.field(pattern, None, following)
             continue
         seen.add(column)
         if fast and part.kind == "request" and quoted:
             out.append(_FAST_REQUEST)
+            if program is not None:
+                program.request(len(fields))
             fields.extend(
                 _Field(c, _FAST_QUOTED, k)
                 for c, k in (
@@ -242,6 +253,8 @@ def _compile(parts: list[str | _Field], fast: bool = False) -> tuple[str, list[_
                 )
             )
             continue
+        if program is not None:
+            program.field(pattern, len(fields), following)
         fields.append(_Field(column, pattern, part.kind, part.scale) if quoted else part)
         if part.kind == "clf_time" and pattern.startswith(r"\["):
             out.append(pattern)  # %t carries its brackets and names its own group
@@ -249,8 +262,10 @@ def _compile(parts: list[str | _Field], fast: bool = False) -> tuple[str, list[_
             out.append(f"(?P<{column}>{pattern})")
     if len(parts) >= 2 and parts[-1] == '"' and isinstance(parts[-2], _Field):
         out[-1] = '"?'  # tolerate a missing closing quote on the last field
+        if program is not None:
+            program.optional_last_quote()
     out.append("$")
-    return "".join(out), fields
+    return "".join(out), fields, program.build() if program is not None else None
 
 
 def _parse_apache(fmt: str) -> list[str | _Field]:
@@ -313,6 +328,7 @@ class AccessFormat:
     fields: list[_Field] = field(init=False)
     fast_regex: str = field(init=False)
     fast_fields: list[_Field] = field(init=False)
+    program: Program = field(init=False)  # the fast path's scanner program, None: regex only
     default_table: ClassVar[str] = "logs.access"
     enrich: ClassVar[tuple[str, ...]] = ("useragent",)
 
@@ -325,8 +341,8 @@ class AccessFormat:
                 f"format {fmt!r} has no fields; give an Apache LogFormat (%h %t ...) or an nginx "
                 "log_format ($remote_addr [$time_local] ...) string"
             )
-        self.regex, self.fields = _compile(parts)
-        self.fast_regex, self.fast_fields = _compile(parts, fast=True)
+        self.regex, self.fields, _ = _compile(parts)
+        self.fast_regex, self.fast_fields, self.program = _compile(parts, fast=True)
         columns = {f.column for f in self.fields}
         if not columns & {"ts"}:
             raise FormatError(
@@ -347,22 +363,32 @@ class AccessFormat:
 
     def parse(self, batch: LineBatch) -> ParseResult:
         text = batch.text
-        len(text)
         line_no = batch.line_numbers()
+        frames: list[pl.DataFrame] = []
+        # The scanner first (formats/scan.py): the lines it accepts skip the regexes; the others
+        # (and all lines, where it cannot run) take the regex paths below, as before.
+        scanned = self._scan(batch, line_no)
+        if scanned is not None:
+            frame, accepted = scanned
+            frames.append(frame)
+            text, line_no = text.filter(~accepted), line_no.filter(~accepted)
         # One streaming query (the engine runs it over morsels of the batch on all cores): extract
         # the fields and convert them in the same pass; unmatched rows are all-null and dropped.
         first = self.fast_fields[0].column
-        fast = (
-            pl.LazyFrame({"line": line_no, "text": text})
-            .select("line", pl.col("text").str.extract_groups(self.fast_regex).alias("g"))
-            .unnest("g")
-            .with_columns(
-                pl.col(first).is_not_null().alias("__ok"), *self._convert_exprs(self.fast_fields)
+        ok = pl.Series("__ok", [], pl.Boolean)
+        if len(text):
+            fast = (
+                pl.LazyFrame({"line": line_no, "text": text})
+                .select("line", pl.col("text").str.extract_groups(self.fast_regex).alias("g"))
+                .unnest("g")
+                .with_columns(
+                    pl.col(first).is_not_null().alias("__ok"),
+                    *self._convert_exprs(self.fast_fields),
+                )
+                .collect(engine="streaming")
             )
-            .collect(engine="streaming")
-        )
-        ok = fast.get_column("__ok")
-        frames = [fast.filter(ok).drop("__ok")]
+            ok = fast.get_column("__ok")
+            frames.append(fast.filter(ok).drop("__ok"))
         unmatched = pl.Series("line", [], pl.Int64)
         if not ok.all():
             # The general path: escaped quotes, odd request lines, a missing closing quote...
@@ -378,7 +404,7 @@ class AccessFormat:
         bad_lines = frame.get_column("line").filter(bad_ts)
         if len(bad_lines):
             frame = frame.filter(~bad_ts)
-        if len(frames) > 1:
+        if sum(f.height > 0 for f in frames) > 1:
             frame = frame.sort("line")
         if len(unmatched) == 0 and len(bad_lines) == 0:
             return ParseResult(parsed=frame, rejected=batch.rejected(None, pl.lit("")))
@@ -389,8 +415,27 @@ class AccessFormat:
             .then(pl.lit("invalid timestamp"))
             .otherwise(pl.lit(f"does not match the {self.name} format"))
         )
-        mask = line_no.is_in(unmatched.implode()) | line_no.is_in(bad_lines.implode())
+        every = batch.line_numbers()
+        mask = every.is_in(unmatched.implode()) | every.is_in(bad_lines.implode())
         return ParseResult(parsed=frame, rejected=batch.rejected(mask, reasons))
+
+    def _scan(self, batch: LineBatch, line_no: pl.Series) -> tuple[pl.DataFrame, pl.Series] | None:
+        """The lines the scanner accepts, their fields converted as the fast path converts them,
+        and the mask of those lines; None when the format has no program or it cannot run."""
+        if self.program is None:
+            return None
+        found = scan(self.program, [f.column for f in self.fast_fields], batch.raw)
+        if found is None:
+            return None
+        fields, accepted = found
+        frame = (
+            fields.with_columns(line_no)
+            .filter(accepted)
+            .lazy()
+            .with_columns(self._convert_exprs(self.fast_fields))
+            .collect()
+        )
+        return frame, accepted
 
     def _convert_exprs(self, fields: list[_Field]) -> list[pl.Expr]:
         exprs: list[pl.Expr] = []
