@@ -71,9 +71,7 @@ class ProgramBuilder:
             self._ops.append(bytes([_TOKEN, f]))
         elif pattern == _P_INT3:
             self._ops.append(bytes([_INT3, f]))
-        elif pattern in (_P_DIGITS_DASH, _P_DIGITS) and (
-            (first and not first.isdigit()) or at_end
-        ):
+        elif pattern in (_P_DIGITS_DASH, _P_DIGITS) and ((first and not first.isdigit()) or at_end):
             self._ops.append(bytes([_DIGITS_DASH if pattern == _P_DIGITS_DASH else _DIGITS, f]))
         elif pattern == _P_CLF_BRACKETED:
             self.literal("[")
