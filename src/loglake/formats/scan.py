@@ -139,16 +139,14 @@ def scan(
     valid = np.empty(n * nf, dtype=np.uint8)
     ok = np.empty(n, dtype=np.uint8)
     _scan.scan(program, data_buf, offsets, n, nf, views, valid, ok)
-    view_buf = pa.py_buffer(views)
     arrays: list[Any] = []
     for f in range(nf):
         present = valid[f * n : (f + 1) * n].view(bool)
         bitmap = None if present.all() else pa.py_buffer(np.packbits(present, bitorder="little"))
-        arrays.append(
-            pa.Array.from_buffers(
-                pa.string_view(), n, [bitmap, view_buf.slice(f * n * 16, n * 16), data_buf]
-            )
-        )
+        # Each field's views in an allocation of their own: the fields converted to numbers or
+        # times then free theirs instead of keeping every field's alive while their rows wait.
+        own = pa.py_buffer(views[f * n * 16 : (f + 1) * n * 16].copy())
+        arrays.append(pa.Array.from_buffers(pa.string_view(), n, [bitmap, own, data_buf]))
     frame = pl.from_arrow(pa.table(arrays, names=columns))
     assert isinstance(frame, pl.DataFrame)
     return frame, pl.Series("ok", ok.view(bool))
