@@ -133,3 +133,10 @@ def test_a_custom_format_with_a_duration_agrees(shared_data: Path) -> None:
     parsed = fmt.parse(line_batch(b"\n".join(timed) + b"\n", 1, "d.log")).parsed
     assert parsed.height == 2000
     assert parsed.get_column("duration_ms").head(3).to_list() == [0.0, 0.007, 0.014]  # %D is µs
+
+
+@pytest.mark.parametrize("name", ["combined", "vhost_combined"])
+def test_an_empty_batch_parses_to_no_rows(name: str) -> None:
+    result = access_format(name).parse(line_batch(b"", 1, "empty.log"))
+    assert (result.parsed.height, result.rejected.height) == (0, 0)
+    assert result.parsed.columns[:3] == ["ts", "client", "ident"]

@@ -376,7 +376,7 @@ class AccessFormat:
         # the fields and convert them in the same pass; unmatched rows are all-null and dropped.
         first = self.fast_fields[0].column
         ok = pl.Series("__ok", [], pl.Boolean)
-        if len(text):
+        if len(text) or not frames:  # (an empty batch still gives the frame's columns)
             fast = (
                 pl.LazyFrame({"line": line_no, "text": text})
                 .select("line", pl.col("text").str.extract_groups(self.fast_regex).alias("g"))
