@@ -59,6 +59,9 @@ _INT = r"-?\d+"
 _INT_OR_DASH = r"\d+|-"
 _NUM = r"\d+(?:\.\d+)?|-"
 _CLF_TIME = r"\d{1,2}/[A-Za-z]{3}/\d{4}:\d{2}:\d{2}:\d{2} [+-]\d{4}"
+_CLF_BRACKETED = r"\[" + "(?P<ts>" + _CLF_TIME + r")\]"  # Apache's %t: its group inside
+_STATUS = r"\d{3}"
+_DIGITS = r"\d+"
 _ISO_TIME = r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:Z|[+-]\d{2}:?\d{2})"
 
 
@@ -95,10 +98,10 @@ def _apache_field(directive: str, arg: str | None, has_b: bool) -> _Field:
         return _Field(prefix + name, _TOKEN)
     if directive == "t":
         if arg in (None, ""):
-            return _Field("ts", r"\[" + "(?P<ts>" + _CLF_TIME + r")\]", "clf_time")
+            return _Field("ts", _CLF_BRACKETED, "clf_time")
         if arg in ("sec", "msec", "usec"):
             scale = {"sec": 1.0, "msec": 1e-3, "usec": 1e-6}[arg]
-            return _Field("ts", r"\d+", "epoch", scale)
+            return _Field("ts", _DIGITS, "epoch", scale)
         raise FormatError(
             f"%{{{arg}}}t (custom time format) is not supported; use %t, %{{sec}}t, %{{msec}}t or "
             "%{usec}t, or log $time_iso8601 with nginx"
@@ -116,7 +119,7 @@ def _apache_field(directive: str, arg: str | None, has_b: bool) -> _Field:
         "U": _Field("path", r'[^\s?"]+'),
         "q": _Field("query", r"\S*", "query"),
         "H": _Field("protocol", _TOKEN),
-        "s": _Field("status", r"\d{3}", "int"),
+        "s": _Field("status", _STATUS, "int"),
         "b": _Field("bytes", _INT_OR_DASH, "int"),
         "B": _Field("bytes", _INT_OR_DASH, "int"),
         "O": _Field("bytes_sent" if has_b else "bytes", _INT_OR_DASH, "int"),
@@ -146,7 +149,7 @@ _NGINX_VARS: dict[str, _Field] = {
     "time_iso8601": _Field("ts", _ISO_TIME, "iso_time"),
     "msec": _Field("ts", r"\d+(?:\.\d+)?", "epoch"),
     "request": _Field("request", _TOKEN, "request"),
-    "status": _Field("status", r"\d{3}", "int"),
+    "status": _Field("status", _STATUS, "int"),
     "body_bytes_sent": _Field("bytes", _INT_OR_DASH, "int"),
     "request_length": _Field("bytes_received", _INT_OR_DASH, "int"),
     "request_time": _Field("duration_ms", _NUM, "duration", 1e3),
@@ -161,9 +164,9 @@ _NGINX_VARS: dict[str, _Field] = {
     "args": _Field("query", r"\S*", "dash_str"),
     "query_string": _Field("query", r"\S*", "dash_str"),
     "server_protocol": _Field("protocol", _TOKEN),
-    "connection": _Field("connection", r"\d+", "int"),
-    "connection_requests": _Field("connection_requests", r"\d+", "int"),
-    "pid": _Field("pid", r"\d+", "int"),
+    "connection": _Field("connection", _DIGITS, "int"),
+    "connection_requests": _Field("connection_requests", _DIGITS, "int"),
+    "pid": _Field("pid", _DIGITS, "int"),
 }
 
 
@@ -195,6 +198,17 @@ _FAST_REQUEST = (
 _QUOTED_PATTERNS = (_QUOTED, _QUOTED_LAST)
 # A text field between brackets (`[$proxy_alternative_upstream_name]`) may be empty: `[]`.
 _BRACKETED = r"[^\]]*"
+# The field patterns the line scanner has an op for (formats/scan.py); others leave it to the regex.
+_SCAN_OPS: dict[str, str] = {
+    _TOKEN: "token",
+    _STATUS: "int3",
+    _INT_OR_DASH: "digits_dash",
+    _DIGITS: "digits",
+    _CLF_TIME: "clf",
+    _CLF_BRACKETED: "clf_bracketed",
+    _FAST_QUOTED: "quoted",
+    _FAST_QUOTED_LAST: "quoted_last",
+}
 
 
 def _compile(parts: list[str | _Field], fast: bool = False) -> tuple[str, list[_Field], Program]:
@@ -236,7 +250,7 @@ def _compile(parts: list[str | _Field], fast: bool = False) -> tuple[str, list[_
         if column in seen:  # the same field logged twice: keep the first, match the rest
             out.append(f"(?:{pattern})")
             if program is not None:
-                program.field(pattern, None, following)
+                program.field(_SCAN_OPS.get(pattern), None, following)
             continue
         seen.add(column)
         if fast and part.kind == "request" and quoted:
@@ -254,7 +268,7 @@ def _compile(parts: list[str | _Field], fast: bool = False) -> tuple[str, list[_
             )
             continue
         if program is not None:
-            program.field(pattern, len(fields), following)
+            program.field(_SCAN_OPS.get(pattern), len(fields), following)
         fields.append(_Field(column, pattern, part.kind, part.scale) if quoted else part)
         if part.kind == "clf_time" and pattern.startswith(r"\["):
             out.append(pattern)  # %t carries its brackets and names its own group
@@ -363,7 +377,7 @@ class AccessFormat:
 
     def parse(self, batch: LineBatch) -> ParseResult:
         text = batch.text
-        line_no = batch.line_numbers()
+        every = line_no = batch.line_numbers()
         frames: list[pl.DataFrame] = []
         # The scanner first (formats/scan.py): the lines it accepts skip the regexes; the others
         # (and all lines, where it cannot run) take the regex paths below, as before.
@@ -415,7 +429,6 @@ class AccessFormat:
             .then(pl.lit("invalid timestamp"))
             .otherwise(pl.lit(f"does not match the {self.name} format"))
         )
-        every = batch.line_numbers()
         mask = every.is_in(unmatched.implode()) | every.is_in(bad_lines.implode())
         return ParseResult(parsed=frame, rejected=batch.rejected(mask, reasons))
 

@@ -33,16 +33,6 @@ _LIT, _TOKEN, _INT3, _DIGITS_DASH, _DIGITS, _CLF, _QUOTED, _QUOTED_LAST, _REQUES
 )
 _SKIP = 255
 
-# Field patterns of access.py with a scanner op (kept as text here: access.py imports this module).
-_P_TOKEN = r"\S+"
-_P_INT3 = r"\d{3}"
-_P_DIGITS_DASH = r"\d+|-"
-_P_DIGITS = r"\d+"
-_P_CLF = r"\d{1,2}/[A-Za-z]{3}/\d{4}:\d{2}:\d{2}:\d{2} [+-]\d{4}"
-_P_CLF_BRACKETED = r"\[(?P<ts>" + _P_CLF + r")\]"
-_P_QUOTED = r'[^"\\]*'
-_P_QUOTED_LAST = r'[^"\\\r\n]*'
-
 
 class ProgramBuilder:
     """Collects the ops of one format's program while ``_compile`` builds its fast regex."""
@@ -57,31 +47,33 @@ class ProgramBuilder:
             piece = data[start : start + 255]
             self._ops.append(bytes([_LIT, len(piece)]) + piece)
 
-    def field(self, pattern: str, index: int | None, following: str | None) -> None:
-        """A field of ``pattern`` captured as field ``index`` (None: matched, not kept), followed
-        by the literal ``following`` ("": the end of the line; None: another field)."""
+    def field(self, op: str | None, index: int | None, following: str | None) -> None:
+        """A field read by ``op`` (None: no op for its pattern, so no program) and captured as
+        field ``index`` (None: matched, not kept), followed by the literal ``following`` ("": the
+        end of the line; None: another field)."""
         f = _SKIP if index is None else index
-        if index is not None and index >= _SKIP:
+        if op is None or (index is not None and index >= _SKIP):
             self._supported = False
             return
         first = following[:1] if following else ""
         at_end = following == ""  # the line's end follows
-        if pattern == _P_TOKEN and (first in (" ", "\t") or at_end):
+        if op == "token" and (first in (" ", "\t") or at_end):
             # \S+ is greedy: whitespace or the end after it ends it where the scanner stops.
             self._ops.append(bytes([_TOKEN, f]))
-        elif pattern == _P_INT3:
+        elif op == "int3":
             self._ops.append(bytes([_INT3, f]))
-        elif pattern in (_P_DIGITS_DASH, _P_DIGITS) and ((first and not first.isdigit()) or at_end):
-            self._ops.append(bytes([_DIGITS_DASH if pattern == _P_DIGITS_DASH else _DIGITS, f]))
-        elif pattern == _P_CLF_BRACKETED:
+        elif op in ("digits_dash", "digits") and ((first and not first.isdigit()) or at_end):
+            # A digit right after the number would let the regex split it elsewhere.
+            self._ops.append(bytes([_DIGITS_DASH if op == "digits_dash" else _DIGITS, f]))
+        elif op == "clf_bracketed":
             self.literal("[")
             self._ops.append(bytes([_CLF, f]))
             self.literal("]")
-        elif pattern == _P_CLF:
+        elif op == "clf":
             self._ops.append(bytes([_CLF, f]))
-        elif pattern == _P_QUOTED and first == '"':
+        elif op == "quoted" and first == '"':
             self._ops.append(bytes([_QUOTED, f]))
-        elif pattern == _P_QUOTED_LAST:
+        elif op == "quoted_last":
             self._ops.append(bytes([_QUOTED_LAST, f]))
         else:
             self._supported = False
@@ -95,12 +87,14 @@ class ProgramBuilder:
 
     def optional_last_quote(self) -> None:
         """The format's final '"' became optional (``"?$``): the last quoted field's op does it."""
-        if self._ops and self._ops[-1] == bytes([_LIT, 1]) + b'"' and len(self._ops) >= 2:
-            last = self._ops[-2]
-            if last[0] == _QUOTED_LAST:
-                self._ops.pop()
-                return
-        self._supported = False
+        if (
+            self._ops[-2:-1]
+            and self._ops[-2][0] == _QUOTED_LAST
+            and self._ops[-1] == bytes([_LIT, 1]) + b'"'
+        ):
+            self._ops.pop()  # the LIT '"' that followed it
+        else:
+            self._supported = False
 
     def build(self) -> Program:
         if not self._supported or not self._ops:
