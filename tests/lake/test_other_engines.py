@@ -111,6 +111,8 @@ import duckdb, duckdb_extension_avro, duckdb_extension_iceberg
 con = duckdb.connect(
     config={"autoinstall_known_extensions": False, "autoload_known_extensions": False}
 )
+# No progress bar: a query over 2 s (a busy machine) would print it into the JSON on stdout.
+con.execute("SET enable_progress_bar = false")
 for module, name in ((duckdb_extension_avro, "avro"), (duckdb_extension_iceberg, "iceberg")):
     folder = Path(module.__file__).parent / "extensions" / f"v{duckdb.__version__}"
     con.execute(f"LOAD '{folder / (name + '.duckdb_extension')}'")
