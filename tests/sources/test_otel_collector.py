@@ -414,7 +414,8 @@ def test_the_collector_sends_the_api_key(tmp_path: Path) -> None:
         wrong, right = tmp_path / "wrong", tmp_path / "right"
         wrong.mkdir()
         right.mkdir()
-        # A wrong key: 401, which the exporter does not retry (the batch is dropped, and says so).
+        # A wrong key: 401, which the exporter does not retry (the batch is dropped, and says so);
+        # the answer is a google.rpc.Status, so the Collector's log carries loglake's message.
         log = wrong / "denied.log"
         write_lines(log, lines_for("denied", 10))
         bad = {"headers": {"Authorization": "Bearer not-the-key"}}
@@ -422,7 +423,8 @@ def test_the_collector_sends_the_api_key(tmp_path: Path) -> None:
 
             def refused() -> bool:
                 col.check_running()
-                return "HTTP Status Code 401" in col.log.read_text(errors="replace")
+                text = col.log.read_text(errors="replace")
+                return "HTTP Status Code 401, Message=missing or wrong API key" in text
 
             wait_for(refused, "the Collector's 401")
         assert count(srv) == 0

@@ -384,3 +384,24 @@ def streams(srv: Server) -> set[str]:
     status, listing, _ = request("GET", f"{srv.url}/v1/streams")
     assert status == 200, listing
     return {s["name"] for s in listing["streams"]}
+
+
+def test_a_missing_or_wrong_api_key_answers_a_status(tmp_path: Path) -> None:
+    # OTLP clients read a google.rpc.Status (the Collector logs its message); the rest of the API
+    # keeps the one JSON error shape.
+    srv = Server.started(tmp_path, CONFIG + '\n[auth]\napi_keys = ["s3cret-key"]\n')
+    try:
+        body = export_request("denied", [logs_pb2.LogRecord()])
+        status, reply, headers = post(srv, body, PROTOBUF)
+        assert status == 401 and headers["www-authenticate"] == "Bearer"
+        assert headers["content-type"] == PROTOBUF
+        answer = status_pb2.Status.FromString(reply)
+        assert answer.code == code_pb2.UNAUTHENTICATED
+        assert answer.message.startswith("missing or wrong API key")
+        status, reply, headers = post(srv, b'{"resourceLogs": []}', JSON)
+        assert status == 401 and headers["content-type"] == JSON
+        assert json.loads(reply)["code"] == code_pb2.UNAUTHENTICATED
+        status, listing, _ = request("GET", f"{srv.url}/v1/streams")
+        assert status == 401 and listing["error"]["code"] == "unauthorized"
+    finally:
+        srv.stop(signal.SIGKILL)

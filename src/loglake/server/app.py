@@ -24,7 +24,7 @@ import json
 import logging
 import re
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -55,7 +55,7 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Sequence
 
     from loglake.config import Config
-    from loglake.sources.live import HttpRoute, LiveSource
+    from loglake.sources.live import HttpRoute, LiveSource, Refuse
 
 
 log = logging.getLogger("loglake.serve")
@@ -250,7 +250,13 @@ def create_app(config: Config) -> Any:
     routes.state.runtime = runtime
     app: Any = IngestFastPath(routes, hot)
     if config.auth.enabled:
-        app = BearerAuth(app, keys=config.auth.api_keys)
+        refusals = {
+            route.path: route.refuse
+            for source in runtime.sources
+            for route in source.routes()
+            if route.refuse is not None
+        }
+        app = BearerAuth(app, keys=config.auth.api_keys, refusals=refusals)
     return app
 
 
@@ -422,12 +428,17 @@ class BearerAuth:
     Installed whenever any credential is configured. The AWS-compatible endpoint (``POST /`` with
     ``X-Amz-Target``) authenticates with SigV4 instead. With no API keys (only AWS credentials)
     every other route answers 401, saying to configure ``[auth] api_keys``: configuring one kind
-    of credential never leaves the rest of the API open.
+    of credential never leaves the rest of the API open. A 401 takes the API's JSON error shape,
+    or on the paths of ``refusals`` (a source's :attr:`HttpRoute.refuse`, by exact path) the shape
+    that protocol's clients read.
     """
 
-    def __init__(self, app: Any, keys: tuple[str, ...]) -> None:
+    def __init__(
+        self, app: Any, keys: tuple[str, ...], refusals: Mapping[str, Refuse] | None = None
+    ) -> None:
         self.app = app
         self.keys = [k.encode() for k in keys]
+        self.refusals = dict(refusals or {})
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http" or scope["path"] in ("/healthz", "/readyz"):
@@ -461,7 +472,15 @@ class BearerAuth:
                 sign_in = RedirectResponse("/console/login", 303)
                 await sign_in(scope, receive, send)
                 return
-        reply = error_response(None, UnauthorizedError(message))
+        refused = UnauthorizedError(message)
+        refuse = self.refusals.get(scope["path"])
+        if refuse is not None:
+            request_headers = {
+                k.decode("latin-1").lower(): v.decode("latin-1") for k, v in headers.items()
+            }
+            reply: Any = refuse(refused.status, message, request_headers, refused.headers)
+        else:
+            reply = error_response(None, refused)
         await reply(scope, receive, send)
 
 

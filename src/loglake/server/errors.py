@@ -11,7 +11,9 @@ text may hold paths or data), logged with its traceback and request.
 Exception (:data:`EXCEPTION_HANDLERS`) and called by the ingest fast path and the auth middleware,
 which run outside Starlette. :func:`error_body` is the shape as bytes, for the connection protocol
 (protocol.py) that answers before any ASGI app runs. The AWS-compatible endpoint keeps AWS's own
-error shape (its clients parse that one); see aws.py.
+error shape (its clients parse that one); see aws.py. The auth middleware's 401 on a source's path
+takes that protocol's shape when the source gives one (``HttpRoute.refuse``: OTLP's
+``google.rpc.Status``).
 """
 
 from __future__ import annotations

@@ -200,6 +200,10 @@ class SourceContext:
 
 
 Handler = Callable[["Request"], Awaitable["Response"]]
+#: How a protocol answers a request the server refuses before any handler runs (a missing or wrong
+#: API key): (status, message, the request's headers with lower-case names, headers to send) -> the
+#: answer, in the shape the protocol's clients read.
+Refuse = Callable[[int, str, Mapping[str, str], Mapping[str, str]], "Response"]
 
 
 @dataclass(frozen=True)
@@ -213,6 +217,8 @@ class HttpRoute:
     same path and method (Kinesis and Firehose on ``POST /``, told apart by ``X-Amz-Target``):
     the request goes to the route whose prefix starts the header's value, and a value no route
     claims to the first of them in registry order, which answers it in its protocol's shape.
+    ``refuse``: how the authentication's 401 on this path is answered when the protocol's clients
+    read an error shape of their own (OTLP's ``google.rpc.Status``); None: the JSON error shape.
     """
 
     path: str
@@ -220,6 +226,7 @@ class HttpRoute:
     methods: tuple[str, ...] = ("POST",)
     hot: bool = False
     dispatch: tuple[str, str] | None = None
+    refuse: Refuse | None = None
 
 
 class LiveSource(Protocol):

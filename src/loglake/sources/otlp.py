@@ -12,7 +12,8 @@ request that carries records, as ``PUT /v1/streams/otlp`` would: a ``json`` stre
 The answer comes once the records are durable: an ``ExportLogsServiceResponse`` in the request's
 encoding, with ``partial_success`` counting the records refused one by one (a trace id that is not 16
 bytes, a span id that is not 8). Errors answer a ``google.rpc.Status`` in the request's encoding, as
-the OTLP/HTTP specification asks: 400 for a malformed body, 413/415 for one too large or in another
+the OTLP/HTTP specification asks: 400 for a malformed body, 401 for a missing or wrong API key
+(the server's authentication answers through :func:`refuse`), 413/415 for one too large or in another
 encoding, 503 with ``Retry-After`` when the stream's disk budget is used up or the append failed in
 a way a retry may get past (a full disk: none acknowledged). The Collector and the SDKs retry
 exactly 429, 502, 503 and 504 and drop the batch on any other status, so a failure that is not the
@@ -94,6 +95,7 @@ SMALLER_BATCHES = (
 #: HTTP status -> google.rpc code of the Status body.
 RPC_CODES = {
     400: code_pb2.INVALID_ARGUMENT,
+    401: code_pb2.UNAUTHENTICATED,
     408: code_pb2.DEADLINE_EXCEEDED,
     413: code_pb2.RESOURCE_EXHAUSTED,
     415: code_pb2.INVALID_ARGUMENT,
@@ -452,7 +454,7 @@ class OtlpSource:
         return []
 
     def routes(self) -> list[HttpRoute]:
-        return [HttpRoute(PATH, self.export)]
+        return [HttpRoute(PATH, self.export, refuse=refuse)]
 
     def feeds(self) -> list[str]:
         return []
@@ -558,6 +560,16 @@ def encode(
         content = json_format.MessageToJson(message, indent=None).encode()
         return Response(content, status, dict(headers or {}), media_type=JSON)
     return Response(message.SerializeToString(), status, dict(headers or {}), media_type=PROTOBUF)
+
+
+def refuse(
+    status: int, message: str, request_headers: Mapping[str, str], headers: Mapping[str, str]
+) -> Response:
+    """The server's refusal of a request to ``/v1/logs`` before the route runs (a missing or wrong
+    API key), as a ``google.rpc.Status`` in the request's encoding, so the Collector's and the
+    SDKs' logs show its message."""
+    kind = request_headers.get("content-type", "").split(";")[0].strip().lower()
+    return status_answer(status, message, kind == JSON, headers)
 
 
 def status_answer(
