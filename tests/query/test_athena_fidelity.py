@@ -157,6 +157,16 @@ def test_url_functions_over_a_lake_column(con: Connection) -> None:
         ("regexp_extract('1a 2b 14m', '(\\d+)([a-z]+)', 2)", "a"),
         ("regexp_extract('abc', '\\d+')", None),
         ("regexp_extract('abc', '(\\d+)', 1)", None),
+        # ... NULL for a group that took no part in the match, '' for one that matched nothing
+        ("regexp_extract('ab', 'a(\\d+)?', 1)", None),
+        ("regexp_extract('a12b', 'a(\\d+)?', 1)", "12"),
+        ("regexp_extract('ab', 'a(\\d*)b', 1)", ""),
+        ("regexp_extract('b', '(a)|(b)', 1)", None),
+        ("regexp_extract('b', '(a)|(b)', 2)", "b"),
+        ("regexp_extract('GET /x', '^(GET|POST) (?:/api/(\\w+))?', 2)", None),
+        ("regexp_extract('GET /api/v1', '^(GET|POST) (?:/api/(\\w+))?', 2)", "v1"),
+        ("regexp_extract('e1', '\\p{L}(\\d+)?', 1)", "1"),
+        ("regexp_extract('e', '\\p{L}(\\d+)?', 1)", None),
         # regexp_replace: Java's $n group references and \\$ for a dollar (Trino docs' examples)
         ("regexp_replace('1a 2b 14m', '\\d+[ab] ')", "14m"),
         ("regexp_replace('1a 2b 14m', '(\\d+)([ab]) ', '3c$2 ')", "3ca 3cb 14m"),
@@ -169,6 +179,24 @@ def test_null_semantics_and_group_references(
     con: Connection, expression: str, expected: object
 ) -> None:
     assert one(con, expression) == expected
+
+
+def test_regexp_extract_of_a_group_both_empty_and_absent_is_refused(con: Connection) -> None:
+    # '' or NULL depends on whether (\d*) took part, which RE2's answer does not say.
+    with pytest.raises(QueryRefusedError) as refused:
+        con.sql("SELECT regexp_extract('ab', 'a(\\d*)?', 1)", dialect="athena").fetchall()
+    assert "regexp_extract() with group 1 of 'a(\\d*)?'" in str(refused.value)
+    assert "(x+)? instead of (x*)" in str(refused.value)
+
+
+def test_regexp_extract_of_an_optional_group_over_a_lake_column(con: Connection) -> None:
+    rows = con.sql(
+        "SELECT regexp_extract(url, '^https?://[^/:]+(?::(\\d+))?/', 1) FROM logs.requests "
+        "ORDER BY n",
+        dialect="athena",
+    ).fetchall()
+    # A port; a URL without one (the group took no part); a path that does not match.
+    assert rows == [("8443",), (None,), (None,)]
 
 
 def test_split_part_past_the_last_field_over_a_lake_column(con: Connection) -> None:

@@ -7,7 +7,8 @@ DuckDB or exist with other semantics. :func:`rewrite` runs on sqlglot's tree of 
 - the URL family (``url_extract_host``, ``_path``, ``_protocol``, ``_port``, ``_query``,
   ``_fragment``, ``_parameter``; ``url_encode``, ``url_decode``) by plain DuckDB expressions that
   split the URL as ``java.net.URI`` does (RFC 2396/3986), so nothing must exist in the sandbox;
-- ``split_part`` past the last field and ``regexp_extract`` without a match: NULL, not ``''``;
+- ``split_part`` past the last field and ``regexp_extract`` without a match: NULL, not ``''``; a
+  ``regexp_extract`` group that took no part in the match: NULL (query/athena_regex.py);
 - a division of two integers (``bigint / bigint``): an integer division, as in Athena; decimal
   literals and divisions, ``avg`` of decimals, casts of doubles to integers and text, ``round``
   of doubles: as Trino types and computes them (query/athena_numeric.py);
@@ -39,6 +40,7 @@ from sqlglot.errors import ParseError, TokenError
 
 from loglake.errors import QueryRefusedError
 from loglake.query import athena_datetime, athena_numeric
+from loglake.query.athena_regex import group_shape
 
 #: The dialects whose function library is Trino's.
 DIALECTS = frozenset({"athena", "trino", "presto"})
@@ -306,10 +308,7 @@ def _replacement(node: exp.Expr) -> exp.Expr | None:
             )
         )
     if isinstance(node, exp.RegexpExtract) and not node.meta.get("athena"):
-        group = node.args.get("group")
-        value, pattern = _sql(node.this), _sql(node.expression)
-        extract = f"regexp_extract({value}, {pattern}, {_sql(group) if group else 0})"
-        return _parse(f"CASE WHEN regexp_matches({value}, {pattern}) THEN {extract} END")
+        return _parse(_regexp_extract(node))
     if isinstance(node, exp.RegexpReplace):
         replacement = node.args.get("replacement")
         if isinstance(replacement, exp.Lambda):
@@ -331,6 +330,31 @@ def _replacement(node: exp.Expr) -> exp.Expr | None:
             )
             replacement.replace(_parse(runtime))
     return None
+
+
+def _regexp_extract(node: exp.RegexpExtract) -> str:
+    """Athena's regexp_extract: NULL without a match, and NULL when the group took no part in the
+    match (DuckDB answers ``''`` for both); refused where RE2's answer cannot tell an empty group
+    from an absent one (query/athena_regex.py)."""
+    group = node.args.get("group")
+    value, pattern = _sql(node.this), _sql(node.expression)
+    extract = f"regexp_extract({value}, {pattern}, {_sql(group) if group else 0})"
+    literal = node.expression
+    number = group.to_py() if isinstance(group, exp.Literal) and group.is_int else None
+    shape = "always"
+    if isinstance(literal, exp.Literal) and literal.is_string and isinstance(number, int):
+        shape = group_shape(literal.this, number) if number > 0 else "always"
+    if shape == "nonempty":
+        extract = f"nullif({extract}, '')"
+    elif shape == "ambiguous":
+        raise QueryRefusedError(
+            f"Athena function regexp_extract() with group {number} of '{literal.this}' is not "
+            "translated: the group can match an empty string and can also take no part in a "
+            "match, which Athena answers as '' and as NULL and loglake's regex engine cannot tell "
+            "apart; make the group match at least one character (e.g. (x+)? instead of (x*)), "
+            "or test the match with regexp_like()"
+        )
+    return f"CASE WHEN regexp_matches({value}, {pattern}) THEN {extract} END"
 
 
 def _map_agg(key: str, value: str) -> str:
