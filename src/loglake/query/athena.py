@@ -333,27 +333,30 @@ def _replacement(node: exp.Expr) -> exp.Expr | None:
 
 
 def _regexp_extract(node: exp.RegexpExtract) -> str:
-    """Athena's regexp_extract: NULL without a match, and NULL when the group took no part in the
-    match (DuckDB answers ``''`` for both); refused where RE2's answer cannot tell an empty group
-    from an absent one (query/athena_regex.py)."""
+    """Athena's regexp_extract: NULL without a match, NULL when the group took no part in the
+    match, ``''`` when it matched nothing (DuckDB's regexp_extract answers ``''`` for all three).
+
+    Where the pattern's structure shows the group takes part in every match, or holds at least one
+    character whenever it does (query/athena_regex.py), DuckDB's regexp_extract is used, with
+    ``nullif(..., '')`` in the second case; otherwise the first element of DuckDB's
+    regexp_extract_all, which is NULL for a group that took no part (and finds every match: slower
+    over long text)."""
     group = node.args.get("group")
     value, pattern = _sql(node.this), _sql(node.expression)
-    extract = f"regexp_extract({value}, {pattern}, {_sql(group) if group else 0})"
+    index = _sql(group) if group else "0"
     literal = node.expression
     number = group.to_py() if isinstance(group, exp.Literal) and group.is_int else None
-    shape = "always"
-    if isinstance(literal, exp.Literal) and literal.is_string and isinstance(number, int):
-        shape = group_shape(literal.this, number) if number > 0 else "always"
+    if group is None or number == 0:
+        shape = "always"
+    elif isinstance(literal, exp.Literal) and literal.is_string and isinstance(number, int):
+        shape = group_shape(literal.this, number)
+    else:
+        shape = "ambiguous"  # a pattern or group known only at run time
+    if shape == "ambiguous":
+        return f"list_extract(regexp_extract_all({value}, {pattern}, {index}), 1)"
+    extract = f"regexp_extract({value}, {pattern}, {index})"
     if shape == "nonempty":
         extract = f"nullif({extract}, '')"
-    elif shape == "ambiguous":
-        raise QueryRefusedError(
-            f"Athena function regexp_extract() with group {number} of '{literal.this}' is not "
-            "translated: the group can match an empty string and can also take no part in a "
-            "match, which Athena answers as '' and as NULL and loglake's regex engine cannot tell "
-            "apart; make the group match at least one character (e.g. (x+)? instead of (x*)), "
-            "or test the match with regexp_like()"
-        )
     return f"CASE WHEN regexp_matches({value}, {pattern}) THEN {extract} END"
 
 

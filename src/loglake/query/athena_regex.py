@@ -11,7 +11,8 @@ is in:
 - ``"nonempty"``: the group may take no part, but whenever it does it holds at least one character;
   so ``''`` can only mean "no part", and ``nullif(..., '')`` gives Athena's answer.
 - ``"ambiguous"``: the group may take no part and may also match nothing; the two cannot be told
-  apart from RE2's answer, and the caller refuses the query rather than guess.
+  apart from regexp_extract's answer, and the caller uses the first match of regexp_extract_all
+  (NULL for a group that took no part), which costs a search for every match.
 
 A pattern Python's parser cannot read even after the RE2/Java spellings it lacks are rewritten
 (``\\p{L}``, ``\\z``, ``(?<name>``) is ``"always"`` when it has no ``|``, ``?``, ``*`` or ``{``
