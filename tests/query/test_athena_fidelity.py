@@ -634,10 +634,11 @@ def test_try_makes_failed_subscripts_and_arguments_null(con: Connection) -> None
     rows = con.sql(
         "SELECT try(ARRAY[1, 2][5]) AS a, try(split_part('a,b', ',', 0)) AS b, "
         "try(trim_array(ARRAY[1], 3)) AS c, try(element_at(ARRAY[1], 0)) AS d, "
-        "try(split('a.b', '.', 0)) AS e",
+        "try(split('a.b', '.', 0)) AS e, try(MAP(ARRAY['a'], ARRAY[1])['z']) AS f, "
+        "try(MAP(ARRAY['a'], ARRAY[1])['a']) AS g",
         dialect="athena",
     ).fetchall()
-    assert rows == [(None, None, None, None, None)]
+    assert rows == [(None, None, None, None, None, None, 1)]
 
 
 @pytest.mark.parametrize(

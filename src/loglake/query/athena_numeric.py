@@ -558,9 +558,12 @@ def _subscript(bracket: exp.Bracket, container: TrinoType | None) -> exp.Expr | 
     if container.kind == "map":
         if safe:
             return None
+        # The failing index (not error(), which TRY() refuses as volatile) lets try(map[key])
+        # be NULL, as in Athena.
+        absent = failing_integer("Key not present in map")
         return _parse(
-            f"CASE WHEN NOT map_contains({value}, {index}) "
-            f"THEN error('Key not present in map') ELSE {text} END"
+            f"map_extract({value}, {index})"
+            f"[CASE WHEN NOT map_contains({value}, {index}) THEN {absent} ELSE 1 END]"
         )
     zero = f"WHEN {index} = 0 THEN {failing_integer('SQL array indices start at 1')}"
     if safe:
