@@ -20,6 +20,22 @@ def query_json(run_cli: RunCli, sql: str, *options: str) -> list[dict[str, Any]]
     return [json.loads(line) for line in out.splitlines() if line.strip()]
 
 
+def test_w3c_directives_are_counted_apart_from_unparsed_lines(
+    run_cli: RunCli, tmp_path: Path
+) -> None:
+    log = tmp_path / "u_ex021224.log"
+    bad = "2002-05-24 20:18:02 172.224.24.114 - too few values\n"
+    log.write_text((DATA / "iis.log").read_text() + bad)
+    out = run_cli("ingest", str(log)).stdout
+    assert "read 12 lines = parsed 2 + rejected 10 from 1 input(s)" in out
+    assert f"{log}: w3c 2, W3C directives 9, unparsed 1 (of 12 lines)" in out
+    reasons = query_json(
+        run_cli, "SELECT line, reason FROM logs.rejected WHERE reason NOT LIKE 'W3C directive%'"
+    )
+    assert len(reasons) == 1 and reasons[0]["line"] == 12
+    assert "values where its #Fields directive names" in reasons[0]["reason"]
+
+
 @pytest.mark.slow
 def test_a_folder_of_every_new_format(run_cli: RunCli, tmp_path: Path) -> None:
     folder = tmp_path / "logs"
@@ -32,8 +48,11 @@ def test_a_folder_of_every_new_format(run_cli: RunCli, tmp_path: Path) -> None:
     gz.write_bytes(gzip.compress(cloudfront.read_bytes()))
     cloudfront.unlink()
     out = run_cli("ingest", str(folder)).stdout
-    # 11 rejected: the W3C directive lines (2 of CloudFront, 9 of IIS), kept as such.
+    # 11 rejected: the W3C directive lines (2 of CloudFront, 9 of IIS), kept as such, and
+    # reported apart from lines that did not parse.
     assert "read 42 lines = parsed 31 + rejected 11 from 7 input(s)" in out
+    assert "iis.log: w3c 2, W3C directives 9 (of 11 lines)" in out
+    assert ".RT4KCN4SGK9.gz: cloudfront 3, W3C directives 2 (of 5 lines)" in out
     for table, rows in (
         ("logs.alb", 5),
         ("logs.clb", 4),

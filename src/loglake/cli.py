@@ -133,7 +133,8 @@ def ingest(
     if stats.formats:
         click.echo("formats:" if fmt != "auto" else "formats detected:")
     for name, used in stats.formats.items():
-        click.echo(f"  {name}: {_formats_line(used, stats.lines.get(name, 0))}")
+        lines, headers = stats.lines.get(name, 0), stats.directives.get(name, 0)
+        click.echo(f"  {name}: {_formats_line(used, lines, headers)}")
     # The other inputs are committed; a failed one makes the exit status say so (for cron, CI).
     for name, problem in stats.failed.items():
         click.echo(f"error: {name}: {problem}", err=True)
@@ -222,14 +223,18 @@ def _list_crawls(config: Any, runs: int = 10) -> None:
         console.print(out)
 
 
-def _formats_line(used: dict[str, int], lines: int) -> str:
-    """What each format parsed of an input: ``vhost_combined 2, combined 1, unparsed 2 (of 5 lines)``."""
+def _formats_line(used: dict[str, int], lines: int, directives: int = 0) -> str:
+    """What each format parsed of an input: ``vhost_combined 2, combined 1, unparsed 2 (of 5 lines)``;
+    a W3C file's directive lines (kept in logs.rejected, as every line no record came from) are
+    counted apart from lines that did not parse: ``w3c 2, W3C directives 9 (of 11 lines)``."""
     if not lines:
         return "no lines"
     parts = [f"{fmt} {n:,}" for fmt, n in used.items() if n]
     if not parts:
         return f"none recognized ({lines:,} lines)"
-    unparsed = lines - sum(used.values())
+    if directives:
+        parts.append(f"W3C directives {directives:,}")
+    unparsed = lines - sum(used.values()) - directives
     if unparsed > 0:
         parts.append(f"unparsed {unparsed:,}")
     return f"{', '.join(parts)} (of {lines:,} lines)"

@@ -29,6 +29,7 @@ from loglake.formats import get_format
 from loglake.formats.lines import line_batch
 from loglake.formats.mixed import Detector, Group
 from loglake.formats.step import BatchStep, normalise
+from loglake.formats.w3c import DIRECTIVE_REASON
 from loglake.lake.catalog import open_catalog
 from loglake.lake.ledger import Ledger
 from loglake.lake.rejected import REJECTED_TABLE, empty_rejected, rejected_frame
@@ -66,6 +67,8 @@ class IngestStats:
     # input name -> {format name: lines it parsed}, the main format first; {} when none parsed any
     formats: dict[str, dict[str, int]] = field(default_factory=dict)
     lines: dict[str, int] = field(default_factory=dict)  # input name -> lines read in this run
+    # input name -> W3C directive lines (#Fields...) among its rejected: headers, not records
+    directives: dict[str, int] = field(default_factory=dict)
     failed: dict[str, str] = field(default_factory=dict)  # input or source name -> what happened
 
     def summary(self) -> str:
@@ -466,6 +469,9 @@ def _store_rejected(
         )
     stats.rejected += rejected.height
     stats.tables[REJECTED_TABLE] = stats.tables.get(REJECTED_TABLE, 0) + rejected.height
+    headers = int((rejected.get_column("reason") == DIRECTIVE_REASON).sum())
+    if headers:
+        stats.directives[source] = stats.directives.get(source, 0) + headers
 
 
 def _commit(

@@ -33,6 +33,9 @@ from loglake.errors import FormatError
 from loglake.formats.base import LineBatch, ParseResult
 from loglake.formats.fielded import ATHENA_TYPES
 
+#: The reason a directive line is kept under in logs.rejected (ingest counts these apart).
+DIRECTIVE_REASON = "W3C directive line: not a record"
+
 
 def _words(text: str) -> tuple[str, ...]:
     return tuple(text.split())
@@ -185,7 +188,7 @@ class W3CFormat:
         reasons = pl.concat(
             [
                 pl.DataFrame({"line": line_no.filter(is_directive)}).with_columns(
-                    reason=pl.lit("W3C directive line: not a record")
+                    reason=pl.lit(DIRECTIVE_REASON)
                 ),
                 pl.DataFrame({"line": line_no.filter(text.str.len_bytes() == 0)}).with_columns(
                     reason=pl.lit("empty line")
