@@ -226,7 +226,7 @@ def create_app(config: Config) -> Any:
         rows = q.latest(_count(request, "limit", 100))
         return JSONResponse({"query": name, "rows": json_value(rows)})
 
-    source_routes, hot = mount_sources(runtime.sources)
+    source_routes, hot, refusals = mount_sources(runtime.sources)
     console, console_pool = console_routes(config, runtime)
     routes = Starlette(
         routes=[
@@ -250,12 +250,6 @@ def create_app(config: Config) -> Any:
     routes.state.runtime = runtime
     app: Any = IngestFastPath(routes, hot)
     if config.auth.enabled:
-        refusals = {
-            route.path: route.refuse
-            for source in runtime.sources
-            for route in source.routes()
-            if route.refuse is not None
-        }
         app = BearerAuth(app, keys=config.auth.api_keys, refusals=refusals)
     return app
 
@@ -326,9 +320,12 @@ def _json_bytes(value: Any) -> bytes:
 HotRoute = tuple["re.Pattern[str]", frozenset[str], Handler]
 
 
-def mount_sources(sources: Sequence[LiveSource]) -> tuple[list[Route], list[HotRoute]]:
-    """The Starlette routes of the sources' :class:`HttpRoute` s, and those of them marked ``hot``
-    for :class:`IngestFastPath`.
+def mount_sources(
+    sources: Sequence[LiveSource],
+) -> tuple[list[Route], list[HotRoute], dict[str, Refuse]]:
+    """The Starlette routes of the sources' :class:`HttpRoute` s, those of them marked ``hot``
+    for :class:`IngestFastPath`, and the ``refuse`` of each path that has one for
+    :class:`BearerAuth`.
 
     Routes of several sources on one path and method (Kinesis and Firehose on ``POST /``) become
     one route that picks the source by the header of their ``dispatch``; a request no prefix
@@ -336,9 +333,12 @@ def mount_sources(sources: Sequence[LiveSource]) -> tuple[list[Route], list[HotR
     not all name the same header (a source's mistake).
     """
     groups: dict[tuple[str, tuple[str, ...]], list[HttpRoute]] = {}
+    refusals: dict[str, Refuse] = {}
     for source in sources:
         for route in source.routes():
             groups.setdefault((route.path, tuple(sorted(route.methods))), []).append(route)
+            if route.refuse is not None:
+                refusals[route.path] = route.refuse
     mounted: list[Route] = []
     hot: list[HotRoute] = []
     for (path, methods), group in groups.items():
@@ -346,7 +346,7 @@ def mount_sources(sources: Sequence[LiveSource]) -> tuple[list[Route], list[HotR
         mounted.append(Route(path, handler, methods=list(methods)))
         if any(route.hot for route in group):
             hot.append((compile_path(path)[0], frozenset(methods), handler))
-    return mounted, hot
+    return mounted, hot, refusals
 
 
 def _dispatcher(path: str, group: list[HttpRoute]) -> Handler:

@@ -50,6 +50,7 @@ from loglake.sources.http_body import (
     content_encoding,
     decode_body,
     lines,
+    media_type,
     read_body,
 )
 from loglake.sources.live import (
@@ -431,7 +432,7 @@ class AwsJsonSource:
             ) from None
         except BadEncoding as exc:
             raise serialization(str(exc)) from None
-        kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        kind = media_type(request.headers)
         if "cbor" in kind:
             raise serialization(
                 "CBOR is not supported; make the SDK send JSON "

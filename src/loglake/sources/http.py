@@ -25,7 +25,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse
 
 from loglake.errors import NoSuchStreamError
-from loglake.sources.http_body import lines, read_decoded
+from loglake.sources.http_body import lines, media_type, read_decoded
 from loglake.sources.live import (
     CountersByStream,
     HttpRoute,
@@ -112,7 +112,7 @@ class HttpSource:
             # and this runs in the event loop.
             streams.info(name)
         body = await read_decoded(request, self._limit, self._timeout, "server.max_body_bytes")
-        kind = request.headers.get("content-type", "text/plain").split(";")[0].strip().lower()
+        kind = media_type(request.headers, "text/plain")
         records: list[bytes] = []
         rejected: list[dict[str, Any]] = []
         is_json = kind in JSON_TYPES

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 
 from starlette.requests import ClientDisconnect, Request
 
@@ -76,6 +76,13 @@ class TooManyRecords(BodyError):
 
     status = 413
     code = "too_many_records"
+
+
+def media_type(headers: Mapping[str, str], default: str = "") -> str:
+    """The media type of a request's Content-Type, lower case and without its parameters
+    (``application/json; charset=utf-8`` -> ``application/json``); ``default`` when absent.
+    ``headers``: Starlette's request headers, or a dict with lower-case names."""
+    return headers.get("content-type", default).split(";")[0].strip().lower()
 
 
 def content_encoding(request: Request) -> str:

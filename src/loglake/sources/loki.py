@@ -42,6 +42,7 @@ from loglake.sources.http_body import (
     TooManyRecords,
     UnsupportedEncoding,
     decode_body,
+    media_type,
     read_body,
 )
 from loglake.sources.live import (
@@ -495,7 +496,7 @@ class LokiSource:
         streams = self._streams
         if streams is None:
             raise PushThrottled("the server is starting; retry in a moment", 1.0)
-        kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        kind = media_type(request.headers)
         encoding = request.headers.get("content-encoding", "").strip().lower()
         if encoding not in ENCODINGS:  # refused before the body is read
             raise unsupported(encoding)

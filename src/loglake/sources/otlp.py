@@ -46,6 +46,7 @@ from loglake.sources.http_body import (
     BodyTooLarge,
     UnsupportedEncoding,
     decode_body,
+    media_type,
     read_body,
 )
 from loglake.sources.live import (
@@ -461,7 +462,7 @@ class OtlpSource:
 
     async def export(self, request: Request) -> Response:
         """Append the request's log records; answer an ExportLogsServiceResponse once durable."""
-        kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        kind = media_type(request.headers)
         is_json = kind == JSON
         try:
             if kind not in (PROTOBUF, JSON):
@@ -568,7 +569,7 @@ def refuse(
     """The server's refusal of a request to ``/v1/logs`` before the route runs (a missing or wrong
     API key), as a ``google.rpc.Status`` in the request's encoding, so the Collector's and the
     SDKs' logs show its message."""
-    kind = request_headers.get("content-type", "").split(";")[0].strip().lower()
+    kind = media_type(request_headers)
     return status_answer(status, message, kind == JSON, headers)
 
 
